@@ -1,0 +1,73 @@
+"""What a run reports while it moves: one immutable update per change, for the UI to show."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
+
+# The model prints token progress as "    NN /    TOTAL" (50 tokens per second of audio).
+PROGRESS_LINE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+SEED_LINE = re.compile(r"^\s*Using seed (-?\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    """A snapshot of one run after something changed.
+
+    `status` is the API's status, or one of the studio's own stages before the prediction
+    exists: "validating", "preparing" (audio conversion/upload), "creating".
+    `new_logs` are the log lines that arrived since the previous update.
+    `run_id` is the library's id of the run; `audio_path` is set on the final update of a
+    successful run, once the audio is filed in the library.
+    """
+
+    status: str
+    prediction_id: str | None = None
+    new_logs: tuple[str, ...] = ()
+    progress: Progress | None = None
+    seed: int | None = None
+    elapsed: float = 0.0
+    error: str | None = None
+    run_id: str | None = None
+    audio_path: str | None = None
+    prediction: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+def split_log_lines(text: str) -> list[str]:
+    """Split a log blob into lines; the model's progress uses \\r, so treat it as a newline."""
+    return [ln for ln in re.split(r"\r\n|\r|\n", text) if ln.strip()]
+
+
+def parse_progress(lines: list[str]) -> Progress | None:
+    """The latest `NN / TOTAL` progress among `lines`, if any."""
+    for line in reversed(lines):
+        m = PROGRESS_LINE.match(line)
+        if m:
+            return Progress(int(m.group(1)), int(m.group(2)))
+    return None
+
+
+def parse_seed(lines: list[str]) -> int | None:
+    """The seed the model reported with `Using seed N`, if any."""
+    for line in lines:
+        m = SEED_LINE.match(line)
+        if m:
+            return int(m.group(1))
+    return None

@@ -1,0 +1,46 @@
+"""Settings read once from the environment by the composition root (app.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_BASE_URL = "https://api.replicate.com"
+# meta/musicgen on Replicate; its input schema matches replicate/cog-musicgen at commit 647e795.
+DEFAULT_VERSION = "671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb"
+DEFAULT_DATA_DIR = "musicgen-data"
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app reads from its environment.
+
+    `api_token` is the optional server-wide token; without it each visitor brings their own.
+    `shared` turns on per-browser owners (automatic on Hugging Face Spaces, where SPACE_ID is set).
+    """
+
+    api_token: str | None
+    base_url: str
+    version: str
+    data_dir: Path
+    shared: bool
+    max_library_mb: float | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        cap = env.get("MUSICGEN_MAX_LIBRARY_MB", "").strip()
+        return cls(
+            api_token=env.get("REPLICATE_API_TOKEN", "").strip() or None,
+            base_url=(env.get("REPLICATE_BASE_URL", "").strip() or DEFAULT_BASE_URL).rstrip("/"),
+            version=env.get("MUSICGEN_VERSION", "").strip() or DEFAULT_VERSION,
+            data_dir=Path(env.get("MUSICGEN_DATA_DIR", "").strip() or DEFAULT_DATA_DIR),
+            shared=_flag(env.get("MUSICGEN_SHARED")) or bool(env.get("SPACE_ID")),
+            max_library_mb=float(cap) if cap else None,
+        )
