@@ -1,0 +1,464 @@
+"""Validation of a generation request, before anything is sent.
+
+Two layers: `parse_request` turns loose form/API values into a typed `GenerationRequest`
+(types, ranges, choices); `check_request` applies the model's own rules, which need the
+whole request and the input clip's real length. Every refusal is a `FieldError` naming the
+model input and saying, in a musician's words, what to change; all of them come at once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from services.errors import FieldError, RequestInvalid
+from services.request import (
+    COHERENT_MAX_SECONDS,
+    MELODY_MODELS,
+    MODEL_VERSIONS,
+    NORMALIZATION_STRATEGIES,
+    OUTPUT_FORMATS,
+    STEREO_MODELS,
+    GenerationRequest,
+)
+
+# MusicGen's tokens come from a codebook of 2048 entries: top-k above that makes the model crash.
+TOP_K_MAX = 2048
+# The model seeds numpy, which takes 0 .. 2**32 - 1; 0 and -1 both mean "random" to the model.
+SEED_MAX = 2**32 - 1
+# A clip's measured length is fractional while the end is whole seconds: an end less than a
+# second past the clip's end just means "up to the end" to the model, so it is not refused.
+END_SLACK_SECONDS = 1.0
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+_MELODY_CHOICES = " or ".join(sorted(MELODY_MODELS, reverse=True))
+_MONO_MODELS = ", ".join(m for m in MODEL_VERSIONS if m not in STEREO_MODELS)
+
+
+class _Refused(ValueError):
+    """A value that cannot be used for its field."""
+
+
+# -- coercion of loose values ---------------------------------------------------------------
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _whole(value: Any) -> int:
+    """A whole number from an int, an integral float (8.0) or a string ("8", "8.0")."""
+    if isinstance(value, bool):
+        raise _Refused
+    if isinstance(value, int):
+        return value
+    number = _number(value)
+    if not number.is_integer():
+        raise _Refused
+    return int(number)
+
+
+def _number(value: Any) -> float:
+    """A finite number from an int, a float or a numeric string."""
+    if isinstance(value, bool):
+        raise _Refused
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise _Refused from None
+    else:
+        raise _Refused
+    if not math.isfinite(number):
+        raise _Refused
+    return number
+
+
+def _flag(value: Any) -> bool:
+    """A switch from a bool, 0/1 or the usual words ("true", "off", ...)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    raise _Refused
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Refused
+    return value
+
+
+def _path(value: Any) -> str:
+    """A local file path; Gradio may also hand over a file dict with a `path`."""
+    if isinstance(value, Mapping):
+        value = value.get("path") or value.get("name")
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise _Refused
+    return value
+
+
+def _choice(options: tuple[str, ...] | Mapping[str, str]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or value.strip().lower() not in options:
+            raise _Refused
+        return value.strip().lower()
+
+    return parse
+
+
+def _whole_in(low: int, high: int | None = None) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        number = _whole(value)
+        if number < low or (high is not None and number > high):
+            raise _Refused
+        return number
+
+    return parse
+
+
+def _number_in(low: float, high: float, *, low_open: bool = False) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        number = _number(value)
+        if number < low or number > high or (low_open and number == low):
+            raise _Refused
+        return number
+
+    return parse
+
+
+def _seed(value: Any) -> int | None:
+    number = _whole(value)
+    if number in (-1, 0):  # both mean "random" to the model; store that plainly
+        return None
+    if not 0 < number <= SEED_MAX:
+        raise _Refused
+    return number
+
+
+def _continuation_end(value: Any) -> int | None:
+    number = _whole(value)
+    if number == -1:  # the model's own spelling of "to the end of the clip"
+        return None
+    if number < 0:
+        raise _Refused
+    return number
+
+
+# -- what each field accepts, and how a refusal reads ---------------------------------------
+
+
+@dataclass(frozen=True)
+class _Field:
+    parse: Callable[[Any], Any]
+    rule: str  # "<Label> must be ...", completed with "(you entered X)."
+    hint: str = ""
+    empty_is_none: bool = False  # empty means None (random seed, end of clip), else the default
+
+
+def _oneof(options: tuple[str, ...] | Mapping[str, str]) -> str:
+    names = list(options)
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+_FIELDS: dict[str, _Field] = {
+    "prompt": _Field(_text, "Prompt must be text"),
+    "input_audio": _Field(
+        _path, "Input audio must be an audio file", "Choose the file again.", empty_is_none=True
+    ),
+    "duration": _Field(_whole_in(1), "Duration must be a whole number of seconds, at least 1"),
+    "continuation": _Field(_flag, "Continuation must be on or off (true or false)"),
+    "continuation_start": _Field(
+        _whole_in(0),
+        "Continuation start must be a whole number of seconds, 0 or more",
+        "0 starts at the beginning of the clip.",
+    ),
+    "continuation_end": _Field(
+        _continuation_end,
+        "Continuation end must be a whole number of seconds, 0 or more",
+        "Leave it empty to use the clip up to its end.",
+        empty_is_none=True,
+    ),
+    "model_version": _Field(_choice(MODEL_VERSIONS), f"Model must be {_oneof(MODEL_VERSIONS)}"),
+    "multi_band_diffusion": _Field(_flag, "Multi-band diffusion must be on or off (true or false)"),
+    "normalization_strategy": _Field(
+        _choice(NORMALIZATION_STRATEGIES),
+        f"Normalization must be {_oneof(NORMALIZATION_STRATEGIES)}",
+    ),
+    "top_k": _Field(
+        _whole_in(0, TOP_K_MAX),
+        f"Top-k must be a whole number from 0 to {TOP_K_MAX}",
+        "250 is the model's default.",
+    ),
+    "top_p": _Field(
+        _number_in(0.0, 1.0),
+        "Top-p must be a number from 0 to 1",
+        "0 leaves the choice to top-k.",
+    ),
+    "temperature": _Field(
+        _number_in(0.0, math.inf, low_open=True),
+        "Temperature must be a number above 0",
+        "1 is the model's default; lower is more predictable, higher more adventurous.",
+    ),
+    "classifier_free_guidance": _Field(
+        _whole_in(0),
+        "Classifier-free guidance must be a whole number, 0 or more",
+        "3 is the model's default; higher follows the prompt more closely.",
+    ),
+    "output_format": _Field(
+        _choice(OUTPUT_FORMATS), f"Output format must be {_oneof(OUTPUT_FORMATS)}"
+    ),
+    "seed": _Field(
+        _seed,
+        f"Seed must be a whole number from 1 to {SEED_MAX}",
+        "Leave it empty (or enter -1) for a random seed.",
+        empty_is_none=True,
+    ),
+}
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(GenerationRequest)}
+
+
+def _shown(value: Any) -> str:
+    """The value as the user typed it, short enough to quote in a message."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return format(value, "g")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        text = value if len(value) <= 40 else value[:37] + "..."
+        return f'"{text}"'
+    return f"a {type(value).__name__}"
+
+
+def _refusal(name: str, value: Any) -> FieldError:
+    spec = _FIELDS[name]
+    message = f"{spec.rule} (you entered {_shown(value)})."
+    return FieldError(name, f"{message} {spec.hint}" if spec.hint else message)
+
+
+def _parse(raw: Mapping[str, Any]) -> tuple[GenerationRequest, list[FieldError]]:
+    """The request with defaults in place of refused values, and the refusals."""
+    values: dict[str, Any] = {}
+    errors: list[FieldError] = []
+    for name, spec in _FIELDS.items():
+        value = raw.get(name)
+        if _is_empty(value):
+            values[name] = None if spec.empty_is_none else _DEFAULTS[name]
+            continue
+        try:
+            values[name] = spec.parse(value)
+        except _Refused:
+            values[name] = _DEFAULTS[name]
+            errors.append(_refusal(name, value))
+    return GenerationRequest(**values), errors
+
+
+def parse_request(raw: Mapping[str, Any]) -> GenerationRequest:
+    """Build a request from a form's or the API's loose values.
+
+    Empty values (None, "") take the model's default; for `seed` and `continuation_end`
+    that is None (random, to the end of the clip). Raises RequestInvalid listing every problem.
+    """
+    request, errors = _parse(raw)
+    if errors:
+        raise RequestInvalid(errors)
+    return request
+
+
+# -- the model's own rules -----------------------------------------------------------------
+
+
+def _secs(seconds: float) -> str:
+    """Seconds for a message: 10 -> "10", 9.46 -> "9.46"."""
+    return f"{seconds:.2f}".rstrip("0").rstrip(".")
+
+
+def _pairing_errors(request: GenerationRequest, skip: frozenset[str]) -> list[FieldError]:
+    """Rules about which inputs go together."""
+    errors: list[FieldError] = []
+    has_audio = bool(request.input_audio)
+    if not request.prompt.strip() and not has_audio and not skip & {"prompt", "input_audio"}:
+        errors.append(
+            FieldError(
+                "prompt",
+                "Describe the music you want in the prompt, or give an input audio clip to "
+                "follow or continue: the model needs at least one of them.",
+            )
+        )
+    if request.continuation and not has_audio and not skip & {"continuation", "input_audio"}:
+        errors.append(
+            FieldError(
+                "input_audio",
+                "Continuation extends an input audio clip, but none was given: add a clip, "
+                "or turn Continuation off.",
+            )
+        )
+    melody = has_audio and not request.continuation
+    if (
+        melody
+        and request.model_version not in MELODY_MODELS
+        and not skip & {"model_version", "continuation", "input_audio"}
+    ):
+        errors.append(
+            FieldError(
+                "model_version",
+                f"The {request.model_version} model can't follow a melody. To use your clip as "
+                f"a melody, pick {_MELODY_CHOICES}; to extend the clip instead, turn "
+                "Continuation on.",
+            )
+        )
+    if (
+        request.multi_band_diffusion
+        and request.model_version in STEREO_MODELS
+        and not skip & {"multi_band_diffusion", "model_version"}
+    ):
+        errors.append(
+            FieldError(
+                "multi_band_diffusion",
+                f"Multi-band diffusion only works with the mono models ({_MONO_MODELS}), and "
+                f"{request.model_version} is stereo. Turn multi-band diffusion off, or pick "
+                "a mono model.",
+            )
+        )
+    return errors
+
+
+def _clip_errors(
+    request: GenerationRequest, audio_seconds: float | None, skip: frozenset[str]
+) -> list[FieldError]:
+    """Rules about the part of the clip the model uses (from start to end)."""
+    if not request.input_audio or "input_audio" in skip:
+        return []  # without a clip the model ignores start and end
+    errors: list[FieldError] = []
+    start, end = request.continuation_start, request.continuation_end
+    bounds_known = not skip & {"continuation_start", "continuation_end"}
+    if bounds_known and end is not None and start >= end:
+        errors.append(
+            FieldError(
+                "continuation_start",
+                f"Continuation start ({start} s) must come before continuation end ({end} s): "
+                "the model uses the part of your clip between them. Lower the start, raise "
+                "the end, or leave the end empty to use the clip up to its end.",
+            )
+        )
+    if audio_seconds is not None:
+        clip = _secs(audio_seconds)
+        if "continuation_start" not in skip and start >= audio_seconds:
+            errors.append(
+                FieldError(
+                    "continuation_start",
+                    f"Continuation start ({start} s) is at or past the end of your clip, which "
+                    f"is only {clip} s long. Pick a start below {clip} s.",
+                )
+            )
+        if (
+            "continuation_end" not in skip
+            and end is not None
+            and end >= audio_seconds + END_SLACK_SECONDS
+        ):
+            errors.append(
+                FieldError(
+                    "continuation_end",
+                    f"Continuation end ({end} s) is past the end of your clip, which is only "
+                    f"{clip} s long. Pick an end of at most {math.ceil(audio_seconds)} s, or "
+                    "leave it empty to use the clip up to its end.",
+                )
+            )
+    if request.continuation and bounds_known and "duration" not in skip:
+        errors.extend(_slice_errors(request, audio_seconds))
+    return errors
+
+
+def _slice_errors(request: GenerationRequest, audio_seconds: float | None) -> list[FieldError]:
+    """In continuation mode `duration` is the total length, so it must exceed the slice."""
+    start, end = request.continuation_start, request.continuation_end
+    if end is not None and audio_seconds is not None:
+        stop = min(float(end), audio_seconds)
+    elif end is not None:
+        stop = float(end)
+    elif audio_seconds is not None:
+        stop = audio_seconds
+    else:
+        return []  # neither an end nor the clip's length: nothing to measure
+    piece = stop - start
+    if piece <= 0 or piece < request.duration:
+        return []  # an empty slice is refused by the start/end rules already
+    where = f"from {start} s to " + (f"{end} s" if end is not None else "the end of the clip")
+    at_least = math.floor(piece) + 1
+    return [
+        FieldError(
+            "duration",
+            f"In continuation mode, Duration is the total length of the result, including the "
+            f"{_secs(piece)} s of your clip that it continues ({where}), so {request.duration} "
+            f"s leaves no room for new music. Set Duration above {_secs(piece)} s (for example "
+            f"{at_least + 8} s adds about 8 s of new music), or use a shorter part of the clip "
+            "with continuation start and end.",
+        )
+    ]
+
+
+def _rule_errors(
+    request: GenerationRequest, audio_seconds: float | None, skip: frozenset[str] = frozenset()
+) -> list[FieldError]:
+    """The model's rules, leaving out any that depend on a field in `skip` (already refused)."""
+    return _pairing_errors(request, skip) + _clip_errors(request, audio_seconds, skip)
+
+
+def check_request(request: GenerationRequest, audio_seconds: float | None) -> list[FieldError]:
+    """The model's own rules; `audio_seconds` is the input clip's measured length, if any.
+
+    Rules about the clip's length are skipped when its length is unknown (None).
+    """
+    return _rule_errors(request, audio_seconds)
+
+
+def validate(
+    raw_or_request: Mapping[str, Any] | GenerationRequest, audio_seconds: float | None = None
+) -> GenerationRequest:
+    """Parse (if needed) and check; raises one RequestInvalid listing every problem."""
+    raw = (
+        raw_or_request.to_dict()
+        if isinstance(raw_or_request, GenerationRequest)
+        else raw_or_request
+    )
+    request, errors = _parse(raw)
+    errors += _rule_errors(request, audio_seconds, frozenset(e.field for e in errors))
+    if errors:
+        raise RequestInvalid(errors)
+    return request
+
+
+# -- warnings (allowed, but the musician should know) ---------------------------------------
+
+
+def is_long(request: GenerationRequest) -> bool:
+    """Above 30 s MusicGen writes in overlapping windows: slower and less coherent."""
+    return request.duration > COHERENT_MAX_SECONDS
+
+
+def warnings(request: GenerationRequest) -> list[str]:
+    """Things that are allowed but worth knowing before pressing Generate."""
+    notes: list[str] = []
+    if is_long(request):
+        notes.append(
+            f"Duration is {request.duration} s. Above {COHERENT_MAX_SECONDS} s MusicGen writes "
+            f"the piece in overlapping {COHERENT_MAX_SECONDS}-second windows, so it takes "
+            "noticeably longer and the music can drift (less coherent over its whole length)."
+        )
+    return notes
