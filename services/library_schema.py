@@ -1,0 +1,125 @@
+"""The library's database file: opening connections, the schema and its migrations.
+
+The schema version lives in `PRAGMA user_version`. `MIGRATIONS[n]` turns a version-n database
+into version n+1; opening runs every missing step inside one write transaction, so two
+processes opening the same old file at once migrate it exactly once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from services.errors import StudioError
+
+SCHEMA_VERSION = 1
+# Seconds a connection waits for another writer (thread or process) before giving up.
+BUSY_TIMEOUT_SECONDS = 15.0
+
+
+class LibraryError(StudioError):
+    """The library's database could not be opened, read or written."""
+
+
+def _v0_to_v1(conn: sqlite3.Connection) -> None:
+    """Create the runs table and its indexes."""
+    conn.execute(
+        """
+        CREATE TABLE runs (
+            id             TEXT PRIMARY KEY,
+            owner          TEXT,                      -- NULL: a local single-user install
+            request        TEXT NOT NULL,             -- GenerationRequest.to_dict() as JSON
+            prompt_key     TEXT NOT NULL DEFAULT '',  -- casefolded prompt, for search
+            model_version  TEXT,                      -- copied out of request, for the filter
+            prediction_id  TEXT,
+            status         TEXT NOT NULL,
+            created_at     REAL NOT NULL,             -- epoch seconds, UTC
+            started_at     REAL,
+            completed_at   REAL,
+            predict_time   REAL,
+            seed           INTEGER,
+            error          TEXT,
+            logs_tail      TEXT NOT NULL DEFAULT '',
+            audio_path     TEXT,                      -- relative to the data folder
+            audio_format   TEXT,
+            audio_seconds  REAL,
+            audio_bytes    INTEGER,
+            parent_id      TEXT,
+            favourite      INTEGER NOT NULL DEFAULT 0,
+            source         TEXT NOT NULL DEFAULT 'studio',
+            data_removed   INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    # Newest-first pages, per owner and for everyone; rowid breaks ties inside both.
+    conn.execute("CREATE INDEX runs_owner_created ON runs (owner, created_at)")
+    conn.execute("CREATE INDEX runs_created ON runs (created_at)")
+    conn.execute("CREATE INDEX runs_status ON runs (status)")
+    # One row per prediction per owner; IFNULL so local rows (owner NULL) are unique too.
+    conn.execute(
+        "CREATE UNIQUE INDEX runs_owner_prediction ON runs (IFNULL(owner, ''), prediction_id)"
+        " WHERE prediction_id IS NOT NULL"
+    )
+    conn.execute("CREATE INDEX runs_prediction ON runs (prediction_id)")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _v0_to_v1}
+
+
+def connect(db_path: Path) -> sqlite3.Connection:
+    """A fresh autocommit connection; callers open transactions themselves."""
+    conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    # In WAL mode NORMAL survives any process crash (SIGKILL included); only an OS crash
+    # can lose the last commits, never corrupt the file.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection, *, write: bool) -> Iterator[sqlite3.Connection]:
+    """One transaction; a write one takes the lock up front so it never fails half-way."""
+    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def open_database(db_path: Path) -> None:
+    """Create or migrate the database at `db_path` to SCHEMA_VERSION, in WAL mode."""
+    try:
+        conn = connect(db_path)
+    except sqlite3.Error as err:
+        raise LibraryError(f"The library database {db_path} cannot be opened: {err}") from err
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise LibraryError(
+                f"The library database {db_path} cannot use WAL mode (got {mode!r}); "
+                "put MUSICGEN_DATA_DIR on a local disk."
+            )
+        with transaction(conn, write=True):
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise LibraryError(
+                    f"The library database {db_path} was written by a newer MusicGen Studio "
+                    f"(schema {version}; this version knows up to {SCHEMA_VERSION}). "
+                    "Upgrade the app, or point MUSICGEN_DATA_DIR at another folder."
+                )
+            for step in range(version, SCHEMA_VERSION):
+                MIGRATIONS[step](conn)
+            if version != SCHEMA_VERSION:
+                # PRAGMA takes no parameters; the value is our own integer constant.
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+    except sqlite3.DatabaseError as err:
+        raise LibraryError(
+            f"The library database {db_path} is unreadable ({err}). "
+            "Move it aside or point MUSICGEN_DATA_DIR at another folder."
+        ) from err
+    finally:
+        conn.close()
