@@ -1,0 +1,335 @@
+"""Audio files in and out: probe, prepare input clips for the model, check downloaded outputs.
+
+Uses ffprobe/ffmpeg (the same binaries pydub drives) as plain synchronous calls: callers run
+them off the event loop. Formats are decided by decoding the content, never by file name.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.errors import AudioError
+
+# Replicate's files API refuses larger uploads (413).
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+# Replicate advises data URLs only up to about this size; larger files go through /v1/files.
+DATA_URL_MAX_BYTES = 256 * 1024
+# Decoding a 100 MB file takes seconds; this only stops a wedged ffmpeg.
+FFMPEG_TIMEOUT_S = 600.0
+
+# The model's audio loader reliably reads these as they are (container, codec prefix).
+_KEPT: dict[str, tuple[str, str, str]] = {
+    # ffprobe format_name: (codec_name prefix, extension, content type)
+    "wav": ("pcm_", "wav", "audio/x-wav"),  # x-wav: what Python maps to .wav on the model side
+    "mp3": ("mp3", "mp3", "audio/mpeg"),
+    "flac": ("flac", "flac", "audio/flac"),
+}
+# Everything else is transcoded to FLAC: lossless, and read by the model's loader.
+_CONVERTED_EXT, _CONVERTED_TYPE = "flac", "audio/flac"
+# Containers whose header states the exact length, so a shorter decode means a cut-off file.
+# (mp3 and raw AAC lengths are estimates from the bitrate and can be far off in good files.)
+_EXACT_LENGTH_FORMATS = frozenset({"wav", "flac", "aiff", "w64", "mov,mp4,m4a,3gp,3g2,mj2"})
+_FRIENDLY_FORMATS = {
+    "matroska,webm": "webm",
+    "mov,mp4,m4a,3gp,3g2,mj2": "m4a",
+}
+_IMAGE_CODECS = frozenset({"png", "mjpeg", "jpegls", "gif", "webp", "bmp", "tiff", "ljpeg"})
+_KNOWN = "wav, mp3, flac, ogg, m4a or webm"
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file holds; `seconds` is measured by decoding, not read from the header."""
+
+    seconds: float
+    channels: int
+    sample_rate: int
+    codec: str  # ffprobe codec name: pcm_s16le, mp3, flac, vorbis, opus, aac, ...
+    format: str  # container, friendly: wav, mp3, flac, ogg, m4a, webm, ...
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class PreparedAudio:
+    """An input clip ready to send; `path` always ends in the extension of its content."""
+
+    path: Path
+    content_type: str
+    size_bytes: int
+    seconds: float
+    original_format: str  # "container/codec" of what the user gave, e.g. "webm/opus"
+    converted: bool
+
+    @property
+    def fits_data_url(self) -> bool:
+        return self.size_bytes <= DATA_URL_MAX_BYTES
+
+
+class _Unreadable(Exception):
+    """Why a file is not usable audio, in words that finish "This file isn't ...: "."""
+
+
+# -- running ffmpeg ------------------------------------------------------------------------
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        raise AudioError(f"{name} is not installed on this server, so audio can't be read.")
+    return found
+
+
+def _source(path: Path) -> str:
+    # The file: protocol stops ffmpeg reading a name like "-x" or "http:..." as anything else.
+    return f"file:{path.resolve()}"
+
+
+def _ffprobe(path: Path) -> dict[str, Any]:
+    command = [_tool("ffprobe"), "-v", "error", "-print_format", "json"]
+    command += ["-show_format", "-show_streams", _source(path)]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise _Unreadable("reading it took far too long; it may be damaged.") from None
+    if done.returncode != 0:
+        raise _Unreadable(f"it isn't in an audio format we know ({_KNOWN}), or it is damaged.")
+    return json.loads(done.stdout or b"{}")
+
+
+def _decoded_seconds(path: Path, sample_rate: int) -> float:
+    """Decode the first audio stream to mono PCM and count its samples: the real length."""
+    command = [_tool("ffmpeg"), "-nostdin", "-v", "error", "-i", _source(path)]
+    command += ["-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate)]
+    command += ["-f", "s16le", "-c:a", "pcm_s16le", "pipe:1"]
+    total = 0
+    # Streamed and counted, never held: a long clip decodes to hundreds of megabytes.
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as process:
+        watchdog = threading.Timer(FFMPEG_TIMEOUT_S, process.kill)
+        watchdog.start()
+        try:
+            assert process.stdout is not None
+            while chunk := process.stdout.read(1 << 20):
+                total += len(chunk)
+            returncode = process.wait()
+        finally:
+            watchdog.cancel()
+    if returncode != 0:
+        raise _Unreadable("it is damaged: its sound could not be decoded.")
+    return total / 2 / sample_rate
+
+
+def _describe_streams(format_name: str, streams: list[dict[str, Any]]) -> str:
+    """Why a file without an audio stream is not audio, e.g. 'it is an image'."""
+    if format_name == "tty":  # ffmpeg shows plain text files as ANSI-art video
+        return "it is a text file, with no sound in it."
+    video = [s for s in streams if s.get("codec_type") == "video"]
+    if video and all(s.get("codec_name") in _IMAGE_CODECS for s in video):
+        return "it is an image, with no sound in it."
+    if video:
+        return "it is a video without a sound track."
+    return "it has no sound in it."
+
+
+def _friendly(format_name: str) -> str:
+    return _FRIENDLY_FORMATS.get(format_name, format_name.split(",")[0])
+
+
+def _header_seconds(probed: dict[str, Any], stream: dict[str, Any]) -> float | None:
+    for value in (probed.get("format", {}).get("duration"), stream.get("duration")):
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(seconds) and seconds > 0:
+            return seconds
+    return None
+
+
+def _inspect(path: Path) -> tuple[AudioInfo, str]:
+    """Probe and fully decode; returns the info and ffprobe's raw format name."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise _Unreadable("the file could not be found or opened.") from None
+    if not path.is_file():
+        raise _Unreadable("it is not a file.")
+    if size == 0:
+        raise _Unreadable("the file is empty.")
+    probed = _ffprobe(path)
+    streams = probed.get("streams", [])
+    audio = [s for s in streams if s.get("codec_type") == "audio"]
+    format_name = str(probed.get("format", {}).get("format_name", "unknown"))
+    if not audio:
+        raise _Unreadable(_describe_streams(format_name, streams))
+    stream = audio[0]
+    sample_rate = int(stream.get("sample_rate") or 0) or 48000
+    seconds = _decoded_seconds(path, sample_rate)
+    if seconds <= 0:
+        raise _Unreadable("no sound could be decoded from it; it may be damaged or cut off.")
+    promised = _header_seconds(probed, stream)
+    if (
+        format_name in _EXACT_LENGTH_FORMATS
+        and promised is not None
+        and promised - seconds > max(0.5, 0.02 * promised)
+    ):
+        raise _Unreadable(
+            f"it seems cut off: it should last {promised:.1f} s, but only {seconds:.1f} s "
+            "of sound could be read. Export or record it again."
+        )
+    info = AudioInfo(
+        seconds=seconds,
+        channels=int(stream.get("channels") or 0),
+        sample_rate=sample_rate,
+        codec=str(stream.get("codec_name", "unknown")),
+        format=_friendly(format_name),
+        size_bytes=size,
+    )
+    return info, format_name
+
+
+def probe(path: str | os.PathLike[str]) -> AudioInfo:
+    """Measure an audio file by decoding it; AudioError if it is not audio we can read."""
+    try:
+        return _inspect(Path(path))[0]
+    except _Unreadable as why:
+        raise AudioError(f"This file isn't audio we can read: {why}") from None
+
+
+# -- input clips ---------------------------------------------------------------------------
+
+
+def _size_text(size: int) -> str:
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f}".removesuffix(".0") + " MB"
+    return f"{size / 1024:.1f}".removesuffix(".0") + " KB"
+
+
+def _check_size(size: int, max_bytes: int, *, converted: bool = False) -> None:
+    if size <= max_bytes:
+        return
+    what = "Converted for the model, this clip becomes" if converted else "This file is"
+    raise AudioError(
+        f"{what} {_size_text(size)}, above the {_size_text(max_bytes)} limit for input audio. "
+        "Trim it to the part you need"
+        + ("." if converted else ", or export it compressed (for example as mp3).")
+    )
+
+
+def _safe_stem(path: Path) -> str:
+    """A file name stem that any upload accepts."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem).strip("._")
+    return stem[:80] or "input"
+
+
+def _unique(workdir: Path, stem: str, ext: str) -> Path:
+    candidate = workdir / f"{stem}.{ext}"
+    if candidate.exists():
+        candidate = workdir / f"{stem}-{uuid.uuid4().hex[:8]}.{ext}"
+    return candidate
+
+
+def _named_copy(source: Path, workdir: Path, ext: str) -> Path:
+    """The file itself when its name already says what it is, else a copy named rightly."""
+    if source.suffix.lower() == f".{ext}":
+        return source
+    target = _unique(workdir, _safe_stem(source), ext)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+    return target
+
+
+def _to_flac(source: Path, target: Path) -> None:
+    command = [_tool("ffmpeg"), "-nostdin", "-v", "error", "-y", "-i", _source(source)]
+    # 16-bit is plenty for a melody or a prompt clip, and keeps more clips small enough to
+    # travel as data URLs (FLAC would otherwise keep 24-32 bits from lossy float decoders).
+    command += ["-map", "0:a:0", "-vn", "-c:a", "flac", "-sample_fmt", "s16"]
+    command += ["-f", "flac", _source(target)]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise AudioError("Converting this clip took far too long; try a shorter one.") from None
+    if done.returncode != 0 or not target.is_file() or target.stat().st_size == 0:
+        raise AudioError(
+            "This clip could not be converted for the model; export it as wav, mp3 or flac "
+            "and try again."
+        )
+
+
+def prepare_input_audio(
+    path: str | os.PathLike[str],
+    workdir: str | os.PathLike[str],
+    *,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+) -> PreparedAudio:
+    """Make a clip ready to upload: wav/mp3/flac as they are, anything else as FLAC.
+
+    Refuses files above `max_bytes` before reading them, and anything that isn't audio.
+    New files (conversions, rightly named copies) go into `workdir`.
+    """
+    source, folder = Path(path), Path(workdir)
+    try:
+        _check_size(source.stat().st_size, max_bytes)
+    except OSError:
+        raise AudioError("This file isn't audio we can read: it could not be found.") from None
+    try:
+        info, format_name = _inspect(source)
+    except _Unreadable as why:
+        raise AudioError(f"This file isn't audio we can read: {why}") from None
+    original = f"{info.format}/{info.codec}"
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = _KEPT.get(format_name)
+    if kept and info.codec.startswith(kept[0]):
+        _, ext, content_type = kept
+        target = _named_copy(source, folder, ext)
+        return PreparedAudio(target, content_type, info.size_bytes, info.seconds, original, False)
+    target = _unique(folder, _safe_stem(source), _CONVERTED_EXT)
+    _to_flac(source, target)
+    size = target.stat().st_size
+    _check_size(size, max_bytes, converted=True)
+    return PreparedAudio(target, _CONVERTED_TYPE, size, info.seconds, original, True)
+
+
+def to_data_url(path: str | os.PathLike[str], content_type: str) -> str:
+    """The file inlined as a base64 data URL (meant for files up to DATA_URL_MAX_BYTES)."""
+    encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f"data:{content_type};base64,{encoded}"
+
+
+# -- outputs -------------------------------------------------------------------------------
+
+
+def check_output(
+    path: str | os.PathLike[str], expected_seconds: float, *, tolerance: float = 1.0
+) -> AudioInfo:
+    """Check a downloaded output is audio lasting `expected_seconds` give or take `tolerance`.
+
+    In continuation mode the expected length is the requested `duration` (the total).
+    """
+    try:
+        info = _inspect(Path(path))[0]
+    except _Unreadable as why:
+        raise AudioError(f"The generated file isn't audio we can read: {why}") from None
+    if abs(info.seconds - expected_seconds) > tolerance:
+        got, wanted = f"{info.seconds:.1f}", f"{expected_seconds:g}"
+        problem = (
+            "The file may have arrived incomplete."
+            if info.seconds < expected_seconds
+            else "It is longer than asked for."
+        )
+        raise AudioError(
+            f"The generated audio lasts {got} s, but {wanted} s were asked for. {problem}"
+        )
+    return info
