@@ -44,6 +44,7 @@ from services.library_records import (
     clean_request,
     logs_tail,
     scrub_text,
+    to_epoch,
 )
 from services.library_schema import LibraryError, connect, open_database, transaction
 
@@ -131,6 +132,15 @@ def _clean_changes(changes: dict[str, Any]) -> dict[str, Any]:
         clean["logs_tail"] = logs_tail(clean["logs_tail"] or "")
     if "data_removed" in clean:
         clean["data_removed"] = int(bool(clean["data_removed"]))
+    for name in ("started_at", "completed_at"):
+        if name in clean:
+            try:
+                clean[name] = to_epoch(clean[name])
+            except ValueError as err:
+                raise ValueError(f"{name} must be epoch seconds or an ISO 8601 time") from err
+    for name, kind in (("predict_time", float), ("seed", int)):
+        if clean.get(name) is not None:
+            clean[name] = kind(clean[name])
     return clean
 
 
@@ -194,7 +204,7 @@ class Library:
         *,
         status: str = "pending",
         source: str = "studio",
-        created_at: float | None = None,
+        created_at: float | str | None = None,
         audio_src: Path | None = None,
         audio_format: str | None = None,
         audio_seconds: float | None = None,
@@ -220,7 +230,7 @@ class Library:
             "prompt_key": str(request.get("prompt") or "").casefold(),
             "model_version": request.get("model_version"),
             "status": status,
-            "created_at": now if created_at is None else float(created_at),
+            "created_at": now if created_at is None else to_epoch(created_at),
             "source": source,
             **clean,
         }
@@ -256,7 +266,9 @@ class Library:
         """Change a run's status and facts as it moves; raises RunNotFound if it is gone.
 
         `status="succeeded"` is refused unless the audio is already stored (use attach_audio).
-        Moving to a finished status fills `completed_at` when it is not known.
+        Moving to a finished status fills `completed_at` when it is not known. Times may be
+        epoch seconds or the API's ISO 8601 strings; `logs_tail` may be the whole log (only
+        its last 4 KB is kept).
         """
         clean = _clean_changes(changes)
         with self._write() as conn:

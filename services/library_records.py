@@ -65,6 +65,21 @@ def logs_tail(text: str) -> str:
     return tail[newline + 1 :] if 0 <= newline < len(tail) - 1 else tail
 
 
+def to_epoch(value: float | str | None) -> float | None:
+    """Epoch seconds from a number or an API timestamp ("2024-05-01T10:00:00.123456789Z")."""
+    if value is None or isinstance(value, (int, float)):
+        return None if value is None else float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    stamp = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if stamp.tzinfo is None:  # the API always says UTC; treat a naive stamp the same way
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.timestamp()
+
+
 def iso(ts: float | None) -> str | None:
     """Epoch seconds as an ISO 8601 UTC string."""
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()

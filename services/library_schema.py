@@ -94,32 +94,39 @@ def open_database(db_path: Path) -> None:
     """Create or migrate the database at `db_path` to SCHEMA_VERSION, in WAL mode."""
     try:
         conn = connect(db_path)
-    except sqlite3.Error as err:
-        raise LibraryError(f"The library database {db_path} cannot be opened: {err}") from err
-    try:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise LibraryError(
-                f"The library database {db_path} cannot use WAL mode (got {mode!r}); "
-                "put MUSICGEN_DATA_DIR on a local disk."
-            )
-        with transaction(conn, write=True):
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise LibraryError(
-                    f"The library database {db_path} was written by a newer MusicGen Studio "
-                    f"(schema {version}; this version knows up to {SCHEMA_VERSION}). "
-                    "Upgrade the app, or point MUSICGEN_DATA_DIR at another folder."
-                )
-            for step in range(version, SCHEMA_VERSION):
-                MIGRATIONS[step](conn)
-            if version != SCHEMA_VERSION:
-                # PRAGMA takes no parameters; the value is our own integer constant.
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+        try:
+            _migrate(conn, db_path)
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as err:
+        raise LibraryError(
+            f"The library database {db_path} cannot be opened ({err}). "
+            "Check that MUSICGEN_DATA_DIR points at a writable folder."
+        ) from err
     except sqlite3.DatabaseError as err:
         raise LibraryError(
             f"The library database {db_path} is unreadable ({err}). "
             "Move it aside or point MUSICGEN_DATA_DIR at another folder."
         ) from err
-    finally:
-        conn.close()
+
+
+def _migrate(conn: sqlite3.Connection, db_path: Path) -> None:
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise LibraryError(
+            f"The library database {db_path} cannot use WAL mode (got {mode!r}); "
+            "put MUSICGEN_DATA_DIR on a local disk."
+        )
+    with transaction(conn, write=True):
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise LibraryError(
+                f"The library database {db_path} was written by a newer MusicGen Studio "
+                f"(schema {version}; this version knows up to {SCHEMA_VERSION}). "
+                "Upgrade the app, or point MUSICGEN_DATA_DIR at another folder."
+            )
+        for step in range(version, SCHEMA_VERSION):
+            MIGRATIONS[step](conn)
+        if version != SCHEMA_VERSION:
+            # PRAGMA takes no parameters; the value is our own integer constant.
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
