@@ -1,0 +1,383 @@
+"""Following one run to its end: the SSE stream when offered, else polling timed by progress.
+
+Every change (status, new log lines) becomes a RunUpdate; the last update is terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from services.errors import ConnectionFailed, RateLimited, ServerError, StudioError
+from services.events import (
+    PROGRESS_LINE,
+    TERMINAL_STATUSES,
+    Progress,
+    RunUpdate,
+    parse_progress,
+    parse_seed,
+    split_log_lines,
+)
+from services.sse import ServerSentEvent
+
+log = logging.getLogger(__name__)
+
+# Errors a poll may hit while the run goes on; the client already retried each one.
+_TRANSIENT = (ConnectionFailed, ServerError, RateLimited)
+
+
+@dataclass(frozen=True)
+class FollowPolicy:
+    """Timing of a follow, in seconds."""
+
+    timeout: float = 30 * 60  # Replicate's own limit; the follow gives up (and cancels) after it
+    first_poll: float = 0.5  # a quick first look: a short run may already be over
+    # While progress flows: often enough that the UI's progress is never 2 s old.
+    progress_interval: float = 1.8
+    idle_interval: float = 1.0  # while queued or loading (no progress yet), growing ...
+    idle_growth: float = 1.5
+    starting_max: float = 5.0  # ... up to this while starting without logs
+    loading_max: float = 3.0  # ... up to this while processing without progress
+    settle: float = 0.1  # polled this long after the predicted end of the tokens
+    end_interval: float = 0.3  # then at short, growing intervals (encoding, upload)
+    stream_attempts: int = 5  # stream (re)connections in a row without an event, then polling
+    stream_backoff: float = 0.5
+    poll_failures: int = 5  # failed polls in a row (each already retried) before giving up
+
+
+class StreamUnavailable(Exception):
+    """The run's event stream could not be opened; polling takes over."""
+
+
+class RunSource(Protocol):
+    """What the follower needs from a client."""
+
+    async def get(self, prediction_id: str) -> dict[str, Any]: ...
+
+    async def cancel(self, prediction_id: str) -> dict[str, Any]: ...
+
+    def stream_events(
+        self, url: str, *, last_event_id: str | None = None
+    ) -> AsyncIterator[ServerSentEvent]: ...
+
+
+def final_error(prediction: dict[str, Any]) -> str | None:
+    """The message a finished run ends with: the API's own for failures, None on success."""
+    status = prediction.get("status")
+    error = prediction.get("error")
+    message = error if isinstance(error, str) else (str(error) if error else "")
+    if status == "failed":
+        return message or "The run failed without a message from the API."
+    if status == "canceled":
+        return message or "The run was canceled."
+    if status == "aborted":
+        return message or "The run was aborted: it did not start before its deadline."
+    if status == "succeeded":
+        if prediction.get("data_removed"):
+            return (
+                "The run's output has expired: Replicate deletes outputs of API runs after "
+                "about an hour."
+            )
+        if not prediction.get("output"):
+            return "The run finished but returned no output."
+    return None
+
+
+def _settled(text: str) -> str:
+    """The logs without an unfinished last line, unless that line is a whole progress reading.
+
+    The model prints progress as "\\r  NN / TOTAL" with no line end until the next one, so
+    the newest reading is always the unterminated tail.
+    """
+    cut = max(text.rfind("\n"), text.rfind("\r"))
+    tail = text[cut + 1 :]
+    return text if not tail or PROGRESS_LINE.match(tail) else text[: cut + 1]
+
+
+class RunTracker:
+    """Turns successive observations of one run into RunUpdates carrying only what is new."""
+
+    def __init__(self, prediction: dict[str, Any], started: float):
+        self.prediction_id: str = prediction["id"]
+        self.started = started
+        self.prediction = prediction
+        self.status: str | None = None
+        self.lines: list[str] = []
+        self.progress: Progress | None = None
+        self.seed: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def observe(self, prediction: dict[str, Any], *, hint: str | None = None) -> RunUpdate | None:
+        """A fetched prediction; `hint` is an error message to fall back on (from the stream)."""
+        self.prediction = prediction
+        status = str(prediction.get("status") or "starting")
+        terminal = status in TERMINAL_STATUSES
+        text = prediction.get("logs") or ""
+        new = self._new_lines(text if terminal else _settled(text))
+        error = final_error(prediction) if terminal else None
+        if terminal and hint and status != "succeeded" and not prediction.get("error"):
+            error = hint
+        return self._change(status, new, error)
+
+    def observe_lines(self, lines: list[str]) -> RunUpdate | None:
+        """Log lines from the stream: the run is processing once it logs."""
+        status = "processing" if lines or self.status != "starting" else "starting"
+        return self._change(status, lines, None)
+
+    def timed_out(self, timeout: float) -> RunUpdate:
+        span = f"{timeout / 60:g} minutes" if timeout >= 60 else f"{timeout:g} seconds"
+        message = f"The run timed out: it did not finish within {span}, so it was stopped."
+        update = self._change("failed", [], message)
+        assert update is not None  # the run was not finished, so the status changes
+        return update
+
+    def _new_lines(self, text: str) -> list[str]:
+        # Logs only grow, so the lines past those already shown are the new ones. The last
+        # shown line may since have grown (a reading caught mid-write); any other difference
+        # means the logs were rewritten, and nothing is repeated.
+        full = split_log_lines(text)
+        known = len(self.lines)
+        settled = max(0, known - 1)
+        if len(full) <= known or full[:settled] != self.lines[:settled]:
+            return []
+        return full[known:]
+
+    def _change(self, status: str, new: list[str], error: str | None) -> RunUpdate | None:
+        if status == self.status and not new:
+            return None
+        self.status = status
+        if new:
+            self.lines.extend(new)
+            self.progress = parse_progress(new) or self.progress
+            if self.seed is None:
+                self.seed = parse_seed(new)
+        return RunUpdate(
+            status=status,
+            prediction_id=self.prediction_id,
+            new_logs=tuple(new),
+            progress=self.progress,
+            seed=self.seed,
+            elapsed=time.monotonic() - self.started,
+            error=error,
+            prediction=self.prediction,
+        )
+
+
+class PollSchedule:
+    """When to poll next: quick while progress flows, right at the predicted end, slow when idle."""
+
+    def __init__(self, policy: FollowPolicy):
+        self.policy = policy
+        self._idle = policy.idle_interval
+        self._end = policy.end_interval
+        self._status: str | None = None
+        self._first: tuple[float, int] | None = None  # (time, tokens done) of the first reading
+        self._last: tuple[float, int] | None = None
+
+    def predicted_end(self, total: int) -> float | None:
+        """When the last token is due, from the token rate seen so far."""
+        if self._first is None or self._last is None:
+            return None
+        (t0, d0), (t1, d1) = self._first, self._last
+        if t1 <= t0 or d1 <= d0:
+            return None
+        rate = (d1 - d0) / (t1 - t0)
+        return t1 + max(0, total - d1) / rate
+
+    def next_poll(self, polled_at: float, status: str | None, progress: Progress | None) -> float:
+        """The monotonic time of the next poll after one that started at `polled_at`."""
+        p = self.policy
+        if status != self._status:
+            self._status, self._idle = status, p.idle_interval
+        if progress is None:
+            cap = p.starting_max if status == "starting" else p.loading_max
+            delay, self._idle = self._idle, min(cap, self._idle * p.idle_growth)
+            return polled_at + delay
+        now = time.monotonic()
+        if self._last is None or progress.done < self._last[1]:
+            self._first = self._last = (now, progress.done)
+        elif progress.done > self._last[1]:
+            self._last = (now, progress.done)
+        end = self.predicted_end(progress.total)
+        if progress.done >= progress.total or (end is not None and end + p.settle <= now):
+            # The tokens are done: the model now encodes and uploads; look often, briefly.
+            delay, self._end = self._end, min(p.progress_interval, self._end * p.idle_growth)
+            return now + delay
+        regular = polled_at + p.progress_interval
+        if end is not None and end + p.settle < regular:
+            return end + p.settle
+        return regular
+
+
+async def follow_run(
+    source: RunSource,
+    prediction: dict[str, Any],
+    *,
+    started: float,
+    policy: FollowPolicy,
+) -> AsyncIterator[RunUpdate]:
+    """Yield an update for every change of the run until it ends; the last one is terminal."""
+    tracker = RunTracker(prediction, started)
+    deadline = started + policy.timeout
+    first = tracker.observe(prediction)
+    if first is not None:
+        yield first
+    if tracker.finished:
+        return
+    hint: str | None = None
+    first_delay = policy.first_poll
+    stream_url = (prediction.get("urls") or {}).get("stream")
+    if isinstance(stream_url, str) and stream_url:
+        outcome = _StreamOutcome()
+        async for update in _follow_stream(source, tracker, stream_url, deadline, policy, outcome):
+            yield update
+        if tracker.finished:
+            return
+        hint = outcome.error
+        if outcome.ended:
+            first_delay = 0.0  # the stream said it is over: fetch the final prediction now
+    async for update in _poll(source, tracker, deadline, policy, first_delay, hint):
+        yield update
+
+
+@dataclass
+class _StreamOutcome:
+    ended: bool = False  # a done or error event arrived
+    error: str | None = None  # the error event's message
+
+
+def _stream_error_message(event: ServerSentEvent) -> str:
+    try:
+        data = json.loads(event.data)
+    except ValueError:
+        return event.data.strip() or "The run failed."
+    if isinstance(data, dict):
+        for key in ("detail", "error", "message"):
+            if isinstance(data.get(key), str) and data[key]:
+                return data[key]
+    return event.data.strip() or "The run failed."
+
+
+async def _follow_stream(
+    source: RunSource,
+    tracker: RunTracker,
+    url: str,
+    deadline: float,
+    policy: FollowPolicy,
+    outcome: _StreamOutcome,
+) -> AsyncIterator[RunUpdate]:
+    """Updates from the SSE stream until it ends; returns early to let polling take over."""
+    last_id: str | None = None
+    fruitless = 0  # connections in a row that brought no event
+    while fruitless < policy.stream_attempts:
+        events = source.stream_events(url, last_event_id=last_id)
+        got_event = False
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                try:
+                    # Bounded per event, never across a yield: a silent stream meets the deadline.
+                    async with asyncio.timeout(remaining):
+                        event = await anext(events)
+                except (StopAsyncIteration, TimeoutError):
+                    break
+                got_event = True
+                if event.id:
+                    last_id = event.id
+                if event.event == "logs":
+                    update = tracker.observe_lines(split_log_lines(event.data))
+                    if update is not None:
+                        yield update
+                elif event.event == "done":
+                    outcome.ended = True
+                    return
+                elif event.event == "error":
+                    outcome.ended, outcome.error = True, _stream_error_message(event)
+                    return
+                # "output" events are not needed: the final GET carries the output.
+        except StreamUnavailable as exc:
+            log.info("run %s: no event stream (%s); polling instead", tracker.prediction_id, exc)
+            return
+        except ConnectionFailed as exc:
+            log.info("run %s: event stream broke (%s)", tracker.prediction_id, exc)
+        finally:
+            await events.aclose()
+        fruitless = 0 if got_event else fruitless + 1
+        if deadline - time.monotonic() <= 0:
+            return
+        # The stream ended without saying so: the run may be over already.
+        try:
+            prediction = await source.get(tracker.prediction_id)
+        except _TRANSIENT:
+            continue
+        if prediction.get("status") in TERMINAL_STATUSES:
+            update = tracker.observe(prediction)
+            if update is not None:
+                yield update
+            return
+        await asyncio.sleep(policy.stream_backoff * (fruitless + 1))
+
+
+async def _poll(
+    source: RunSource,
+    tracker: RunTracker,
+    deadline: float,
+    policy: FollowPolicy,
+    first_delay: float,
+    hint: str | None,
+) -> AsyncIterator[RunUpdate]:
+    schedule = PollSchedule(policy)
+    next_at = time.monotonic() + first_delay
+    failures = 0
+    while True:
+        if next_at >= deadline:
+            await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+            async for update in _time_out(source, tracker, policy):
+                yield update
+            return
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        polled_at = time.monotonic()
+        try:
+            prediction = await source.get(tracker.prediction_id)
+        except _TRANSIENT as exc:
+            failures += 1
+            if failures >= policy.poll_failures:
+                raise
+            log.warning("run %s: poll failed (%s); trying again", tracker.prediction_id, exc)
+            next_at = time.monotonic() + policy.starting_max
+            continue
+        failures = 0
+        update = tracker.observe(prediction, hint=hint)
+        if update is not None:
+            yield update
+        if tracker.finished:
+            return
+        next_at = schedule.next_poll(polled_at, tracker.status, tracker.progress)
+
+
+async def _time_out(
+    source: RunSource, tracker: RunTracker, policy: FollowPolicy
+) -> AsyncIterator[RunUpdate]:
+    """A last look at the run, then stop it and report the timeout."""
+    update = None
+    with contextlib.suppress(StudioError):
+        update = tracker.observe(await source.get(tracker.prediction_id))
+    if update is not None and tracker.finished:
+        yield update
+        return
+    if update is not None:
+        yield update
+    with contextlib.suppress(StudioError):
+        await source.cancel(tracker.prediction_id)
+    yield tracker.timed_out(policy.timeout)

@@ -1,0 +1,638 @@
+"""The Replicate HTTP client: predictions, files and outputs over httpx, with retries that never
+start a run twice.
+
+Errors are the typed ones of services.errors, carrying the API's own words. The API token lives
+only inside an httpx.Auth object and is never part of a message, a repr or a log record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import email.utils
+import enum
+import logging
+import mimetypes
+import os
+import random
+import tempfile
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.errors import (
+    ApiError,
+    AudioError,
+    ConnectionFailed,
+    InsufficientCredit,
+    InvalidInput,
+    NotFound,
+    OutputExpired,
+    RateLimited,
+    ServerError,
+    StudioError,
+    Unauthenticated,
+)
+from services.events import TERMINAL_STATUSES, RunUpdate
+from services.follow import FollowPolicy, StreamUnavailable, follow_run
+from services.settings import DEFAULT_BASE_URL, DEFAULT_VERSION
+from services.sse import ServerSentEvent, SseParser, iter_sse
+
+try:
+    from services.audio import DATA_URL_MAX_BYTES
+except ImportError:  # services/audio.py is written in parallel; same value as the issue's rule
+    DATA_URL_MAX_BYTES = 256 * 1024
+
+log = logging.getLogger(__name__)
+
+APP_VERSION = "0.1.0"
+USER_AGENT = f"musicgen-studio/{APP_VERSION} (+httpx)"
+# The files API answers 413 above 100 MB; refusing earlier spares the user a long upload.
+UPLOAD_MAX_BYTES = 100 * 1024 * 1024
+DEFAULT_WAIT_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently one request is retried."""
+
+    attempts: int = 5  # tries in all, the first included
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    # A server asking for a longer pause than this is reported rather than waited out.
+    max_retry_after: float = 60.0
+
+    def backoff(self, attempt: int) -> float:
+        """Capped exponential delay after failed try number `attempt` (1-based), with jitter."""
+        return min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds; the read timeout of a create is its Prefer: wait plus `wait_margin`."""
+
+    connect: float = 5.0
+    read: float = 30.0
+    write: float = 60.0
+    wait_margin: float = 15.0
+    download: float = 120.0
+    stream_idle: float = 60.0  # an SSE stream silent this long is reopened
+
+
+class _Retry(enum.Enum):
+    ALL = "idempotent"  # 429, 5xx, any connection error
+    REFUSED = "refused only"  # 429, or the request provably never left (creates)
+
+
+class _Unanswered(ConnectionFailed):
+    """The request may have reached the server, but no answer came back."""
+
+
+# Failures that happen before a single byte of the request is sent.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class _BearerAuth(httpx.Auth):
+    """Adds the token only for the API's own origin and Replicate's https hosts."""
+
+    def __init__(self, token: str, api_origin: tuple[str, str, int | None]):
+        self._token = token
+        self._api_origin = api_origin
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        url = request.url
+        trusted = _origin(url) == self._api_origin or (
+            url.scheme == "https"
+            and (url.host == "replicate.com" or url.host.endswith(".replicate.com"))
+        )
+        if trusted:
+            request.headers["Authorization"] = f"Bearer {self._token}"
+        yield request
+
+    def __repr__(self) -> str:
+        return "<BearerAuth [redacted]>"
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return (url.scheme, url.host, url.port)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def parse_timestamp(value: str | None) -> datetime | None:
+    """An API timestamp (ends in Z, 0 to 9 fractional digits) as an aware datetime."""
+    if not value or not isinstance(value, str):
+        return None
+    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:  # datetime takes at most 6 fractional digits
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}" if digits else head + rest
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+_ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
+    401: Unauthenticated,
+    402: InsufficientCredit,
+    404: NotFound,
+    422: InvalidInput,
+    429: RateLimited,
+}
+
+
+def error_from_response(response: httpx.Response) -> ApiError:
+    """The typed error for an error answer, with the API's own `detail` when it gave one."""
+    status = response.status_code
+    title: str | None = None
+    invalid_fields: list[dict] | None = None
+    detail: str | None = None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        title = body.get("title") if isinstance(body.get("title"), str) else None
+        raw = body.get("detail")
+        detail = raw if isinstance(raw, str) else (str(raw) if raw else None)
+        fields = body.get("invalid_fields")
+        if isinstance(fields, list):
+            invalid_fields = [f for f in fields if isinstance(f, dict)]
+        detail = detail or title
+    elif body is None:
+        text = response.text.strip()
+        plain = response.headers.get("content-type", "").startswith("text/plain")
+        if plain and text and len(text) <= 300:
+            detail = text
+        elif text:
+            detail = f"The Replicate API answered {status} with a body that is not valid JSON."
+    if not detail:
+        reason = response.reason_phrase or "error"
+        detail = f"The Replicate API answered {status} {reason}."
+    cls = _ERRORS_BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
+    return cls(
+        detail.strip(),
+        status=status,
+        title=title,
+        invalid_fields=invalid_fields,
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+    )
+
+
+def _json_body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise ServerError(
+            f"The Replicate API answered {response.status_code} with a malformed body "
+            "(not valid JSON).",
+            status=response.status_code,
+        ) from None
+
+
+def _prediction(response: httpx.Response) -> dict[str, Any]:
+    body = _json_body(response)
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+        raise ServerError(
+            "The Replicate API answered with something that is not a prediction.",
+            status=response.status_code,
+        )
+    return body
+
+
+def decode_data_url(url: str) -> bytes:
+    """The bytes of a `data:` URL (base64 or percent-encoded)."""
+    header, sep, payload = url.partition(",")
+    if not header.startswith("data:") or not sep:
+        raise AudioError("The output is a malformed data: URL.")
+    if header.endswith(";base64"):
+        try:
+            return base64.b64decode(payload, validate=False)
+        except (binascii.Error, ValueError) as exc:
+            raise AudioError("The output is a data: URL with broken base64 content.") from exc
+    return urllib.parse.unquote_to_bytes(payload)
+
+
+def _same_input(sent: dict[str, Any], seen: Any) -> bool:
+    """Whether a listed prediction's input is the one we sent.
+
+    The API may store an inline data: URL as a file of its own, so such a value only has to
+    be present on the other side.
+    """
+    if not isinstance(seen, dict) or set(sent) != set(seen):
+        return False
+    for key, value in sent.items():
+        if isinstance(value, str) and value.startswith("data:"):
+            if not seen[key]:
+                return False
+        elif seen[key] != value:
+            return False
+    return True
+
+
+def _write_atomic(dest: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class ReplicateClient:
+    """Talks to Replicate's HTTP API (or the project's emulator) for one token."""
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        version: str = DEFAULT_VERSION,
+        wait_seconds: int = DEFAULT_WAIT_SECONDS,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        follow_policy: FollowPolicy | None = None,
+        clock_slack: float = 30.0,
+        find_pages: int = 3,
+    ):
+        if not token or not token.strip():
+            raise Unauthenticated("No Replicate API token was given.", status=401)
+        self.base_url = base_url.rstrip("/")
+        self.version = version
+        self.wait_seconds = max(0, min(60, int(wait_seconds)))
+        self.retry = retry or RetryPolicy()
+        self.timeouts = timeouts or Timeouts()
+        self.follow_policy = follow_policy or FollowPolicy()
+        # Server and local clocks differ; a create is searched for this far before it was sent.
+        self.clock_slack = clock_slack
+        self.find_pages = find_pages
+        api = httpx.URL(self.base_url)
+        self._api_origin = _origin(api)
+        self._known_ids: set[str] = set()  # runs this client already created or adopted
+        t = self.timeouts
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            auth=_BearerAuth(token.strip(), self._api_origin),
+            headers={"User-Agent": USER_AGENT},
+            timeout=httpx.Timeout(t.read, connect=t.connect, write=t.write, pool=t.connect),
+            transport=transport,
+            follow_redirects=True,
+        )
+
+    def __repr__(self) -> str:
+        return f"ReplicateClient(base_url={self.base_url!r}, version={self.version!r})"
+
+    async def __aenter__(self) -> ReplicateClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ---- requests -------------------------------------------------------------------------
+
+    def _describe(self, method: str, url: str) -> str:
+        parsed = httpx.URL(url)
+        return f"{method} {parsed.path if parsed.is_relative_url else parsed.copy_with(query=None)}"
+
+    async def _send(
+        self, method: str, url: str, *, retry: _Retry = _Retry.ALL, **kwargs: Any
+    ) -> httpx.Response:
+        """One request with the retry policy of `retry`; raises the typed error on failure."""
+        what = self._describe(method, url)
+        policy = self.retry
+        for attempt in range(1, policy.attempts + 1):
+            failure: StudioError
+            wait: float | None = None
+            try:
+                response = await self._http.request(method, url, **kwargs)
+            except _NEVER_SENT as exc:
+                failure = ConnectionFailed(
+                    f"Could not connect to the Replicate API at {self.base_url} "
+                    f"({type(exc).__name__})."
+                )
+                failure.__cause__ = exc
+            except httpx.TransportError as exc:
+                failure = _Unanswered(
+                    f"The connection to the Replicate API broke during {what} "
+                    f"({type(exc).__name__}); no answer was received."
+                )
+                failure.__cause__ = exc
+                if retry is _Retry.REFUSED:
+                    raise failure from exc
+            else:
+                if response.is_success:
+                    return response
+                failure = error_from_response(response)
+                status = response.status_code
+                retryable = status == 429 or (status >= 500 and retry is _Retry.ALL)
+                if not retryable:
+                    raise failure
+                wait = failure.retry_after
+                if wait is not None and wait > policy.max_retry_after:
+                    raise failure
+            if attempt == policy.attempts:
+                raise failure
+            delay = wait if wait is not None else policy.backoff(attempt)
+            log.warning(
+                "%s failed (%s); retrying in %.2f s (try %d of %d)",
+                what,
+                failure,
+                delay,
+                attempt + 1,
+                policy.attempts,
+            )
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _get_json(self, url: str) -> Any:
+        # A garbled answer to a read is as transient as a 5xx: read it again, boundedly.
+        for attempt in range(1, self.retry.attempts + 1):
+            response = await self._send("GET", url)
+            try:
+                return _json_body(response)
+            except ServerError:
+                if attempt == self.retry.attempts:
+                    raise
+                await asyncio.sleep(self.retry.backoff(attempt))
+        raise AssertionError("unreachable")
+
+    def _api_url(self, url: str) -> str:
+        """An absolute or relative URL the API gave us, checked to stay on the API's origin."""
+        joined = httpx.URL(self.base_url + "/").join(url)
+        if _origin(joined) != self._api_origin:
+            raise ApiError(f"The Replicate API pointed to another server ({joined.host}).")
+        return str(joined)
+
+    # ---- predictions ----------------------------------------------------------------------
+
+    async def create(self, input: dict[str, Any], *, wait: int | None = None) -> dict[str, Any]:
+        """Start a run (POST /v1/predictions), blocking up to `wait` seconds for it to end.
+
+        Safe to cancel: a create already on its way is awaited and the run it made canceled.
+        """
+        wait = self.wait_seconds if wait is None else max(0, min(60, int(wait)))
+        since = datetime.now(UTC)
+        task = asyncio.create_task(self._create(input, wait, since))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await self._undo_create(task, input, since, wait)
+            raise
+
+    async def _create(self, input: dict[str, Any], wait: int, since: datetime) -> dict[str, Any]:
+        headers = {"Prefer": f"wait={wait}"} if wait > 0 else {}
+        t = self.timeouts
+        timeout = httpx.Timeout(
+            wait + t.wait_margin, connect=t.connect, write=t.write, pool=t.connect
+        )
+        body = {"version": self.version, "input": input}
+        try:
+            response = await self._send(
+                "POST", "/v1/predictions", retry=_Retry.REFUSED, json=body, headers=headers,
+                timeout=timeout,
+            )  # fmt: skip
+            prediction = _prediction(response)
+        except (_Unanswered, ServerError) as exc:
+            # The run may exist although we got no usable answer: look before anything else.
+            found = await self._find_after_failure(input, since, exc)
+            log.warning("create got no clear answer (%s); adopted run %s", exc, found["id"])
+            prediction = found
+        self._known_ids.add(prediction["id"])
+        return prediction
+
+    async def _find_after_failure(
+        self, input: dict[str, Any], since: datetime, exc: StudioError
+    ) -> dict[str, Any]:
+        unsure = (
+            "It is not known whether the run started; check your predictions on replicate.com "
+            "before trying again."
+        )
+        try:
+            found = await self.find_created(input, since)
+        except StudioError as lookup:
+            raise ConnectionFailed(f"{exc} {unsure} (Looking it up failed too: {lookup})") from exc
+        if found is not None:
+            return found
+        if isinstance(exc, ApiError):
+            raise type(exc)(
+                f"{exc.detail} {unsure}", status=exc.status, title=exc.title,
+                retry_after=exc.retry_after,
+            ) from exc  # fmt: skip
+        raise ConnectionFailed(f"{exc} {unsure}") from exc
+
+    async def _undo_create(
+        self, task: asyncio.Task[dict[str, Any]], input: dict[str, Any], since: datetime, wait: int
+    ) -> None:
+        """After the caller gave up on a create: wait for its answer, then cancel that run."""
+        prediction: dict[str, Any] | None = None
+        try:
+            done, _ = await asyncio.wait({task}, timeout=wait + self.timeouts.wait_margin)
+            if task in done and not task.cancelled() and task.exception() is None:
+                prediction = task.result()
+            elif task in done:
+                return  # the create itself failed: there is nothing to cancel
+            else:
+                task.cancel()
+                prediction = await self.find_created(input, since)
+            if prediction is not None and prediction.get("status") not in TERMINAL_STATUSES:
+                await self.cancel(prediction["id"])
+                log.info("canceled run %s after its create was abandoned", prediction["id"])
+        except StudioError as exc:
+            log.warning("could not cancel the run of an abandoned create: %s", exc)
+        finally:
+            if not task.done():
+                task.cancel()
+
+    async def get(self, prediction_id: str) -> dict[str, Any]:
+        """The prediction as it is now (GET /v1/predictions/{id})."""
+        for attempt in range(1, self.retry.attempts + 1):
+            response = await self._send("GET", f"/v1/predictions/{_quote(prediction_id)}")
+            try:
+                return _prediction(response)
+            except ServerError:
+                if attempt == self.retry.attempts:
+                    raise
+                await asyncio.sleep(self.retry.backoff(attempt))
+        raise AssertionError("unreachable")
+
+    async def cancel(self, prediction_id: str) -> dict[str, Any]:
+        """Ask the API to cancel a run; canceling twice is harmless, so this is retried."""
+        response = await self._send("POST", f"/v1/predictions/{_quote(prediction_id)}/cancel")
+        try:
+            return _prediction(response)
+        except ServerError:
+            return await self.get(prediction_id)
+
+    async def list_predictions(self) -> AsyncIterator[dict[str, Any]]:
+        """Every prediction of the account, newest first, page after page."""
+        url: str | None = "/v1/predictions"
+        seen: set[str] = set()
+        while url and url not in seen:
+            seen.add(url)
+            page = await self._get_json(url)
+            if not isinstance(page, dict):
+                raise ServerError("The Replicate API answered the list with something unexpected.")
+            for item in page.get("results") or []:
+                if isinstance(item, dict):
+                    yield item
+            nxt = page.get("next")
+            url = self._api_url(nxt) if isinstance(nxt, str) and nxt else None
+
+    async def find_created(self, input: dict[str, Any], since: datetime) -> dict[str, Any] | None:
+        """The run this client created with `input` at or after `since`, if the list has it."""
+        cutoff = since - timedelta(seconds=self.clock_slack)
+        url: str | None = "/v1/predictions"
+        for _ in range(self.find_pages):
+            page = await self._get_json(url)
+            results = page.get("results") if isinstance(page, dict) else None
+            if not isinstance(results, list):
+                return None
+            for item in results:
+                if not isinstance(item, dict):
+                    continue
+                created = parse_timestamp(item.get("created_at"))
+                if created is not None and created < cutoff:
+                    return None  # newest first: everything further is older still
+                if (
+                    item.get("id") not in self._known_ids
+                    and item.get("version") == self.version
+                    and _same_input(input, item.get("input"))
+                ):
+                    self._known_ids.add(item["id"])
+                    return item
+            nxt = page.get("next")
+            if not isinstance(nxt, str) or not nxt:
+                return None
+            url = self._api_url(nxt)
+        return None
+
+    def follow(
+        self, prediction: dict[str, Any], *, started: float | None = None
+    ) -> AsyncIterator[RunUpdate]:
+        """Updates for every change of the run until it ends; the last one is terminal."""
+        return follow_run(
+            self,
+            prediction,
+            started=time.monotonic() if started is None else started,
+            policy=self.follow_policy,
+        )
+
+    async def stream_events(
+        self, url: str, *, last_event_id: str | None = None
+    ) -> AsyncIterator[ServerSentEvent]:
+        """The server-sent events of a run's `urls.stream`; StreamUnavailable if it won't open."""
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        t = self.timeouts
+        timeout = httpx.Timeout(t.stream_idle, connect=t.connect, write=t.write, pool=t.connect)
+        try:
+            async with self._http.stream("GET", url, headers=headers, timeout=timeout) as response:
+                kind = response.headers.get("content-type", "")
+                if response.status_code != 200 or not kind.startswith("text/event-stream"):
+                    raise StreamUnavailable(
+                        f"the stream answered {response.status_code} {kind or 'without a type'}"
+                    )
+                async for event in iter_sse(response.aiter_lines(), SseParser()):
+                    yield event
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(f"The run's event stream broke ({type(exc).__name__}).") from exc
+
+    # ---- files ----------------------------------------------------------------------------
+
+    async def upload(self, path: Path, content_type: str | None = None) -> str:
+        """A URI the model can read `path` from: a data: URL when small, else the files API."""
+        path = Path(path)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise AudioError(f"input_audio: the file {path.name} cannot be read.") from exc
+        if size > UPLOAD_MAX_BYTES:
+            raise AudioError(
+                f"input_audio: {path.name} is {size / 2**20:.0f} MB; Replicate accepts files up "
+                "to 100 MB. Use a shorter clip or a compressed format (mp3, ogg)."
+            )
+        ctype = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        data = await asyncio.to_thread(path.read_bytes)
+        if size <= DATA_URL_MAX_BYTES:
+            return f"data:{ctype};base64,{base64.b64encode(data).decode('ascii')}"
+        t = self.timeouts
+        # An upload retried after a lost answer only leaves an orphan file behind: harmless.
+        response = await self._send(
+            "POST",
+            "/v1/files",
+            files={"content": (path.name, data, ctype)},
+            timeout=httpx.Timeout(t.download, connect=t.connect, write=t.download, pool=t.connect),
+        )
+        body = _json_body(response)
+        url = (body.get("urls") or {}).get("get") if isinstance(body, dict) else None
+        if not isinstance(url, str) or not url:
+            raise ServerError("The Replicate files API answered without the file's URL.")
+        return url
+
+    async def download(self, url: str, dest: Path) -> Path:
+        """Fetch an output (https or data: URL) to `dest`, atomically; OutputExpired if gone."""
+        dest = Path(dest)
+        await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
+        if url.startswith("data:"):
+            data = decode_data_url(url)
+        else:
+            scheme = httpx.URL(url).scheme
+            if scheme not in ("http", "https"):
+                raise ApiError(f"The run's output has an address this app cannot fetch ({scheme}).")
+            t = self.timeouts
+            timeout = httpx.Timeout(t.download, connect=t.connect, write=t.write, pool=t.connect)
+            try:
+                response = await self._send("GET", url, timeout=timeout)
+            except NotFound as exc:
+                raise OutputExpired(
+                    "The run's output is no longer available: Replicate deletes outputs of API "
+                    "runs after about an hour."
+                ) from exc
+            except ApiError as exc:
+                if exc.status == 410:
+                    raise OutputExpired(
+                        "The run's output is no longer available (the server says it is gone)."
+                    ) from exc
+                raise
+            data = response.content
+        await asyncio.to_thread(_write_atomic, dest, data)
+        return dest
+
+
+def _quote(prediction_id: str) -> str:
+    return urllib.parse.quote(prediction_id, safe="")
