@@ -394,71 +394,63 @@ async def delivery(request: Request) -> Response:
 
 
 # --- files -----------------------------------------------------------------------------------
+def _bad_upload(detail: str) -> JSONResponse:
+    return problem({"title": "Bad request", "detail": detail, "status": 400})
+
+
+TOO_LARGE = {
+    "title": "Content Too Large",
+    "detail": "Files must be less than 100MB in size",
+    "status": 413,
+}
+
+
+async def _read_upload(form: Any, limit: int) -> tuple[str, str, bytes, Any] | JSONResponse:
+    """(filename, content type, bytes, metadata) from the multipart form, or the refusal."""
+    content = form.get("content")
+    if content is None or isinstance(content, str):
+        return _bad_upload("The multipart field `content` is required.")
+    data = await content.read()
+    if len(data) > limit:
+        return problem(TOO_LARGE)
+    metadata: Any = {}
+    raw_meta = form.get("metadata")
+    if raw_meta is not None:
+        text = raw_meta if isinstance(raw_meta, str) else (await raw_meta.read()).decode()
+        try:
+            metadata = json.loads(text)
+        except ValueError:
+            return _bad_upload("`metadata` must be valid JSON.")
+    name = form.get("filename")
+    name = name if isinstance(name, str) and name else (content.filename or "file")
+    if len(name.encode()) > 255:
+        return _bad_upload("The filename is longer than 255 bytes.")
+    ctype = form.get("type")
+    if not isinstance(ctype, str) or not ctype:
+        ctype = content.content_type or "application/octet-stream"
+    return name, ctype, data, metadata
+
+
 async def create_file(request: Request) -> Response:
     token = token_of(request)
     if token is None:
         return problem(UNAUTHENTICATED)
     state = state_of(request)
     limit = state.config.max_file_bytes
-    too_large = problem(
-        {
-            "title": "Content Too Large",
-            "detail": "Files must be less than 100MB in size",
-            "status": 413,
-        }
-    )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        return too_large
+        return problem(TOO_LARGE)
     try:
         form = await request.form(max_part_size=max(limit + 1, 1024 * 1024))
     except Exception as exc:  # starlette raises MultiPartException / HTTPException
-        return problem(
-            {"title": "Bad request", "detail": f"Invalid multipart body: {exc}", "status": 400}
-        )
-    async with form:
-        content = form.get("content")
-        if content is None or isinstance(content, str):
-            return problem(
-                {
-                    "title": "Bad request",
-                    "detail": "The multipart field `content` is required.",
-                    "status": 400,
-                }
-            )
-        data = await content.read()
-        if len(data) > limit:
-            return too_large
-        metadata: Any = {}
-        raw_meta = form.get("metadata")
-        if raw_meta is not None:
-            text = raw_meta if isinstance(raw_meta, str) else (await raw_meta.read()).decode()
-            try:
-                metadata = json.loads(text)
-            except ValueError:
-                return problem(
-                    {
-                        "title": "Bad request",
-                        "detail": "`metadata` must be valid JSON.",
-                        "status": 400,
-                    }
-                )
-        name = form.get("filename")
-        name = name if isinstance(name, str) and name else (content.filename or "file")
-        ctype = form.get("type")
-        ctype = (
-            ctype
-            if isinstance(ctype, str) and ctype
-            else (content.content_type or "application/octet-stream")
-        )
-    if len(name.encode()) > 255:
-        return problem(
-            {
-                "title": "Bad request",
-                "detail": "The filename is longer than 255 bytes.",
-                "status": 400,
-            }
-        )
+        return _bad_upload(f"Invalid multipart body: {exc}")
+    try:
+        upload = await _read_upload(form, limit)
+    finally:
+        await form.close()
+    if isinstance(upload, JSONResponse):
+        return upload
+    name, ctype, data, metadata = upload
     stored = state.add_file(
         token=token, name=name, content_type=ctype, data=data, metadata=metadata
     )
