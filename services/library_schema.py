@@ -53,9 +53,17 @@ def _v0_to_v1(conn: sqlite3.Connection) -> None:
         )
         """
     )
-    # Newest-first pages, per owner and for everyone; rowid breaks ties inside both.
-    conn.execute("CREATE INDEX runs_owner_created ON runs (owner, created_at)")
-    conn.execute("CREATE INDEX runs_created ON runs (created_at)")
+    # Newest-first pages, per owner and for everyone; id breaks ties so pages are stable.
+    # The filter columns ride along so that search, filters, counts and skipping to a deep
+    # page read only the index, never the wide rows.
+    conn.execute(
+        "CREATE INDEX runs_owner_created ON runs"
+        " (owner, created_at, id, status, model_version, favourite, prompt_key)"
+    )
+    conn.execute(
+        "CREATE INDEX runs_created ON runs"
+        " (created_at, id, status, model_version, favourite, prompt_key)"
+    )
     conn.execute("CREATE INDEX runs_status ON runs (status)")
     # One row per prediction per owner; IFNULL so local rows (owner NULL) are unique too.
     conn.execute(
@@ -68,9 +76,14 @@ def _v0_to_v1(conn: sqlite3.Connection) -> None:
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _v0_to_v1}
 
 
-def connect(db_path: Path) -> sqlite3.Connection:
+def connect(db_path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
     """A fresh autocommit connection; callers open transactions themselves."""
-    conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    conn = sqlite3.connect(
+        db_path,
+        timeout=BUSY_TIMEOUT_SECONDS,
+        isolation_level=None,
+        check_same_thread=check_same_thread,
+    )
     conn.row_factory = sqlite3.Row
     # In WAL mode NORMAL survives any process crash (SIGKILL included); only an OS crash
     # can lose the last commits, never corrupt the file.

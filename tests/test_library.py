@@ -537,6 +537,8 @@ def test_no_token_reaches_any_byte_of_the_data_folder(tmp_path):
 
     files = assert_no_token_in_data_folder()
     assert any(p.name.endswith("-wal") and p.stat().st_size > 0 for p in files)
-    keeper.close()  # the last connection folds the log into the database file
+    keeper.close()
+    lib.close()  # the last connection folds the log into the database file
+    assert not any(p.name.endswith("-wal") for p in data.rglob("*"))
     assert_no_token_in_data_folder()
     assert "[redacted]" in lib.get(rec.id).logs_tail
