@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.audio import check_output, prepare_input_audio, probe
 from services.backend import Backend
@@ -28,12 +28,14 @@ from services.errors import (
     StudioError,
 )
 from services.events import TERMINAL_STATUSES, RunUpdate, parse_seed, split_log_lines
-from services.importer import ImportReport, import_account
 from services.library import Library, RunRecord
 from services.replicate_client import ReplicateClient
 from services.request import GenerationRequest
 from services.settings import Settings
 from services.validation import check_request, parse_request, warnings
+
+if TYPE_CHECKING:
+    from services.importer import ImportReport
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +142,10 @@ class GenerationService:
             yield stage("creating")
             prediction = await backend.create(request.to_api_input(audio_uri))
             prediction_id = prediction["id"]
-            self._library.update(
-                record.id, prediction_id=prediction_id, status=prediction.get("status", "starting")
-            )
+            # A terminal status is recorded by _finish, once the outcome is filed.
+            status = prediction.get("status", "starting")
+            live = {} if status in TERMINAL_STATUSES else {"status": status}
+            self._library.update(record.id, prediction_id=prediction_id, **live)
             async for update in self._follow_and_file(backend, record.id, prediction, started):
                 yield update
         except asyncio.CancelledError:
@@ -332,10 +335,12 @@ class GenerationService:
         find = getattr(backend, "find_created", None)
         if find is None:
             return None
-        return await find(wanted, since, ignore=("input_audio",))
+        return await find(wanted, since)
 
     async def import_account(self, *, token: str | None, owner: str | None) -> ImportReport:
         """Add the account's earlier meta/musicgen runs that the library does not have yet."""
+        from services.importer import import_account
+
         backend = self._backend_factory(self._resolve_token(token))
         try:
             return await import_account(
