@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from services.audio import DATA_URL_MAX_BYTES, MAX_UPLOAD_BYTES
 from services.errors import (
     ApiError,
     AudioError,
@@ -46,17 +47,10 @@ from services.follow import FollowPolicy, StreamUnavailable, follow_run
 from services.settings import DEFAULT_BASE_URL, DEFAULT_VERSION
 from services.sse import ServerSentEvent, SseParser, iter_sse
 
-try:
-    from services.audio import DATA_URL_MAX_BYTES
-except ImportError:  # services/audio.py is written in parallel; same value as the issue's rule
-    DATA_URL_MAX_BYTES = 256 * 1024
-
 log = logging.getLogger(__name__)
 
 APP_VERSION = "0.1.0"
 USER_AGENT = f"musicgen-studio/{APP_VERSION} (+httpx)"
-# The files API answers 413 above 100 MB; refusing earlier spares the user a long upload.
-UPLOAD_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_WAIT_SECONDS = 5
 
 
@@ -283,7 +277,8 @@ class ReplicateClient:
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
         follow_policy: FollowPolicy | None = None,
-        clock_slack: float = 30.0,
+        clock_slack: float = 3.0,
+        unknown_clock_slack: float = 60.0,
         find_pages: int = 3,
     ):
         if not token or not token.strip():
@@ -294,12 +289,15 @@ class ReplicateClient:
         self.retry = retry or RetryPolicy()
         self.timeouts = timeouts or Timeouts()
         self.follow_policy = follow_policy or FollowPolicy()
-        # Server and local clocks differ; a create is searched for this far before it was sent.
+        # A lost create is searched for from this long before it was sent (server time; the
+        # Date header has whole seconds). Without a known clock offset, `unknown_clock_slack`.
         self.clock_slack = clock_slack
+        self.unknown_clock_slack = unknown_clock_slack
         self.find_pages = find_pages
         api = httpx.URL(self.base_url)
         self._api_origin = _origin(api)
         self._known_ids: set[str] = set()  # runs this client already created or adopted
+        self._clock_offset: float | None = None  # server clock minus ours, from Date headers
         t = self.timeouts
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
@@ -354,6 +352,7 @@ class ReplicateClient:
                 if retry is _Retry.REFUSED:
                     raise failure from exc
             else:
+                self._note_server_clock(response)
                 if response.is_success:
                     return response
                 failure = error_from_response(response)
@@ -377,6 +376,25 @@ class ReplicateClient:
             )
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _note_server_clock(self, response: httpx.Response) -> None:
+        """Learn how far the server's clock is from ours, from the Date header."""
+        date = response.headers.get("date")
+        if not date:
+            return
+        try:
+            server = email.utils.parsedate_to_datetime(date)
+        except (TypeError, ValueError):
+            return
+        if server.tzinfo is None:
+            server = server.replace(tzinfo=UTC)
+        self._clock_offset = (server - datetime.now(UTC)).total_seconds()
+
+    def _server_time(self, local: datetime) -> datetime:
+        """The earliest server time a create sent at `local` can carry, allowing for skew."""
+        if self._clock_offset is None:
+            return local - timedelta(seconds=self.unknown_clock_slack)
+        return local + timedelta(seconds=self._clock_offset - self.clock_slack)
 
     async def _get_json(self, url: str) -> Any:
         # A garbled answer to a read is as transient as a 5xx: read it again, boundedly.
@@ -457,25 +475,44 @@ class ReplicateClient:
     async def _undo_create(
         self, task: asyncio.Task[dict[str, Any]], input: dict[str, Any], since: datetime, wait: int
     ) -> None:
-        """After the caller gave up on a create: wait for its answer, then cancel that run."""
-        prediction: dict[str, Any] | None = None
+        """After the caller gave up on a create: find the run it made and cancel it.
+
+        The blocking answer may take `wait` seconds, so the run is also looked for in the list
+        meanwhile; canceling it there ends the server's wait at once.
+        """
+        give_up = time.monotonic() + wait + self.timeouts.wait_margin
+        canceled: set[str] = set()
+        pause = 0.2
         try:
-            done, _ = await asyncio.wait({task}, timeout=wait + self.timeouts.wait_margin)
-            if task in done and not task.cancelled() and task.exception() is None:
-                prediction = task.result()
-            elif task in done:
-                return  # the create itself failed: there is nothing to cancel
-            else:
+            while not task.done() and time.monotonic() < give_up:
+                found = await self.find_created(input, since)
+                if found is not None:
+                    await self._cancel_quietly(found, canceled)
+                    break
+                await asyncio.wait({task}, timeout=min(pause, max(0.0, give_up - time.monotonic())))
+                pause = min(2.0, pause * 1.5)
+            await asyncio.wait({task}, timeout=max(0.0, give_up - time.monotonic()))
+            if not task.done():
                 task.cancel()
-                prediction = await self.find_created(input, since)
-            if prediction is not None and prediction.get("status") not in TERMINAL_STATUSES:
-                await self.cancel(prediction["id"])
-                log.info("canceled run %s after its create was abandoned", prediction["id"])
+                found = await self.find_created(input, since)
+                if found is not None:
+                    await self._cancel_quietly(found, canceled)
+            elif not task.cancelled() and task.exception() is None:
+                await self._cancel_quietly(task.result(), canceled)
+            # else the create failed (and already looked for its run): nothing to cancel
         except StudioError as exc:
             log.warning("could not cancel the run of an abandoned create: %s", exc)
         finally:
             if not task.done():
                 task.cancel()
+
+    async def _cancel_quietly(self, prediction: dict[str, Any], done: set[str]) -> None:
+        pid = prediction["id"]
+        if pid in done or prediction.get("status") in TERMINAL_STATUSES:
+            return
+        done.add(pid)
+        await self.cancel(pid)
+        log.info("canceled run %s: its create was abandoned", pid)
 
     async def get(self, prediction_id: str) -> dict[str, Any]:
         """The prediction as it is now (GET /v1/predictions/{id})."""
@@ -513,11 +550,11 @@ class ReplicateClient:
             url = self._api_url(nxt) if isinstance(nxt, str) and nxt else None
 
     async def find_created(self, input: dict[str, Any], since: datetime) -> dict[str, Any] | None:
-        """The run this client created with `input` at or after `since`, if the list has it."""
-        cutoff = since - timedelta(seconds=self.clock_slack)
-        url: str | None = "/v1/predictions"
+        """The run this client made with `input` at or after `since` (local time), if listed."""
+        url = "/v1/predictions"
         for _ in range(self.find_pages):
             page = await self._get_json(url)
+            cutoff = self._server_time(since)
             results = page.get("results") if isinstance(page, dict) else None
             if not isinstance(results, list):
                 return None
@@ -581,7 +618,7 @@ class ReplicateClient:
             size = path.stat().st_size
         except OSError as exc:
             raise AudioError(f"input_audio: the file {path.name} cannot be read.") from exc
-        if size > UPLOAD_MAX_BYTES:
+        if size > MAX_UPLOAD_BYTES:
             raise AudioError(
                 f"input_audio: {path.name} is {size / 2**20:.0f} MB; Replicate accepts files up "
                 "to 100 MB. Use a shorter clip or a compressed format (mp3, ogg)."
