@@ -490,7 +490,8 @@ def test_cancel_during_a_blocking_create(api: httpx.Client, emulator: Emulator) 
         target=lambda: answer.update(create(api, headers={"Prefer": "wait=60"}).json())
     )
     thread.start()
-    while not emulator.predictions:
+    give_up = time.monotonic() + 10
+    while not emulator.predictions and time.monotonic() < give_up:
         time.sleep(0.01)
     (prediction_id,) = emulator.predictions
     api.post(f"/v1/predictions/{prediction_id}/cancel")

@@ -39,7 +39,7 @@ def main() -> None:
         output_ttl_seconds=args.output_ttl,
         stream=not args.no_stream,
     )
-    with run_emulator(config, port=args.port, host=args.host) as emulator:
+    with run_emulator(config, port=args.port, host=args.host, wait_shutdown=True) as emulator:
         print(f"Replicate API emulator listening on {emulator.base_url}", flush=True)
         print(
             "This is a local test emulator: its 'music' is synthesised tones, not real MusicGen "

@@ -269,7 +269,7 @@ async def create_prediction(request: Request) -> Response:
         headers["Preference-Applied"] = f"wait={wait}"
         give_up = time.monotonic() + min(wait, config.max_wait_seconds)
         # Status follows the clock, so there is no event to wait on: check it often.
-        while prediction.status(time.time()) not in TERMINAL and time.monotonic() < give_up:  # noqa: ASYNC110
+        while prediction.status(time.time()) not in TERMINAL and time.monotonic() < give_up:
             await asyncio.sleep(min(0.02, max(0.0, give_up - time.monotonic())))
         if prediction.status(time.time()) not in TERMINAL:
             status_code = config.wait_incomplete_status
