@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .audio import SAMPLE_RATE, DecodedAudio, render_output
+from .audio import DecodedAudio, render_output
 from .config import MUSICGEN_MODEL, MUSICGEN_VERSION, EmulatorConfig, Fault
 from .model import RunPlan, plan_run
 
@@ -424,11 +424,6 @@ def data_url_bytes(url: str) -> bytes:
     if header.endswith(";base64"):
         return base64.b64decode(payload + "=" * (-len(payload) % 4), validate=False)
     return unquote_to_bytes(payload)
-
-
-def audio_seconds(data: bytes, channels: int) -> float:
-    """Length of 16-bit PCM at the model's rate (for tests that inspect raw output)."""
-    return len(data) / (2 * channels * SAMPLE_RATE)
 
 
 __all__ = [
