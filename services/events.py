@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,3 +72,11 @@ def parse_seed(lines: list[str]) -> int | None:
         if m:
             return int(m.group(1))
     return None
+
+
+def output_url(prediction: Mapping[str, Any]) -> str | None:
+    """The output file's URL: one URI (older versions: a list of them)."""
+    output = prediction.get("output")
+    if isinstance(output, list):
+        output = output[-1] if output else None
+    return output if isinstance(output, str) and output else None

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from services.audio import check_output, prepare_input_audio, probe
 from services.backend import Backend
@@ -27,15 +27,19 @@ from services.errors import (
     RequestInvalid,
     StudioError,
 )
-from services.events import TERMINAL_STATUSES, RunUpdate, parse_seed, split_log_lines
+from services.events import (
+    TERMINAL_STATUSES,
+    RunUpdate,
+    output_url,
+    parse_seed,
+    split_log_lines,
+)
+from services.importer import ImportReport, import_account
 from services.library import Library, RunRecord
 from services.replicate_client import ReplicateClient
 from services.request import GenerationRequest
 from services.settings import Settings
 from services.validation import check_request, parse_request, warnings
-
-if TYPE_CHECKING:
-    from services.importer import ImportReport
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +52,6 @@ NO_TOKEN_MESSAGE = (
     "No Replicate API token: paste yours in the token field (replicate.com/account/api-tokens). "
     "It stays in your browser."
 )
-
-
-def output_url(prediction: Mapping[str, Any]) -> str | None:
-    """The output file's URL; the model returns one URI, older versions a list."""
-    output = prediction.get("output")
-    if isinstance(output, list):
-        output = output[-1] if output else None
-    return output if isinstance(output, str) and output else None
 
 
 class GenerationService:
@@ -339,8 +335,6 @@ class GenerationService:
 
     async def import_account(self, *, token: str | None, owner: str | None) -> ImportReport:
         """Add the account's earlier meta/musicgen runs that the library does not have yet."""
-        from services.importer import import_account
-
         backend = self._backend_factory(self._resolve_token(token))
         try:
             return await import_account(

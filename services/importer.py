@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from services.audio import probe
 from services.errors import AudioError, OutputExpired, StudioError
-from services.events import TERMINAL_STATUSES, parse_seed, split_log_lines
+from services.events import TERMINAL_STATUSES, output_url, parse_seed, split_log_lines
 from services.library import AlreadyInLibrary, Library, RunRecord
 from services.library_records import to_epoch
 from services.request import GenerationRequest
@@ -99,14 +99,6 @@ def request_from_input(api_input: Mapping[str, Any] | None) -> dict[str, Any]:
     except TypeError:  # a field of an unexpected shape: keep the known fields as given
         known = GenerationRequest().to_dict()
         return {**known, **{k: v for k, v in data.items() if k in known}}
-
-
-def output_url(prediction: Mapping[str, Any]) -> str | None:
-    """The output file's URL: one URI (older versions: a list of them)."""
-    output = prediction.get("output")
-    if isinstance(output, list):
-        output = output[-1] if output else None
-    return output if isinstance(output, str) and output else None
 
 
 def _time(value: Any) -> float | None:
