@@ -110,6 +110,7 @@ class RunTracker:
         self.status: str | None = None
         self.lines: list[str] = []
         self.progress: Progress | None = None
+        self.progress_step = 1  # tokens between the model's last two progress readings
         self.seed: int | None = None
 
     @property
@@ -157,6 +158,12 @@ class RunTracker:
         self.status = status
         if new:
             self.lines.extend(new)
+            previous = self.progress.done if self.progress else None
+            for match in filter(None, map(PROGRESS_LINE.match, new)):
+                done = int(match.group(1))
+                if previous is not None and done > previous:
+                    self.progress_step = done - previous
+                previous = done
             self.progress = parse_progress(new) or self.progress
             if self.seed is None:
                 self.seed = parse_seed(new)
@@ -180,10 +187,12 @@ class PollSchedule:
         self._idle = policy.idle_interval
         self._end = policy.end_interval
         self._status: str | None = None
-        self._first: tuple[float, int] | None = None  # (time, tokens done) of the first reading
-        self._last: tuple[float, int] | None = None
+        self._polled: float | None = None  # when the previous poll was answered
+        self._first: tuple[float, int] | None = None  # (time seen, tokens done): first reading
+        self._last: tuple[float, int] | None = None  # the newest reading
+        self._unseen_at: float | None = None  # the poll before the newest reading showed
 
-    def predicted_end(self, total: int) -> float | None:
+    def predicted_end(self, total: int, step: int) -> float | None:
         """When the last token is due, from the token rate seen so far."""
         if self._first is None or self._last is None:
             return None
@@ -191,23 +200,33 @@ class PollSchedule:
         if t1 <= t0 or d1 <= d0:
             return None
         rate = (d1 - d0) / (t1 - t0)
-        return t1 + max(0, total - d1) / rate
+        # A reading was printed before the poll that saw it: at most one print interval
+        # (`step` tokens) earlier and after the poll before; take the middle of that window.
+        window = step / rate
+        if self._unseen_at is not None:
+            window = min(window, t1 - self._unseen_at)
+        return t1 - window / 2 + max(0, total - d1) / rate
 
-    def next_poll(self, polled_at: float, status: str | None, progress: Progress | None) -> float:
+    def next_poll(
+        self, polled_at: float, status: str | None, progress: Progress | None, step: int = 1
+    ) -> float:
         """The monotonic time of the next poll after one that started at `polled_at`."""
         p = self.policy
+        now = time.monotonic()
+        previous_poll, self._polled = self._polled, now
         if status != self._status:
             self._status, self._idle = status, p.idle_interval
         if progress is None:
             cap = p.starting_max if status == "starting" else p.loading_max
             delay, self._idle = self._idle, min(cap, self._idle * p.idle_growth)
             return polled_at + delay
-        now = time.monotonic()
         if self._last is None or progress.done < self._last[1]:
             self._first = self._last = (now, progress.done)
+            self._unseen_at = previous_poll
         elif progress.done > self._last[1]:
             self._last = (now, progress.done)
-        end = self.predicted_end(progress.total)
+            self._unseen_at = previous_poll
+        end = self.predicted_end(progress.total, step)
         if progress.done >= progress.total or (end is not None and end + p.settle <= now):
             # The tokens are done: the model now encodes and uploads; look often, briefly.
             delay, self._end = self._end, min(p.progress_interval, self._end * p.idle_growth)
@@ -363,7 +382,9 @@ async def _poll(
             yield update
         if tracker.finished:
             return
-        next_at = schedule.next_poll(polled_at, tracker.status, tracker.progress)
+        next_at = schedule.next_poll(
+            polled_at, tracker.status, tracker.progress, tracker.progress_step
+        )
 
 
 async def _time_out(

@@ -1,0 +1,233 @@
+"""Following runs against the emulator: stream, Prefer: wait and polling, ends, cancel, cost."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from services.events import TERMINAL_STATUSES, Progress, parse_progress
+from services.follow import FollowPolicy
+from services.replicate_client import Timeouts
+from tests.client_support import FAST_FOLLOW, all_lines, collect, make_client
+
+SIMPLE = {"prompt": "follow test: soft pads", "duration": 4, "seed": 99}
+MBD_ON_STEREO = {"prompt": "x", "model_version": "stereo-large", "multi_band_diffusion": True}
+
+
+def stream_requests(emulator, prediction_id: str) -> list:
+    return [r for r in emulator.requests if r.path == f"/v1/streams/{prediction_id}"]
+
+
+def assert_well_formed(updates) -> None:
+    """Only the last update is terminal, time only moves forward, every update says something."""
+    assert updates and updates[-1].status in TERMINAL_STATUSES
+    assert all(u.status not in TERMINAL_STATUSES for u in updates[:-1])
+    assert [u.elapsed for u in updates] == sorted(u.elapsed for u in updates)
+    for before, after in itertools.pairwise(updates):
+        assert after.new_logs or after.status != before.status
+
+
+@pytest.mark.parametrize("separator", ["\n", "\r"], ids=["newline", "carriage-return"])
+async def test_one_run_followed_by_stream_by_prefer_wait_and_by_polling_gives_the_same_events(
+    emulator, separator
+):
+    emulator.configure(progress_separator=separator, cold_start=True, run_seconds=0.6)
+    followed = {}
+    async with make_client(emulator) as client:
+        for mode in ("stream", "wait", "poll"):
+            emulator.configure(stream=mode == "stream")
+            prediction = await client.create(SIMPLE, wait=5 if mode == "wait" else 0)
+            followed[mode] = (prediction["id"], await collect(client.follow(prediction)))
+
+    for mode, (pid, updates) in followed.items():
+        assert_well_formed(updates)
+        final = updates[-1]
+        assert (final.status, final.error, final.seed) == ("succeeded", None, 99), mode
+        assert final.progress == Progress(200, 200), mode
+        assert final.prediction["output"], mode
+        assert final.prediction_id == pid
+    lines = {mode: all_lines(updates) for mode, (_, updates) in followed.items()}
+    assert lines["stream"] == lines["wait"] == lines["poll"]
+    assert lines["poll"][:3] == [
+        "Loading model stereo-melody-large...",
+        "Model stereo-melody-large loaded successfully.",
+        "Using seed 99",
+    ]
+    assert len(lines["poll"]) == 3 + 20  # and twenty progress readings, none repeated
+
+    # The stream and polling show progress as it happens; Prefer: wait needs nothing more.
+    for mode in ("stream", "poll"):
+        pid, updates = followed[mode]
+        assert sum(1 for u in updates if u.progress and not u.finished) >= 2, mode
+    assert len(stream_requests(emulator, followed["stream"][0])) == 1
+    wait_id, wait_updates = followed["wait"]
+    assert len(wait_updates) == 1
+    assert emulator.count("GET", f"/v1/predictions/{wait_id}") == 0
+    assert emulator.count("GET", f"/v1/streams/{followed['poll'][0]}") == 0
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "status", "status": 404, "times": None},
+        {"kind": "malformed", "times": None},  # 200 but not an event stream
+        {"kind": "drop", "times": None},
+        {"kind": "drop", "times": 1},
+    ],
+    ids=["404", "not-sse", "always-dropped", "dropped-once"],
+)
+async def test_a_stream_that_cannot_be_used_still_gets_the_run_followed(emulator, fault):
+    emulator.configure(run_seconds=0.3)
+    emulator.add_fault(method="GET", path="/v1/streams/", **fault)
+    async with make_client(emulator) as client:
+        prediction = await client.create(SIMPLE, wait=0)
+        updates = await collect(client.follow(prediction))
+    assert_well_formed(updates)
+    lines = all_lines(updates)
+    assert updates[-1].status == "succeeded"
+    assert lines.count("Using seed 99") == 1
+    assert lines[-1].split() == ["200", "/", "200"]
+    assert len(lines) == len(set(lines))
+
+
+async def test_a_silent_stream_is_reopened_where_it_left_off(emulator):
+    # Progress every half of the run: the stream goes quiet for longer than its idle limit.
+    emulator.configure(run_seconds=1.0, progress_every_tokens=100, cold_start=False)
+    timeouts = Timeouts(stream_idle=0.2)
+    async with make_client(emulator, timeouts=timeouts) as client:
+        prediction = await client.create(SIMPLE, wait=0)
+        updates = await collect(client.follow(prediction))
+    lines = all_lines(updates)
+    assert updates[-1].status == "succeeded"
+    assert lines == ["Using seed 99", "   100 /    200", "   200 /    200"]
+    reopened = stream_requests(emulator, prediction["id"])[1:]
+    assert reopened, "the stream should have been reopened"
+    assert any(r.headers.get("last-event-id") for r in reopened)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "poll"])
+async def test_a_failed_run_ends_with_the_models_own_message(emulator, stream):
+    emulator.configure(stream=stream)
+    async with make_client(emulator) as client:
+        prediction = await client.create(MBD_ON_STEREO, wait=0)
+        updates = await collect(client.follow(prediction))
+    assert_well_formed(updates)
+    final = updates[-1]
+    assert final.status == "failed"
+    assert final.error == "Multi-Band Diffusion is only available with non-stereo models."
+    assert any(line.startswith("Traceback") for line in all_lines(updates))
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        ("aborted", "did not start before its deadline"),
+        ("canceled", "The run was canceled."),
+        ("failed", "CUDA out of memory"),
+    ],
+)
+async def test_runs_that_ended_badly_report_why(emulator, status, words):
+    pid = emulator.add_existing_prediction(status=status)
+    async with make_client(emulator) as client:
+        updates = await collect(client.follow(await client.get(pid)))
+    assert [u.status for u in updates] == [status]
+    assert words in updates[0].error
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "poll"])
+@pytest.mark.parametrize("stage", ["starting", "processing"])
+async def test_cancel_while_starting_or_processing_ends_the_run_canceled(emulator, stream, stage):
+    emulator.configure(
+        stream=stream, queue_seconds=3.0 if stage == "starting" else 0.05, run_seconds=3.0
+    )
+    async with make_client(emulator) as client:
+        prediction = await client.create(SIMPLE, wait=0)
+        updates, asked = [], False
+        async for update in client.follow(prediction):
+            updates.append(update)
+            ready = update.status == "starting" if stage == "starting" else bool(update.progress)
+            if ready and not asked:
+                asked = True
+                await client.cancel(prediction["id"])
+    assert_well_formed(updates)
+    final = updates[-1]
+    assert (final.status, final.error) == ("canceled", "The run was canceled.")
+    assert emulator.status(prediction["id"]) == "canceled"
+    if stage == "processing":
+        assert final.progress is not None and final.progress.done < final.progress.total
+    else:
+        assert final.progress is None
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "poll"])
+async def test_a_run_past_the_time_limit_ends_timed_out_and_is_stopped(emulator, stream):
+    emulator.configure(stream=stream, run_seconds=10)
+    policy = replace(FAST_FOLLOW, timeout=0.6)
+    async with make_client(emulator, follow_policy=policy) as client:
+        prediction = await client.create(SIMPLE, wait=0)
+        updates = await collect(client.follow(prediction))
+    assert_well_formed(updates)
+    assert updates[-1].status == "failed"
+    assert "timed out" in updates[-1].error
+    assert emulator.status(prediction["id"]) == "canceled"
+
+
+async def test_a_run_whose_output_expired_says_so(emulator):
+    async with make_client(emulator) as client:
+        prediction = await client.create(SIMPLE, wait=5)
+        emulator.expire_outputs()
+        updates = await collect(client.follow(await client.get(prediction["id"])))
+    [final] = updates
+    assert final.status == "succeeded"
+    assert "expired" in final.error
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "poll"])
+async def test_a_follow_can_be_cancelled_at_any_moment_without_leaking_connections(
+    emulator, stream
+):
+    emulator.configure(stream=stream, run_seconds=5)
+    # One connection in all: a stream or poll left open by the cancel would block the last GET.
+    transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1))
+    async with make_client(emulator, transport=transport, timeouts=Timeouts(connect=1)) as client:
+        prediction = await client.create(SIMPLE, wait=0)
+        progressing = asyncio.Event()
+
+        async def watch() -> None:
+            async for update in client.follow(prediction):
+                if update.progress:
+                    progressing.set()
+
+        task = asyncio.create_task(watch())
+        await asyncio.wait_for(progressing.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        again = await client.get(prediction["id"])
+    assert again["status"] == "processing"
+
+
+async def test_a_30_s_run_followed_by_polling_costs_few_requests_and_refreshes_every_2_s(
+    emulator,
+):
+    """The one slow test: a real-time 30 s run with the production polling policy."""
+    emulator.configure(stream=False, queue_seconds=1.0, run_seconds=30.0, cold_start=False)
+    async with make_client(emulator, follow_policy=FollowPolicy()) as client:
+        started = time.monotonic()
+        prediction = await client.create({"prompt": "thirty seconds", "duration": 30, "seed": 3})
+        updates = await collect(client.follow(prediction, started=started))
+    final = updates[-1]
+    assert final.status == "succeeded"
+    assert final.progress == Progress(1500, 1500)
+
+    gets = emulator.count("GET", f"/v1/predictions/{prediction['id']}")
+    progress_at = [u.elapsed for u in updates if parse_progress(list(u.new_logs))]
+    gaps = [b - a for a, b in itertools.pairwise(progress_at)]
+    print(f"\n30 s run: {gets} GETs, {len(progress_at)} progress updates, gap {max(gaps):.2f} s")
+    assert gets <= 25  # the official client polls every 0.5 s: about 60 GETs
+    assert max(gaps) <= 2.0  # yet the progress shown is never more than 2 s old
