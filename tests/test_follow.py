@@ -10,9 +10,10 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from services.events import TERMINAL_STATUSES, Progress, parse_progress
+from services.events import TERMINAL_STATUSES, Progress, parse_progress, split_log_lines
 from services.follow import FollowPolicy
 from services.replicate_client import Timeouts
+from services.sse import SseParser, iter_sse
 from tests.client_support import FAST_FOLLOW, all_lines, collect, make_client
 
 SIMPLE = {"prompt": "follow test: soft pads", "duration": 4, "seed": 99}
@@ -231,3 +232,29 @@ async def test_a_30_s_run_followed_by_polling_costs_few_requests_and_refreshes_e
     print(f"\n30 s run: {gets} GETs, {len(progress_at)} progress updates, gap {max(gaps):.2f} s")
     assert gets <= 25  # the official client polls every 0.5 s: about 60 GETs
     assert max(gaps) <= 2.0  # yet the progress shown is never more than 2 s old
+
+
+async def test_the_event_stream_format_is_read_as_the_standard_says():
+    """One parsing rule, without a server: fields, multi-line data, ids, comments, BOM."""
+    raw = (
+        "\ufeff: keep-alive\n"
+        "event: logs\nid: 1\ndata: Using seed 5\n\n"
+        "event: logs\ndata:    10 /   100\ndata:    20 /   100\n\n"
+        "retry: 1500\n\n"
+        "event: done\nid: 4\ndata: {}\n\n"
+        "event: logs\ndata: never finished"
+    )
+
+    async def lines():
+        for line in raw.split("\n"):
+            yield line
+
+    parser = SseParser()
+    events = [event async for event in iter_sse(lines(), parser)]
+    assert [(e.event, e.data, e.id) for e in events] == [
+        ("logs", "Using seed 5", "1"),
+        ("logs", "   10 /   100\n   20 /   100", "1"),
+        ("done", "{}", "4"),
+    ]
+    assert parser.retry_ms == 1500
+    assert split_log_lines(events[1].data) == ["   10 /   100", "   20 /   100"]
