@@ -39,7 +39,7 @@ class FollowPolicy:
     timeout: float = 30 * 60  # Replicate's own limit; the follow gives up (and cancels) after it
     first_poll: float = 0.5  # a quick first look: a short run may already be over
     # While progress flows: often enough that the UI's progress is never 2 s old.
-    progress_interval: float = 1.8
+    progress_interval: float = 1.6
     idle_interval: float = 1.0  # while queued or loading (no progress yet), growing ...
     idle_growth: float = 1.5
     starting_max: float = 5.0  # ... up to this while starting without logs
@@ -335,16 +335,15 @@ async def _follow_stream(
         fruitless = 0 if got_event else fruitless + 1
         if deadline - time.monotonic() <= 0:
             return
-        # The stream ended without saying so: the run may be over already.
-        try:
+        # The stream ended without saying so: the run may be over already. (A running run's
+        # lines are left to the reopened stream, which resumes after the last event.)
+        with contextlib.suppress(*_TRANSIENT):
             prediction = await source.get(tracker.prediction_id)
-        except _TRANSIENT:
-            continue
-        if prediction.get("status") in TERMINAL_STATUSES:
-            update = tracker.observe(prediction)
-            if update is not None:
-                yield update
-            return
+            if prediction.get("status") in TERMINAL_STATUSES:
+                update = tracker.observe(prediction)
+                if update is not None:
+                    yield update
+                return
         await asyncio.sleep(policy.stream_backoff * (fruitless + 1))
 
 
@@ -394,11 +393,10 @@ async def _time_out(
     update = None
     with contextlib.suppress(StudioError):
         update = tracker.observe(await source.get(tracker.prediction_id))
-    if update is not None and tracker.finished:
-        yield update
-        return
     if update is not None:
         yield update
+    if tracker.finished:
+        return
     with contextlib.suppress(StudioError):
         await source.cancel(tracker.prediction_id)
     yield tracker.timed_out(policy.timeout)
