@@ -1,0 +1,287 @@
+"""Client-added latency and HTTP requests per run: our service beside the official client.
+
+Each run's processing time on the emulator is known exactly (queue_seconds + run_seconds), so
+"added" = end-to-end time (request sent -> audio on disk; for ours also checked and filed in the
+library) minus that known time.
+
+The runs of one client and duration overlap (to keep the wall time sane) but start STAGGER apart,
+so no two finish at the same moment and the work at a run's end never competes with another's.
+Each run carries a unique seed so that every request the emulator records is traced to its run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.emulator import EmulatorProcess
+from services.generation import GenerationService
+from services.library import Library
+from services.request import GenerationRequest
+from services.settings import DEFAULT_VERSION, Settings
+
+QUEUE_SECONDS = 0.2
+AUDIO_SECONDS = 8  # the model's default duration: the output is 8 s of stereo WAV (1 MB)
+STAGGER = 0.3  # seconds between starts of runs of the same duration
+PROGRESS_STEPS = 20  # the emulator logs progress every 5 % of the run
+OURS = "ours"
+OFFICIAL_WAIT = "official create+wait"
+OFFICIAL_RUN = "official run()"
+CLIENTS = (OURS, OFFICIAL_WAIT, OFFICIAL_RUN)
+
+
+@dataclass
+class RunSample:
+    client: str
+    stream: bool
+    run_seconds: float
+    seed: int
+    e2e: float = 0.0
+    added: float = 0.0
+    prediction_id: str | None = None
+    requests: float = 0.0
+    request_kinds: dict[str, float] = field(default_factory=dict)
+    # ours only: when progress readings reached the caller, seconds after the request
+    progress_at: list[float] = field(default_factory=list)
+    progress_gap: float | None = None
+    error: str | None = None
+
+
+def make_request(seed: int, duration: int) -> GenerationRequest:
+    return GenerationRequest(prompt="bench: lo-fi piano loop", duration=duration, seed=seed)
+
+
+def progress_gap(sample: RunSample) -> float | None:
+    """The longest time the caller's progress stayed unchanged while new progress existed.
+
+    The emulator's first progress line is due `queue + run/20` after the create; from then
+    until the last reading the gaps between refreshes are measured.
+    """
+    if sample.client != OURS:
+        return None
+    first_due = QUEUE_SECONDS + sample.run_seconds / PROGRESS_STEPS
+    points = [first_due, *sorted(t for t in sample.progress_at if t >= first_due)]
+    end = QUEUE_SECONDS + sample.run_seconds
+    if len(points) == 1:  # no progress was ever shown: stale for the whole run
+        return end - first_due
+    return max(b - a for a, b in itertools.pairwise(points))
+
+
+# ---- one run, per client ---------------------------------------------------------------------
+
+
+async def _ours_one(
+    service: GenerationService, token: str, sample: RunSample, duration: int, delay: float
+) -> None:
+    await asyncio.sleep(delay)
+    request = make_request(sample.seed, duration)
+    start = time.perf_counter()
+    final = None
+    last_done = None
+    async for update in service.generate(request, token=token, owner=None):
+        if update.progress is not None and update.progress.done != last_done:
+            last_done = update.progress.done
+            sample.progress_at.append(time.perf_counter() - start)
+        final = update
+    sample.e2e = time.perf_counter() - start
+    if final is None or final.status != "succeeded" or not final.audio_path:
+        sample.error = f"{getattr(final, 'status', None)}: {getattr(final, 'error', None)}"
+    sample.prediction_id = getattr(final, "prediction_id", None)
+
+
+def _download(url: Any, dest: Path) -> None:
+    """Fetch an output the way a script would: FileOutput.read() or httpx for a plain URL."""
+    if hasattr(url, "read"):
+        data = url.read()
+    else:
+        response = httpx.get(str(url), timeout=120)
+        response.raise_for_status()
+        data = response.content
+    dest.write_bytes(data)
+
+
+def _official_one(
+    mode: str,
+    base_url: str,
+    token: str,
+    sample: RunSample,
+    duration: int,
+    delay: float,
+    workdir: Path,
+) -> None:
+    import replicate
+
+    time.sleep(delay)
+    payload = make_request(sample.seed, duration).to_api_input()
+    client = replicate.Client(api_token=token, base_url=base_url)
+    dest = workdir / f"{sample.seed}.wav"
+    start = time.perf_counter()
+    try:
+        if mode == OFFICIAL_WAIT:
+            prediction = client.predictions.create(version=DEFAULT_VERSION, input=payload)
+            prediction.wait()
+            sample.prediction_id = prediction.id
+            if prediction.status != "succeeded":
+                raise RuntimeError(f"{prediction.status}: {prediction.error}")
+            _download(prediction.output, dest)
+        else:
+            output = client.run(f"meta/musicgen:{DEFAULT_VERSION}", input=payload)
+            _download(output, dest)
+        sample.e2e = time.perf_counter() - start
+    except Exception as exc:  # a failed run is reported, not fatal to the benchmark
+        sample.e2e = time.perf_counter() - start
+        sample.error = f"{type(exc).__name__}: {exc}"
+
+
+# ---- batches -----------------------------------------------------------------------------------
+
+
+def run_batch(
+    emulator: EmulatorProcess,
+    client: str,
+    stream: bool,
+    run_seconds: float,
+    runs: int,
+    audio_seconds: int,
+    seed_base: int,
+) -> list[RunSample]:
+    """`runs` runs of one client, started STAGGER apart so they overlap; a sample per run."""
+    emulator.reset()
+    emulator.configure(stream=stream, queue_seconds=QUEUE_SECONDS, run_seconds=run_seconds)
+    samples = [RunSample(client, stream, run_seconds, seed_base + n) for n in range(runs)]
+    delays = [n * STAGGER for n in range(runs)]
+    with tempfile.TemporaryDirectory(prefix="bench-latency-") as scratch:
+        workdir = Path(scratch)
+        if client == OURS:
+            asyncio.run(_ours_batch(emulator, samples, delays, audio_seconds, workdir))
+        else:
+            with ThreadPoolExecutor(max_workers=runs) as pool:
+                futures = [
+                    pool.submit(
+                        _official_one,
+                        client,
+                        emulator.base_url,
+                        emulator.token,
+                        sample,
+                        audio_seconds,
+                        delay,
+                        workdir,
+                    )
+                    for sample, delay in zip(samples, delays, strict=True)
+                ]
+                for future in futures:
+                    future.result()
+    _attribute_requests(emulator, samples)
+    for sample in samples:
+        sample.added = sample.e2e - QUEUE_SECONDS - sample.run_seconds
+        sample.progress_gap = progress_gap(sample)
+    return samples
+
+
+async def _ours_batch(
+    emulator: EmulatorProcess,
+    samples: list[RunSample],
+    delays: list[float],
+    audio_seconds: int,
+    workdir: Path,
+) -> None:
+    settings = Settings(
+        api_token=None,
+        base_url=emulator.base_url,
+        version=DEFAULT_VERSION,
+        data_dir=workdir,
+        shared=False,
+        max_library_mb=None,
+    )
+    with Library(workdir) as library:
+        service = GenerationService(settings, library)
+        await asyncio.gather(
+            *(
+                _ours_one(service, emulator.token, sample, audio_seconds, delay)
+                for sample, delay in zip(samples, delays, strict=True)
+            )
+        )
+
+
+def request_kind(method: str, path: str) -> str:
+    if path == "/v1/predictions" and method == "POST":
+        return "create"
+    if path.startswith("/v1/streams/"):
+        return "stream"
+    if path.startswith("/v1/predictions/") and method == "GET":
+        return "get"
+    if path.startswith("/delivery/"):
+        return "download"
+    if path.startswith("/v1/models/"):
+        return "version"
+    return f"{method} {path.split('/')[2] if path.count('/') > 1 else path}"
+
+
+def _attribute_requests(emulator: EmulatorProcess, samples: list[RunSample]) -> None:
+    """Count the emulator's recorded requests per run (by seed, prediction id or output key)."""
+    by_seed = {s.seed: s for s in samples}
+    by_id: dict[str, RunSample] = {}
+    by_key: dict[str, RunSample] = {}
+    for p in emulator.predictions():
+        sample = by_seed.get((p.get("input") or {}).get("seed"))
+        if sample is None:
+            continue
+        by_id[p["id"]] = sample
+        sample.prediction_id = sample.prediction_id or p["id"]
+        output = p.get("output")
+        if isinstance(output, str) and "/delivery/" in output:
+            by_key[output.split("/")[-2]] = sample
+    counts: dict[int, Counter[str]] = {id(s): Counter() for s in samples}
+    for r in emulator.requests():
+        path, method = r["path"], r["method"]
+        kind = request_kind(method, path)
+        owner: RunSample | None = None
+        if kind == "create":
+            owner = by_seed.get(((r.get("json") or {}).get("input") or {}).get("seed"))
+        elif kind in ("get", "stream") or path.startswith("/v1/predictions/"):
+            owner = by_id.get(path.split("/")[3])
+        elif kind == "download":
+            owner = by_key.get(path.split("/")[3])
+        if owner is not None:
+            counts[id(owner)][kind] += 1
+        else:  # e.g. the model-version lookup, which names no run: shared by all
+            for sample in samples:
+                counts[id(sample)][kind] += 1 / len(samples)
+    for sample in samples:
+        kinds = counts[id(sample)]
+        sample.request_kinds = dict(kinds)
+        sample.requests = sum(kinds.values())
+
+
+def summarise(samples: list[RunSample]) -> dict[str, Any]:
+    from bench.stats import p50, p95
+
+    ok = [s for s in samples if s.error is None]
+    gaps = [s.progress_gap for s in ok if s.progress_gap is not None]
+    kinds: Counter[str] = Counter()
+    for s in ok:
+        kinds.update(s.request_kinds)
+    return {
+        "runs": len(samples),
+        "failed": len(samples) - len(ok),
+        "errors": sorted({s.error for s in samples if s.error})[:5],
+        "added_p50": p50([s.added for s in ok]),
+        "added_p95": p95([s.added for s in ok]),
+        "requests_mean": sum(s.requests for s in ok) / len(ok) if ok else float("nan"),
+        "request_kinds_mean": {k: v / len(ok) for k, v in sorted(kinds.items())} if ok else {},
+        "progress_gap_max": max(gaps) if gaps else None,
+        "progress_gap_p50": p50(gaps) if gaps else None,
+    }
+
+
+def as_json(samples: list[RunSample]) -> list[dict[str, Any]]:
+    return [asdict(s) for s in samples]
