@@ -7,6 +7,7 @@ without touching the UI.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +27,9 @@ class Backend(Protocol):
 
     def follow(self, prediction: dict[str, Any]) -> AsyncIterator[RunUpdate]:
         """Yield an update for every change until the run ends; the last one is terminal."""
+
+    async def find_created(self, input: dict[str, Any], since: datetime) -> dict[str, Any] | None:
+        """The run made with `input` at or after `since`, for a create whose answer was lost."""
 
     async def download(self, url: str, dest: Path) -> Path:
         """Fetch an output (https or data: URL) to `dest`."""

@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from services.events import (
 )
 from services.importer import ImportReport, import_account
 from services.library import Library, RunRecord
-from services.replicate_client import ReplicateClient
+from services.replicate_client import PRESENT, ReplicateClient
 from services.request import GenerationRequest
 from services.settings import Settings
 from services.validation import check_request, parse_request, warnings
@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 WEB_URL = "https://replicate.com/p/{id}"
 LOGS_TAIL_CHARS = 4000
 CANCEL_TIMEOUT_S = 30.0
-# How far before a pending row's creation time a prediction may be dated (clock skew).
-CLOCK_SLACK = timedelta(seconds=120)
 NO_TOKEN_MESSAGE = (
     "No Replicate API token: paste yours in the token field (replicate.com/account/api-tokens). "
     "It stays in your browser."
@@ -326,12 +324,12 @@ class GenerationService:
     async def _find_orphan(self, backend: Backend, record: RunRecord) -> dict[str, Any] | None:
         """The prediction made for `record` whose id never reached the library (crash in create)."""
         request = GenerationRequest.from_dict(record.request)
+        # The uploaded clip's URL was never recorded: any clip will do for the match.
         wanted = request.to_api_input(None)
-        since = datetime.fromtimestamp(_epoch(record.created_at)).astimezone() - CLOCK_SLACK
-        find = getattr(backend, "find_created", None)
-        if find is None:
-            return None
-        return await find(wanted, since)
+        if request.input_audio:
+            wanted["input_audio"] = PRESENT
+        since = datetime.fromtimestamp(record.created_at).astimezone()
+        return await backend.find_created(wanted, since)
 
     async def import_account(self, *, token: str | None, owner: str | None) -> ImportReport:
         """Add the account's earlier meta/musicgen runs that the library does not have yet."""
@@ -368,9 +366,3 @@ class GenerationService:
 
 def _seed_from_logs(prediction: Mapping[str, Any]) -> int | None:
     return parse_seed(split_log_lines(prediction.get("logs") or ""))
-
-
-def _epoch(value: float | str) -> float:
-    if isinstance(value, (int, float)):
-        return float(value)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()

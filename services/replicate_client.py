@@ -234,16 +234,26 @@ def decode_data_url(url: str) -> bytes:
     return urllib.parse.unquote_to_bytes(payload)
 
 
+class _Present:
+    """Matches any non-empty value: for an input whose sent form is no longer known."""
+
+    def __repr__(self) -> str:
+        return "PRESENT"
+
+
+PRESENT: Any = _Present()
+
+
 def _same_input(sent: dict[str, Any], seen: Any) -> bool:
     """Whether a listed prediction's input is the one we sent.
 
-    The API may store an inline data: URL as a file of its own, so such a value only has to
-    be present on the other side.
+    The API may store an inline data: URL as a file of its own, so such a value (or PRESENT,
+    for a clip whose upload URL was never recorded) only has to be present on the other side.
     """
     if not isinstance(seen, dict) or set(sent) != set(seen):
         return False
     for key, value in sent.items():
-        if isinstance(value, str) and value.startswith("data:"):
+        if value is PRESENT or (isinstance(value, str) and value.startswith("data:")):
             if not seen[key]:
                 return False
         elif seen[key] != value:

@@ -166,10 +166,13 @@ async def test_cancel_mid_run_cancels_on_replicate_and_keeps_the_record(emulator
     assert record.status == "canceled"
 
 
-def start_generation_process(emulator: Emulator, data_dir: Path, duration: int):
+def start_generation_process(
+    emulator: Emulator, data_dir: Path, duration: int, melody: Path | None = None
+):
     return subprocess.Popen(
         [sys.executable, "-m", "tests.support.generate_once", str(data_dir), emulator.base_url,
-         emulator.token, "a run that outlives its process", str(duration)],
+         emulator.token, "a run that outlives its process", str(duration),
+         *([str(melody)] if melody else [])],
         cwd=Path(__file__).resolve().parents[1],
         stdout=subprocess.PIPE,
         text=True,
@@ -207,19 +210,23 @@ async def test_a_killed_process_is_resumed_on_the_next_start(emulator, tmp_path)
     assert emulator.creates == 1
 
 
-async def test_a_run_killed_during_a_blocking_create_is_found_and_resumed(emulator, tmp_path):
+@pytest.mark.parametrize("with_melody", [False, True])
+async def test_a_run_killed_during_a_blocking_create_is_found_and_resumed(
+    emulator, tmp_path, with_melody
+):
     emulator.configure(run_seconds=3.0)  # longer than nothing, shorter than Prefer: wait
-    process = start_generation_process(emulator, tmp_path, 2)
-    library = Library(tmp_path)
+    melody = make_tone(tmp_path / "melody.wav", 2.0) if with_melody else None
+    process = start_generation_process(emulator, tmp_path / "data", 4, melody)
     wait_until(lambda: emulator.creates == 1)
     kill(process)  # the create's answer, and so the prediction id, never reached the library
+    library = Library(tmp_path / "data")
     (record,) = library.in_flight()
     assert record.prediction_id is None
 
-    service = make_service(emulator, tmp_path, REPLICATE_API_TOKEN=emulator.token)
+    service = make_service(emulator, tmp_path / "data", REPLICATE_API_TOKEN=emulator.token)
     await service.resume_in_flight()
 
-    done = Library(tmp_path).get(record.id)
+    done = library.get(record.id)
     assert done.status == "succeeded" and done.prediction_id
     assert emulator.creates == 1
 
