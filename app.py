@@ -1,22 +1,73 @@
-"""MusicGen Studio: the composition root. Reads settings, builds services and the page, launches."""
+"""MusicGen Studio: the composition root. Reads settings, builds services and the page, launches.
+
+`python app.py` honours Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
 import gradio as gr
 
+import ui
+from services.generation import GenerationService
+from services.library import Library
 from services.settings import Settings
 
+log = logging.getLogger("musicgen_studio")
 
-def build_app(settings: Settings) -> gr.Blocks:
-    """The page shell; the full studio is built in ui/."""
-    with gr.Blocks(title="MusicGen Studio") as demo:
-        gr.Markdown("# MusicGen Studio")
-    return demo
+QUEUE_CONCURRENCY = 8  # page events (listing, form updates) at once; runs have their own limit
+QUEUE_MAX_SIZE = 256
+
+
+def startup(service: GenerationService) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A server lifespan: pick up runs left in flight (in the background), close on exit."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        async def resume() -> None:
+            try:
+                settled = await service.resume_in_flight()
+            except Exception:  # a failed resume must never stop the app
+                log.exception("Could not resume the runs left in flight")
+                return
+            if settled:
+                log.info("Resumed %d run(s) left in flight by an earlier start", len(settled))
+
+        task = asyncio.create_task(resume())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            close = getattr(service, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+    return lifespan
+
+
+def build_app(settings: Settings) -> tuple[gr.Blocks, GenerationService]:
+    """Settings -> library -> generation service -> the page (queued, not yet launched)."""
+    library = Library(settings.data_dir, max_mb=settings.max_library_mb)
+    service = GenerationService(settings, library)
+    demo = ui.build(settings, service, library)
+    demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
+    return demo, service
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
-    build_app(settings).queue().launch()
+    demo, service = build_app(settings)
+    demo.launch(**ui.launch_options(settings), app_kwargs={"lifespan": startup(service)})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,478 @@
+"""The studio page in a real Chromium, against `python app.py` wired to the emulator.
+
+One app per mode is shared by the tests of this module (they run in file order): a local
+install where the visitor pastes their own token, and a shared deployment with a server token.
+Screenshots of the main states land in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from services.audio import probe
+from tests.browser_support import (
+    AppProcess,
+    app_env,
+    browser,  # noqa: F401 - fixture
+    card,
+    choose_dropdown,
+    choose_radio,
+    creates,
+    emulator_timing,
+    generate,
+    module_emulator,  # noqa: F401 - fixture
+    new_page,
+    open_page,
+    playable_seconds,
+    player_duration_text,
+    prediction_link,
+    progress_value,
+    run_status,
+    running_app,
+    set_checkbox,
+    set_number,
+    set_prompt,
+    set_token,
+    shot,
+    upload_audio,
+    wait_card,
+    wait_status,
+)
+from tests.emulator import Emulator
+from tests.support.audio_files import make_tone
+
+pytestmark = pytest.mark.browser
+
+VISITOR_TOKEN = "r8_VisitorOwnToken0123456789abcdefghijklmn"
+SERVER_TOKEN = "r8_ServerWideToken0123456789abcdefghijklmn"
+
+
+@pytest.fixture(scope="module")
+def emulator(module_emulator: Emulator) -> Emulator:  # noqa: F811
+    module_emulator.configure(tokens=[VISITOR_TOKEN, SERVER_TOKEN])
+    return module_emulator
+
+
+@pytest.fixture(scope="module")
+def data_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("browser")
+    return {"local": root / "local", "shared": root / "shared", "root": root}
+
+
+@pytest.fixture(scope="module")
+def local_app(emulator: Emulator, data_dirs: dict[str, Path]) -> Iterator[AppProcess]:
+    """A local install without a server token: each visitor pastes their own."""
+    env = app_env(emulator, data_dirs["local"], GRADIO_TEMP_DIR=str(data_dirs["root"] / "gr"))
+    with running_app(env, data_dirs["root"] / "local-app.log") as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def shared_app(emulator: Emulator, data_dirs: dict[str, Path]) -> Iterator[AppProcess]:
+    """A shared deployment (as on Spaces) with a server-wide token."""
+    env = app_env(
+        emulator,
+        data_dirs["shared"],
+        REPLICATE_API_TOKEN=SERVER_TOKEN,
+        MUSICGEN_SHARED="1",
+        GRADIO_TEMP_DIR=str(data_dirs["root"] / "gr"),
+    )
+    with running_app(env, data_dirs["root"] / "shared-app.log") as app:
+        yield app
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    return make_tone(tmp_path / "riff.wav", 6.0, channels=1, freq=330)
+
+
+def newest_prediction(emulator: Emulator) -> Any:
+    return max(emulator.predictions.values(), key=lambda p: p.created)
+
+
+def visitor(browser: Any, app: AppProcess, **size: int) -> Any:  # noqa: F811
+    page = new_page(browser, app.url, **size)
+    if page.locator("#token-box").count():
+        set_token(page, VISITOR_TOKEN)
+    return page
+
+
+# -- the whole journey ------------------------------------------------------------------------
+
+
+def test_every_control_reaches_the_model_and_the_result_plays_and_stays(
+    browser: Any,  # noqa: F811
+    local_app: AppProcess,
+    emulator: Emulator,
+    clip: Path,
+    data_dirs: dict[str, Path],
+) -> None:
+    page = new_page(browser, local_app.url)
+    banner = page.locator("#token-banner")
+    assert "No Replicate API token" in banner.inner_text()
+    shot(page, "01-first-visit-no-token")
+    set_token(page, VISITOR_TOKEN)
+    page.wait_for_function("() => !document.querySelector('#token-banner')?.innerText.trim()")
+
+    prompt = "Dusty lo-fi piano over brushed drums, 80 bpm"
+    set_prompt(page, prompt)
+    choose_radio(page, "model-version", "melody-large")
+    set_checkbox(page, "long-mode", True)
+    page.wait_for_function(
+        "() => document.querySelector('#duration-slider input[type=number]').max === '120'"
+    )
+    set_number(page, "duration-slider", 35)
+    upload_audio(page, clip)
+    choose_radio(page, "audio-use", "continuation")
+    set_checkbox(page, "to-end", False)
+    set_number(page, "continuation-start", 1)
+    set_number(page, "continuation-end", 4)
+    page.locator("#advanced").get_by_text("Advanced").first.click()
+    set_number(page, "top-k", 200)
+    set_number(page, "top-p", 0.5)
+    set_number(page, "temperature", 0.8)
+    set_number(page, "guidance", 5)
+    set_checkbox(page, "random-seed", False)
+    seed_box = page.locator("#seed input")
+    seed_box.fill("4242")
+    seed_box.blur()
+    choose_dropdown(page, "normalization", "peak:")
+    choose_radio(page, "output-format", "mp3")
+    set_checkbox(page, "multi-band-diffusion", True)
+    shot(page, "02-every-control-filled")
+
+    before = len(creates(emulator))
+    with emulator_timing(emulator, run_seconds=3.0):
+        generate(page)
+        seen: list[int] = []
+        while run_status(page) not in {"succeeded", "failed", "canceled", "lost"}:
+            value = progress_value(page)
+            if 0 < value < 100 and value not in seen:
+                seen.append(value)
+                if len(seen) == 2:
+                    shot(page, "03-running-progress")
+            page.wait_for_timeout(100)
+    assert run_status(page) == "succeeded", page.locator("#run-status").inner_text()
+    assert len(seen) >= 2, f"the progress bar did not move while running: {seen}"
+    assert seen == sorted(seen)
+    assert progress_value(page) == 100
+    # The long duration was allowed with its warning shown beside the form.
+    assert "less coherent" in page.locator("#form-errors").inner_text()
+
+    bodies = creates(emulator)[before:]
+    assert len(bodies) == 1
+    sent = bodies[0]["input"]
+    audio_uri = sent.pop("input_audio")
+    assert audio_uri.startswith(("data:audio/", "http"))
+    assert sent == {
+        "prompt": prompt,
+        "model_version": "melody-large",
+        "duration": 35,
+        "continuation": True,
+        "continuation_start": 1,
+        "continuation_end": 4,
+        "top_k": 200,
+        "top_p": 0.5,
+        "temperature": 0.8,
+        "classifier_free_guidance": 5,
+        "seed": 4242,
+        "normalization_strategy": "peak",
+        "output_format": "mp3",
+        "multi_band_diffusion": True,
+    }
+    prediction = newest_prediction(emulator)
+    assert prediction.input_audio_info["duration"] == pytest.approx(6.0, abs=0.1)
+
+    # The result: playable inline, downloadable as mp3, with its facts.
+    result = page.locator("#result-audio")
+    assert playable_seconds(page, result) == pytest.approx(35, abs=1.0)
+    assert player_duration_text(result) == "0:35"
+    assert prediction_link(page) == prediction.id
+    facts = page.locator("#result-facts").inner_text()
+    assert "4242" in facts and "melody-large" in facts and "mp3" in facts
+    download = page.locator("#result-download")
+    assert download.is_visible() and ".mp3" in download.inner_text()
+    shot(page, "04-result")
+
+    # The run is in the gallery, playable there too.
+    run_card = wait_card(page, prompt, "succeeded")
+    assert playable_seconds(page, run_card) == pytest.approx(35, abs=1.0)
+    assert "melody-large" in run_card.inner_text()
+    shot(page, "05-gallery")
+
+    # After a reload: the run, and the visitor's token (kept in their browser only).
+    open_page(page, local_app.url)
+    assert page.locator("#token-box input").input_value() == VISITOR_TOKEN
+    wait_card(page, prompt, "succeeded")
+
+    # After the app is killed and started again.
+    local_app.restart()
+    open_page(page, local_app.url)
+    run_card = wait_card(page, prompt, "succeeded")
+    assert playable_seconds(page, run_card) == pytest.approx(35, abs=1.0)
+    shot(page, "06-after-restart")
+
+    # The visitor's token never reached the server's disk or its log.
+    secret = VISITOR_TOKEN.encode()
+    for path in data_dirs["local"].rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_bytes(), path
+    assert VISITOR_TOKEN not in local_app.log_text()
+    page.context.close()
+
+
+def test_cancel_stops_the_run_mid_way(
+    browser: Any,  # noqa: F811
+    local_app: AppProcess,
+    emulator: Emulator,
+) -> None:
+    page = visitor(browser, local_app)
+    prompt = "A very long ambient drone that we will stop"
+    set_prompt(page, prompt)
+    with emulator_timing(emulator, run_seconds=20.0):
+        generate(page)
+        wait_status(page, "processing")
+        page.wait_for_function(
+            "() => +document.querySelector('#run-progress .ms-progress')"
+            ".getAttribute('aria-valuenow') > 0"
+        )
+        prediction = newest_prediction(emulator)
+        page.locator("#cancel-btn").click()
+        assert wait_status(page, "canceled") == "canceled"
+    assert emulator.wait_for(prediction.id, "canceled", timeout=10) == "canceled"
+    assert page.locator("#generate-btn").is_enabled()
+    assert not page.locator("#cancel-btn").is_enabled()
+    canceled = wait_card(page, prompt, "canceled")
+    assert "Canceled" in canceled.inner_text()
+    shot(page, "07-canceled")
+    page.context.close()
+
+
+def test_a_refused_combination_shows_its_message_and_sends_nothing(
+    browser: Any,  # noqa: F811
+    local_app: AppProcess,
+    emulator: Emulator,
+    clip: Path,
+) -> None:
+    page = visitor(browser, local_app)
+    # Controls that cannot apply are disabled and say why.
+    page.locator("#advanced").get_by_text("Advanced").first.click()
+    mbd = page.locator("#multi-band-diffusion")
+    assert mbd.locator("input").is_disabled()
+    assert "only works with the mono models" in mbd.inner_text()
+    start = page.locator("#continuation-start")
+    assert start.locator("input[type='range']").is_disabled()
+    assert "add a clip first" in start.inner_text()
+
+    before = emulator.creates
+    generate(page)  # no prompt, no clip
+    errors = page.locator("#form-errors .ms-error")
+    errors.wait_for()
+    assert "Describe the music you want" in errors.inner_text()
+
+    upload_audio(page, clip)
+    choose_radio(page, "audio-use", "continuation")
+    set_number(page, "duration-slider", 4)  # shorter than the 6 s of clip it would continue
+    set_prompt(page, "keep going")
+    generate(page)
+    page.wait_for_function(
+        "() => (document.querySelector('#form-errors')?.innerText || '').includes('Duration')"
+    )
+    text = errors.inner_text()
+    assert "In continuation mode, Duration is the total length" in text
+    shot(page, "08-refused")
+    assert emulator.creates == before
+    page.context.close()
+
+
+def test_a_result_used_as_melody_and_then_continued(
+    browser: Any,  # noqa: F811
+    local_app: AppProcess,
+    emulator: Emulator,
+) -> None:
+    page = visitor(browser, local_app)
+    set_prompt(page, "Whistled folk melody, solo")
+    set_number(page, "duration-slider", 4)
+    generate(page)
+    assert wait_status(page, "succeeded", "failed") == "succeeded"
+    first = newest_prediction(emulator)
+
+    page.locator("#use-as-melody").click()
+    page.wait_for_function(
+        "() => (document.querySelector('#clip-info')?.innerText || '').startsWith('Clip: 4')"
+    )
+    set_prompt(page, "The same tune as a brass band")
+    before = len(creates(emulator))
+    generate(page)
+    page.wait_for_function(
+        "(id) => !(document.querySelector('#result-facts')?.innerText || '').includes(id)",
+        arg=first.id,
+    )
+    assert wait_status(page, "succeeded", "failed") == "succeeded"
+    melody_body = creates(emulator)[before]["input"]
+    assert melody_body["continuation"] is False
+    assert melody_body["input_audio"]
+    melody_run = newest_prediction(emulator)
+    assert melody_run.input_audio_info["duration"] == pytest.approx(4.0, abs=0.1)
+
+    page.locator("#continue-this").click()
+    page.wait_for_function(
+        "() => (document.querySelector('#form-notice')?.innerText || '').includes('continue')"
+    )
+    shot(page, "09-continue-ready")
+    before = len(creates(emulator))
+    generate(page)
+    page.wait_for_function(
+        "(id) => !(document.querySelector('#result-facts')?.innerText || '').includes(id)",
+        arg=melody_run.id,
+    )
+    assert wait_status(page, "succeeded", "failed") == "succeeded"
+    continued = creates(emulator)[before]["input"]
+    assert continued["continuation"] is True
+    assert continued["input_audio"]
+    assert continued["continuation_start"] == 0
+    assert "continuation_end" not in continued  # to the end of the clip
+    assert continued["duration"] == 12  # the 4 s clip plus 8 s of new music
+    continuation_run = newest_prediction(emulator)
+    assert continuation_run.input_audio_info["duration"] == pytest.approx(4.0, abs=0.1)
+    result = page.locator("#result-audio")
+    assert playable_seconds(page, result) == pytest.approx(12, abs=0.5)
+    shot(page, "10-continued")
+    page.context.close()
+
+
+def test_a_prompt_with_html_is_shown_as_text(
+    browser: Any,  # noqa: F811
+    local_app: AppProcess,
+) -> None:
+    page = visitor(browser, local_app)
+    prompt = '<img src=x onerror="window.__pwned=1"><b>bold</b> ${1+1} & <script>x</script>'
+    set_prompt(page, prompt)
+    set_number(page, "duration-slider", 2)
+    generate(page)
+    assert wait_status(page, "succeeded", "failed") == "succeeded"
+    run_card = wait_card(page, "<b>bold</b>")
+    assert run_card.locator(".ms-card-prompt").inner_text() == prompt
+    assert run_card.locator(".ms-card-prompt img, .ms-card-prompt b").count() == 0
+    assert page.evaluate("() => window.__pwned") is None
+    shot(page, "11-html-prompt-as-text")
+    page.context.close()
+
+
+def test_history_search_favourite_export_import_and_delete(
+    browser: Any,  # noqa: F811
+    local_app: AppProcess,
+    emulator: Emulator,
+    tmp_path: Path,
+) -> None:
+    page = visitor(browser, local_app)
+    for prompt in ("Marimba loop in seven", "Harpsichord fugue"):
+        set_prompt(page, prompt)
+        set_number(page, "duration-slider", 2)
+        generate(page)
+        assert wait_status(page, "succeeded", "failed") == "succeeded"
+    wait_card(page, "Harpsichord fugue")
+
+    search = page.locator("#history-search textarea, #history-search input").first
+    search.fill("marimba")
+    search.press("Enter")
+    page.wait_for_function(
+        "() => (document.querySelector('#history-summary')?.innerText || '').includes('matching')"
+    )
+    wait_card(page, "Marimba loop")
+    expect(card(page, "Harpsichord fugue")).to_have_count(0)
+
+    marimba = wait_card(page, "Marimba loop")
+    marimba.locator(".card-favourite").click()
+    page.locator("#history-cards .ms-card", has_text="Marimba loop").locator(".ms-fav").wait_for()
+
+    marimba = wait_card(page, "Marimba loop")
+    with page.expect_download() as download_info:
+        marimba.locator(".card-export").click()
+        page.locator("#export-file a").first.wait_for()
+        page.locator("#export-file a").first.click()
+    exported = tmp_path / "export.zip"
+    download_info.value.save_as(exported)
+    import zipfile
+
+    with zipfile.ZipFile(exported) as zf:
+        names = zf.namelist()
+        audio_name = next(n for n in names if n.endswith(".wav"))
+        (tmp_path / audio_name).write_bytes(zf.read(audio_name))
+        assert any(n.endswith(".json") for n in names)
+    assert probe(tmp_path / audio_name).seconds == pytest.approx(2, abs=0.2)
+
+    marimba.locator(".card-delete").click()
+    confirm = page.locator("#confirm-delete-row")
+    confirm.wait_for()
+    assert "cannot be undone" in confirm.inner_text()
+    shot(page, "12-delete-confirmation")
+    page.locator("#confirm-delete").click()
+    page.wait_for_function(
+        "() => (document.querySelector('#history-summary')?.innerText || '').startsWith('0 runs')"
+    )
+    search.fill("")
+    search.press("Enter")
+    wait_card(page, "Harpsichord fugue")
+    expect(card(page, "Marimba loop")).to_have_count(0)
+
+    # Import of the account's earlier runs, made elsewhere with the same token.
+    emulator.add_existing_prediction(
+        token=VISITOR_TOKEN, input={"prompt": "Made on replicate.com earlier", "duration": 2}
+    )
+    page.locator("#history-import").click()
+    page.wait_for_function(
+        "() => (document.querySelector('#history-notice')?.innerText || '').includes('Imported')"
+    )
+    wait_card(page, "Made on replicate.com earlier", "succeeded")
+    page.context.close()
+
+
+def test_two_visitors_of_a_shared_deployment_see_only_their_own_runs(
+    browser: Any,  # noqa: F811
+    shared_app: AppProcess,
+) -> None:
+    alice = visitor(browser, shared_app)
+    bob = visitor(browser, shared_app)
+    # The server has its token: no token field, no banner.
+    assert alice.locator("#token-box").count() == 0
+    assert alice.locator("#token-banner").count() == 0
+
+    for page, prompt in ((alice, "Alice's sea shanty"), (bob, "Bob's breakbeat")):
+        set_prompt(page, prompt)
+        set_number(page, "duration-slider", 2)
+        generate(page)
+        assert wait_status(page, "succeeded", "failed") == "succeeded"
+    wait_card(alice, "Alice's sea shanty")
+    wait_card(bob, "Bob's breakbeat")
+    for page in (alice, bob):
+        open_page(page, shared_app.url)
+    wait_card(alice, "Alice's sea shanty")
+    wait_card(bob, "Bob's breakbeat")
+    assert card(alice, "Bob's breakbeat").count() == 0
+    assert card(bob, "Alice's sea shanty").count() == 0
+    assert "1 run" in alice.locator("#history-summary").inner_text()
+    shot(alice, "13-shared-visitor-a")
+    shot(bob, "14-shared-visitor-b")
+    for page in (alice, bob):
+        page.context.close()
+
+
+def test_the_page_fits_a_phone_screen(
+    browser: Any,  # noqa: F811
+    shared_app: AppProcess,
+) -> None:
+    page = visitor(browser, shared_app, width=390, height=844)
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 1
+    box = page.locator("#generate-btn").bounding_box()
+    assert box is not None and box["width"] > 150
+    shot(page, "15-phone")
+    page.context.close()

@@ -1,0 +1,124 @@
+"""The named endpoint `/generate`: the model's inputs by their own names -> audio + run record.
+
+It has hidden components of its own (so that Gradio checks uploaded files and types), no
+trigger on the page, and is the only public endpoint of the app. On a shared deployment each
+call gets a fresh owner identity: an API caller can never read another visitor's runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from services.errors import RequestInvalid, StudioError
+from services.request import MODEL_VERSIONS, NORMALIZATION_STRATEGIES, OUTPUT_FORMATS
+from ui.context import Studio
+from ui.identity import api_owner
+
+DESCRIPTION = (
+    "Generate music with meta/musicgen. Parameters are the model's own inputs; returns the "
+    "audio file and a JSON record of the run (library_id, prediction_id, status, seed, "
+    "predict_time, error, ...). Refused inputs raise an error naming each field; nothing is "
+    "sent then."
+)
+
+
+class GenerateApi:
+    """`generate(...)` with exactly the model's input names (plus `api_token` when needed)."""
+
+    def __init__(self, studio: Studio):
+        self.studio = studio
+
+    async def generate(
+        self,
+        prompt: str | None,
+        input_audio: str | None,
+        duration: float | None,
+        continuation: bool | None,
+        continuation_start: float | None,
+        continuation_end: float | None,
+        model_version: str | None,
+        multi_band_diffusion: bool | None,
+        normalization_strategy: str | None,
+        output_format: str | None,
+        seed: float | None,
+        temperature: float | None,
+        top_k: float | None,
+        top_p: float | None,
+        classifier_free_guidance: float | None,
+        api_token: str | None = None,
+    ) -> tuple[str | None, dict[str, Any]]:
+        """Run one generation to its end; returns (audio file or None, run record)."""
+        raw = {
+            "prompt": prompt,
+            "input_audio": input_audio,
+            "duration": duration,
+            "continuation": continuation,
+            "continuation_start": continuation_start,
+            "continuation_end": continuation_end,
+            "model_version": model_version,
+            "multi_band_diffusion": multi_band_diffusion,
+            "normalization_strategy": normalization_strategy,
+            "output_format": output_format,
+            "seed": seed,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "classifier_free_guidance": classifier_free_guidance,
+        }
+        service = self.studio.service
+        owner = api_owner(self.studio.settings.shared)
+        try:
+            request, _ = service.prepare(raw)
+            last = None
+            async for update in service.generate(
+                request, token=self.studio.token(api_token), owner=owner
+            ):
+                last = update
+        except RequestInvalid as err:
+            raise gr.Error("Nothing was sent. " + "; ".join(str(e) for e in err.errors)) from None
+        except StudioError as err:
+            raise gr.Error(str(err)) from None
+        if last is None or last.run_id is None:
+            raise gr.Error("The run ended without a result.")
+        record = service.summary(last.run_id, owner)
+        audio = self.studio.files.servable(last.audio_path) if last.audio_path else None
+        return audio, record
+
+
+def build_api(studio: Studio) -> None:
+    """Hidden inputs and outputs of `/generate`, named and defaulted as the model's inputs."""
+    api = GenerateApi(studio)
+    with gr.Column(visible=False):
+        inputs: list[gr.components.Component] = [
+            gr.Textbox(label="prompt"),
+            gr.Audio(label="input_audio", type="filepath", sources=["upload"]),
+            gr.Number(8, label="duration"),
+            gr.Checkbox(False, label="continuation"),
+            gr.Number(0, label="continuation_start"),
+            gr.Number(None, label="continuation_end"),
+            gr.Dropdown(list(MODEL_VERSIONS), value="stereo-melody-large", label="model_version"),
+            gr.Checkbox(False, label="multi_band_diffusion"),
+            gr.Dropdown(
+                list(NORMALIZATION_STRATEGIES), value="loudness", label="normalization_strategy"
+            ),
+            gr.Dropdown(list(OUTPUT_FORMATS), value="wav", label="output_format"),
+            gr.Number(None, label="seed"),
+            gr.Number(1.0, label="temperature"),
+            gr.Number(250, label="top_k"),
+            gr.Number(0.0, label="top_p"),
+            gr.Number(3, label="classifier_free_guidance"),
+        ]
+        if not studio.service.server_token_set:
+            inputs.append(gr.Textbox("", type="password", label="api_token"))
+        outputs = [gr.Audio(label="audio", type="filepath"), gr.JSON(label="record")]
+    gr.on(
+        triggers=[],
+        fn=api.generate,
+        inputs=inputs,
+        outputs=outputs,
+        api_name="generate",
+        api_description=DESCRIPTION,
+        show_progress="hidden",
+    )

@@ -1,0 +1,109 @@
+"""The page's CSS and the little JavaScript it needs (keyboard shortcut, token in the browser)."""
+
+from __future__ import annotations
+
+import json
+
+# localStorage key of a visitor's own Replicate token: it never leaves the browser except as
+# the input of their own Generate / Import events.
+TOKEN_KEY = "musicgen-studio.replicate-token"
+
+CSS = """
+.ms-header h1 { margin: 0 0 4px 0; font-size: 1.6em; }
+.ms-header p { margin: 0; color: var(--body-text-color-subdued); }
+.ms-box { padding: 8px 12px; border-radius: 8px; margin: 4px 0; line-height: 1.4; }
+.ms-box ul { margin: 4px 0 0 18px; padding: 0; }
+.ms-box p { margin: 0; }
+.ms-error { background: #fee2e2; color: #7f1d1d; border: 1px solid #fca5a5; }
+.ms-warning { background: #fef3c7; color: #78350f; border: 1px solid #fcd34d; }
+.ms-info { background: #e0f2fe; color: #0c4a6e; border: 1px solid #7dd3fc; }
+.ms-status { font-size: 1.05em; padding: 4px 0; }
+.ms-status-label { font-weight: 600; }
+.ms-status-failed .ms-status-label, .ms-status-aborted .ms-status-label,
+.ms-status-lost .ms-status-label { color: #b91c1c; }
+.ms-status-succeeded .ms-status-label { color: #15803d; }
+.ms-reason { margin-top: 4px; color: #b91c1c; white-space: pre-wrap; word-break: break-word; }
+.ms-progress { height: 14px; background: var(--neutral-200, #e5e7eb); border-radius: 7px;
+  overflow: hidden; }
+.ms-progress-fill { height: 100%; background: #f97316; transition: width 0.3s ease; }
+.ms-progress-text { font-size: 0.85em; color: var(--body-text-color-subdued); margin-top: 2px; }
+.ms-facts { border-collapse: collapse; width: 100%; font-size: 0.95em; }
+.ms-facts th { text-align: left; padding: 2px 12px 2px 0; white-space: nowrap;
+  color: var(--body-text-color-subdued); font-weight: 500; }
+.ms-facts td { padding: 2px 0; word-break: break-all; }
+.ms-facts, .ms-facts th, .ms-facts td, .ms-facts tr { border: none !important;
+  background: transparent !important; }
+.ms-clip-info { font-size: 0.9em; color: var(--body-text-color-subdued); }
+.ms-grid { display: grid !important; grid-template-columns: repeat(auto-fill, minmax(280px, 1fr));
+  gap: 12px; }
+.ms-grid > .ms-card { min-width: 0 !important; }
+.ms-card { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 10px;
+  background: var(--block-background-fill); }
+.ms-card-prompt { font-weight: 600; white-space: pre-wrap; word-break: break-word; margin: 4px 0; }
+.ms-card-meta { font-size: 0.85em; color: var(--body-text-color-subdued); }
+.ms-card-actions { gap: 4px !important; flex-wrap: wrap; }
+.ms-card-actions button { flex: 1 1 auto; min-width: 0 !important; }
+.ms-muted { color: var(--body-text-color-subdued); font-weight: 400; }
+.ms-badge { display: inline-block; font-size: 0.75em; padding: 1px 8px; border-radius: 999px;
+  background: var(--neutral-200, #e5e7eb); color: #111827; text-transform: uppercase;
+  letter-spacing: 0.03em; }
+.ms-badge-succeeded { background: #dcfce7; color: #14532d; }
+.ms-badge-failed, .ms-badge-aborted, .ms-badge-lost { background: #fee2e2; color: #7f1d1d; }
+.ms-badge-canceled { background: #fef3c7; color: #78350f; }
+.ms-badge-processing, .ms-badge-starting, .ms-badge-pending { background: #e0f2fe;
+  color: #0c4a6e; }
+.ms-fav { color: #f59e0b; }
+.ms-empty { padding: 16px; color: var(--body-text-color-subdued); }
+.ms-history-summary { text-align: center; padding-top: 6px; }
+#history-pager { align-items: center; }
+"""
+
+# Ctrl+Enter (Cmd+Enter on a Mac) presses Generate from anywhere on the page.
+HEAD = """
+<script>
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) return;
+  const button = document.getElementById("generate-btn");
+  if (button && !button.disabled) {
+    event.preventDefault();
+    button.click();
+  }
+});
+</script>
+"""
+
+
+def _js_string(text: str) -> str:
+    return json.dumps(text)
+
+
+def token_load_js(banner_html: str) -> str:
+    """On page load: the token from this browser's storage, and the banner if there is none."""
+    return (
+        "() => { let t = ''; try { t = localStorage.getItem("
+        f"{_js_string(TOKEN_KEY)}) || ''; }} catch (e) {{}} "
+        f"return [t, t ? '' : {_js_string(banner_html)}]; }}"
+    )
+
+
+def token_save_js(banner_html: str) -> str:
+    """When the visitor types or pastes a token: keep it in this browser only."""
+    return (
+        "(t) => { const v = (t || '').trim(); try { if (v) localStorage.setItem("
+        f"{_js_string(TOKEN_KEY)}, v); else localStorage.removeItem({_js_string(TOKEN_KEY)}); "
+        f"}} catch (e) {{}} return v ? '' : {_js_string(banner_html)}; }}"
+    )
+
+
+def token_forget_js(banner_html: str) -> str:
+    """Forget the token: removed from this browser, the field emptied."""
+    return (
+        f"() => {{ try {{ localStorage.removeItem({_js_string(TOKEN_KEY)}); }} catch (e) {{}} "
+        f"return ['', {_js_string(banner_html)}]; }}"
+    )
+
+
+SCROLL_TO_FORM_JS = (
+    "() => { const el = document.getElementById('form-notice'); "
+    "if (el) el.scrollIntoView({behavior: 'smooth', block: 'start'}); }"
+)

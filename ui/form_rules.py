@@ -1,0 +1,187 @@
+"""The form's rules without Gradio: what each control may do given the others, and the request.
+
+Every control that cannot apply is disabled and says why; `request_values` turns the form into
+the loose values `GenerationService.prepare` validates (it refuses what the form lets through).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from services.request import COHERENT_MAX_SECONDS, MELODY_MODELS, STEREO_MODELS
+
+LONG_MAX_SECONDS = 120
+USE_MELODY = "melody"
+USE_CONTINUATION = "continuation"
+USE_CHOICES = [
+    ("Follow it as a melody", USE_MELODY),
+    ("Continue it (the result starts with the clip)", USE_CONTINUATION),
+]
+SEED_MAX = 2**32 - 1
+# "Continue this": how much of the end of a clip to keep as the start of the new piece.
+CONTINUE_TAIL_SECONDS = 10
+CONTINUE_NEW_SECONDS = 8
+MELODY_COUNTERPART = {"stereo-large": "stereo-melody-large", "large": "melody-large"}
+
+
+@dataclass(frozen=True)
+class ControlState:
+    """How one control should look: usable or not, its help line, and a value to force."""
+
+    interactive: bool
+    info: str
+    value: Any = None
+    force_value: bool = False
+
+
+@dataclass(frozen=True)
+class FormValues:
+    """The form as the page holds it (labels, switches and sliders)."""
+
+    prompt: str = ""
+    model_version: str = "stereo-melody-large"
+    duration: float = 8
+    long_mode: bool = False
+    input_audio: str | None = None
+    audio_use: str = USE_MELODY
+    continuation_start: float = 0
+    continuation_end: float = 0
+    to_end: bool = True
+    top_k: float = 250
+    top_p: float = 0.0
+    temperature: float = 1.0
+    classifier_free_guidance: float = 3
+    random_seed: bool = True
+    seed: float | None = None
+    normalization_strategy: str = "loudness"
+    output_format: str = "wav"
+    multi_band_diffusion: bool = False
+
+
+def request_values(form: FormValues) -> dict[str, Any]:
+    """The loose request values for `GenerationService.prepare` (named as the model names them).
+
+    Fields that cannot apply are left at the model's defaults so they never cause a refusal:
+    start/end without a clip to continue, a fixed seed while "random" is ticked.
+    """
+    has_audio = bool(form.input_audio)
+    continuing = has_audio and form.audio_use == USE_CONTINUATION
+    return {
+        "prompt": form.prompt or "",
+        "input_audio": form.input_audio or None,
+        "duration": form.duration,
+        "continuation": continuing,
+        "continuation_start": form.continuation_start if continuing else 0,
+        "continuation_end": None if (not continuing or form.to_end) else form.continuation_end,
+        "model_version": form.model_version,
+        "multi_band_diffusion": bool(form.multi_band_diffusion),
+        "normalization_strategy": form.normalization_strategy,
+        "top_k": form.top_k,
+        "top_p": form.top_p,
+        "temperature": form.temperature,
+        "classifier_free_guidance": form.classifier_free_guidance,
+        "output_format": form.output_format,
+        "seed": None if form.random_seed or form.seed in (None, "") else form.seed,
+    }
+
+
+# -- which controls apply ---------------------------------------------------------------------
+
+
+def audio_use_state(has_audio: bool, model_version: str, current: str) -> ControlState:
+    """Melody or continuation: only with a clip; text-only models can only continue."""
+    if not has_audio:
+        return ControlState(False, "Add a clip above to follow it as a melody or continue it.")
+    if model_version not in MELODY_MODELS:
+        return ControlState(
+            False,
+            f"{model_version} can't follow a melody, so the clip will be continued. "
+            "Pick a melody model to follow it as a melody instead.",
+            USE_CONTINUATION,
+            force_value=current != USE_CONTINUATION,
+        )
+    return ControlState(
+        True,
+        "Melody: the new music follows the clip's tune. Continue: the result starts with "
+        "(part of) your clip and carries on from it.",
+    )
+
+
+def continuation_state(has_audio: bool, continuing: bool, clip_seconds: float | None) -> str:
+    """Why start/end are disabled, or how to use them; empty reason means usable."""
+    if not has_audio:
+        return "Only for continuing a clip: add a clip first."
+    if not continuing:
+        return "Only when continuing the clip (not when following it as a melody)."
+    if clip_seconds:
+        return (
+            f"Which part of your {clip_seconds:.1f} s clip to continue from; the result starts "
+            "with it, so Duration must be longer than that part."
+        )
+    return "Which part of your clip to continue from."
+
+
+def continuation_enabled(has_audio: bool, continuing: bool) -> bool:
+    return has_audio and continuing
+
+
+def mbd_state(model_version: str) -> ControlState:
+    """Multi-band diffusion exists only for the mono models."""
+    if model_version in STEREO_MODELS:
+        return ControlState(
+            False,
+            f"Not available for {model_version}: multi-band diffusion only works with the mono "
+            "models (melody-large, large).",
+            False,
+            force_value=True,
+        )
+    return ControlState(
+        True, "A slower decoder that can sound cleaner (mono models only). Off by default."
+    )
+
+
+def duration_limits(long_mode: bool, value: float) -> tuple[int, float, str]:
+    """(slider maximum, value clamped into it, help line) for the duration slider."""
+    if long_mode:
+        return (
+            LONG_MAX_SECONDS,
+            value,
+            f"Up to {LONG_MAX_SECONDS} s. Above {COHERENT_MAX_SECONDS} s MusicGen writes in "
+            "overlapping windows: noticeably slower, and the music can drift.",
+        )
+    return (
+        COHERENT_MAX_SECONDS,
+        min(value, COHERENT_MAX_SECONDS),
+        f"Length of the result in seconds (1–{COHERENT_MAX_SECONDS}). In continuation mode "
+        "it includes the part of your clip.",
+    )
+
+
+def clip_bounds(clip_seconds: float | None) -> tuple[int, int]:
+    """(maximum start, maximum end) in whole seconds for a clip of this length."""
+    if not clip_seconds:
+        return (COHERENT_MAX_SECONDS, COHERENT_MAX_SECONDS)
+    end_max = max(1, math.ceil(clip_seconds - 1e-6))
+    return (max(0, end_max - 1), end_max)
+
+
+def random_seed_value() -> int:
+    """A seed a musician can write down (the dice button)."""
+    return random.randint(1, 999_999)
+
+
+def continue_plan(clip_seconds: float | None) -> tuple[int, int]:
+    """(continuation start, duration) for "continue this": the clip's last seconds, then more."""
+    seconds = clip_seconds or 0.0
+    start = max(0, math.floor(seconds) - CONTINUE_TAIL_SECONDS)
+    piece = seconds - start
+    duration = min(COHERENT_MAX_SECONDS, math.ceil(piece) + CONTINUE_NEW_SECONDS)
+    return start, duration
+
+
+def melody_model_for(model_version: str) -> str:
+    """The melody model of the same kind (stereo or mono), for "use as melody"."""
+    return MELODY_COUNTERPART.get(model_version, model_version)

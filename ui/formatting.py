@@ -1,0 +1,239 @@
+"""HTML snippets the page shows. Every piece of user or API text goes through `esc` first.
+
+Plain functions (no Gradio) so the escaping rules can be unit-tested on their own.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from services.errors import FieldError
+from services.request import MODEL_VERSIONS
+
+REPLICATE_RUN_URL = "https://replicate.com/p/{id}"
+
+# What a musician reads for each stage of a run.
+STATUS_LABELS: dict[str, str] = {
+    "idle": "Ready: set up your piece and press Generate.",
+    "validating": "Checking your settings…",
+    "preparing": "Preparing your clip…",
+    "creating": "Sending the request to Replicate…",
+    "pending": "Waiting to be sent…",
+    "starting": "Queued: waiting for a GPU (the model may need to load first)…",
+    "processing": "Generating…",
+    "succeeded": "Done",
+    "failed": "Failed",
+    "canceling": "Canceling…",
+    "canceled": "Canceled",
+    "aborted": "Aborted",
+    "lost": "Lost",
+}
+FIELD_LABELS: dict[str, str] = {
+    "prompt": "Prompt",
+    "input_audio": "Input audio",
+    "duration": "Duration",
+    "continuation": "Use of the clip",
+    "continuation_start": "Continue from",
+    "continuation_end": "Continue until",
+    "model_version": "Model",
+    "multi_band_diffusion": "Multi-band diffusion",
+    "normalization_strategy": "Normalization",
+    "top_k": "Top-k",
+    "top_p": "Top-p",
+    "temperature": "Temperature",
+    "classifier_free_guidance": "Guidance",
+    "output_format": "Output format",
+    "seed": "Seed",
+}
+
+
+def esc(value: Any) -> str:
+    """Text made safe to place inside HTML (also inside attribute values)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def seconds_text(seconds: float | None) -> str:
+    """12.345 -> "12.3 s"; None -> "–"."""
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    if seconds >= 60:
+        minutes, rest = divmod(seconds, 60)
+        return f"{int(minutes)} min {rest:.0f} s"
+    return f"{seconds:.1f} s"
+
+
+def date_text(epoch: float | None) -> str:
+    """Epoch seconds as the server's local date and time, to the minute."""
+    if epoch is None:
+        return "–"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch))
+
+
+def model_text(model_version: str | None) -> str:
+    """ "stereo-large" -> "stereo-large (Stereo, text only)"."""
+    if not model_version:
+        return "–"
+    what = MODEL_VERSIONS.get(model_version)
+    return f"{model_version} ({what})" if what else model_version
+
+
+def replicate_url(prediction_id: str | None) -> str | None:
+    return REPLICATE_RUN_URL.format(id=prediction_id) if prediction_id else None
+
+
+# -- the form --------------------------------------------------------------------------------
+
+
+def errors_html(errors: Iterable[FieldError], *, intro: str | None = None) -> str:
+    """The refusals beside the form, one line per field, with nothing sent."""
+    items = "".join(
+        f'<li data-field="{esc(e.field)}"><b>{esc(FIELD_LABELS.get(e.field, e.field))}:</b> '
+        f"{esc(e.message)}</li>"
+        for e in errors
+    )
+    head = esc(intro or "Nothing was sent. Please change:")
+    return f'<div class="ms-box ms-error" role="alert"><p>{head}</p><ul>{items}</ul></div>'
+
+
+def message_html(text: str, *, kind: str = "error") -> str:
+    """One message box: kind is "error", "warning" or "info"."""
+    role = ' role="alert"' if kind == "error" else ""
+    return f'<div class="ms-box ms-{esc(kind)}"{role}>{esc(text)}</div>'
+
+
+def warnings_html(notes: Iterable[str]) -> str:
+    notes = list(notes)
+    if not notes:
+        return ""
+    return "".join(message_html(n, kind="warning") for n in notes)
+
+
+def token_banner_html(missing: bool) -> str:
+    """The banner shown when no token is available (no server token, none pasted)."""
+    if not missing:
+        return ""
+    return (
+        '<div class="ms-box ms-warning ms-banner" role="status">'
+        "<b>No Replicate API token yet: nothing can be generated.</b> Paste your own token "
+        "(from replicate.com/account/api-tokens) in the field below. It stays in this "
+        "browser only; runs are billed to your Replicate account.</div>"
+    )
+
+
+# -- a run in progress -----------------------------------------------------------------------
+
+
+def status_html(
+    status: str,
+    *,
+    elapsed: float | None = None,
+    error: str | None = None,
+    prediction_id: str | None = None,
+) -> str:
+    """The run's stage, how long it has taken, and why it ended when it did not succeed."""
+    label = STATUS_LABELS.get(status, status)
+    parts = [f'<span class="ms-status-label">{esc(label)}</span>']
+    if elapsed is not None:
+        parts.append(f'<span class="ms-elapsed">{esc(seconds_text(elapsed))} elapsed</span>')
+    url = replicate_url(prediction_id)
+    if url:
+        parts.append(
+            f'<a href="{esc(url)}" target="_blank" rel="noopener">{esc(prediction_id)}</a>'
+        )
+    body = " · ".join(parts)
+    if error:
+        body += f'<div class="ms-reason">{esc(error)}</div>'
+    return (
+        f'<div class="ms-status ms-status-{esc(status)}" data-status="{esc(status)}">{body}</div>'
+    )
+
+
+def progress_html(done: int | None, total: int | None) -> str:
+    """A progress bar from the model's token count (50 tokens per second of audio)."""
+    if not total:
+        pct = 0.0
+        text = "waiting for the model to start writing…"
+    else:
+        pct = max(0.0, min(100.0, 100.0 * (done or 0) / total))
+        text = f"{done} / {total} tokens · {pct:.0f}%"
+    return (
+        f'<div class="ms-progress" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
+        f'aria-valuenow="{pct:.0f}" data-done="{done or 0}" data-total="{total or 0}">'
+        f'<div class="ms-progress-fill" style="width: {pct:.1f}%"></div></div>'
+        f'<div class="ms-progress-text">{esc(text)}</div>'
+    )
+
+
+def idle_progress_html() -> str:
+    return progress_html(None, None).replace(
+        "waiting for the model to start writing…", "no run yet"
+    )
+
+
+# -- a finished run --------------------------------------------------------------------------
+
+
+def facts_html(summary: Mapping[str, Any]) -> str:
+    """The run's facts: model, length, seed used, predict time, prediction id with its link."""
+    pid = summary.get("prediction_id")
+    url = replicate_url(pid)
+    link = f'<a href="{esc(url)}" target="_blank" rel="noopener">{esc(pid)}</a>' if url else "–"
+    seed = summary.get("seed")
+    rows = [
+        ("Model", esc(model_text(summary.get("model_version")))),
+        ("Length", esc(seconds_text(summary.get("audio_seconds")))),
+        ("Seed used", esc(seed if seed is not None else "not reported")),
+        ("Predict time", esc(seconds_text(summary.get("predict_time")))),
+        ("Format", esc(summary.get("output_format") or "–")),
+        ("Prediction", link),
+    ]
+    cells = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="ms-facts" data-run="{esc(summary.get("library_id"))}">{cells}</table>'
+
+
+# -- the history gallery ---------------------------------------------------------------------
+
+
+def card_html(card: Mapping[str, Any]) -> str:
+    """One history card's text: prompt, model, length, date, status and the reason it ended."""
+    status = str(card.get("status") or "")
+    prompt = card.get("prompt") or ""
+    prompt_html = (
+        f'<div class="ms-card-prompt">{esc(prompt)}</div>'
+        if prompt
+        else '<div class="ms-card-prompt ms-muted">(no prompt: audio only)</div>'
+    )
+    length = card.get("audio_seconds") or card.get("duration")
+    meta = [
+        esc(card.get("model_version") or "–"),
+        esc(seconds_text(float(length)) if length else "–"),
+        esc(date_text(card.get("created_at"))),
+    ]
+    if card.get("seed") is not None:
+        meta.append(f"seed {esc(card['seed'])}")
+    badge = f'<span class="ms-badge ms-badge-{esc(status)}">{esc(status)}</span>'
+    fav = ' <span class="ms-fav" title="Favourite">★</span>' if card.get("favourite") else ""
+    reason = ""
+    if status in {"failed", "canceled", "aborted", "lost"} or card.get("data_removed"):
+        why = card.get("error") or (
+            "Replicate removed this run's audio before it was stored."
+            if card.get("data_removed")
+            else "No reason was given."
+        )
+        reason = f'<div class="ms-reason">{esc(why)}</div>'
+    return (
+        f'<div class="ms-card-text" data-run="{esc(card.get("id"))}" data-status="{esc(status)}">'
+        f"{badge}{fav}{prompt_html}"
+        f'<div class="ms-card-meta">{" · ".join(meta)}</div>{reason}</div>'
+    )
+
+
+def history_summary_html(total: int, page: int, pages: int, search: str | None) -> str:
+    what = f"{total} run{'s' if total != 1 else ''}"
+    if search:
+        what += f" matching “{esc(search)}”"
+    return f'<div class="ms-history-summary">{what} · page {page} of {pages}</div>'

@@ -1,0 +1,189 @@
+"""The studio page: form, run panel, history gallery and the `/generate` endpoint, wired up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from services.generation import GenerationService
+from services.library import Library
+from services.settings import DEFAULT_BASE_URL, Settings
+from ui import assets
+from ui.api import build_api
+from ui.context import Studio
+from ui.files import FileServer
+from ui.form_events import wire_form
+from ui.formatting import message_html, token_banner_html
+from ui.history import HistoryHandlers, build_history_view, render_cards
+from ui.identity import ensure_identity
+from ui.inputs import build_form
+from ui.reuse import Reuse
+from ui.run_panel import build_controls, build_run_view
+from ui.runs import RunHandlers
+
+OWNER_KEY = "musicgen-studio.owner"
+# BrowserState encrypts with this in the browser. It is sent to every browser in the page's
+# config, so it is no secret; it only has to stay the same across restarts, or every visitor
+# would lose their identity (and so their history) whenever the app restarts.
+OWNER_SECRET = "musicgen-studio-owner-v1"
+GENERATION_CONCURRENCY = 32  # runs mostly wait on Replicate: many may be in flight at once
+PRIVATE: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
+
+HEADER = (
+    '<div class="ms-header"><h1>MusicGen Studio</h1><p>Make music from a description, a '
+    "melody or a clip to continue, with Meta's MusicGen on Replicate. Every result is kept "
+    "in your history below.</p></div>"
+)
+
+
+def build(settings: Settings, service: GenerationService, library: Library) -> gr.Blocks:
+    """The whole page; launch it with `launch_options(settings)`."""
+    studio = Studio(settings=settings, service=service, library=library, files=FileServer())
+    with gr.Blocks(title="MusicGen Studio") as demo:
+        owner = gr.BrowserState("", storage_key=OWNER_KEY, secret=OWNER_SECRET)
+        clip_seconds = gr.State(None)
+        parent_run = gr.State(None)
+        gr.HTML(HEADER)
+        if settings.base_url != DEFAULT_BASE_URL:
+            gr.HTML(
+                message_html(
+                    f"Runs go to {settings.base_url}, not to Replicate itself "
+                    "(REPLICATE_BASE_URL is set, e.g. to the offline emulator).",
+                    kind="info",
+                ),
+                elem_id="base-url-note",
+            )
+        token: gr.components.Component
+        if service.server_token_set:
+            token = gr.State(None)
+        else:
+            banner = gr.HTML(token_banner_html(True), elem_id="token-banner")
+            with gr.Row():
+                token = gr.Textbox(
+                    label="Your Replicate API token",
+                    info="Kept only in this browser (never stored on the server). "
+                    "Runs are billed to your Replicate account.",
+                    type="password",
+                    placeholder="r8_…",
+                    elem_id="token-box",
+                    scale=4,
+                )
+                forget = gr.Button("Forget token", size="sm", elem_id="forget-token", scale=1)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=320):
+                notice = gr.HTML("", elem_id="form-notice")
+                form = build_form()
+            with gr.Column(scale=2, min_width=320):
+                controls = build_controls()
+                view = build_run_view()
+        gr.HTML('<h2 id="history-title">History</h2>')
+        history_view = build_history_view()
+
+        reuse = Reuse(form, parent_run, notice)
+        runs = RunHandlers(studio, controls, view)
+        history = HistoryHandlers(studio, history_view, reuse)
+        listing_inputs = [owner, history_view.search, history_view.favourites_only]
+        listing_outputs = history.listing_outputs()
+        current = [*listing_inputs, history_view.state]
+
+        @gr.render(inputs=[history_view.state], triggers=[history_view.state.change])
+        def _cards(state: dict | None) -> None:
+            render_cards(
+                history,
+                state,
+                owner=owner,
+                model_version=form.model_version,
+                search=history_view.search,
+                favourites_only=history_view.favourites_only,
+            )
+
+        build_api(studio)
+
+        # -- page load: the visitor's identity (shared mode), their history, their token
+        def on_load(owner_value: Any, search: str, fav: bool) -> tuple[Any, ...]:
+            identity = ensure_identity(owner_value) if settings.shared else ""
+            return (identity, *history.first(identity, search, fav))
+
+        demo.load(on_load, listing_inputs, [owner, *listing_outputs], **PRIVATE)
+        if not service.server_token_set:
+            banner_html = token_banner_html(True)
+            demo.load(None, None, [token, banner], js=assets.token_load_js(banner_html))
+            token.change(None, [token], [banner], js=assets.token_save_js(banner_html))
+            forget.click(None, None, [token, banner], js=assets.token_forget_js(banner_html))
+
+        wire_form(form, clip_seconds, parent_run)
+
+        # -- generate and cancel
+        generation = controls.generate.click(
+            runs.generate,
+            [owner, token, parent_run, *form.components()],
+            runs.outputs(),
+            concurrency_limit=GENERATION_CONCURRENCY,
+            concurrency_id="generation",
+            trigger_mode="once",
+            **PRIVATE,
+        )
+        generation.then(history.same, current, listing_outputs, **PRIVATE)
+        # The browser sends Gradio's cancel only once the Cancel click's own handler has
+        # returned, so that handler is instant; waiting for the run to settle comes after.
+        controls.cancel.click(
+            runs.cancel_pressed,
+            None,
+            [view.status, controls.cancel],
+            cancels=[generation],
+            queue=False,
+            **PRIVATE,
+        ).then(
+            runs.after_cancel,
+            [view.current_run, owner],
+            [view.status, view.current_run, controls.generate, controls.cancel],
+            **PRIVATE,
+        ).then(history.same, current, listing_outputs, **PRIVATE)
+
+        # -- the result's follow-up actions
+        to_form = {"fn": None, "js": assets.SCROLL_TO_FORM_JS}
+        view.use_as_melody.click(
+            reuse.as_melody, [view.last_run, form.model_version], reuse.outputs(), **PRIVATE
+        ).then(**to_form)
+        view.continue_this.click(
+            reuse.continue_from, [view.last_run], reuse.outputs(), **PRIVATE
+        ).then(**to_form)
+        view.reuse_settings.click(reuse.settings, [view.last_run], reuse.outputs(), **PRIVATE).then(
+            **to_form
+        )
+        view.reuse_seed.click(reuse.seed, [view.last_run], reuse.outputs(), **PRIVATE)
+
+        # -- history
+        hv = history_view
+        hv.search.submit(history.first, listing_inputs, listing_outputs, **PRIVATE)
+        hv.search.input(
+            history.first, listing_inputs, listing_outputs, trigger_mode="always_last", **PRIVATE
+        )
+        hv.favourites_only.input(history.first, listing_inputs, listing_outputs, **PRIVATE)
+        hv.refresh.click(history.same, current, listing_outputs, **PRIVATE)
+        hv.previous.click(history.newer, current, listing_outputs, **PRIVATE)
+        hv.next.click(history.older, current, listing_outputs, **PRIVATE)
+        hv.import_runs.click(history.import_runs, [owner, token], [hv.notice], **PRIVATE).then(
+            history.same, current, listing_outputs, **PRIVATE
+        )
+        hv.confirm_delete.click(
+            history.confirm_delete,
+            [hv.pending_delete, owner],
+            [hv.pending_delete, hv.confirm_row, hv.notice],
+            **PRIVATE,
+        ).then(history.same, current, listing_outputs, **PRIVATE)
+        hv.keep.click(history.keep, None, [hv.pending_delete, hv.confirm_row], **PRIVATE)
+    return demo
+
+
+def launch_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for `demo.launch()` (Gradio 6 takes css/head there)."""
+    return {
+        "css": assets.CSS,
+        "head": assets.HEAD,
+        "max_file_size": "100mb",
+        "footer_links": ["api", "gradio"],
+        # Gradio's run history would keep every call's inputs (a pasted token among them).
+        "run_history": False,
+    }

@@ -1,0 +1,151 @@
+"""Follow-up actions on a finished run: use as melody, continue it, reuse its settings or seed.
+
+The result panel and the history cards both call these with a run snapshot
+(`Studio.snapshot`); each returns updates for the form only, never sends anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from services.request import COHERENT_MAX_SECONDS, GenerationRequest
+from ui import form_rules
+from ui.form_rules import USE_CONTINUATION, USE_MELODY
+from ui.formatting import message_html
+from ui.inputs import Form
+
+Updates = dict[gr.components.Component, Any]
+
+
+class Reuse:
+    """Builds the form updates; `parent_run` remembers which run the new clip came from."""
+
+    def __init__(self, form: Form, parent_run: gr.State, notice: gr.HTML):
+        self.form = form
+        self.parent_run = parent_run
+        self.notice = notice
+
+    def outputs(self) -> list[gr.components.Component]:
+        """Every component an action may change."""
+        return [*self.form.components(), self.parent_run, self.notice]
+
+    def _missing(self) -> Updates:
+        return {
+            self.notice: message_html(
+                "That run is no longer in your library (it may have been deleted).",
+                kind="warning",
+            )
+        }
+
+    def _no_audio(self) -> Updates:
+        return {
+            self.notice: message_html(
+                "That run has no audio to use (it did not succeed, or its file is gone).",
+                kind="warning",
+            )
+        }
+
+    def as_melody(self, snap: dict[str, Any] | None, model_version: str) -> Updates:
+        """The run's audio becomes the melody to follow (switching to a melody model)."""
+        if snap is None:
+            return self._missing()
+        if not snap.get("audio_path"):
+            return self._no_audio()
+        f = self.form
+        return {
+            f.input_audio: snap["audio_path"],
+            f.audio_use: USE_MELODY,
+            f.model_version: form_rules.melody_model_for(model_version),
+            self.parent_run: snap["run_id"],
+            self.notice: message_html(
+                "The result is now the melody to follow. Describe the new arrangement in the "
+                "prompt and press Generate.",
+                kind="info",
+            ),
+        }
+
+    def continue_from(self, snap: dict[str, Any] | None) -> Updates:
+        """The run's audio becomes the clip to continue: its last seconds, then new music."""
+        if snap is None:
+            return self._missing()
+        if not snap.get("audio_path"):
+            return self._no_audio()
+        f = self.form
+        start, duration = form_rules.continue_plan(snap.get("audio_seconds"))
+        start_max, end_max = form_rules.clip_bounds(snap.get("audio_seconds"))
+        return {
+            f.input_audio: snap["audio_path"],
+            f.audio_use: USE_CONTINUATION,
+            f.continuation_start: gr.update(value=start, maximum=start_max),
+            f.continuation_end: gr.update(value=end_max, maximum=end_max),
+            f.to_end: True,
+            f.duration: duration,
+            self.parent_run: snap["run_id"],
+            self.notice: message_html(
+                f"Ready to continue the result from {start} s to its end: the new piece starts "
+                f"with that part and lasts {duration} s in total. Press Generate.",
+                kind="info",
+            ),
+        }
+
+    def settings(self, snap: dict[str, Any] | None) -> Updates:
+        """Every setting of the run back in the form (its clip too, while the file exists)."""
+        if snap is None:
+            return self._missing()
+        f = self.form
+        req = GenerationRequest.from_dict(snap.get("request") or {})
+        clip = req.input_audio if req.input_audio and Path(req.input_audio).is_file() else None
+        long_mode = req.duration > COHERENT_MAX_SECONDS
+        maximum, _, info = form_rules.duration_limits(long_mode, req.duration)
+        note = "Settings restored from that run."
+        if req.input_audio and clip is None:
+            note += " Its input clip is no longer on this server: add it again if you need it."
+        updates: Updates = {
+            f.prompt: req.prompt,
+            f.model_version: req.model_version,
+            f.long_mode: long_mode,
+            f.duration: gr.update(value=req.duration, maximum=maximum, info=info),
+            f.input_audio: clip,
+            f.audio_use: USE_CONTINUATION if req.continuation else USE_MELODY,
+            f.continuation_start: gr.update(
+                value=req.continuation_start,
+                maximum=max(COHERENT_MAX_SECONDS, req.continuation_start),
+            ),
+            f.to_end: req.continuation_end is None,
+            f.top_k: req.top_k,
+            f.top_p: req.top_p,
+            f.temperature: req.temperature,
+            f.classifier_free_guidance: req.classifier_free_guidance,
+            f.random_seed: req.seed is None,
+            f.seed: req.seed,
+            f.normalization_strategy: req.normalization_strategy,
+            f.output_format: req.output_format,
+            f.multi_band_diffusion: req.multi_band_diffusion,
+            self.parent_run: None,
+            self.notice: message_html(note, kind="info"),
+        }
+        if req.continuation_end is not None:
+            updates[f.continuation_end] = gr.update(
+                value=req.continuation_end,
+                maximum=max(COHERENT_MAX_SECONDS, req.continuation_end),
+            )
+        return updates
+
+    def seed(self, snap: dict[str, Any] | None) -> Updates:
+        """Fix the seed the run used, to vary the other settings around the same result."""
+        if snap is None:
+            return self._missing()
+        if snap.get("seed") is None:
+            return {
+                self.notice: message_html(
+                    "That run did not report its seed, so it cannot be reused.", kind="warning"
+                )
+            }
+        return {
+            self.form.random_seed: False,
+            self.form.seed: snap["seed"],
+            self.notice: message_html(f"Seed fixed to {snap['seed']}.", kind="info"),
+        }

@@ -1,0 +1,221 @@
+"""Generate and Cancel for one visitor: validation first, then the live run, then the result."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import gradio as gr
+
+from services.errors import RequestInvalid, StudioError
+from services.events import Progress, RunUpdate
+from ui.context import Studio
+from ui.form_rules import FormValues, request_values
+from ui.formatting import (
+    errors_html,
+    facts_html,
+    message_html,
+    progress_html,
+    status_html,
+    warnings_html,
+)
+from ui.run_panel import Controls, RunView
+
+LOG_LINES_SHOWN = 400
+SETTLE_TIMEOUT_S = 15.0
+SETTLE_POLL_S = 0.1
+
+Updates = dict[gr.components.Component, Any]
+
+
+async def _cancel_inner(updates: AsyncIterator[RunUpdate]) -> None:
+    """Make the service see a cancellation even when Gradio closes us between two updates.
+
+    Gradio's Cancel either cancels the task awaiting the next update (the service then sees
+    CancelledError) or closes this generator while it is suspended at a yield. In the second
+    case the CancelledError is thrown into the service's generator here, so it still cancels
+    the prediction on Replicate and records the run as canceled.
+    """
+    athrow = getattr(updates, "athrow", None)
+    if athrow is None:
+        return
+    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, RuntimeError):
+        await athrow(asyncio.CancelledError())
+
+
+def _progress(progress: Progress | None, *, complete: bool = False) -> str:
+    if progress is None:
+        return progress_html(None, None)
+    done = progress.total if complete else progress.done
+    return progress_html(done, progress.total)
+
+
+class RunHandlers:
+    """The Generate and Cancel events; one instance serves every visitor."""
+
+    def __init__(self, studio: Studio, controls: Controls, view: RunView):
+        self.studio = studio
+        self.controls = controls
+        self.view = view
+
+    def outputs(self) -> list[gr.components.Component]:
+        c, v = self.controls, self.view
+        return [
+            c.errors,
+            c.generate,
+            c.cancel,
+            v.status,
+            v.progress,
+            v.logs,
+            v.result_audio,
+            v.download,
+            v.facts,
+            v.use_as_melody,
+            v.continue_this,
+            v.reuse_settings,
+            v.reuse_seed,
+            v.current_run,
+            v.last_run,
+        ]
+
+    def _buttons(self, *, running: bool) -> Updates:
+        return {
+            self.controls.generate: gr.update(interactive=not running),
+            self.controls.cancel: gr.update(interactive=running),
+        }
+
+    def _actions(self, enabled: bool) -> Updates:
+        v = self.view
+        buttons = (v.use_as_melody, v.continue_this, v.reuse_settings, v.reuse_seed)
+        return {b: gr.update(interactive=enabled) for b in buttons}
+
+    async def generate(
+        self, owner_value: Any, token_value: Any, parent_run: str | None, *form: Any
+    ) -> AsyncIterator[Updates]:
+        """Validate (nothing is sent if refused), then run and show every change."""
+        c, v = self.controls, self.view
+        owner = self.studio.owner(owner_value)
+        token = self.studio.token(token_value)
+        values = request_values(FormValues(*form))
+        try:
+            request, notes = await asyncio.to_thread(self.studio.service.prepare, values)
+        except RequestInvalid as err:
+            yield {c.errors: errors_html(err.errors), v.status: status_html("idle")}
+            return
+        yield {
+            c.errors: warnings_html(notes),
+            v.status: status_html("validating"),
+            v.progress: progress_html(None, None),
+            v.logs: "",
+            **self._buttons(running=True),
+        }
+        logs: list[str] = []
+        progress: Progress | None = None
+        last: RunUpdate | None = None
+        updates = self.studio.service.generate(
+            request, token=token, owner=owner, parent_run_id=parent_run or None
+        )
+        try:
+            async for update in updates:
+                last = update
+                logs.extend(update.new_logs)
+                progress = update.progress or progress
+                yield {
+                    v.status: status_html(
+                        update.status,
+                        elapsed=update.elapsed,
+                        prediction_id=update.prediction_id,
+                        error=update.error,
+                    ),
+                    v.progress: _progress(progress),
+                    v.logs: "\n".join(logs[-LOG_LINES_SHOWN:]),
+                    v.current_run: update.run_id,
+                }
+        except GeneratorExit:
+            await _cancel_inner(updates)
+            raise
+        except RequestInvalid as err:
+            yield {c.errors: errors_html(err.errors), **self._buttons(running=False)}
+            return
+        except StudioError as err:
+            yield {
+                c.errors: message_html(str(err)),
+                v.status: status_html("failed", error=str(err)),
+                v.current_run: None,
+                **self._buttons(running=False),
+            }
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                await updates.aclose()
+        yield self._finished(last, owner, progress)
+
+    def _finished(
+        self, last: RunUpdate | None, owner: str | None, progress: Progress | None
+    ) -> Updates:
+        """The result of a run that ended: its audio and facts, or why it did not succeed."""
+        v = self.view
+        done = {v.current_run: None, **self._buttons(running=False)}
+        if last is None:
+            return {v.status: status_html("failed", error="The run ended without news."), **done}
+        record = self.studio.library.get(last.run_id, owner) if last.run_id else None
+        if last.status != "succeeded" or record is None or not last.audio_path:
+            return {
+                v.status: status_html(
+                    last.status,
+                    elapsed=last.elapsed,
+                    prediction_id=last.prediction_id,
+                    error=last.error,
+                ),
+                **done,
+            }
+        snap = self.studio.snapshot(record)
+        summary = self.studio.service.summary(record.id, owner)
+        fmt = record.audio_format or "audio"
+        return {
+            v.status: status_html(
+                "succeeded", elapsed=last.elapsed, prediction_id=last.prediction_id
+            ),
+            # The last progress line may come before the final one: the run is complete.
+            v.progress: _progress(progress, complete=True),
+            v.result_audio: snap["audio_path"],
+            v.download: gr.update(value=snap["audio_path"], visible=True, label=f"Download .{fmt}"),
+            v.facts: facts_html(summary),
+            v.last_run: snap,
+            **self._actions(True),
+            **done,
+        }
+
+    def cancel_pressed(self) -> Updates:
+        """Instant feedback; Gradio sends the cancel itself once this handler has returned."""
+        return {
+            self.view.status: status_html("canceling"),
+            self.controls.cancel: gr.update(interactive=False),
+        }
+
+    async def after_cancel(self, run_id: str | None, owner_value: Any) -> Updates:
+        """Cancel was pressed: wait until the run is recorded as ended, then say so."""
+        v = self.view
+        owner = self.studio.owner(owner_value)
+        record = None
+        if run_id:
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + SETTLE_TIMEOUT_S
+            while loop.time() < give_up:
+                record = self.studio.library.get(run_id, owner)
+                if record is None or record.finished:
+                    break
+                await asyncio.sleep(SETTLE_POLL_S)
+        status = record.status if record is not None and record.finished else "canceled"
+        error = record.error if record is not None else "Canceled by you."
+        return {
+            v.status: status_html(
+                status,
+                prediction_id=record.prediction_id if record is not None else None,
+                error=error,
+            ),
+            v.current_run: None,
+            **self._buttons(running=False),
+        }
