@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import random
 import shlex
@@ -91,7 +92,7 @@ def log(message: str) -> None:
 # ---- parts ---------------------------------------------------------------------------------
 
 
-def part_latency(emulator: EmulatorProcess, plan: Plan) -> dict[str, Any]:
+def part_latency(emulator: EmulatorProcess, plan: Plan, variant: str) -> dict[str, Any]:
     """Every client x stream setting x duration; our client always with the stream on and off."""
     out: dict[str, Any] = {"batches": [], "samples": []}
     seed = 1000
@@ -101,13 +102,13 @@ def part_latency(emulator: EmulatorProcess, plan: Plan) -> dict[str, Any]:
     ]
     for client, stream in modes:
         # Warm-up (imports, thread pool, the emulator's rendered file): not counted.
-        latency.run_batch(emulator, client, stream, 0.5, 1, latency.AUDIO_SECONDS, seed)
+        latency.run_batch(emulator, client, stream, 0.5, 1, latency.AUDIO_SECONDS, seed, variant)
         seed += 1
         for seconds in plan.durations:
             on = "on" if stream else "off"
             log(f"latency: {client}, stream {on}, {seconds:g} s x {plan.runs}")
             samples = latency.run_batch(
-                emulator, client, stream, seconds, plan.runs, latency.AUDIO_SECONDS, seed
+                emulator, client, stream, seconds, plan.runs, latency.AUDIO_SECONDS, seed, variant
             )
             seed += plan.runs
             summary = latency.summarise(samples)
@@ -118,12 +119,16 @@ def part_latency(emulator: EmulatorProcess, plan: Plan) -> dict[str, Any]:
     return out
 
 
-def part_concurrency(emulator: EmulatorProcess, plan: Plan) -> dict[str, Any]:
-    from bench.concurrency import run_concurrency
+def part_concurrency(emulator: EmulatorProcess, plan: Plan, variant: str) -> dict[str, Any]:
+    from bench.concurrency import run_concurrency, run_floor
 
     log(f"concurrency: {plan.concurrency} runs of {plan.concurrency_seconds:g} s, stream on/off")
-    batches = run_concurrency(emulator, plan.concurrency, plan.concurrency_seconds, [True, False])
-    return {"batches": [b.summary() for b in batches]}
+    batches = run_concurrency(
+        emulator, plan.concurrency, plan.concurrency_seconds, [True, False], variant
+    )
+    log("concurrency: the floor (an oracle client that knows when each run ends)")
+    floor = run_floor(emulator, [1, max(plan.concurrency)], plan.concurrency_seconds)
+    return {"batches": [b.summary() for b in batches], "floor": [b.summary() for b in floor]}
 
 
 def part_library(plan: Plan) -> dict[str, Any]:
@@ -297,6 +302,30 @@ def concurrency_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def floor_rows(results: dict[str, Any]) -> list[list[str]]:
+    floor = results.get("concurrency", {}).get("floor", [])
+    one = next((b for b in floor if b["runs"] == 1), None)
+    rows = []
+    for b in floor:
+        if b["runs"] == 1:
+            continue
+        ratio = _ratio(b["wall"], one and one["wall"])
+        rows.append(
+            [
+                f"(floor) {b['runs']} simultaneous {b['run_seconds']:g} s runs by an oracle client "
+                "(no checks, no library, knows when each run ends)",
+                f"{'n/a' if ratio is None else f'{ratio:.2f}'} ({secs(b['wall'])}); "
+                f"added p50 {ms(b['added_p50'])}",
+                "",
+                "",
+                "",
+                "what this emulator + machine allow",
+                "",
+            ]
+        )
+    return rows
+
+
 def other_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
     lib = results.get("library")
@@ -363,7 +392,7 @@ def table(results: dict[str, Any], plan: Plan) -> str:
         "result",
     ]
     rows = latency_rows(results, plan) + request_rows(results, plan)
-    rows += concurrency_rows(results) + other_rows(results)
+    rows += concurrency_rows(results) + floor_rows(results) + other_rows(results)
     return markdown_table(header, rows)
 
 
@@ -375,6 +404,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
     parser.add_argument("--runs", type=int, help="runs per duration for the latency part")
+    parser.add_argument(
+        "--variant",
+        default="current",
+        help="our service as it is (current), or with the fixes of bench/proposed.py applied "
+        "(proposed, or proposed:tls,wav_check,file_off_loop,short_wait for some)",
+    )
     parser.add_argument(
         "--official-both",
         action="store_true",
@@ -394,10 +429,12 @@ def main(argv: list[str] | None = None) -> None:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "python": platform.python_version(),
-            "cpus": _cpus(),
+            "cpus": os.cpu_count(),
             "system": platform.platform(),
+            "load_average_before": os.getloadavg(),
         },
         "plan": plan.__dict__,
+        "variant": args.variant,
         "notes": {
             "queue_seconds": latency.QUEUE_SECONDS,
             "audio_seconds": latency.AUDIO_SECONDS,
@@ -406,9 +443,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     with EmulatorProcess() as emulator:
         if "latency" in parts:
-            results["latency"] = part_latency(emulator, plan)
+            results["latency"] = part_latency(emulator, plan, args.variant)
         if "concurrency" in parts:
-            results["concurrency"] = part_concurrency(emulator, plan)
+            results["concurrency"] = part_concurrency(emulator, plan, args.variant)
         if "library" in parts:
             results["library"] = part_library(plan)
         if "coldstart" in parts:
@@ -416,23 +453,18 @@ def main(argv: list[str] | None = None) -> None:
         if "page" in parts:
             results["page"] = part_page(emulator, plan)
     results["wall_seconds"] = time.perf_counter() - started
+    results["machine"]["load_average_after"] = os.getloadavg()
     results["table"] = table(results, plan)
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS_DIR / f"{stamp}{'-quick' if args.quick else ''}.json"
+    tags = ("-quick" if args.quick else "") + ("" if args.variant == "current" else "-proposed")
+    path = RESULTS_DIR / f"{stamp}{tags}.json"
     path.write_text(json.dumps(results, indent=1, default=str))
-    print(
-        f"`{results['command']}` ({results['wall_seconds'] / 60:.1f} min, {results['started']})\n"
-    )
+    minutes = results["wall_seconds"] / 60
+    print(f"`{results['command']}` ({minutes:.1f} min, {results['started']}, {args.variant})\n")
     print(results["table"])
     shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
     print(f"\nraw results: {shown}")
-
-
-def _cpus() -> int:
-    import os
-
-    return os.cpu_count() or 0
 
 
 if __name__ == "__main__":

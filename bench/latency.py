@@ -21,9 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.emulator import EmulatorProcess
+from bench.emulator import STREAM_POLL_SECONDS, EmulatorProcess
+from bench.proposed import make_service
 from services.generation import GenerationService
 from services.library import Library
 from services.request import GenerationRequest
@@ -98,15 +97,15 @@ async def _ours_one(
     sample.prediction_id = getattr(final, "prediction_id", None)
 
 
-def _download(url: Any, dest: Path) -> None:
-    """Fetch an output the way a script would: FileOutput.read() or httpx for a plain URL."""
-    if hasattr(url, "read"):
-        data = url.read()
-    else:
-        response = httpx.get(str(url), timeout=120)
-        response.raise_for_status()
-        data = response.content
-    dest.write_bytes(data)
+def _download(output: Any, client: Any, dest: Path) -> None:
+    """Fetch an output as the official client does: FileOutput.read(), through its own httpx
+    client. (It wraps only https: and data: URLs; the emulator's are http:, so wrap them here.)
+    """
+    from replicate.helpers import FileOutput
+
+    if not hasattr(output, "read"):
+        output = FileOutput(str(output), client)
+    dest.write_bytes(output.read())
 
 
 def _official_one(
@@ -132,10 +131,10 @@ def _official_one(
             sample.prediction_id = prediction.id
             if prediction.status != "succeeded":
                 raise RuntimeError(f"{prediction.status}: {prediction.error}")
-            _download(prediction.output, dest)
+            _download(prediction.output, client, dest)
         else:
             output = client.run(f"meta/musicgen:{DEFAULT_VERSION}", input=payload)
-            _download(output, dest)
+            _download(output, client, dest)
         sample.e2e = time.perf_counter() - start
     except Exception as exc:  # a failed run is reported, not fatal to the benchmark
         sample.e2e = time.perf_counter() - start
@@ -153,16 +152,22 @@ def run_batch(
     runs: int,
     audio_seconds: int,
     seed_base: int,
+    variant: str = "current",
 ) -> list[RunSample]:
     """`runs` runs of one client, started STAGGER apart so they overlap; a sample per run."""
     emulator.reset()
-    emulator.configure(stream=stream, queue_seconds=QUEUE_SECONDS, run_seconds=run_seconds)
+    emulator.configure(
+        stream=stream,
+        queue_seconds=QUEUE_SECONDS,
+        run_seconds=run_seconds,
+        stream_poll_seconds=STREAM_POLL_SECONDS,
+    )
     samples = [RunSample(client, stream, run_seconds, seed_base + n) for n in range(runs)]
     delays = [n * STAGGER for n in range(runs)]
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as scratch:
         workdir = Path(scratch)
         if client == OURS:
-            asyncio.run(_ours_batch(emulator, samples, delays, audio_seconds, workdir))
+            asyncio.run(_ours_batch(emulator, samples, delays, audio_seconds, workdir, variant))
         else:
             with ThreadPoolExecutor(max_workers=runs) as pool:
                 futures = [
@@ -193,6 +198,7 @@ async def _ours_batch(
     delays: list[float],
     audio_seconds: int,
     workdir: Path,
+    variant: str,
 ) -> None:
     settings = Settings(
         api_token=None,
@@ -203,7 +209,7 @@ async def _ours_batch(
         max_library_mb=None,
     )
     with Library(workdir) as library:
-        service = GenerationService(settings, library)
+        service = make_service(settings, library, variant)
         await asyncio.gather(
             *(
                 _ours_one(service, emulator.token, sample, audio_seconds, delay)
