@@ -253,6 +253,31 @@ def test_cancel_stops_the_run_mid_way(
     page.context.close()
 
 
+@pytest.mark.parametrize("mode", ["visitor token", "server token"])
+def test_a_run_in_flight_when_the_app_is_killed_is_finished_after_restart(
+    browser: Any,  # noqa: F811
+    local_app: AppProcess,
+    shared_app: AppProcess,
+    emulator: Emulator,
+    mode: str,
+) -> None:
+    app = local_app if mode == "visitor token" else shared_app
+    page = visitor(browser, app)
+    prompt = f"Interrupted tango ({mode})"
+    set_prompt(page, prompt)
+    with emulator_timing(emulator, run_seconds=3.0):
+        generate(page)
+        wait_status(page, "processing")
+        prediction = newest_prediction(emulator)
+        app.restart()  # SIGKILL mid-run, then a fresh `python app.py`
+    open_page(page, app.url)
+    # The server's token resumes it at start; a visitor's token when they come back.
+    run_card = wait_card(page, prompt, "succeeded")
+    assert emulator.status(prediction.id) == "succeeded"
+    assert playable_seconds(page, run_card) == pytest.approx(8, abs=0.5)
+    page.context.close()
+
+
 def test_a_refused_combination_shows_its_message_and_sends_nothing(
     browser: Any,  # noqa: F811
     local_app: AppProcess,
@@ -354,7 +379,7 @@ def test_a_prompt_with_html_is_shown_as_text(
     prompt = '<img src=x onerror="window.__pwned=1"><b>bold</b> ${1+1} & <script>x</script>'
     set_prompt(page, prompt)
     set_number(page, "duration-slider", 2)
-    generate(page)
+    page.locator("#prompt textarea").press("Control+Enter")  # the keyboard shortcut
     assert wait_status(page, "succeeded", "failed") == "succeeded"
     run_card = wait_card(page, "<b>bold</b>")
     assert run_card.locator(".ms-card-prompt").inner_text() == prompt

@@ -7,6 +7,7 @@ call gets a fresh owner identity: an API caller can never read another visitor's
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import gradio as gr
@@ -32,21 +33,21 @@ class GenerateApi:
 
     async def generate(
         self,
-        prompt: str | None,
-        input_audio: str | None,
-        duration: float | None,
-        continuation: bool | None,
-        continuation_start: float | None,
-        continuation_end: float | None,
-        model_version: str | None,
-        multi_band_diffusion: bool | None,
-        normalization_strategy: str | None,
-        output_format: str | None,
-        seed: float | None,
-        temperature: float | None,
-        top_k: float | None,
-        top_p: float | None,
-        classifier_free_guidance: float | None,
+        prompt: str | None = None,
+        input_audio: str | None = None,
+        duration: float | None = None,
+        continuation: bool | None = None,
+        continuation_start: float | None = None,
+        continuation_end: float | None = None,
+        model_version: str | None = None,
+        multi_band_diffusion: bool | None = None,
+        normalization_strategy: str | None = None,
+        output_format: str | None = None,
+        seed: float | None = None,
+        temperature: float | None = None,
+        top_k: float | None = None,
+        top_p: float | None = None,
+        classifier_free_guidance: float | None = None,
         api_token: str | None = None,
     ) -> tuple[str | None, dict[str, Any]]:
         """Run one generation to its end; returns (audio file or None, run record)."""
@@ -70,7 +71,7 @@ class GenerateApi:
         service = self.studio.service
         owner = api_owner(self.studio.settings.shared)
         try:
-            request, _ = service.prepare(raw)
+            request, _ = await asyncio.to_thread(service.prepare, raw)
             last = None
             async for update in service.generate(
                 request, token=self.studio.token(api_token), owner=owner

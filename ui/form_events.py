@@ -94,7 +94,7 @@ def on_clip(
 
 def on_long_mode(long_mode: bool, duration: float) -> tuple[Any, str]:
     maximum, value, info = form_rules.duration_limits(long_mode, duration)
-    note = warnings_html([info]) if long_mode else ""
+    note = warnings_html([form_rules.LONG_WARNING]) if long_mode else ""
     return gr.update(maximum=maximum, value=value, info=info), note
 
 

@@ -149,8 +149,8 @@ def duration_limits(long_mode: bool, value: float) -> tuple[int, float, str]:
         return (
             LONG_MAX_SECONDS,
             value,
-            f"Up to {LONG_MAX_SECONDS} s. Above {COHERENT_MAX_SECONDS} s MusicGen writes in "
-            "overlapping windows: noticeably slower, and the music can drift.",
+            f"Length of the result in seconds (1–{LONG_MAX_SECONDS}). In continuation mode it "
+            "includes the part of your clip.",
         )
     return (
         COHERENT_MAX_SECONDS,
@@ -158,6 +158,13 @@ def duration_limits(long_mode: bool, value: float) -> tuple[int, float, str]:
         f"Length of the result in seconds (1–{COHERENT_MAX_SECONDS}). In continuation mode "
         "it includes the part of your clip.",
     )
+
+
+LONG_WARNING = (
+    f"Longer than {COHERENT_MAX_SECONDS} s: MusicGen writes such pieces in overlapping "
+    f"{COHERENT_MAX_SECONDS}-second windows, so they take noticeably longer and the music can "
+    "drift (less coherent over its whole length)."
+)
 
 
 def clip_bounds(clip_seconds: float | None) -> tuple[int, int]:

@@ -12,12 +12,14 @@ import gradio as gr
 
 from services.errors import StudioError
 from services.library import RunRecord
+from services.library_records import IN_FLIGHT_STATUSES as IN_FLIGHT
 from ui.context import Studio
 from ui.formatting import card_html, esc, history_summary_html, message_html
 from ui.inputs import WAVEFORM
 from ui.reuse import Reuse
 
 PER_PAGE = 8
+IN_FLIGHT_REFRESH_S = 3.0
 PRIVATE: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
 
 
@@ -38,6 +40,7 @@ class HistoryView:
     export_file: gr.File
     state: gr.State  # the page shown: {"page", "pages", "total", "search", "cards"}
     pending_delete: gr.State
+    timer: gr.Timer  # ticks only while a run on the page is in flight (e.g. being resumed)
 
 
 def build_history_view() -> HistoryView:
@@ -84,6 +87,7 @@ def build_history_view() -> HistoryView:
         export_file=export_file,
         state=gr.State(None),
         pending_delete=gr.State(None),
+        timer=gr.Timer(IN_FLIGHT_REFRESH_S, active=False),
     )
 
 
@@ -138,7 +142,7 @@ class HistoryHandlers:
 
     def listing_outputs(self) -> list[gr.components.Component]:
         v = self.view
-        return [v.state, v.summary, v.previous, v.next]
+        return [v.state, v.summary, v.previous, v.next, v.timer]
 
     def show(
         self, owner_value: Any, search: str | None, favourites_only: bool, page: int = 1
@@ -149,6 +153,7 @@ class HistoryHandlers:
             history_summary_html(state["total"], state["page"], state["pages"], state["search"]),
             gr.update(interactive=state["page"] > 1),
             gr.update(interactive=state["page"] < state["pages"]),
+            gr.update(active=any(c["status"] in IN_FLIGHT for c in state["cards"])),
         )
 
     def first(self, owner_value: Any, search: str | None, fav: bool) -> tuple[Any, ...]:

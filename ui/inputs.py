@@ -86,7 +86,7 @@ def build_form() -> Form:
         "follow a tune you give them.",
         elem_id="model-version",
     )
-    with gr.Row(equal_height=True):
+    with gr.Row():
         duration = gr.Slider(
             1,
             COHERENT_MAX_SECONDS,
@@ -96,6 +96,7 @@ def build_form() -> Form:
             info=form_rules.duration_limits(False, defaults.duration)[2],
             elem_id="duration-slider",
             scale=3,
+            min_width=240,
         )
         long_mode = gr.Checkbox(
             value=False,
@@ -198,7 +199,7 @@ def build_form() -> Form:
                 elem_id="guidance",
                 min_width=220,
             )
-        with gr.Row(equal_height=True):
+        with gr.Row():
             random_seed = gr.Checkbox(
                 value=True,
                 label="Random seed",
@@ -215,7 +216,7 @@ def build_form() -> Form:
                 elem_id="seed",
                 min_width=160,
             )
-            dice = gr.Button("🎲 Roll a seed", size="sm", elem_id="dice", min_width=120)
+            dice = gr.Button("⚄ Roll a seed", size="sm", elem_id="dice", min_width=120)
         with gr.Row():
             normalization_strategy = gr.Dropdown(
                 [(f"{s}: {NORMALIZATION_HELP[s]}", s) for s in NORMALIZATION_STRATEGIES],

@@ -105,12 +105,18 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             identity = ensure_identity(owner_value) if settings.shared else ""
             return (identity, *history.first(identity, search, fav))
 
-        demo.load(on_load, listing_inputs, [owner, *listing_outputs], **PRIVATE)
+        loaded = demo.load(on_load, listing_inputs, [owner, *listing_outputs], **PRIVATE)
         if not service.server_token_set:
             banner_html = token_banner_html(True)
             demo.load(None, None, [token, banner], js=assets.token_load_js(banner_html))
             token.change(None, [token], [banner], js=assets.token_save_js(banner_html))
             forget.click(None, None, [token, banner], js=assets.token_forget_js(banner_html))
+            # Runs left in flight by an earlier start continue with the visitor's own token
+            # when they come back (or paste it).
+            for event in (loaded.then, token.change):
+                event(
+                    runs.resume_mine, [owner, token], None, trigger_mode="always_last", **PRIVATE
+                ).then(history.same, current, listing_outputs, **PRIVATE)
 
         wire_form(form, clip_seconds, parent_run)
 
@@ -162,6 +168,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
         )
         hv.favourites_only.input(history.first, listing_inputs, listing_outputs, **PRIVATE)
         hv.refresh.click(history.same, current, listing_outputs, **PRIVATE)
+        hv.timer.tick(history.same, current, listing_outputs, **PRIVATE)
         hv.previous.click(history.newer, current, listing_outputs, **PRIVATE)
         hv.next.click(history.older, current, listing_outputs, **PRIVATE)
         hv.import_runs.click(history.import_runs, [owner, token], [hv.notice], **PRIVATE).then(

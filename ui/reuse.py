@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
 from services.request import COHERENT_MAX_SECONDS, GenerationRequest
 from ui import form_rules
@@ -18,6 +19,22 @@ from ui.formatting import message_html
 from ui.inputs import Form
 
 Updates = dict[gr.components.Component, Any]
+
+
+def is_upload(path: str | None) -> bool:
+    """True for a file in Gradio's upload folder, where this app's visitors' clips are kept.
+
+    A request's clip is only put back in the form from there: a path stored in a run could
+    otherwise point anywhere on the server, and Gradio would serve whatever it names.
+    """
+    if not path:
+        return False
+    try:
+        resolved = Path(path).resolve()
+        resolved.relative_to(Path(get_upload_folder()).resolve())
+    except (OSError, ValueError):
+        return False
+    return resolved.is_file()
 
 
 class Reuse:
@@ -97,7 +114,7 @@ class Reuse:
             return self._missing()
         f = self.form
         req = GenerationRequest.from_dict(snap.get("request") or {})
-        clip = req.input_audio if req.input_audio and Path(req.input_audio).is_file() else None
+        clip = req.input_audio if is_upload(req.input_audio) else None
         long_mode = req.duration > COHERENT_MAX_SECONDS
         maximum, _, info = form_rules.duration_limits(long_mode, req.duration)
         note = "Settings restored from that run."

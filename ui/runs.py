@@ -59,6 +59,8 @@ class RunHandlers:
         self.studio = studio
         self.controls = controls
         self.view = view
+        # Visitors whose left-over runs are being resumed right now (one resume at a time).
+        self._resuming: set[str] = set()
 
     def outputs(self) -> list[gr.components.Component]:
         c, v = self.controls, self.view
@@ -187,6 +189,26 @@ class RunHandlers:
             **self._actions(True),
             **done,
         }
+
+    async def resume_mine(self, owner_value: Any, token_value: Any) -> None:
+        """Pick up this visitor's runs left in flight by an earlier start, with their token.
+
+        With a server token the app resumes every run at start; a visitor's token is never
+        stored, so their runs can only be resumed while they are here with it.
+        """
+        token = self.studio.token(token_value)
+        if token is None:
+            return
+        owner = self.studio.owner(owner_value)
+        key = owner or ""
+        in_flight = self.studio.library.in_flight()
+        if key in self._resuming or not any(owner in (None, r.owner) for r in in_flight):
+            return
+        self._resuming.add(key)
+        try:
+            await self.studio.service.resume_in_flight(token=token, owner=owner)
+        finally:
+            self._resuming.discard(key)
 
     def cancel_pressed(self) -> Updates:
         """Instant feedback; Gradio sends the cancel itself once this handler has returned."""

@@ -1,0 +1,204 @@
+"""The `/generate` endpoint through gradio_client, against `python app.py` and the emulator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+
+from services.audio import probe
+from tests.browser_support import (
+    AppProcess,
+    app_env,
+    creates,
+    module_emulator,  # noqa: F401 - fixture
+    running_app,
+)
+from tests.emulator import Emulator
+from tests.support.audio_files import make_tone
+
+VISITOR_TOKEN = "r8_ApiVisitorToken0123456789abcdefghijklmno"
+SERVER_TOKEN = "r8_ApiServerToken00123456789abcdefghijklmno"
+MODEL_INPUTS = [
+    "prompt",
+    "input_audio",
+    "duration",
+    "continuation",
+    "continuation_start",
+    "continuation_end",
+    "model_version",
+    "multi_band_diffusion",
+    "normalization_strategy",
+    "output_format",
+    "seed",
+    "temperature",
+    "top_k",
+    "top_p",
+    "classifier_free_guidance",
+]
+
+
+@pytest.fixture(scope="module")
+def emulator(module_emulator: Emulator) -> Emulator:  # noqa: F811
+    module_emulator.configure(tokens=[VISITOR_TOKEN, SERVER_TOKEN])
+    return module_emulator
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("api")
+
+
+@pytest.fixture(scope="module")
+def server_app(emulator: Emulator, root: Path) -> Iterator[AppProcess]:
+    """A shared deployment with a server-wide token (as a public Space would run)."""
+    env = app_env(
+        emulator,
+        root / "server-data",
+        REPLICATE_API_TOKEN=SERVER_TOKEN,
+        MUSICGEN_SHARED="1",
+        GRADIO_TEMP_DIR=str(root / "gr"),
+    )
+    with running_app(env, root / "server-app.log") as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def visitor_app(emulator: Emulator, root: Path) -> Iterator[AppProcess]:
+    """A deployment without a server token: API callers pass their own as `api_token`."""
+    env = app_env(emulator, root / "visitor-data", GRADIO_TEMP_DIR=str(root / "gr"))
+    with running_app(env, root / "visitor-app.log") as app:
+        yield app
+
+
+def client_for(app: AppProcess) -> Client:
+    return Client(app.url, verbose=False)
+
+
+def test_generate_is_named_with_the_model_inputs_and_runs_end_to_end(
+    server_app: AppProcess, emulator: Emulator, tmp_path: Path
+) -> None:
+    client = client_for(server_app)
+    api = client.view_api(return_format="dict", print_info=False)
+    assert list(api["named_endpoints"]) == ["/generate"]  # nothing internal is exposed
+    assert not api["unnamed_endpoints"]
+    names = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
+    assert names == MODEL_INPUTS  # no api_token: the server has its own
+
+    before = len(creates(emulator))
+    audio, record = client.predict(
+        prompt="Bossa nova guitar and soft shaker",
+        duration=3,
+        model_version="stereo-large",
+        output_format="mp3",
+        seed=1234,
+        temperature=0.9,
+        top_k=100,
+        classifier_free_guidance=4,
+        api_name="/generate",
+    )
+    assert record["status"] == "succeeded", record
+    assert record["seed"] == 1234
+    assert record["error"] is None
+    assert record["predict_time"] > 0
+    assert record["library_id"]
+    prediction = emulator.predictions[record["prediction_id"]]
+    assert prediction.input["prompt"] == "Bossa nova guitar and soft shaker"
+    sent = creates(emulator)[before:]
+    assert len(sent) == 1
+    assert sent[0]["input"] == {
+        "prompt": "Bossa nova guitar and soft shaker",
+        "model_version": "stereo-large",
+        "duration": 3,
+        "continuation": False,
+        "continuation_start": 0,
+        "multi_band_diffusion": False,
+        "normalization_strategy": "loudness",
+        "top_k": 100,
+        "top_p": 0.0,
+        "temperature": 0.9,
+        "classifier_free_guidance": 4,
+        "output_format": "mp3",
+        "seed": 1234,
+    }
+    info = probe(audio)
+    assert Path(audio).suffix == ".mp3"
+    assert info.seconds == pytest.approx(3, abs=0.2) and info.channels == 2
+
+    # A melody passed as a file reaches the model as decodable audio.
+    melody = make_tone(tmp_path / "hum.wav", 5.0, channels=1)
+    audio, record = client.predict(
+        prompt="The tune on a string quartet",
+        input_audio=handle_file(str(melody)),
+        duration=4,
+        api_name="/generate",
+    )
+    assert record["status"] == "succeeded", record
+    run = emulator.predictions[record["prediction_id"]]
+    assert run.input["continuation"] is False
+    assert run.input_audio_info["duration"] == pytest.approx(5.0, abs=0.1)
+    assert probe(audio).seconds == pytest.approx(4, abs=0.2)
+
+
+def test_a_refused_request_names_the_field_and_sends_nothing(
+    server_app: AppProcess, emulator: Emulator
+) -> None:
+    client = client_for(server_app)
+    before = emulator.creates
+    with pytest.raises(Exception, match="top_k") as refused:
+        client.predict(prompt="too wide", top_k=5000, api_name="/generate")
+    assert "Nothing was sent" in str(refused.value)
+    assert emulator.creates == before
+
+
+def test_the_server_token_never_leaves_the_server(server_app: AppProcess, root: Path) -> None:
+    base = server_app.url.rstrip("/")
+    pages = [
+        httpx.get(f"{base}/config").text,
+        httpx.get(f"{base}/gradio_api/info").text,
+        httpx.get(f"{base}/gradio_api/info?all_endpoints=true").text,
+        httpx.get(base + "/").text,
+    ]
+    # The raw answer of one call, as any HTTP client sees it.
+    values = ["raw call", None, 2, False, 0, None, "large", False, "rms", "wav"]
+    values += [None, 1.0, 250, 0.0, 3]
+    event = httpx.post(
+        f"{base}/gradio_api/call/generate", json={"data": values}, timeout=30
+    ).json()["event_id"]
+    pages.append(httpx.get(f"{base}/gradio_api/call/generate/{event}", timeout=60).text)
+    assert "event: complete" in pages[-1]
+    for text in pages:
+        assert SERVER_TOKEN not in text
+    assert SERVER_TOKEN not in server_app.log_text()
+    for path in (root / "server-data").rglob("*"):
+        if path.is_file():
+            assert SERVER_TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_a_visitor_token_is_taken_as_api_token_and_never_echoed(
+    visitor_app: AppProcess, emulator: Emulator, root: Path
+) -> None:
+    client = client_for(visitor_app)
+    api = client.view_api(return_format="dict", print_info=False)
+    names = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
+    assert names == [*MODEL_INPUTS, "api_token"]
+
+    with pytest.raises(Exception, match="No Replicate API token"):
+        client.predict(prompt="no token", duration=2, api_name="/generate")
+
+    job = client.submit(
+        prompt="Kalimba lullaby", duration=2, api_token=VISITOR_TOKEN, api_name="/generate"
+    )
+    audio, record = job.result()
+    assert record["status"] == "succeeded", record
+    assert emulator.predictions[record["prediction_id"]].token == VISITOR_TOKEN
+    assert probe(audio).seconds == pytest.approx(2, abs=0.2)
+    assert VISITOR_TOKEN not in repr(record)
+    assert VISITOR_TOKEN not in httpx.get(visitor_app.url + "config").text
+    assert VISITOR_TOKEN not in visitor_app.log_text()
+    for path in (root / "visitor-data").rglob("*"):
+        if path.is_file():
+            assert VISITOR_TOKEN.encode() not in path.read_bytes(), path
