@@ -65,6 +65,8 @@ def build_app(settings: Settings) -> tuple[gr.Blocks, GenerationService]:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # One line per HTTP request (every poll) would drown what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = Settings.from_env()
     demo, service = build_app(settings)
     demo.launch(**ui.launch_options(settings), app_kwargs={"lifespan": startup(service)})

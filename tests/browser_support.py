@@ -192,11 +192,21 @@ def set_prompt(page: Any, text: str) -> None:
 
 
 def set_number(page: Any, elem_id: str, value: float) -> None:
-    """Type a value into a slider's (or number field's) box, as a musician would."""
+    """Type a value into a slider's box, as a musician would, until the slider shows it.
+
+    A slider that has just been shown (an accordion opening) may still apply its initial
+    value after the first keystrokes; typing again then is what a person would do too.
+    """
     box = page.locator(f"#{elem_id} input[type='number']")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
+    track = page.locator(f"#{elem_id} input[type='range']")
+    for _ in range(5):
+        box.fill(str(value))
+        box.press("Enter")
+        box.blur()
+        page.wait_for_timeout(100)
+        if float(track.input_value()) == float(value) and float(box.input_value()) == value:
+            return
+    raise AssertionError(f"#{elem_id} would not take {value}")
 
 
 def choose_radio(page: Any, elem_id: str, value: str) -> None:

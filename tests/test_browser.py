@@ -115,6 +115,14 @@ def test_every_control_reaches_the_model_and_the_result_plays_and_stays(
     page = new_page(browser, local_app.url)
     banner = page.locator("#token-banner")
     assert "No Replicate API token" in banner.inner_text()
+    set_prompt(page, "anything")
+    before = emulator.creates
+    generate(page)
+    page.wait_for_function(
+        "() => (document.querySelector('#form-errors')?.innerText || '').includes('token')"
+    )
+    assert "No Replicate API token" in page.locator("#form-errors").inner_text()
+    assert emulator.creates == before
     shot(page, "01-first-visit-no-token")
     set_token(page, VISITOR_TOKEN)
     page.wait_for_function("() => !document.querySelector('#token-banner')?.innerText.trim()")
@@ -467,6 +475,9 @@ def test_two_visitors_of_a_shared_deployment_see_only_their_own_runs(
     # The server has its token: no token field, no banner.
     assert alice.locator("#token-box").count() == 0
     assert alice.locator("#token-banner").count() == 0
+    # Import would bring in the server account's runs (everyone's): off, and says why.
+    assert alice.locator("#history-import").is_disabled()
+    assert "not yours" in alice.locator("#import-off").inner_text()
 
     for page, prompt in ((alice, "Alice's sea shanty"), (bob, "Bob's breakbeat")):
         set_prompt(page, prompt)

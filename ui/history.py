@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -43,7 +42,18 @@ class HistoryView:
     timer: gr.Timer  # ticks only while a run on the page is in flight (e.g. being resumed)
 
 
-def build_history_view() -> HistoryView:
+IMPORT_OFF = (
+    "Importing earlier runs is off here: this shared deployment runs on the server's own "
+    "Replicate account, whose runs are not yours."
+)
+
+
+def import_allowed(studio: Studio) -> bool:
+    """Import brings in the token's account: only a visitor's own, or a local install's."""
+    return not (studio.settings.shared and studio.service.server_token_set)
+
+
+def build_history_view(*, can_import: bool) -> HistoryView:
     with gr.Row():
         search = gr.Textbox(
             label="Search your prompts",
@@ -57,8 +67,14 @@ def build_history_view() -> HistoryView:
         )
         refresh = gr.Button("Refresh", size="sm", elem_id="history-refresh", scale=0)
         import_runs = gr.Button(
-            "Import my earlier Replicate runs", size="sm", elem_id="history-import", scale=1
+            "Import my earlier Replicate runs",
+            size="sm",
+            elem_id="history-import",
+            scale=1,
+            interactive=can_import,
         )
+    if not can_import:
+        gr.HTML(f'<div class="ms-clip-info">{esc(IMPORT_OFF)}</div>', elem_id="import-off")
     notice = gr.HTML("", elem_id="history-notice")
     with gr.Row(visible=False, elem_id="confirm-delete-row") as confirm_row:
         confirm_text = gr.HTML("", elem_id="confirm-delete-text")
@@ -226,14 +242,14 @@ class HistoryHandlers:
         return None, gr.update(visible=False)
 
     async def import_runs(self, owner_value: Any, token_value: Any) -> str:
+        if not import_allowed(self.studio):
+            return message_html(IMPORT_OFF, kind="warning")
         try:
             report = await self.studio.service.import_account(
                 token=self.studio.token(token_value), owner=self.studio.owner(owner_value)
             )
         except StudioError as err:
             return message_html(str(err))
-        except asyncio.CancelledError:
-            raise
         return message_html(report.message, kind="info")
 
 

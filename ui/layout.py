@@ -15,7 +15,7 @@ from ui.context import Studio
 from ui.files import FileServer
 from ui.form_events import wire_form
 from ui.formatting import message_html, token_banner_html
-from ui.history import HistoryHandlers, build_history_view, render_cards
+from ui.history import HistoryHandlers, build_history_view, import_allowed, render_cards
 from ui.identity import ensure_identity
 from ui.inputs import build_form
 from ui.reuse import Reuse
@@ -78,7 +78,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 controls = build_controls()
                 view = build_run_view()
         gr.HTML('<h2 id="history-title">History</h2>')
-        history_view = build_history_view()
+        history_view = build_history_view(can_import=import_allowed(studio))
 
         reuse = Reuse(form, parent_run, notice)
         runs = RunHandlers(studio, controls, view)

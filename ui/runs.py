@@ -142,9 +142,11 @@ class RunHandlers:
             yield {c.errors: errors_html(err.errors), **self._buttons(running=False)}
             return
         except StudioError as err:
+            # Before the first update nothing was sent (e.g. no token): not a failed run.
+            started = last is not None
             yield {
                 c.errors: message_html(str(err)),
-                v.status: status_html("failed", error=str(err)),
+                v.status: status_html("failed", error=str(err)) if started else status_html("idle"),
                 v.current_run: None,
                 **self._buttons(running=False),
             }
