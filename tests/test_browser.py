@@ -7,6 +7,7 @@ Screenshots of the main states land in test-artifacts/.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,8 @@ def test_every_control_reaches_the_model_and_the_result_plays_and_stays(
     assert "4242" in facts and "melody-large" in facts and "mp3" in facts
     download = page.locator("#result-download")
     assert download.is_visible() and ".mp3" in download.inner_text()
+    page.locator("#logs-accordion").get_by_text("Logs").first.click()
+    expect(page.locator("#run-logs textarea")).to_have_value(re.compile(r"Using seed 4242"))
     shot(page, "04-result")
 
     # The run is in the gallery, playable there too.

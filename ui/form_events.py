@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import gradio as gr
@@ -14,7 +16,9 @@ from ui.formatting import esc, message_html, warnings_html
 from ui.inputs import Form
 
 # Small, instant handlers: no queue, no spinner, and never part of the public API.
-QUICK: dict[str, Any] = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
+QUICK: Mapping[str, Any] = MappingProxyType(
+    {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
+)
 
 
 def _control(state: ControlState) -> dict[str, Any]:

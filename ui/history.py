@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import gradio as gr
@@ -19,7 +21,9 @@ from ui.reuse import Reuse
 
 PER_PAGE = 8
 IN_FLIGHT_REFRESH_S = 3.0
-PRIVATE: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
+PRIVATE: Mapping[str, Any] = MappingProxyType(
+    {"api_visibility": "private", "show_progress": "hidden"}
+)
 
 
 @dataclass

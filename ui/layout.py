@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import gradio as gr
@@ -28,7 +30,9 @@ OWNER_KEY = "musicgen-studio.owner"
 # would lose their identity (and so their history) whenever the app restarts.
 OWNER_SECRET = "musicgen-studio-owner-v1"
 GENERATION_CONCURRENCY = 32  # runs mostly wait on Replicate: many may be in flight at once
-PRIVATE: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
+PRIVATE: Mapping[str, Any] = MappingProxyType(
+    {"api_visibility": "private", "show_progress": "hidden"}
+)
 
 HEADER = (
     '<div class="ms-header"><h1>MusicGen Studio</h1><p>Make music from a description, a '
