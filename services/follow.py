@@ -129,10 +129,20 @@ class RunTracker:
             error = hint
         return self._change(status, new, error)
 
-    def observe_lines(self, lines: list[str]) -> RunUpdate | None:
-        """Log lines from the stream: the run is processing once it logs."""
+    def observe_lines(self, lines: list[str], position: int) -> RunUpdate | None:
+        """Log lines from the stream, the first at line `position` of the run's log.
+
+        A stream opened afresh replays the log from its start, so lines already shown (from
+        the create answer's logs) are skipped rather than repeated. The run is processing
+        once it logs.
+        """
+        fresh = [
+            line
+            for i, line in enumerate(lines, start=position)
+            if i >= len(self.lines) or self.lines[i] != line
+        ]
         status = "processing" if lines or self.status != "starting" else "starting"
-        return self._change(status, lines, None)
+        return self._change(status, fresh, None)
 
     def timed_out(self, timeout: float) -> RunUpdate:
         span = f"{timeout / 60:g} minutes" if timeout >= 60 else f"{timeout:g} seconds"
@@ -297,7 +307,10 @@ async def _follow_stream(
     """Updates from the SSE stream until it ends; returns early to let polling take over."""
     last_id: str | None = None
     fruitless = 0  # connections in a row that brought no event
+    position = 0  # the log line the next streamed line stands at
     while fruitless < policy.stream_attempts:
+        if last_id is None:
+            position = 0  # without Last-Event-ID the stream starts over
         events = source.stream_events(url, last_event_id=last_id)
         got_event = False
         try:
@@ -315,7 +328,9 @@ async def _follow_stream(
                 if event.id:
                     last_id = event.id
                 if event.event == "logs":
-                    update = tracker.observe_lines(split_log_lines(event.data))
+                    lines = split_log_lines(event.data)
+                    update = tracker.observe_lines(lines, position)
+                    position += len(lines)
                     if update is not None:
                         yield update
                 elif event.event == "done":

@@ -268,3 +268,17 @@ async def test_the_event_stream_format_is_read_as_the_standard_says():
     ]
     assert parser.retry_ms == 1500
     assert split_log_lines(events[1].data) == ["   10 /   100", "   20 /   100"]
+
+
+async def test_a_stream_opened_after_a_partial_wait_repeats_no_log_line(emulator):
+    # The blocking create comes back mid-run with some logs; the stream then replays the log
+    # from its start. The musician must see each line once.
+    emulator.configure(run_seconds=1.0, max_wait_seconds=0.4)
+    async with make_client(emulator, wait_seconds=1) as client:
+        prediction = await client.create({"prompt": "pads", "duration": 4, "seed": 7})
+        assert prediction["status"] == "processing" and prediction.get("logs")
+        updates = await collect(client.follow(prediction, started=time.monotonic()))
+        final = await client.get(prediction["id"])
+
+    assert updates[-1].status == "succeeded"
+    assert all_lines(updates) == split_log_lines(final["logs"])
