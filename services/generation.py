@@ -35,7 +35,7 @@ from services.events import (
     split_log_lines,
 )
 from services.importer import ImportReport, import_account
-from services.library import Library, RunRecord
+from services.library import Library, RunNotFound, RunRecord
 from services.replicate_client import PRESENT, ReplicateClient
 from services.request import GenerationRequest
 from services.settings import Settings
@@ -128,6 +128,7 @@ class GenerationService:
         def stage(status: str, **kw: Any) -> RunUpdate:
             return RunUpdate(status, run_id=record.id, elapsed=time.monotonic() - started, **kw)
 
+        finished = False
         try:
             audio_uri = None
             if request.input_audio:
@@ -141,12 +142,17 @@ class GenerationService:
             live = {} if status in TERMINAL_STATUSES else {"status": status}
             self._library.update(record.id, prediction_id=prediction_id, **live)
             async for update in self._follow_and_file(backend, record.id, prediction, started):
+                finished = update.finished
                 yield update
-        except asyncio.CancelledError:
-            await self._cancel_remote(backend, record.id, prediction_id)
+        except (asyncio.CancelledError, GeneratorExit):
+            # A cancelled task, or a consumer that closed the generator mid-run (Gradio may
+            # do either): the run must not go on unseen, costing money.
+            if not finished:
+                await self._cancel_remote(backend, record.id, prediction_id)
             raise
         except StudioError as err:
-            self._library.update(record.id, status="failed", error=str(err))
+            with contextlib.suppress(RunNotFound):  # deleted from the history meanwhile
+                self._library.update(record.id, status="failed", error=str(err))
             yield stage("failed", prediction_id=prediction_id, error=str(err))
         finally:
             with contextlib.suppress(Exception):
@@ -166,16 +172,23 @@ class GenerationService:
     async def _cancel_remote(
         self, backend: Backend, run_id: str, prediction_id: str | None
     ) -> None:
-        """Cancel the prediction (if it exists yet) and record the run as canceled."""
+        """Cancel the prediction (if it exists yet) and record the run as canceled.
+
+        A run that had already succeeded is left in flight instead, so that resume files
+        its audio: a cancel that came too late must not throw the music away.
+        """
         error = "Canceled by you."
         if prediction_id:
             try:
-                await asyncio.wait_for(
+                answer = await asyncio.wait_for(
                     asyncio.shield(backend.cancel(prediction_id)), CANCEL_TIMEOUT_S
                 )
+                if answer.get("status") == "succeeded":
+                    return
             except (StudioError, TimeoutError) as err:
                 error = f"Canceled here, but Replicate did not confirm the cancel: {err}"
-        self._library.update(run_id, status="canceled", error=error)
+        with contextlib.suppress(RunNotFound):
+            self._library.update(run_id, status="canceled", error=error)
 
     async def _follow_and_file(
         self, backend: Backend, run_id: str, prediction: dict[str, Any], started: float

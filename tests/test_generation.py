@@ -166,6 +166,22 @@ async def test_cancel_mid_run_cancels_on_replicate_and_keeps_the_record(emulator
     assert record.status == "canceled"
 
 
+async def test_closing_the_run_early_cancels_it_too(emulator, tmp_path):
+    # Gradio may close the generator instead of cancelling the task: same outcome.
+    emulator.configure(run_seconds=20.0, max_wait_seconds=0.2)
+    service = make_service(emulator, tmp_path)
+    run = service.generate(
+        GenerationRequest(prompt="drone", duration=8), token=emulator.token, owner=None
+    )
+    async for update in run:
+        if update.status == "processing":
+            break
+    await run.aclose()
+
+    assert emulator.status(update.prediction_id) == "canceled"
+    assert Library(tmp_path).get(update.run_id).status == "canceled"
+
+
 def start_generation_process(
     emulator: Emulator, data_dir: Path, duration: int, melody: Path | None = None
 ):
