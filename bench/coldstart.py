@@ -74,11 +74,17 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def start_app(emulator: EmulatorProcess, data_dir: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `python app.py` on a free port; returns the process and its URL (not yet up)."""
+def start_app(
+    emulator: EmulatorProcess, data_dir: str, variant: str = "current"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `python app.py` on a free port (or, for another variant of our service, the same
+    app through bench.app_variant); returns the process and its URL (not yet up)."""
     port = free_port()
+    command = [sys.executable, "app.py"]
+    if variant != "current":
+        command = [sys.executable, "-m", "bench.app_variant", variant]
     proc = subprocess.Popen(
-        [sys.executable, "app.py"],
+        command,
         cwd=ROOT,
         env=app_env(emulator, port, data_dir),
         stdout=subprocess.DEVNULL,

@@ -121,14 +121,23 @@ async def _oracle_run(
     end = start + QUEUE_SECONDS + run_seconds + ORACLE_RETRY / 2
     await asyncio.sleep(max(0.0, end - time.perf_counter()))
     while prediction.get("status") not in TERMINAL_STATUSES:
-        prediction = (await http.get(f"/v1/predictions/{prediction['id']}", headers=auth)).json()
+        prediction = (await _get(http, f"/v1/predictions/{prediction['id']}", auth)).json()
         if prediction.get("status") not in TERMINAL_STATUSES:
             await asyncio.sleep(ORACLE_RETRY)
     if prediction["status"] != "succeeded":
         return time.perf_counter() - start, str(prediction.get("error"))
-    data = (await http.get(prediction["output"])).content
+    data = (await _get(http, prediction["output"], auth)).content
     await asyncio.to_thread(dest.write_bytes, data)
     return time.perf_counter() - start, None
+
+
+async def _get(http: httpx.AsyncClient, url: str, auth: dict[str, str]) -> httpx.Response:
+    """GET, once more if the server dropped the idle keep-alive connection meanwhile (uvicorn
+    closes one after 5 s idle, and the oracle sleeps through the whole run)."""
+    try:
+        return await http.get(url, headers=auth)
+    except httpx.TransportError:
+        return await http.get(url, headers=auth)
 
 
 async def _ticker(stop: asyncio.Event, batch: Batch) -> None:

@@ -83,7 +83,9 @@ def _floor_file(folder: Path) -> Path:
     return path
 
 
-def run_page(emulator: EmulatorProcess, run_seconds: list[float], repeats: int) -> list[PageResult]:
+def run_page(
+    emulator: EmulatorProcess, run_seconds: list[float], repeats: int, variant: str = "current"
+) -> list[PageResult]:
     results = [PageResult(s) for s in run_seconds]
     with tempfile.TemporaryDirectory(prefix="bench-page-") as scratch:
         folder = Path(scratch)
@@ -96,7 +98,7 @@ def run_page(emulator: EmulatorProcess, run_seconds: list[float], repeats: int) 
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        app_proc, app_url = start_app(emulator, str(folder / "data"))
+        app_proc, app_url = start_app(emulator, str(folder / "data"), variant)
         try:
             floor_url = f"http://127.0.0.1:{port}"
             give_up = time.monotonic() + GIVE_UP_SECONDS
