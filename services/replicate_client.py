@@ -244,6 +244,17 @@ class _Present:
 PRESENT: Any = _Present()
 
 
+# Fixed here because the platform's MIME table varies (Debian's media-types says audio/wav).
+_AUDIO_TYPES = {".wav": "audio/x-wav", ".mp3": "audio/mpeg", ".flac": "audio/flac"}
+
+
+def _guess_content_type(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in _AUDIO_TYPES:
+        return _AUDIO_TYPES[suffix]
+    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+
 def _same_input(sent: dict[str, Any], seen: Any) -> bool:
     """Whether a listed prediction's input is the one we sent.
 
@@ -633,7 +644,7 @@ class ReplicateClient:
                 f"input_audio: {path.name} is {size / 2**20:.0f} MB; Replicate accepts files up "
                 "to 100 MB. Use a shorter clip or a compressed format (mp3, ogg)."
             )
-        ctype = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        ctype = content_type or _guess_content_type(path)
         data = await asyncio.to_thread(path.read_bytes)
         if size <= DATA_URL_MAX_BYTES:
             return f"data:{ctype};base64,{base64.b64encode(data).decode('ascii')}"
