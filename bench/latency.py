@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +31,10 @@ from services.request import GenerationRequest
 from services.settings import DEFAULT_VERSION, Settings
 
 QUEUE_SECONDS = 0.2
+# Each run's queue time is QUEUE_SECONDS plus a jitter in [0, QUEUE_JITTER), the same sequence for
+# every client: a poll grid (the official client polls every 0.5 s) is then not in one fixed phase
+# with every run's end, as it is not with real runs of random length.
+QUEUE_JITTER = 0.5
 AUDIO_SECONDS = 8  # the model's default duration: the output is 8 s of stereo WAV (1 MB)
 STAGGER = 0.3  # seconds between starts of runs of the same duration
 PROGRESS_STEPS = 20  # the emulator logs progress every 5 % of the run
@@ -44,6 +50,7 @@ class RunSample:
     stream: bool
     run_seconds: float
     seed: int
+    queue: float = QUEUE_SECONDS
     e2e: float = 0.0
     added: float = 0.0
     prediction_id: str | None = None
@@ -67,9 +74,9 @@ def progress_gap(sample: RunSample) -> float | None:
     """
     if sample.client != OURS:
         return None
-    first_due = QUEUE_SECONDS + sample.run_seconds / PROGRESS_STEPS
+    first_due = sample.queue + sample.run_seconds / PROGRESS_STEPS
     points = [first_due, *sorted(t for t in sample.progress_at if t >= first_due)]
-    end = QUEUE_SECONDS + sample.run_seconds
+    end = sample.queue + sample.run_seconds
     if len(points) == 1:  # no progress was ever shown: stale for the whole run
         return end - first_due
     return max(b - a for a, b in itertools.pairwise(points))
@@ -79,9 +86,15 @@ def progress_gap(sample: RunSample) -> float | None:
 
 
 async def _ours_one(
-    service: GenerationService, token: str, sample: RunSample, duration: int, delay: float
+    service: GenerationService,
+    token: str,
+    sample: RunSample,
+    duration: int,
+    delay: float,
+    set_queue: Callable[[float], object],
 ) -> None:
     await asyncio.sleep(delay)
+    await asyncio.to_thread(set_queue, sample.queue)
     request = make_request(sample.seed, duration)
     start = time.perf_counter()
     final = None
@@ -116,10 +129,12 @@ def _official_one(
     duration: int,
     delay: float,
     workdir: Path,
+    set_queue: Callable[[float], object],
 ) -> None:
     import replicate
 
     time.sleep(delay)
+    set_queue(sample.queue)
     payload = make_request(sample.seed, duration).to_api_input()
     client = replicate.Client(api_token=token, base_url=base_url)
     dest = workdir / f"{sample.seed}.wav"
@@ -162,12 +177,28 @@ def run_batch(
         run_seconds=run_seconds,
         stream_poll_seconds=STREAM_POLL_SECONDS,
     )
-    samples = [RunSample(client, stream, run_seconds, seed_base + n) for n in range(runs)]
+    jitter = random.Random(run_seconds)  # the same queue times for every client
+    samples = [
+        RunSample(
+            client,
+            stream,
+            run_seconds,
+            seed_base + n,
+            QUEUE_SECONDS + jitter.random() * QUEUE_JITTER,
+        )
+        for n in range(runs)
+    ]
     delays = [n * STAGGER for n in range(runs)]
+
+    def set_queue(seconds: float) -> object:
+        return emulator.configure(queue_seconds=seconds)
+
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as scratch:
         workdir = Path(scratch)
         if client == OURS:
-            asyncio.run(_ours_batch(emulator, samples, delays, audio_seconds, workdir, variant))
+            asyncio.run(
+                _ours_batch(emulator, samples, delays, audio_seconds, workdir, variant, set_queue)
+            )
         else:
             with ThreadPoolExecutor(max_workers=runs) as pool:
                 futures = [
@@ -180,6 +211,7 @@ def run_batch(
                         audio_seconds,
                         delay,
                         workdir,
+                        set_queue,
                     )
                     for sample, delay in zip(samples, delays, strict=True)
                 ]
@@ -187,7 +219,7 @@ def run_batch(
                     future.result()
     _attribute_requests(emulator, samples)
     for sample in samples:
-        sample.added = sample.e2e - QUEUE_SECONDS - sample.run_seconds
+        sample.added = sample.e2e - sample.queue - sample.run_seconds
         sample.progress_gap = progress_gap(sample)
     return samples
 
@@ -199,6 +231,7 @@ async def _ours_batch(
     audio_seconds: int,
     workdir: Path,
     variant: str,
+    set_queue: Callable[[float], object],
 ) -> None:
     settings = Settings(
         api_token=None,
@@ -212,7 +245,7 @@ async def _ours_batch(
         service = make_service(settings, library, variant)
         await asyncio.gather(
             *(
-                _ours_one(service, emulator.token, sample, audio_seconds, delay)
+                _ours_one(service, emulator.token, sample, audio_seconds, delay, set_queue)
                 for sample, delay in zip(samples, delays, strict=True)
             )
         )
