@@ -34,8 +34,8 @@ from services.request import GenerationRequest
 from tests.client_support import collect, make_client, write_wav
 from tests.emulator import MUSICGEN_VERSION, EmulatorConfig, run_emulator
 
-SECRET = "r8_SeCrEt0123456789abcdefghijklmnopqrstuv"
-BROKE = "r8_NoCredit0123456789abcdefghijklmnopqrs"
+SECRET = "r8_" + "SeCrEt0123456789abcdefghijklmnopqrstuv"  # fake; split so secret scanners skip it
+BROKE = "r8_" + "NoCredit0123456789abcdefghijklmnopqrs"  # fake; split so secret scanners skip it
 SIMPLE = {"prompt": "client test: calm strings", "duration": 2, "seed": 7}
 
 
