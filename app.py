@@ -26,7 +26,7 @@ QUEUE_MAX_SIZE = 256
 
 
 def startup(service: GenerationService) -> Callable[[Any], AbstractAsyncContextManager[None]]:
-    """A server lifespan: pick up runs left in flight (in the background), close on exit."""
+    """A server lifespan: pick up runs left in flight, in the background, while the page serves."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -46,10 +46,6 @@ def startup(service: GenerationService) -> Callable[[Any], AbstractAsyncContextM
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            close = getattr(service, "aclose", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    await close()
 
     return lifespan
 
