@@ -356,7 +356,7 @@ def other_rows(results: dict[str, Any]) -> list[list[str]]:
             [
                 "cold start: `python app.py` to first 200 (median) vs `import gradio`",
                 f"{secs(cold['app_p50'])} vs {secs(cold['import_gradio_p50'])}: "
-                f"+{secs(cold['beyond_import'])}"
+                f"{cold['beyond_import']:+.2f} s"
                 + (f" ({cold['errors'][0][:80]})" if cold["errors"] else ""),
                 "",
                 "",
