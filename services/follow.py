@@ -372,6 +372,12 @@ async def _poll(
 ) -> AsyncIterator[RunUpdate]:
     schedule = PollSchedule(policy)
     next_at = time.monotonic() + first_delay
+    if tracker.progress:
+        # The create's answer already carried a reading: start the rate estimate from it, so
+        # the next readings can put a poll right at the run's end.
+        schedule.next_poll(
+            time.monotonic(), tracker.status, tracker.progress, tracker.progress_step
+        )
     failures = 0
     while True:
         if next_at >= deadline:

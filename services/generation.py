@@ -18,6 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from services.audio import check_output, prepare_input_audio, probe
 from services.backend import Backend
 from services.errors import (
@@ -65,10 +67,14 @@ class GenerationService:
         self._settings = settings
         self._library = library
         self._backend_factory = backend_factory or self._replicate_backend
+        self._ssl_context = httpx.create_ssl_context()  # one for every run's client
 
     def _replicate_backend(self, token: str) -> Backend:
         return ReplicateClient(
-            token, base_url=self._settings.base_url, version=self._settings.version
+            token,
+            base_url=self._settings.base_url,
+            version=self._settings.version,
+            ssl_context=self._ssl_context,
         )
 
     @property

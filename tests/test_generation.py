@@ -230,7 +230,7 @@ async def test_a_killed_process_is_resumed_on_the_next_start(emulator, tmp_path)
 async def test_a_run_killed_during_a_blocking_create_is_found_and_resumed(
     emulator, tmp_path, with_melody
 ):
-    emulator.configure(run_seconds=3.0)  # longer than nothing, shorter than Prefer: wait
+    emulator.configure(queue_seconds=0.6, run_seconds=0.3)  # ends within the 1 s Prefer: wait
     melody = make_tone(tmp_path / "melody.wav", 2.0) if with_melody else None
     process = start_generation_process(emulator, tmp_path / "data", 4, melody)
     wait_until(lambda: emulator.creates == 1)
