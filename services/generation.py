@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 WEB_URL = "https://replicate.com/p/{id}"
 LOGS_TAIL_CHARS = 4000
+PROGRESS_WRITE_S = 2.0
 CANCEL_TIMEOUT_S = 30.0
 NO_TOKEN_MESSAGE = (
     "No Replicate API token: paste yours in the token field (replicate.com/account/api-tokens). "
@@ -199,12 +200,20 @@ class GenerationService:
     async def _follow_and_file(
         self, backend: Backend, run_id: str, prediction: dict[str, Any], started: float
     ) -> AsyncIterator[RunUpdate]:
-        """Follow the run, mirror each change into the library, then file its audio."""
+        """Follow the run, mirror its changes into the library, then file its audio."""
         logs: list[str] = []
         final: RunUpdate | None = None
+        written: tuple[Any, ...] | None = None
+        written_at = 0.0
         async for update in backend.follow(prediction, started=started):
             logs.extend(update.new_logs)
-            self._record_progress(run_id, update, logs)
+            facts = (update.status, update.seed, update.prediction.get("started_at"))
+            # A write per log line would be a transaction per progress step: new facts are
+            # written at once, the growing logs at most every PROGRESS_WRITE_S.
+            now = time.monotonic()
+            if update.finished or facts != written or now - written_at >= PROGRESS_WRITE_S:
+                self._record_progress(run_id, update, logs)
+                written, written_at = facts, now
             if update.finished:
                 final = update
                 break
@@ -263,7 +272,10 @@ class GenerationService:
         with tempfile.TemporaryDirectory(dir=self._scratch_dir()) as workdir:
             dest = await backend.download(url, Path(workdir) / f"out.{fmt}")
             info = await asyncio.to_thread(check_output, dest, float(request.duration))
-            stored = self._library.attach_audio(record.id, dest, fmt=fmt, seconds=info.seconds)
+            # Copy and fsync off the event loop: other visitors' runs go on meanwhile.
+            stored = await asyncio.to_thread(
+                self._library.attach_audio, record.id, dest, fmt=fmt, seconds=info.seconds
+            )
         path = self._library.audio_file(stored)
         assert path is not None
         return path

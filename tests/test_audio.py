@@ -296,3 +296,20 @@ def test_the_tolerance_is_adjustable(clips):
 def test_a_broken_output_is_refused(junk, name):
     with pytest.raises(AudioError, match=r"^The generated file isn't audio we can read: "):
         check_output(junk / name, 3)
+
+
+def test_a_wav_output_cut_off_in_transit_is_refused(clips, tmp_path):
+    whole = (clips / "tone.wav").read_bytes()
+    cut = tmp_path / "out.wav"
+    cut.write_bytes(whole[: len(whole) // 2])  # the header still promises 3 s
+    with pytest.raises(AudioError, match="arrived incomplete"):
+        check_output(cut, SECONDS)
+
+
+def test_a_whole_wav_output_is_measured_exactly(clips):
+    info = check_output(clips / "tone.wav", SECONDS)
+    assert (info.seconds, info.channels, info.format) == (
+        pytest.approx(SECONDS, abs=0.01),
+        2,
+        "wav",
+    )
