@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
         "--variant",
         default="current",
         help="our service as it is (current), or with the fixes of bench/proposed.py applied "
-        "(proposed, or proposed:tls,wav_check,file_off_loop,short_wait for some)",
+        "(proposed; or proposed:<fix>,<fix> for some of them)",
     )
     parser.add_argument(
         "--official-both",
