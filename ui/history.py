@@ -345,8 +345,13 @@ def render_cards(
                         None,
                         **PRIVATE,
                     ).then(refresh, listing_inputs, handlers.listing_outputs(), **PRIVATE)
+                    # A run still in flight can't be deleted: its audio is about to be filed.
                     delete_btn = gr.Button(
-                        "Delete", size="sm", variant="stop", elem_classes=["card-delete"]
+                        "Delete",
+                        size="sm",
+                        variant="stop",
+                        elem_classes=["card-delete"],
+                        interactive=item["status"] not in IN_FLIGHT,
                     )
                     delete_btn.click(
                         partial(handlers.ask_delete, run_id),
