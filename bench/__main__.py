@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -205,32 +206,37 @@ def _official(results: dict[str, Any], client: str, stream: bool, seconds: float
     return _batch(results, client, stream, seconds) or _batch(results, client, True, seconds)
 
 
-def latency_rows(results: dict[str, Any], plan: Plan) -> list[list[str]]:
-    rows = []
+def _compared(results: dict[str, Any], plan: Plan) -> Iterator[tuple[bool, float, dict, Any, Any]]:
+    """(stream, seconds, ours, official wait, official run) for every batch we measured."""
     for stream in (True, False):
         for seconds in plan.durations:
             ours = _batch(results, latency.OURS, stream, seconds)
-            wait = _official(results, latency.OFFICIAL_WAIT, stream, seconds)
-            run = _official(results, latency.OFFICIAL_RUN, stream, seconds)
-            if ours is None:
-                continue
-            r_wait = _ratio(ours["added_p50"], wait and wait["added_p50"])
-            r_run = _ratio(ours["added_p50"], run and run["added_p50"])
-            ok = ours["added_p50"] <= ADDED_P50_MAX and all(
-                r is not None and r <= ADDED_RATIO_MAX for r in (r_wait, r_run)
-            )
-            ratios = " / ".join("n/a" if r is None else f"{r:.2f}" for r in (r_wait, r_run))
-            rows.append(
-                [
-                    f"added latency p50 / p95, {seconds:g} s run, SSE {'on' if stream else 'off'}",
-                    _pair(ours),
-                    _pair(wait),
-                    _pair(run),
-                    ratios,
-                    "≤ 50 ms p50 and ≤ 0.10 × official",
-                    verdict(ok),
-                ]
-            )
+            if ours is not None:
+                wait = _official(results, latency.OFFICIAL_WAIT, stream, seconds)
+                run = _official(results, latency.OFFICIAL_RUN, stream, seconds)
+                yield stream, seconds, ours, wait, run
+
+
+def latency_rows(results: dict[str, Any], plan: Plan) -> list[list[str]]:
+    rows = []
+    for stream, seconds, ours, wait, run in _compared(results, plan):
+        r_wait = _ratio(ours["added_p50"], wait and wait["added_p50"])
+        r_run = _ratio(ours["added_p50"], run and run["added_p50"])
+        ok = ours["added_p50"] <= ADDED_P50_MAX and all(
+            r is not None and r <= ADDED_RATIO_MAX for r in (r_wait, r_run)
+        )
+        ratios = " / ".join("n/a" if r is None else f"{r:.2f}" for r in (r_wait, r_run))
+        rows.append(
+            [
+                f"added latency p50 / p95, {seconds:g} s run, SSE {'on' if stream else 'off'}",
+                _pair(ours),
+                _pair(wait),
+                _pair(run),
+                ratios,
+                "≤ 50 ms p50 and ≤ 0.10 × official",
+                verdict(ok),
+            ]
+        )
     return rows
 
 
@@ -243,38 +249,32 @@ def _kinds(b: dict | None) -> str:
 
 def request_rows(results: dict[str, Any], plan: Plan) -> list[list[str]]:
     rows = []
-    for stream in (True, False):
-        for seconds in plan.durations:
-            ours = _batch(results, latency.OURS, stream, seconds)
-            wait = _official(results, latency.OFFICIAL_WAIT, stream, seconds)
-            run = _official(results, latency.OFFICIAL_RUN, stream, seconds)
-            if ours is None:
-                continue
-            r_wait = _ratio(ours["requests_mean"], wait and wait["requests_mean"])
-            r_run = _ratio(ours["requests_mean"], run and run["requests_mean"])
-            gap = ours["progress_gap_max"]
-            judged = seconds == max(plan.durations)
-            ok = (
-                r_wait is not None
-                and r_wait <= REQUESTS_RATIO_MAX
-                and gap is not None
-                and gap <= PROGRESS_GAP_MAX
-                and (not stream or ours["request_kinds_mean"].get("stream", 0) <= 1)
-            )
-            rows.append(
-                [
-                    f"HTTP requests per run, {seconds:g} s run, SSE {'on' if stream else 'off'}"
-                    f"; our longest progress gap {secs(gap, 1)}",
-                    _kinds(ours),
-                    _kinds(wait),
-                    _kinds(run),
-                    " / ".join("n/a" if r is None else f"{r:.2f}" for r in (r_wait, r_run)),
-                    "30 s run: ≤ 1/3 of official, progress gap ≤ 2 s, one stream request"
-                    if judged
-                    else "(informative)",
-                    verdict(ok) if judged else "",
-                ]
-            )
+    for stream, seconds, ours, wait, run in _compared(results, plan):
+        r_wait = _ratio(ours["requests_mean"], wait and wait["requests_mean"])
+        r_run = _ratio(ours["requests_mean"], run and run["requests_mean"])
+        gap = ours["progress_gap_max"]
+        judged = seconds == max(plan.durations)
+        ok = (
+            r_wait is not None
+            and r_wait <= REQUESTS_RATIO_MAX
+            and gap is not None
+            and gap <= PROGRESS_GAP_MAX
+            and (not stream or ours["request_kinds_mean"].get("stream", 0) <= 1)
+        )
+        rows.append(
+            [
+                f"HTTP requests per run, {seconds:g} s run, SSE {'on' if stream else 'off'}"
+                f"; our longest progress gap {secs(gap, 1)}",
+                _kinds(ours),
+                _kinds(wait),
+                _kinds(run),
+                " / ".join("n/a" if r is None else f"{r:.2f}" for r in (r_wait, r_run)),
+                "30 s run: ≤ 1/3 of official, progress gap ≤ 2 s, one stream request"
+                if judged
+                else "(informative)",
+                verdict(ok) if judged else "",
+            ]
+        )
     return rows
 
 

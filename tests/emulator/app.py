@@ -22,7 +22,7 @@ from .config import Fault
 from .origin import base_of
 from .schema import validate_input, with_defaults
 from .sse import stream_endpoint
-from .state import TERMINAL, EmulatorState, RecordedRequest, data_url_bytes
+from .state import TERMINAL, EmulatorState, RecordedRequest, StoredFile, data_url_bytes
 
 EMULATOR_HEADER = "x-replicate-emulator"
 EMULATOR_NOTICE = "local emulator; outputs are synthetic tones, not real music"
@@ -461,25 +461,27 @@ def _file_not_found() -> JSONResponse:
     return problem({"detail": "File not found"}, status=404)
 
 
-async def get_file(request: Request) -> Response:
+def _owned_file(request: Request) -> StoredFile | Response:
+    """The file the path names, if the caller's token owns it; else the error to answer."""
     token = token_of(request)
     if token is None:
         return problem(UNAUTHENTICATED)
-    state = state_of(request)
-    stored = state.get_file(request.path_params["id"], token)
-    if stored is None:
-        return _file_not_found()
-    return JSONResponse(stored.to_json(base_of(request, state.config)))
+    stored = state_of(request).get_file(request.path_params["id"], token)
+    return _file_not_found() if stored is None else stored
+
+
+async def get_file(request: Request) -> Response:
+    stored = _owned_file(request)
+    if isinstance(stored, Response):
+        return stored
+    return JSONResponse(stored.to_json(base_of(request, state_of(request).config)))
 
 
 async def delete_file(request: Request) -> Response:
-    token = token_of(request)
-    if token is None:
-        return problem(UNAUTHENTICATED)
+    stored = _owned_file(request)
+    if isinstance(stored, Response):
+        return stored
     state = state_of(request)
-    stored = state.get_file(request.path_params["id"], token)
-    if stored is None:
-        return _file_not_found()
     with state.lock:
         state.files.pop(stored.id, None)
     return Response(status_code=204)
