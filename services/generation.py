@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -42,8 +41,6 @@ from services.replicate_client import PRESENT, ReplicateClient
 from services.request import GenerationRequest
 from services.settings import Settings
 from services.validation import check_request, parse_request, warnings
-
-log = logging.getLogger(__name__)
 
 WEB_URL = "https://replicate.com/p/{id}"
 LOGS_TAIL_CHARS = 4000
