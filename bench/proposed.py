@@ -19,7 +19,7 @@ Still proposed:
 
 from __future__ import annotations
 
-from services.backend import Backend
+from services.engines import Engines
 from services.follow import FollowPolicy
 from services.generation import GenerationService
 from services.library import Library
@@ -34,20 +34,19 @@ class ProposedService(GenerationService):
     """GenerationService with the chosen fixes applied (prototype, measurement only)."""
 
     def __init__(self, settings: Settings, library: Library, fixes: tuple[str, ...] = FIXES):
-        self._fixes = set(fixes)
-        super().__init__(settings, library)
-
-    def _replicate_backend(self, token: str) -> Backend:
         policy = FollowPolicy()
-        if "poll_interval" in self._fixes:
+        if "poll_interval" in fixes:
             policy = FollowPolicy(progress_interval=POLL_INTERVAL)
-        return ReplicateClient(
-            token,
-            base_url=self._settings.base_url,
-            version=self._settings.version,
-            ssl_context=getattr(self, "_ssl_context", None),
-            follow_policy=policy,
-        )
+
+        def client(token: str) -> ReplicateClient:
+            return ReplicateClient(
+                token,
+                base_url=settings.base_url,
+                version=settings.version,
+                follow_policy=policy,
+            )
+
+        super().__init__(settings, library, engines=Engines(settings, None, client_factory=client))
 
 
 def make_service(settings: Settings, library: Library, variant: str) -> GenerationService:

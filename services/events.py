@@ -32,7 +32,12 @@ class RunUpdate:
     exists: "validating", "preparing" (audio conversion/upload), "creating".
     `new_logs` are the log lines that arrived since the previous update.
     `run_id` is the library's id of the run; `audio_path` is set on the final update of a
-    successful run, once the audio is filed in the library.
+    successful run (by an engine: its checked file in the run's scratch folder; by the
+    generation service: the filed copy in the library).
+    `queue_position` (1 = next) is set while a run waits for a busy device; `preview_path` is a
+    file holding the audio decoded since the previous preview, for the page to play while the
+    run goes on. `predict_time` (seconds the model worked) and `realtime_factor` (those seconds
+    per second of audio) come with the terminal update where the engine knows them.
     """
 
     status: str
@@ -44,6 +49,10 @@ class RunUpdate:
     error: str | None = None
     run_id: str | None = None
     audio_path: str | None = None
+    queue_position: int | None = None
+    preview_path: str | None = None
+    predict_time: float | None = None
+    realtime_factor: float | None = None
     prediction: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -77,6 +77,10 @@ _UPDATABLE = frozenset(
         "logs_tail",
         "parent_id",
         "data_removed",
+        "engine",
+        "checkpoint",
+        "device",
+        "realtime_factor",
     }
 )
 
@@ -212,9 +216,12 @@ class Library:
         *,
         parent_id: str | None = None,
         source: str = "studio",
+        **fields: Any,
     ) -> RunRecord:
-        """Record a run before its prediction is created."""
-        return self.add_run(owner, request, status="pending", parent_id=parent_id, source=source)
+        """Record a run before its prediction is created; `fields` as for `update`."""
+        return self.add_run(
+            owner, request, status="pending", parent_id=parent_id, source=source, **fields
+        )
 
     def add_run(
         self,

@@ -109,6 +109,10 @@ class RunRecord:
     favourite: bool
     source: str
     data_removed: bool
+    engine: str = "replicate"
+    checkpoint: str | None = None
+    device: str | None = None
+    realtime_factor: float | None = None
 
     @property
     def prompt(self) -> str:
@@ -169,6 +173,10 @@ class RunRecord:
             favourite=bool(row["favourite"]),
             source=row["source"],
             data_removed=bool(row["data_removed"]),
+            engine=row["engine"],
+            checkpoint=row["checkpoint"],
+            device=row["device"],
+            realtime_factor=row["realtime_factor"],
         )
 
 

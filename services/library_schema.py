@@ -14,7 +14,7 @@ from pathlib import Path
 
 from services.errors import StudioError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Seconds a connection waits for another writer (thread or process) before giving up.
 BUSY_TIMEOUT_SECONDS = 15.0
 
@@ -73,7 +73,16 @@ def _v0_to_v1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX runs_prediction ON runs (prediction_id)")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _v0_to_v1}
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    """Record which engine made each run, with what and where, and how fast."""
+    conn.execute("ALTER TABLE runs ADD COLUMN engine TEXT NOT NULL DEFAULT 'replicate'")
+    conn.execute("ALTER TABLE runs ADD COLUMN checkpoint TEXT")  # model or local checkpoint
+    conn.execute("ALTER TABLE runs ADD COLUMN device TEXT")  # cuda, mps, cpu; NULL on Replicate
+    # Seconds of model work per second of audio (below 1: faster than real time).
+    conn.execute("ALTER TABLE runs ADD COLUMN realtime_factor REAL")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _v0_to_v1, 1: _v1_to_v2}
 
 
 def connect(db_path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:

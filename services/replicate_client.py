@@ -305,12 +305,18 @@ class ReplicateClient:
         unknown_clock_slack: float = 60.0,
         find_pages: int = 3,
         ssl_context: ssl.SSLContext | None = None,
+        deployment: str | None = None,
     ):
-        """`ssl_context` lets many clients share one: building one costs ~20 ms of CPU."""
+        """`ssl_context` lets many clients share one: building one costs ~20 ms of CPU.
+
+        With `deployment` ("owner/name") runs are created on that deployment, which fixes the
+        version itself, instead of on `version`.
+        """
         if not token or not token.strip():
             raise Unauthenticated("No Replicate API token was given.", status=401)
         self.base_url = base_url.rstrip("/")
         self.version = version
+        self.deployment = deployment
         self.wait_seconds = max(0, min(60, int(wait_seconds)))
         self.retry = retry or RetryPolicy()
         self.timeouts = timeouts or Timeouts()
@@ -464,12 +470,15 @@ class ReplicateClient:
         timeout = httpx.Timeout(
             wait + t.wait_margin, connect=t.connect, write=t.write, pool=t.connect
         )
-        body = {"version": self.version, "input": input}
+        if self.deployment:
+            path = f"/v1/deployments/{self.deployment}/predictions"
+            body: dict[str, Any] = {"input": input}
+        else:
+            path, body = "/v1/predictions", {"version": self.version, "input": input}
         try:
             response = await self._send(
-                "POST", "/v1/predictions", retry=_Retry.REFUSED, json=body, headers=headers,
-                timeout=timeout,
-            )  # fmt: skip
+                "POST", path, retry=_Retry.REFUSED, json=body, headers=headers, timeout=timeout
+            )
             prediction = _prediction(response)
         except (_Unanswered, ServerError) as exc:
             # The run may exist although we got no usable answer: look before anything else.
@@ -593,7 +602,7 @@ class ReplicateClient:
                     return None  # newest first: everything further is older still
                 if (
                     item.get("id") not in self._known_ids
-                    and item.get("version") == self.version
+                    and self._ours(item)
                     and _same_input(input, item.get("input"))
                 ):
                     self._known_ids.add(item["id"])
@@ -603,6 +612,12 @@ class ReplicateClient:
                 return None
             url = self._api_url(nxt)
         return None
+
+    def _ours(self, prediction: dict[str, Any]) -> bool:
+        """Made by what this client creates on: its deployment, else its version."""
+        if self.deployment:
+            return prediction.get("deployment") in (None, self.deployment)
+        return prediction.get("version") == self.version
 
     def follow(
         self, prediction: dict[str, Any], *, started: float | None = None

@@ -11,6 +11,7 @@ DEFAULT_BASE_URL = "https://api.replicate.com"
 # meta/musicgen on Replicate; its input schema matches replicate/cog-musicgen at commit 647e795.
 DEFAULT_VERSION = "671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb"
 DEFAULT_DATA_DIR = "musicgen-data"
+ENGINE_MODES = ("auto", "local", "replicate")
 
 
 def _flag(value: str | None) -> bool:
@@ -23,6 +24,8 @@ class Settings:
 
     `api_token` is the optional server-wide token; without it each visitor brings their own.
     `shared` turns on per-browser owners (automatic on Hugging Face Spaces, where SPACE_ID is set).
+    `engine` is MUSICGEN_ENGINE (auto, local or replicate); `deployment` (owner/name) sends
+    Replicate runs to a deployment instead of the public model's version.
     """
 
     api_token: str | None
@@ -31,11 +34,21 @@ class Settings:
     data_dir: Path
     shared: bool
     max_library_mb: float | None
+    engine: str = "auto"
+    deployment: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         cap = env.get("MUSICGEN_MAX_LIBRARY_MB", "").strip()
+        engine = env.get("MUSICGEN_ENGINE", "").strip().lower() or "auto"
+        if engine not in ENGINE_MODES:
+            raise ValueError(
+                f"MUSICGEN_ENGINE must be one of {', '.join(ENGINE_MODES)} (it is {engine!r})."
+            )
+        deployment = env.get("MUSICGEN_DEPLOYMENT", "").strip().strip("/") or None
+        if deployment is not None and deployment.count("/") != 1:
+            raise ValueError(f"MUSICGEN_DEPLOYMENT must be owner/name (it is {deployment!r}).")
         return cls(
             api_token=env.get("REPLICATE_API_TOKEN", "").strip() or None,
             base_url=(env.get("REPLICATE_BASE_URL", "").strip() or DEFAULT_BASE_URL).rstrip("/"),
@@ -43,4 +56,6 @@ class Settings:
             data_dir=Path(env.get("MUSICGEN_DATA_DIR", "").strip() or DEFAULT_DATA_DIR),
             shared=_flag(env.get("MUSICGEN_SHARED")) or bool(env.get("SPACE_ID")),
             max_library_mb=float(cap) if cap else None,
+            engine=engine,
+            deployment=deployment,
         )

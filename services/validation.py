@@ -246,36 +246,53 @@ def _shown(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _refusal(name: str, value: Any) -> FieldError:
-    spec = _FIELDS[name]
-    message = f"{spec.rule} (you entered {_shown(value)})."
-    return FieldError(name, f"{message} {spec.hint}" if spec.hint else message)
+def _model_field(models: Mapping[str, str]) -> _Field:
+    """`model_version` accepts the models of the engine that will run the request."""
+    if models is MODEL_VERSIONS:
+        return _FIELDS["model_version"]
+    return _Field(_choice(models), f"Model must be {_oneof(models)}")
 
 
-def _parse(raw: Mapping[str, Any]) -> tuple[GenerationRequest, list[FieldError]]:
+def _parse(
+    raw: Mapping[str, Any],
+    models: Mapping[str, str] = MODEL_VERSIONS,
+    default_model: str | None = None,
+) -> tuple[GenerationRequest, list[FieldError]]:
     """The request with defaults in place of refused values, and the refusals."""
     values: dict[str, Any] = {}
     errors: list[FieldError] = []
+    defaults = dict(_DEFAULTS)
+    if default_model is not None:
+        defaults["model_version"] = default_model
     for name, spec in _FIELDS.items():
+        if name == "model_version":
+            spec = _model_field(models)
         value = raw.get(name)
         if _is_empty(value):
-            values[name] = None if spec.empty_is_none else _DEFAULTS[name]
+            values[name] = None if spec.empty_is_none else defaults[name]
             continue
         try:
             values[name] = spec.parse(value)
         except _Refused:
-            values[name] = _DEFAULTS[name]
-            errors.append(_refusal(name, value))
+            values[name] = defaults[name]
+            message = f"{spec.rule} (you entered {_shown(value)})."
+            errors.append(FieldError(name, f"{message} {spec.hint}" if spec.hint else message))
     return GenerationRequest(**values), errors
 
 
-def parse_request(raw: Mapping[str, Any]) -> GenerationRequest:
+def parse_request(
+    raw: Mapping[str, Any],
+    *,
+    models: Mapping[str, str] = MODEL_VERSIONS,
+    default_model: str | None = None,
+) -> GenerationRequest:
     """Build a request from a form's or the API's loose values.
 
     Empty values (None, "") take the model's default; for `seed` and `continuation_end`
-    that is None (random, to the end of the clip). Raises RequestInvalid listing every problem.
+    that is None (random, to the end of the clip). `models` are the engine's model choices and
+    `default_model` its default. Raises RequestInvalid listing every problem.
     """
-    request, errors = _parse(raw)
+    request, errors = _parse(raw, models, default_model)
     if errors:
         raise RequestInvalid(errors)
     return request
@@ -309,7 +326,15 @@ def _pairing_errors(request: GenerationRequest, skip: frozenset[str]) -> list[Fi
                 "or turn Continuation off.",
             )
         )
-    melody = has_audio and not request.continuation
+    return errors
+
+
+def replicate_model_errors(
+    request: GenerationRequest, skip: frozenset[str] = frozenset()
+) -> list[FieldError]:
+    """The rules of meta/musicgen's four models: which can follow a melody, which take MBD."""
+    errors: list[FieldError] = []
+    melody = bool(request.input_audio) and not request.continuation
     if (
         melody
         and request.model_version not in MELODY_MODELS
@@ -413,19 +438,34 @@ def _slice_errors(request: GenerationRequest, audio_seconds: float | None) -> li
     ]
 
 
+EngineRules = Callable[[GenerationRequest, frozenset[str]], list[FieldError]]
+
+
 def _rule_errors(
-    request: GenerationRequest, audio_seconds: float | None, skip: frozenset[str] = frozenset()
+    request: GenerationRequest,
+    audio_seconds: float | None,
+    skip: frozenset[str] = frozenset(),
+    engine_rules: EngineRules = replicate_model_errors,
 ) -> list[FieldError]:
     """The model's rules, leaving out any that depend on a field in `skip` (already refused)."""
-    return _pairing_errors(request, skip) + _clip_errors(request, audio_seconds, skip)
+    return (
+        _pairing_errors(request, skip)
+        + engine_rules(request, skip)
+        + _clip_errors(request, audio_seconds, skip)
+    )
 
 
-def check_request(request: GenerationRequest, audio_seconds: float | None) -> list[FieldError]:
+def check_request(
+    request: GenerationRequest,
+    audio_seconds: float | None,
+    engine_rules: EngineRules = replicate_model_errors,
+) -> list[FieldError]:
     """The model's own rules; `audio_seconds` is the input clip's measured length, if any.
 
     Rules about the clip's length are skipped when its length is unknown (None).
+    `engine_rules` are those of the engine that will run it (Replicate's by default).
     """
-    return _rule_errors(request, audio_seconds)
+    return _rule_errors(request, audio_seconds, engine_rules=engine_rules)
 
 
 def validate(

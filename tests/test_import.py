@@ -37,7 +37,9 @@ async def client(emulator) -> AsyncIterator[ReplicateClient]:
 
 def seed_account(emulator) -> dict[str, str]:
     """An account's history as Replicate keeps it, oldest first."""
-    hour_ago = time.time() - 3600
+    # Well inside Replicate's one-hour retention: at exactly an hour the oldest run's inputs
+    # could be removed before the import reads them, depending on how fast the test runs.
+    hour_ago = time.time() - 3000
     ids = {
         "failed": emulator.add_existing_prediction(
             status="failed",

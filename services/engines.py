@@ -1,0 +1,114 @@
+"""Which engines this deployment offers, and the engine object for one run.
+
+MUSICGEN_ENGINE=auto (the default): with a server-wide Replicate token, Replicate; else the
+local engine when its packages are installed; else each visitor's own token. When both are
+possible the page offers a choice per run, and a visitor's own token unlocks Replicate.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from services.engine import LOCAL, REPLICATE, Engine
+from services.errors import StudioError
+from services.replicate_client import ReplicateClient
+from services.replicate_engine import ReplicateEngine
+from services.settings import Settings
+
+NO_TOKEN_MESSAGE = (
+    "No Replicate API token: paste yours in the token field (replicate.com/account/api-tokens). "
+    "It stays in your browser."
+)
+NO_LOCAL_MESSAGE = (
+    "This machine has no local engine: install requirements-local.txt (transformers and torch) "
+    "and restart the app, or use Replicate."
+)
+REPLICATE_OFF_MESSAGE = "Replicate is switched off on this server (MUSICGEN_ENGINE=local)."
+
+
+@dataclass(frozen=True)
+class EngineOption:
+    """An engine as the page offers it."""
+
+    name: str
+    label: str
+
+
+class Engines:
+    """Hands out the engine for a run: the shared local one, or Replicate with a token."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        local: Engine | None,
+        *,
+        client_factory: Callable[[str], ReplicateClient] | None = None,
+    ):
+        self._settings = settings
+        self._local = local if settings.engine != REPLICATE else None
+        self._client_factory = client_factory or self._client
+        self._ssl_context: ssl.SSLContext = httpx.create_ssl_context()  # one for every client
+
+    def _client(self, token: str) -> ReplicateClient:
+        return ReplicateClient(
+            token,
+            base_url=self._settings.base_url,
+            version=self._settings.version,
+            deployment=self._settings.deployment,
+            ssl_context=self._ssl_context,
+        )
+
+    @property
+    def local(self) -> Engine | None:
+        return self._local
+
+    @property
+    def replicate_allowed(self) -> bool:
+        return self._settings.engine != LOCAL
+
+    @property
+    def server_token_set(self) -> bool:
+        return self.replicate_allowed and self._settings.api_token is not None
+
+    @property
+    def needs_visitor_token(self) -> bool:
+        """Replicate is possible here only with a token each visitor brings."""
+        return self.replicate_allowed and self._settings.api_token is None
+
+    def options(self) -> list[EngineOption]:
+        """The engines a run may choose, the default first."""
+        local = EngineOption(LOCAL, self._local.label) if self._local is not None else None
+        remote = EngineOption(REPLICATE, "Replicate") if self.replicate_allowed else None
+        ordered = [remote, local] if self.server_token_set or local is None else [local, remote]
+        return [option for option in ordered if option is not None]
+
+    def default_name(self) -> str:
+        options = self.options()
+        return options[0].name if options else REPLICATE
+
+    def open(self, name: str | None, token: str | None) -> Engine:
+        """The engine for one run; raises StudioError when it cannot run here."""
+        name = (name or "").strip().lower() or self.default_name()
+        if name == LOCAL:
+            if self._local is None:
+                raise StudioError(NO_LOCAL_MESSAGE)
+            return self._local
+        if name != REPLICATE:
+            raise StudioError(f"Unknown engine {name!r}: choose local or replicate.")
+        if not self.replicate_allowed:
+            raise StudioError(REPLICATE_OFF_MESSAGE)
+        resolved = self._settings.api_token or (token or "").strip()
+        if not resolved:
+            raise StudioError(NO_TOKEN_MESSAGE)
+        return ReplicateEngine(self._client_factory(resolved), deployment=self._settings.deployment)
+
+    def replicate_client(self, token: str | None) -> ReplicateClient:
+        """A client of the account (server token, else the visitor's), e.g. for an import."""
+        resolved = self._settings.api_token or (token or "").strip()
+        if not resolved or not self.replicate_allowed:
+            raise StudioError(NO_TOKEN_MESSAGE if self.replicate_allowed else REPLICATE_OFF_MESSAGE)
+        return self._client_factory(resolved)

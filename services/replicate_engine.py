@@ -1,0 +1,142 @@
+"""The Replicate engine: meta/musicgen (the public model, or a deployment of it) over HTTP.
+
+Starting a run uploads its clip and creates the prediction; following it is the client's
+stream-or-poll follower; a succeeded run's output is downloaded at once (Replicate deletes API
+outputs after about an hour) and checked to be the audio that was asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from services.audio import prepare_input_audio
+from services.engine import REPLICATE, EngineRun
+from services.errors import FieldError, OutputExpired, StudioError
+from services.events import RunUpdate, output_url, parse_seed, split_log_lines
+from services.library_records import RunRecord
+from services.replicate_client import PRESENT, ReplicateClient
+from services.request import MODEL_VERSIONS, GenerationRequest
+from services.validation import replicate_model_errors
+
+DEFAULT_MODEL = "stereo-melody-large"
+EXPIRED_MESSAGE = "Replicate no longer has this run's audio (it keeps outputs ~1 hour)."
+
+
+class ReplicateModel:
+    """meta/musicgen's models and rules: what a Replicate run accepts, known without a token."""
+
+    name = REPLICATE
+    label = "Replicate"
+
+    def model_choices(self) -> Mapping[str, str]:
+        return MODEL_VERSIONS
+
+    def default_model(self) -> str:
+        return DEFAULT_MODEL
+
+    def check(self, request: GenerationRequest) -> list[FieldError]:
+        return replicate_model_errors(request)
+
+
+class ReplicateEngine(ReplicateModel):
+    """One visitor's (or the server's) Replicate account, as an `Engine`."""
+
+    def __init__(self, client: ReplicateClient, *, deployment: str | None = None):
+        self._client = client
+        self._deployment = deployment
+
+    async def start(self, request: GenerationRequest, *, workdir: Path) -> EngineRun:
+        audio_uri = None
+        if request.input_audio:
+            # Converted where the model needs it (browser recordings), then sent as a data URL
+            # or through the files API.
+            prepared = await asyncio.to_thread(
+                prepare_input_audio, Path(request.input_audio), workdir
+            )
+            audio_uri = await self._client.upload(prepared.path, prepared.content_type)
+        prediction = await self._client.create(request.to_api_input(audio_uri))
+        return self._run(prediction, request)
+
+    def _run(self, prediction: dict[str, Any], request: GenerationRequest) -> EngineRun:
+        return EngineRun(
+            id=prediction["id"],
+            engine=REPLICATE,
+            checkpoint=self._deployment or request.model_version,
+            state={"prediction": prediction, "request": request},
+        )
+
+    async def follow(
+        self, run: EngineRun, *, started: float, workdir: Path
+    ) -> AsyncIterator[RunUpdate]:
+        prediction = run.state.get("prediction") or await self._client.get(run.id)
+        final: RunUpdate | None = None
+        async for update in self._client.follow(prediction, started=started):
+            if update.finished:
+                final = update
+                break
+            yield update
+        if final is None:  # the follower ended without a verdict
+            yield RunUpdate("failed", prediction_id=run.id, error="Lost track of the run.")
+            return
+        metrics = final.prediction.get("metrics") or {}
+        final = replace(
+            final,
+            seed=final.seed if final.seed is not None else _seed_from_logs(final.prediction),
+            predict_time=metrics.get("predict_time"),
+        )
+        if final.status != "succeeded":
+            yield final
+            return
+        request: GenerationRequest = run.state["request"]
+        try:
+            audio = await self._download(final.prediction, request, workdir)
+        except OutputExpired as err:
+            yield replace(final, status="lost", error=str(err))
+            return
+        except StudioError as err:
+            message = f"The run succeeded but its audio could not be used: {err}"
+            yield replace(final, status="failed", error=message)
+            return
+        yield replace(final, audio_path=str(audio))
+
+    async def _download(
+        self, prediction: Mapping[str, Any], request: GenerationRequest, workdir: Path
+    ) -> Path:
+        url = output_url(prediction)
+        if url is None:
+            raise OutputExpired(EXPIRED_MESSAGE)
+        fmt = "mp3" if url.split("?")[0].endswith(".mp3") else request.output_format
+        return await self._client.download(url, workdir / f"out.{fmt}")
+
+    async def cancel(self, run: EngineRun) -> str:
+        answer = await self._client.cancel(run.id)
+        return str(answer.get("status") or "canceled")
+
+    async def resume(self, record: RunRecord, *, workdir: Path) -> EngineRun | None:
+        request = GenerationRequest.from_dict(record.request)
+        if record.prediction_id is not None:
+            prediction = await self._client.get(record.prediction_id)
+            return self._run(prediction, request)
+        # The create's answer never reached the library (a crash during the create): look for
+        # the run it made. The uploaded clip's URL was never recorded: any clip will do.
+        wanted = request.to_api_input(None)
+        if request.input_audio:
+            wanted["input_audio"] = PRESENT
+        found = await self._client.find_created(wanted, _local_time(record.created_at))
+        return None if found is None else self._run(found, request)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _seed_from_logs(prediction: Mapping[str, Any]) -> int | None:
+    return parse_seed(split_log_lines(prediction.get("logs") or ""))
+
+
+def _local_time(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch).astimezone()
