@@ -24,6 +24,10 @@ from services.errors import AudioError
 
 # Replicate's files API refuses larger uploads (413).
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+# The longest input clip sent to the model, measured by decoding (never read from a header).
+CLIP_MAX_SECONDS = 600
+# Past a limit, decoding stops this much after it: enough to know the clip is too long.
+_PAST_LIMIT_SECONDS = 1.0
 # Replicate advises data URLs only up to about this size; larger files go through /v1/files.
 DATA_URL_MAX_BYTES = 256 * 1024
 # Decoding a 100 MB file takes seconds; this only stops a wedged ffmpeg.
@@ -108,10 +112,21 @@ def _ffprobe(path: Path) -> dict[str, Any]:
     return json.loads(done.stdout or b"{}")
 
 
-def _decoded_seconds(path: Path, sample_rate: int) -> float:
-    """Decode the first audio stream to mono PCM and count its samples: the real length."""
-    command = [_tool("ffmpeg"), "-nostdin", "-v", "error", "-i", _source(path)]
-    command += ["-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate)]
+def _decoded_seconds(
+    path: Path, sample_rate: int, *, stop_after: float | None = None, whole_wav: bool = False
+) -> float:
+    """Decode the first audio stream to mono PCM and count its samples: the real length.
+
+    `stop_after` ends decoding after that many seconds (a long file is then measured only that
+    far, quickly); `whole_wav` reads a WAV's sound to the end of the file, whatever its header
+    claims.
+    """
+    command = [_tool("ffmpeg"), "-nostdin", "-v", "error"]
+    if whole_wav:
+        command += ["-ignore_length", "1"]
+    command += ["-i", _source(path), "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate)]
+    if stop_after is not None:
+        command += ["-t", f"{stop_after:.3f}"]
     command += ["-f", "s16le", "-c:a", "pcm_s16le", "pipe:1"]
     total = 0
     # Streamed and counted, never held: a long clip decodes to hundreds of megabytes.
@@ -128,6 +143,49 @@ def _decoded_seconds(path: Path, sample_rate: int) -> float:
     if returncode != 0:
         raise _Unreadable("it is damaged: its sound could not be decoded.")
     return total / 2 / sample_rate
+
+
+def _is_chunk_id(chunk: bytes) -> bool:
+    return len(chunk) == 4 and all(0x20 <= byte <= 0x7E for byte in chunk)
+
+
+def _whole_chunks_from(fh: Any, pos: int, size: int) -> bool:
+    """Whether the bytes from `pos` to the end of the file are whole RIFF chunks."""
+    while pos + 8 <= size:
+        fh.seek(pos)
+        chunk, length = struct.unpack("<4sI", fh.read(8))
+        # Some writers leave out the pad byte after an odd-sized last chunk: allow for it.
+        if not _is_chunk_id(chunk) or pos + 8 + length > size + 1:
+            return False
+        pos += 8 + length + (length & 1)
+    return True  # at most a few stray bytes are left: no sound worth counting
+
+
+def _wav_understates(path: Path) -> bool:
+    """True when a WAV's data chunk claims less sound than the file holds after it.
+
+    ffmpeg (and most players) believe the claim and stop early, so such a file must be
+    measured, and sent, whole. Bytes after the claimed end that are further RIFF chunks
+    (metadata such as LIST or id3) are not sound, and leave the claim believable.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return False
+        pos = 12
+        while pos + 8 <= size:
+            fh.seek(pos)
+            chunk, length = struct.unpack("<4sI", fh.read(8))
+            if chunk == b"data":
+                if length in (0, 0xFFFFFFFF):  # "unknown length": ffmpeg reads to the end
+                    return False
+                end = pos + 8 + length
+                return not (
+                    _whole_chunks_from(fh, end, size) or _whole_chunks_from(fh, end + 1, size)
+                )
+            pos += 8 + length + (length & 1)
+    return False
 
 
 def _describe_streams(format_name: str, streams: list[dict[str, Any]]) -> str:
@@ -157,8 +215,16 @@ def _header_seconds(probed: dict[str, Any], stream: dict[str, Any]) -> float | N
     return None
 
 
-def _inspect(path: Path) -> tuple[AudioInfo, str]:
-    """Probe and fully decode; returns the info and ffprobe's raw format name."""
+@dataclass(frozen=True)
+class _Inspected:
+    info: AudioInfo
+    format_name: str  # ffprobe's raw format name
+    whole_wav: bool  # a WAV whose header understates its sound: read to the end of the file
+    past_limit: bool  # decoding stopped after the limit: the clip is longer than that
+
+
+def _inspect(path: Path, max_seconds: float | None = None) -> _Inspected:
+    """Probe and decode (all of it, or until just past `max_seconds`)."""
     try:
         size = path.stat().st_size
     except OSError:
@@ -175,12 +241,16 @@ def _inspect(path: Path) -> tuple[AudioInfo, str]:
         raise _Unreadable(_describe_streams(format_name, streams))
     stream = audio[0]
     sample_rate = int(stream.get("sample_rate") or 0) or 48000
-    seconds = _decoded_seconds(path, sample_rate)
+    whole_wav = format_name == "wav" and _wav_understates(path)
+    stop_after = None if max_seconds is None else max_seconds + _PAST_LIMIT_SECONDS
+    seconds = _decoded_seconds(path, sample_rate, stop_after=stop_after, whole_wav=whole_wav)
     if seconds <= 0:
         raise _Unreadable("no sound could be decoded from it; it may be damaged or cut off.")
+    past_limit = max_seconds is not None and seconds > max_seconds
     promised = _header_seconds(probed, stream)
     if (
-        format_name in _EXACT_LENGTH_FORMATS
+        not past_limit
+        and format_name in _EXACT_LENGTH_FORMATS
         and promised is not None
         and promised - seconds > max(0.5, 0.02 * promised)
     ):
@@ -196,13 +266,17 @@ def _inspect(path: Path) -> tuple[AudioInfo, str]:
         format=_friendly(format_name),
         size_bytes=size,
     )
-    return info, format_name
+    return _Inspected(info, format_name, whole_wav, past_limit)
 
 
-def probe(path: str | os.PathLike[str]) -> AudioInfo:
-    """Measure an audio file by decoding it; AudioError if it is not audio we can read."""
+def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> AudioInfo:
+    """Measure an audio file by decoding it; AudioError if it is not audio we can read.
+
+    With `max_seconds`, decoding stops just past it, so a file that is too long is found out
+    quickly: its `seconds` is then above `max_seconds` but not its full length.
+    """
     try:
-        return _inspect(Path(path))[0]
+        return _inspect(Path(path), max_seconds).info
     except _Unreadable as why:
         raise AudioError(f"This file isn't audio we can read: {why}") from None
 
@@ -216,15 +290,35 @@ def _size_text(size: int) -> str:
     return f"{size / 1024:.1f}".removesuffix(".0") + " KB"
 
 
-def _check_size(size: int, max_bytes: int, *, converted: bool = False) -> None:
-    if size <= max_bytes:
-        return
+def too_large_message(
+    size: int, max_bytes: int = MAX_UPLOAD_BYTES, *, converted: bool = False
+) -> str:
+    """Why a clip of `size` bytes is refused, and what to do about it."""
     what = "Converted for the model, this clip becomes" if converted else "This file is"
-    raise AudioError(
+    return (
         f"{what} {_size_text(size)}, above the {_size_text(max_bytes)} limit for input audio. "
         "Trim it to the part you need"
         + ("." if converted else ", or export it compressed (for example as mp3).")
     )
+
+
+def _minutes(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{minutes:g} minutes" if minutes >= 1 else f"{seconds:g} seconds"
+
+
+def too_long_message(max_seconds: float = CLIP_MAX_SECONDS) -> str:
+    """Why a clip longer than `max_seconds` (measured by decoding) is refused."""
+    return (
+        f"This clip lasts more than {_minutes(max_seconds)}, the limit for input audio. "
+        "Trim it to the part you need (for a melody, the part that fits your piece) and add "
+        "it again."
+    )
+
+
+def _check_size(size: int, max_bytes: int, *, converted: bool = False) -> None:
+    if size > max_bytes:
+        raise AudioError(too_large_message(size, max_bytes, converted=converted))
 
 
 def _safe_stem(path: Path) -> str:
@@ -252,8 +346,11 @@ def _named_copy(source: Path, workdir: Path, ext: str) -> Path:
     return target
 
 
-def _to_flac(source: Path, target: Path) -> None:
-    command = [_tool("ffmpeg"), "-nostdin", "-v", "error", "-y", "-i", _source(source)]
+def _to_flac(source: Path, target: Path, *, whole_wav: bool = False) -> None:
+    command = [_tool("ffmpeg"), "-nostdin", "-v", "error", "-y"]
+    if whole_wav:  # the sound the clip was measured by, not the part its header admits to
+        command += ["-ignore_length", "1"]
+    command += ["-i", _source(source)]
     # 16-bit is plenty for a melody or a prompt clip, and keeps more clips small enough to
     # travel as data URLs (FLAC would otherwise keep 24-32 bits from lossy float decoders).
     command += ["-map", "0:a:0", "-vn", "-c:a", "flac", "-sample_fmt", "s16"]
@@ -274,11 +371,15 @@ def prepare_input_audio(
     workdir: str | os.PathLike[str],
     *,
     max_bytes: int = MAX_UPLOAD_BYTES,
+    max_seconds: float = CLIP_MAX_SECONDS,
 ) -> PreparedAudio:
     """Make a clip ready to upload: wav/mp3/flac as they are, anything else as FLAC.
 
-    Refuses files above `max_bytes` before reading them, and anything that isn't audio.
-    New files (conversions, rightly named copies) go into `workdir`.
+    Refuses files above `max_bytes` before reading them, clips lasting more than
+    `max_seconds` (measured by decoding, which stops just past the limit), and anything that
+    isn't audio. A WAV whose header understates its sound is sent as FLAC of all of it, so
+    the model gets exactly what was measured. New files (conversions, rightly named copies)
+    go into `workdir`.
     """
     source, folder = Path(path), Path(workdir)
     try:
@@ -286,18 +387,21 @@ def prepare_input_audio(
     except OSError:
         raise AudioError("This file isn't audio we can read: it could not be found.") from None
     try:
-        info, format_name = _inspect(source)
+        inspected = _inspect(source, max_seconds)
     except _Unreadable as why:
         raise AudioError(f"This file isn't audio we can read: {why}") from None
+    if inspected.past_limit:
+        raise AudioError(too_long_message(max_seconds))
+    info, format_name = inspected.info, inspected.format_name
     original = f"{info.format}/{info.codec}"
     folder.mkdir(parents=True, exist_ok=True)
     kept = _KEPT.get(format_name)
-    if kept and info.codec.startswith(kept[0]):
+    if kept and info.codec.startswith(kept[0]) and not inspected.whole_wav:
         _, ext, content_type = kept
         target = _named_copy(source, folder, ext)
         return PreparedAudio(target, content_type, info.size_bytes, info.seconds, original, False)
     target = _unique(folder, _safe_stem(source), _CONVERTED_EXT)
-    _to_flac(source, target)
+    _to_flac(source, target, whole_wav=inspected.whole_wav)
     size = target.stat().st_size
     _check_size(size, max_bytes, converted=True)
     return PreparedAudio(target, _CONVERTED_TYPE, size, info.seconds, original, True)
@@ -353,7 +457,7 @@ def check_output(
     file is kept: it is still the musician's music, and nothing they made is thrown away.
     """
     try:
-        info = _pcm_wav_info(Path(path)) or _inspect(Path(path))[0]
+        info = _pcm_wav_info(Path(path)) or _inspect(Path(path)).info
     except (_Unreadable, OSError) as why:
         raise AudioError(f"The generated file isn't audio we can read: {why}") from None
     if info.seconds < expected_seconds - tolerance:
