@@ -12,8 +12,10 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from types import MappingProxyType
 from typing import Any
 
+from services.audio import CLIP_MAX_SECONDS, MAX_UPLOAD_BYTES, too_large_message, too_long_message
 from services.errors import FieldError, RequestInvalid
 from services.request import (
     COHERENT_MAX_SECONDS,
@@ -25,10 +27,74 @@ from services.request import (
     GenerationRequest,
 )
 
-# MusicGen's tokens come from a codebook of 2048 entries: top-k above that makes the model crash.
-TOP_K_MAX = 2048
+# -- the limits: one table for the page's controls, the `/generate` API and the rules below ----
+# Every request is checked against them before anything is sent (and paid for). The page's
+# sliders and boxes take their ranges from these constants.
+
+DURATION_MIN = 1
+DURATION_MAX = 300  # seconds: five minutes of music is already a long, slow run
+# MusicGen's tokens come from a codebook of 2048 entries (above that the model crashes); past
+# the likeliest thousand, top-k no longer changes what you hear.
+TOP_K_MAX = 1000
+TOP_P_MAX = 1.0
+TEMPERATURE_MIN = 0.0  # excluded: the temperature must be above it
+TEMPERATURE_MAX = 5.0
+GUIDANCE_MAX = 20
+PROMPT_MAX_CHARS = 1000
 # The model seeds numpy, which takes 0 .. 2**32 - 1; 0 and -1 both mean "random" to the model.
 SEED_MAX = 2**32 - 1
+# An input clip: measured by decoding (services.audio), never by what its header claims.
+CLIP_MAX_BYTES = MAX_UPLOAD_BYTES
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A field's allowed values: from `low` to `high` (`low` itself excluded if `low_open`)."""
+
+    low: float
+    high: float
+    whole: bool = True
+    low_open: bool = False
+    unit: str = ""  # "s" for seconds, "characters" for text
+
+    def allows(self, number: float) -> bool:
+        above = number > self.low if self.low_open else number >= self.low
+        return above and number <= self.high
+
+    def words(self) -> str:
+        """The range as a musician reads it: "a whole number of seconds from 1 to 300"."""
+        low, high = format(self.low, "g"), format(self.high, "g")
+        kind = "a whole number" if self.whole else "a number"
+        if self.unit == "s":
+            kind += " of seconds"
+        if self.low_open:
+            return f"{kind} above {low} and at most {high}"
+        return f"{kind} from {low} to {high}"
+
+
+LIMITS: Mapping[str, Limit] = MappingProxyType(
+    {
+        "prompt": Limit(0, PROMPT_MAX_CHARS, unit="characters"),  # its length
+        "duration": Limit(DURATION_MIN, DURATION_MAX, unit="s"),
+        # Within the clip (checked against its measured length), so never past the longest clip.
+        "continuation_start": Limit(0, CLIP_MAX_SECONDS, unit="s"),
+        "continuation_end": Limit(0, CLIP_MAX_SECONDS, unit="s"),
+        "top_k": Limit(0, TOP_K_MAX),
+        "top_p": Limit(0.0, TOP_P_MAX, whole=False),
+        "temperature": Limit(TEMPERATURE_MIN, TEMPERATURE_MAX, whole=False, low_open=True),
+        "classifier_free_guidance": Limit(0, GUIDANCE_MAX),
+        "seed": Limit(1, SEED_MAX),  # or empty / -1 / 0: random
+        "input_audio": Limit(0, CLIP_MAX_SECONDS, whole=False, unit="s"),  # and CLIP_MAX_BYTES
+    }
+)
+# The fields that take one of a few words.
+CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "model_version": tuple(MODEL_VERSIONS),
+        "normalization_strategy": NORMALIZATION_STRATEGIES,
+        "output_format": OUTPUT_FORMATS,
+    }
+)
 # A clip's measured length is fractional while the end is whole seconds: an end less than a
 # second past the clip's end just means "up to the end" to the model, so it is not refused.
 END_SLACK_SECONDS = 1.0
@@ -67,7 +133,10 @@ def _number(value: Any) -> float:
     if isinstance(value, bool):
         raise _Refused
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for a float
+            raise _Refused from None
     elif isinstance(value, str):
         try:
             number = float(value.strip())
@@ -101,6 +170,13 @@ def _text(value: Any) -> str:
     return value
 
 
+def _prompt(value: Any) -> str:
+    text = _text(value)
+    if len(text) > PROMPT_MAX_CHARS:
+        raise _Refused
+    return text
+
+
 def _path(value: Any) -> str:
     """A local file path; Gradio may also hand over a file dict with a `path`."""
     if isinstance(value, Mapping):
@@ -121,20 +197,12 @@ def _choice(options: tuple[str, ...] | Mapping[str, str]) -> Callable[[Any], str
     return parse
 
 
-def _whole_in(low: int, high: int | None = None) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        number = _whole(value)
-        if number < low or (high is not None and number > high):
-            raise _Refused
-        return number
+def _within(limit: Limit) -> Callable[[Any], int | float]:
+    """A number in `limit`'s range: whole (an int) or not (a float)."""
 
-    return parse
-
-
-def _number_in(low: float, high: float, *, low_open: bool = False) -> Callable[[Any], float]:
-    def parse(value: Any) -> float:
-        number = _number(value)
-        if number < low or number > high or (low_open and number == low):
+    def parse(value: Any) -> int | float:
+        number = _whole(value) if limit.whole else _number(value)
+        if not limit.allows(number):
             raise _Refused
         return number
 
@@ -154,7 +222,7 @@ def _continuation_end(value: Any) -> int | None:
     number = _whole(value)
     if number == -1:  # the model's own spelling of "to the end of the clip"
         return None
-    if number < 0:
+    if not LIMITS["continuation_end"].allows(number):
         raise _Refused
     return number
 
@@ -175,52 +243,63 @@ def _oneof(options: tuple[str, ...] | Mapping[str, str]) -> str:
     return ", ".join(names[:-1]) + " or " + names[-1]
 
 
+def _rule(label: str, name: str) -> str:
+    return f"{label} must be {LIMITS[name].words()}"
+
+
 _FIELDS: dict[str, _Field] = {
-    "prompt": _Field(_text, "Prompt must be text"),
+    "prompt": _Field(
+        _prompt,
+        f"Prompt must be text of at most {PROMPT_MAX_CHARS} characters",
+        "Describe the music in fewer words: genre, instruments, mood and tempo say the most.",
+    ),
     "input_audio": _Field(
         _path, "Input audio must be an audio file", "Choose the file again.", empty_is_none=True
     ),
-    "duration": _Field(_whole_in(1), "Duration must be a whole number of seconds, at least 1"),
+    "duration": _Field(
+        _within(LIMITS["duration"]),
+        _rule("Duration", "duration"),
+        "8 s is the model's default.",
+    ),
     "continuation": _Field(_flag, "Continuation must be on or off (true or false)"),
     "continuation_start": _Field(
-        _whole_in(0),
-        "Continuation start must be a whole number of seconds, 0 or more",
+        _within(LIMITS["continuation_start"]),
+        _rule("Continuation start", "continuation_start"),
         "0 starts at the beginning of the clip.",
     ),
     "continuation_end": _Field(
         _continuation_end,
-        "Continuation end must be a whole number of seconds, 0 or more",
+        _rule("Continuation end", "continuation_end"),
         "Leave it empty to use the clip up to its end.",
         empty_is_none=True,
     ),
-    "model_version": _Field(_choice(MODEL_VERSIONS), f"Model must be {_oneof(MODEL_VERSIONS)}"),
+    "model_version": _Field(
+        _choice(CHOICES["model_version"]), f"Model must be {_oneof(CHOICES['model_version'])}"
+    ),
     "multi_band_diffusion": _Field(_flag, "Multi-band diffusion must be on or off (true or false)"),
     "normalization_strategy": _Field(
-        _choice(NORMALIZATION_STRATEGIES),
-        f"Normalization must be {_oneof(NORMALIZATION_STRATEGIES)}",
+        _choice(CHOICES["normalization_strategy"]),
+        f"Normalization must be {_oneof(CHOICES['normalization_strategy'])}",
     ),
     "top_k": _Field(
-        _whole_in(0, TOP_K_MAX),
-        f"Top-k must be a whole number from 0 to {TOP_K_MAX}",
-        "250 is the model's default.",
+        _within(LIMITS["top_k"]), _rule("Top-k", "top_k"), "250 is the model's default."
     ),
     "top_p": _Field(
-        _number_in(0.0, 1.0),
-        "Top-p must be a number from 0 to 1",
-        "0 leaves the choice to top-k.",
+        _within(LIMITS["top_p"]), _rule("Top-p", "top_p"), "0 leaves the choice to top-k."
     ),
     "temperature": _Field(
-        _number_in(0.0, math.inf, low_open=True),
-        "Temperature must be a number above 0",
+        _within(LIMITS["temperature"]),
+        _rule("Temperature", "temperature"),
         "1 is the model's default; lower is more predictable, higher more adventurous.",
     ),
     "classifier_free_guidance": _Field(
-        _whole_in(0),
-        "Classifier-free guidance must be a whole number, 0 or more",
+        _within(LIMITS["classifier_free_guidance"]),
+        _rule("Classifier-free guidance", "classifier_free_guidance"),
         "3 is the model's default; higher follows the prompt more closely.",
     ),
     "output_format": _Field(
-        _choice(OUTPUT_FORMATS), f"Output format must be {_oneof(OUTPUT_FORMATS)}"
+        _choice(CHOICES["output_format"]),
+        f"Output format must be {_oneof(CHOICES['output_format'])}",
     ),
     "seed": _Field(
         _seed,
@@ -239,10 +318,11 @@ def _shown(value: Any) -> str:
     if isinstance(value, float):
         return format(value, "g")
     if isinstance(value, int):
-        return str(value)
+        return str(value) if value.bit_length() <= 64 else "a far too large number"
     if isinstance(value, str):
-        text = value if len(value) <= 40 else value[:37] + "..."
-        return f'"{text}"'
+        if len(value) <= 40:
+            return f'"{value}"'
+        return f'{len(value)} characters: "{value[:37]}..."'
     return f"a {type(value).__name__}"
 
 
@@ -367,9 +447,12 @@ def replicate_model_errors(
 def _clip_errors(
     request: GenerationRequest, audio_seconds: float | None, skip: frozenset[str]
 ) -> list[FieldError]:
-    """Rules about the part of the clip the model uses (from start to end)."""
+    """Rules about the clip's size and length, and the part of it the model uses."""
     if not request.input_audio or "input_audio" in skip:
         return []  # without a clip the model ignores start and end
+    too_much = _clip_limit_errors(request.input_audio, audio_seconds)
+    if too_much:
+        return too_much  # where start and end fall in a clip that can't be sent is moot
     errors: list[FieldError] = []
     start, end = request.continuation_start, request.continuation_end
     bounds_known = not skip & {"continuation_start", "continuation_end"}
@@ -408,6 +491,19 @@ def _clip_errors(
     if request.continuation and bounds_known and "duration" not in skip:
         errors.extend(_slice_errors(request, audio_seconds))
     return errors
+
+
+def _clip_limit_errors(path: str, audio_seconds: float | None) -> list[FieldError]:
+    """A clip above the size limit, or lasting (as decoded) more than the longest allowed."""
+    try:
+        size = os.stat(path).st_size
+    except (OSError, ValueError):
+        size = None  # not on this server (yet): its size is checked where it is read
+    if size is not None and size > CLIP_MAX_BYTES:
+        return [FieldError("input_audio", too_large_message(size, CLIP_MAX_BYTES))]
+    if audio_seconds is not None and not LIMITS["input_audio"].allows(audio_seconds):
+        return [FieldError("input_audio", too_long_message(CLIP_MAX_SECONDS))]
+    return []
 
 
 def _slice_errors(request: GenerationRequest, audio_seconds: float | None) -> list[FieldError]:

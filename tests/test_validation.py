@@ -98,21 +98,37 @@ def test_continuation_end_empty_or_minus_one_means_end_of_clip(value):
 @pytest.mark.parametrize(
     ("field", "value", "says"),
     [
-        ("duration", 0, "Duration must be a whole number of seconds, at least 1 (you entered 0)."),
+        (
+            "duration",
+            0,
+            "Duration must be a whole number of seconds from 1 to 300 (you entered 0). 8 s is",
+        ),
         ("duration", 8.5, "(you entered 8.5)"),
-        ("duration", "ten", 'whole number of seconds, at least 1 (you entered "ten")'),
-        ("duration", -4, "at least 1"),
-        ("top_k", -1, "Top-k must be a whole number from 0 to 2048 (you entered -1)"),
+        ("duration", "ten", 'whole number of seconds from 1 to 300 (you entered "ten")'),
+        ("duration", -4, "from 1 to 300"),
+        ("duration", 301, "from 1 to 300 (you entered 301)"),
+        ("duration", 10**12, "(you entered 1000000000000)"),
+        ("top_k", -1, "Top-k must be a whole number from 0 to 1000 (you entered -1)"),
         ("top_k", 2.5, "Top-k must be a whole number"),
-        ("top_k", 5000, "from 0 to 2048"),
+        ("top_k", 1001, "from 0 to 1000"),
         ("top_p", 1.5, "Top-p must be a number from 0 to 1 (you entered 1.5)"),
         ("top_p", -0.1, "Top-p must be a number from 0 to 1"),
         ("top_p", "a lot", "Top-p must be a number"),
-        ("temperature", 0, "Temperature must be a number above 0 (you entered 0)"),
+        ("temperature", 0, "Temperature must be a number above 0 and at most 5 (you entered 0)"),
+        ("temperature", 5.01, "above 0 and at most 5 (you entered 5.01)"),
         ("temperature", -1.0, "above 0"),
         ("temperature", "nan", "above 0"),
         ("classifier_free_guidance", 2.5, "Classifier-free guidance must be a whole number"),
-        ("classifier_free_guidance", -1, "0 or more (you entered -1)"),
+        ("classifier_free_guidance", -1, "from 0 to 20 (you entered -1)"),
+        ("classifier_free_guidance", 21, "whole number from 0 to 20 (you entered 21)"),
+        ("continuation_start", 601, "whole number of seconds from 0 to 600"),
+        ("continuation_end", 10**30, "(you entered a far too large number)"),
+        (
+            "prompt",
+            "x" * 1001,
+            "Prompt must be text of at most 1000 characters (you entered 1001 characters",
+        ),
+        ("seed", 10**400, "from 1 to 4294967295 (you entered a far too large number)"),
         ("continuation_start", -2, "Continuation start must be a whole number of seconds"),
         ("continuation_start", 1.5, "(you entered 1.5)"),
         ("continuation_end", -5, "Continuation end must be a whole number of seconds"),
@@ -421,3 +437,41 @@ def test_parsed_form_values_reach_the_api_as_integers():
     ).to_api_input()
     assert json.dumps(payload).count(".0") == 2  # only top_p 0.0 and temperature 1.0
     assert payload["duration"] == 8 and payload["seed"] == 9 and payload["continuation_end"] == 3
+
+
+# -- the limits ----------------------------------------------------------------------------
+
+
+def test_each_limit_itself_is_allowed():
+    request = parse_request(
+        {
+            "prompt": "x" * 1000,
+            "duration": 300,
+            "top_k": 1000,
+            "top_p": 1,
+            "temperature": 5,
+            "classifier_free_guidance": 20,
+            "continuation_start": 600,
+            "continuation_end": 600,
+            "seed": 2**32 - 1,
+        }
+    )
+    assert (request.duration, request.top_k, request.temperature) == (300, 1000, 5.0)
+    assert parse_request({"prompt": "x", "duration": 1, "temperature": 0.001}).duration == 1
+
+
+def test_a_clip_longer_than_ten_minutes_is_refused():
+    assert validate({"prompt": "x", "input_audio": CLIP}, 600.0).input_audio == CLIP
+    field, message = only({"prompt": "x", "input_audio": CLIP, "continuation_start": 500}, 600.5)
+    assert field == "input_audio"
+    assert message.startswith("This clip lasts more than 10 minutes, the limit for input audio.")
+
+
+def test_a_clip_above_100_mb_is_refused_before_it_is_read(tmp_path):
+    big = tmp_path / "huge.wav"
+    with big.open("wb") as sparse:  # 100 MB + 1 byte without writing them
+        sparse.truncate(100 * 1024 * 1024 + 1)
+    field, message = only({"prompt": "x", "input_audio": str(big)}, 5.0)
+    assert field == "input_audio"
+    assert "above the 100 MB limit for input audio" in message
+    assert str(tmp_path) not in message
