@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import gradio as gr
+import pytest
+
 from services.errors import FieldError
-from services.validation import parse_request
+from services.validation import (
+    DURATION_MAX,
+    DURATION_MIN,
+    GUIDANCE_MAX,
+    PROMPT_MAX_CHARS,
+    TEMPERATURE_MAX,
+    TOP_K_MAX,
+    TOP_P_MAX,
+    parse_request,
+    validate,
+)
 from ui import form_rules
+from ui.form_events import continuation_updates
 from ui.form_rules import USE_CONTINUATION, USE_MELODY, FormValues, request_values
 from ui.formatting import card_html, errors_html, facts_html, status_html
 from ui.identity import api_owner, ensure_identity, is_identity, new_identity, owner_for
@@ -80,6 +94,85 @@ def test_controls_that_cannot_apply_say_why() -> None:
     assert not form_rules.audio_use_state(False, "melody-large", USE_MELODY).interactive
     assert form_rules.clip_bounds(6.2) == (6, 7)
     assert form_rules.duration_limits(False, 50)[:2] == (30, 30)
-    assert form_rules.duration_limits(True, 50)[:2] == (120, 50)
+    assert form_rules.duration_limits(True, 50)[:2] == (300, 50)
     assert form_rules.continue_plan(8.0) == (0, 16)
     assert form_rules.continue_plan(25.0) == (15, 18)
+
+
+def _applied(slider: gr.Slider, update: dict) -> gr.Slider:
+    """The slider after an update, rebuilt as Gradio rebuilds it (which checks its range)."""
+    props = {k: v for k, v in update.items() if k != "__type__"}
+    value = props.pop("value", slider.value)
+    rebuilt = gr.Slider(**{**slider.constructor_args, **props, "value": value, "render": False})
+    rebuilt.preprocess(value)  # raises if the value falls outside the range
+    return rebuilt
+
+
+@pytest.mark.parametrize("seconds", [0.02, 0.4, 0.99, 1.0, 1.01, 1.2, 1.6, 2.0, 6.2])
+@pytest.mark.parametrize("to_end", [True, False])
+def test_a_short_clip_never_breaks_the_start_and_end_sliders(seconds, to_end):
+    start = gr.Slider(0, 30, value=3, step=1, render=False)
+    end = gr.Slider(0, 30, value=30, step=1, render=False)
+    start_update, end_update, to_end_update = continuation_updates(
+        "/tmp/clip.wav", USE_CONTINUATION, seconds, 3, 30, to_end
+    )
+    new_start, new_end = _applied(start, start_update), _applied(end, end_update)
+    assert new_start.minimum < new_start.maximum and new_end.minimum < new_end.maximum
+    assert to_end_update["interactive"] is True
+    if seconds <= 1:  # only a start of 0 lies inside the clip: it is held there
+        assert start_update["interactive"] is False and start_update["value"] == 0
+        assert "only" in start_update["info"] and "continued from its start" in start_update["info"]
+        assert form_rules.start_choosable(seconds) is False
+    else:
+        assert start_update["interactive"] is True
+        assert form_rules.start_choosable(seconds) is True
+    # Whatever the page can then send is within the clip, and so accepted.
+    chosen_start = new_start.value if start_update["interactive"] else 0
+    chosen_start = min(chosen_start, new_start.maximum)
+    request = request_values(
+        FormValues(
+            input_audio="/tmp/clip.wav",
+            audio_use=USE_CONTINUATION,
+            duration=8,
+            continuation_start=chosen_start,
+            continuation_end=new_end.value,
+            to_end=True,
+        )
+    )
+    assert validate(request, seconds).continuation_start < seconds
+
+
+def test_a_run_of_one_second_or_less_can_be_continued_from_the_history():
+    assert form_rules.clip_bounds(0.5) == (1, 1)
+    assert form_rules.clip_bounds(1.0) == (1, 1)
+    assert form_rules.clip_bounds(1.5) == (1, 2)
+    assert form_rules.clip_bounds(None) == (30, 30)
+    start, duration = form_rules.continue_plan(0.5)
+    assert (start, duration) == (0, 9)
+    gr.Slider(0, form_rules.clip_bounds(0.5)[0], value=start, render=False)  # no error
+
+
+def test_the_page_takes_its_ranges_from_the_request_limits():
+    from ui.inputs import TEMPERATURE_STEP, build_form
+
+    with gr.Blocks():
+        form = build_form()
+    assert (form.duration.minimum, form.duration.maximum) == (DURATION_MIN, 30)
+    assert form_rules.duration_limits(True, 8)[0] == DURATION_MAX
+    assert form.top_k.maximum == TOP_K_MAX and form.top_p.maximum == TOP_P_MAX
+    assert form.temperature.minimum == TEMPERATURE_STEP > 0
+    assert form.temperature.maximum == TEMPERATURE_MAX
+    assert form.classifier_free_guidance.maximum == GUIDANCE_MAX
+    assert form.prompt.max_length == PROMPT_MAX_CHARS
+    # Every end of every range is a value the request accepts.
+    for name, slider in [
+        ("duration", form.duration),
+        ("top_k", form.top_k),
+        ("top_p", form.top_p),
+        ("temperature", form.temperature),
+        ("classifier_free_guidance", form.classifier_free_guidance),
+    ]:
+        for value in (slider.minimum, slider.maximum):
+            assert parse_request({"prompt": "x", name: value}) is not None
+    long_max = form_rules.duration_limits(True, 8)[0]
+    assert parse_request({"prompt": "x" * PROMPT_MAX_CHARS, "duration": long_max}) is not None

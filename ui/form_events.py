@@ -8,8 +8,9 @@ from typing import Any
 
 import gradio as gr
 
-from services.audio import probe
+from services.audio import probe, too_large_message, too_long_message
 from services.errors import AudioError
+from services.validation import CLIP_MAX_BYTES, CLIP_MAX_SECONDS
 from ui import form_rules
 from ui.form_rules import USE_CONTINUATION, ControlState
 from ui.formatting import esc, message_html, warnings_html
@@ -31,10 +32,15 @@ def _control(state: ControlState) -> dict[str, Any]:
 def continuation_updates(
     audio: str | None, use: str, clip_seconds: float | None, start: float, end: float, to_end: bool
 ) -> tuple[Any, Any, Any]:
-    """Start, end and "until the end", bound to the clip's real length."""
+    """Start, end and "until the end", bound to the clip's real length.
+
+    A clip of 1 s or less is continued from its start: the start slider keeps a valid 0–1
+    range (a slider's maximum must stay above its minimum) but is held at 0.
+    """
     has_audio = bool(audio)
     enabled = form_rules.continuation_enabled(has_audio, use == USE_CONTINUATION)
     start_max, end_max = form_rules.clip_bounds(clip_seconds)
+    pick_start = form_rules.start_choosable(clip_seconds)
     reason = form_rules.continuation_state(has_audio, use == USE_CONTINUATION, clip_seconds)
     end_info = (
         "Ticked “Until the end of the clip” below: the part runs to the clip's end."
@@ -43,8 +49,14 @@ def continuation_updates(
     )
     # Values are only touched when they must change: rewriting them would race with the
     # visitor's typing (these updates arrive after their click).
-    start_update: dict[str, Any] = {"interactive": enabled, "info": reason, "maximum": start_max}
-    if (start or 0) > start_max:
+    start_update: dict[str, Any] = {
+        "interactive": enabled and pick_start,
+        "info": reason,
+        "maximum": start_max,
+    }
+    if not pick_start and (start or 0) != 0:
+        start_update["value"] = 0
+    elif (start or 0) > start_max:
         start_update["value"] = start_max
     end_update: dict[str, Any] = {
         "interactive": enabled and not to_end,
@@ -67,9 +79,13 @@ def _clip_text(audio: str | None) -> tuple[float | None, str]:
     if not audio:
         return None, ""
     try:
-        info = probe(audio)
+        info = probe(audio, max_seconds=CLIP_MAX_SECONDS)  # stops decoding past the limit
     except AudioError as err:
         return None, message_html(str(err), kind="error")
+    if info.size_bytes > CLIP_MAX_BYTES:
+        return info.seconds, message_html(too_large_message(info.size_bytes), kind="error")
+    if info.seconds > CLIP_MAX_SECONDS:
+        return info.seconds, message_html(too_long_message(CLIP_MAX_SECONDS), kind="error")
     channels = {1: "mono", 2: "stereo"}.get(info.channels, f"{info.channels} channels")
     text = f"Clip: {info.seconds:.1f} s, {channels}, {info.format}."
     return info.seconds, f'<div class="ms-clip-info">{esc(text)}</div>'

@@ -12,15 +12,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.request import COHERENT_MAX_SECONDS, MELODY_MODELS, STEREO_MODELS
+from services.validation import DURATION_MAX, DURATION_MIN
 
-LONG_MAX_SECONDS = 120
+# "Longer than 30 s" unlocks durations up to the request's own limit.
+LONG_MAX_SECONDS = DURATION_MAX
 USE_MELODY = "melody"
 USE_CONTINUATION = "continuation"
 USE_CHOICES = [
     ("Follow it as a melody", USE_MELODY),
     ("Continue it (the result starts with the clip)", USE_CONTINUATION),
 ]
-SEED_MAX = 2**32 - 1
 # "Continue this": how much of the end of a clip to keep as the start of the new piece.
 CONTINUE_TAIL_SECONDS = 10
 CONTINUE_NEW_SECONDS = 8
@@ -116,6 +117,11 @@ def continuation_state(has_audio: bool, continuing: bool, clip_seconds: float | 
         return "Only for continuing a clip: add a clip first."
     if not continuing:
         return "Only when continuing the clip (not when following it as a melody)."
+    if clip_seconds and not start_choosable(clip_seconds):
+        return (
+            f"Your clip is only {clip_seconds:.1f} s long, so it is continued from its start; "
+            "Duration must be longer than the clip."
+        )
     if clip_seconds:
         return (
             f"Which part of your {clip_seconds:.1f} s clip to continue from; the result starts "
@@ -149,14 +155,14 @@ def duration_limits(long_mode: bool, value: float) -> tuple[int, float, str]:
         return (
             LONG_MAX_SECONDS,
             value,
-            f"Length of the result in seconds (1–{LONG_MAX_SECONDS}). In continuation mode it "
-            "includes the part of your clip.",
+            f"Length of the result in seconds ({DURATION_MIN}–{LONG_MAX_SECONDS}). In "
+            "continuation mode it includes the part of your clip.",
         )
     return (
         COHERENT_MAX_SECONDS,
         min(value, COHERENT_MAX_SECONDS),
-        f"Length of the result in seconds (1–{COHERENT_MAX_SECONDS}). In continuation mode "
-        "it includes the part of your clip.",
+        f"Length of the result in seconds ({DURATION_MIN}–{COHERENT_MAX_SECONDS}). In "
+        "continuation mode it includes the part of your clip.",
     )
 
 
@@ -168,11 +174,20 @@ LONG_WARNING = (
 
 
 def clip_bounds(clip_seconds: float | None) -> tuple[int, int]:
-    """(maximum start, maximum end) in whole seconds for a clip of this length."""
+    """(start slider maximum, end slider maximum) in whole seconds for a clip of this length.
+
+    Both are at least 1: a slider's maximum must stay above its minimum (0), so a clip of 1 s
+    or less keeps a 0–1 range and its start is held at 0 instead (see `start_choosable`).
+    """
     if not clip_seconds:
         return (COHERENT_MAX_SECONDS, COHERENT_MAX_SECONDS)
     end_max = max(1, math.ceil(clip_seconds - 1e-6))
-    return (max(0, end_max - 1), end_max)
+    return (max(1, end_max - 1), end_max)
+
+
+def start_choosable(clip_seconds: float | None) -> bool:
+    """Whether a start after 0 exists: starts are whole seconds, inside clips over 1 s."""
+    return not clip_seconds or clip_bounds(clip_seconds)[1] >= 2
 
 
 def random_seed_value() -> int:

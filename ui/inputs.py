@@ -6,8 +6,20 @@ from dataclasses import dataclass, fields
 
 import gradio as gr
 
-from services.request import COHERENT_MAX_SECONDS, MODEL_VERSIONS, NORMALIZATION_STRATEGIES
-from services.validation import TOP_K_MAX
+from services.request import (
+    COHERENT_MAX_SECONDS,
+    MODEL_VERSIONS,
+    NORMALIZATION_STRATEGIES,
+    OUTPUT_FORMATS,
+)
+from services.validation import (
+    DURATION_MIN,
+    GUIDANCE_MAX,
+    PROMPT_MAX_CHARS,
+    TEMPERATURE_MAX,
+    TOP_K_MAX,
+    TOP_P_MAX,
+)
 from ui import form_rules
 from ui.form_rules import USE_CHOICES, USE_MELODY, FormValues
 
@@ -25,6 +37,8 @@ NORMALIZATION_HELP = {
     "peak": "scales the loudest peak to full level",
     "rms": "even average level",
 }
+# The temperature must be above 0: its slider starts one step up.
+TEMPERATURE_STEP = 0.05
 WAVEFORM = gr.WaveformOptions(waveform_color="#9ca3af", waveform_progress_color="#f97316")
 
 
@@ -69,6 +83,7 @@ def build_form() -> Form:
         placeholder=EXAMPLE_PROMPTS[0],
         lines=3,
         max_lines=8,
+        max_length=PROMPT_MAX_CHARS,
         elem_id="prompt",
     )
     gr.Examples(
@@ -88,7 +103,7 @@ def build_form() -> Form:
     )
     with gr.Row():
         duration = gr.Slider(
-            1,
+            DURATION_MIN,
             COHERENT_MAX_SECONDS,
             value=defaults.duration,
             step=1,
@@ -101,7 +116,7 @@ def build_form() -> Form:
         long_mode = gr.Checkbox(
             value=False,
             label="Longer than 30 s",
-            info="Unlocks up to 120 s: slower and less coherent.",
+            info=f"Unlocks up to {form_rules.LONG_MAX_SECONDS} s: slower and less coherent.",
             elem_id="long-mode",
             scale=1,
             min_width=160,
@@ -169,7 +184,7 @@ def build_form() -> Form:
             )
             top_p = gr.Slider(
                 0,
-                1,
+                TOP_P_MAX,
                 value=defaults.top_p,
                 step=0.01,
                 label="Top-p",
@@ -180,10 +195,10 @@ def build_form() -> Form:
             )
         with gr.Row():
             temperature = gr.Slider(
-                0.05,
-                2,
+                TEMPERATURE_STEP,
+                TEMPERATURE_MAX,
                 value=defaults.temperature,
-                step=0.05,
+                step=TEMPERATURE_STEP,
                 label="Temperature",
                 info="Lower: more predictable; higher: more adventurous. Default 1.",
                 elem_id="temperature",
@@ -191,7 +206,7 @@ def build_form() -> Form:
             )
             classifier_free_guidance = gr.Slider(
                 0,
-                10,
+                GUIDANCE_MAX,
                 value=defaults.classifier_free_guidance,
                 step=1,
                 label="Guidance",
@@ -227,7 +242,7 @@ def build_form() -> Form:
                 min_width=220,
             )
             output_format = gr.Radio(
-                ["wav", "mp3"],
+                list(OUTPUT_FORMATS),
                 value=defaults.output_format,
                 label="Output format",
                 info="wav: lossless, larger. mp3: smaller.",
