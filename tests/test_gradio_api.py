@@ -90,7 +90,8 @@ def test_generate_is_named_with_the_model_inputs_and_runs_end_to_end(
     assert list(api["named_endpoints"]) == ["/generate"]  # nothing internal is exposed
     assert not api["unnamed_endpoints"]
     names = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
-    assert names == MODEL_INPUTS  # no api_token: the server has its own
+    # The model's inputs, then the engine; no api_token: the server has its own.
+    assert names == [*MODEL_INPUTS, "engine"]
 
     before = len(creates(emulator))
     audio, record = client.predict(
@@ -168,7 +169,7 @@ def test_the_server_token_never_leaves_the_server(server_app: AppProcess, root: 
     ]
     # The raw answer of one call, as any HTTP client sees it.
     values = ["raw call", None, 2, False, 0, None, "large", False, "rms", "wav"]
-    values += [None, 1.0, 250, 0.0, 3]
+    values += [None, 1.0, 250, 0.0, 3, ""]
     event = httpx.post(
         f"{base}/gradio_api/call/generate", json={"data": values}, timeout=30
     ).json()["event_id"]
@@ -188,7 +189,7 @@ def test_a_visitor_token_is_taken_as_api_token_and_never_echoed(
     client = client_for(visitor_app)
     api = client.view_api(return_format="dict", print_info=False)
     names = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
-    assert names == [*MODEL_INPUTS, "api_token"]
+    assert names == [*MODEL_INPUTS, "engine", "api_token"]
 
     with pytest.raises(Exception, match="No Replicate API token"):
         client.predict(prompt="no token", duration=2, api_name="/generate")

@@ -18,10 +18,12 @@ from ui.context import Studio
 from ui.identity import api_owner
 
 DESCRIPTION = (
-    "Generate music with meta/musicgen. Parameters are the model's own inputs; returns the "
-    "audio file and a JSON record of the run (library_id, prediction_id, status, seed, "
-    "predict_time, error, ...). Refused inputs raise an error naming each field; nothing is "
-    "sent then."
+    "Generate music with MusicGen. Parameters are the model's own inputs, plus `engine` "
+    "(local: this machine, replicate: Replicate; empty: the server's default). With the local "
+    "engine `model_version` is a Hugging Face checkpoint id (empty: the configured default). "
+    "Returns the audio file and a JSON record of the run (library_id, prediction_id, status, "
+    "seed, predict_time, engine, checkpoint, device, realtime_factor, error, ...). Refused "
+    "inputs raise an error naming each field; nothing is sent then."
 )
 
 
@@ -48,6 +50,7 @@ class GenerateApi:
         top_k: float | None = None,
         top_p: float | None = None,
         classifier_free_guidance: float | None = None,
+        engine: str | None = None,
         api_token: str | None = None,
     ) -> tuple[str | None, dict[str, Any]]:
         """Run one generation to its end; returns (audio file or None, run record)."""
@@ -70,11 +73,12 @@ class GenerateApi:
         }
         service = self.studio.service
         owner = api_owner(self.studio.settings.shared)
+        engine = (engine or "").strip().lower() or None
         try:
-            request, _ = await asyncio.to_thread(service.prepare, raw)
+            request, _ = await asyncio.to_thread(service.prepare, raw, engine)
             last = None
             async for update in service.generate(
-                request, token=self.studio.token(api_token), owner=owner
+                request, token=self.studio.token(api_token), owner=owner, engine=engine
             ):
                 last = update
         except RequestInvalid as err:
@@ -99,19 +103,24 @@ def build_api(studio: Studio) -> None:
             gr.Checkbox(False, label="continuation"),
             gr.Number(0, label="continuation_start"),
             gr.Number(None, label="continuation_end"),
-            gr.Dropdown(list(MODEL_VERSIONS), value="stereo-melody-large", label="model_version"),
+            # Text, not dropdowns: a value outside the choices then reaches our validation,
+            # which names the field and its allowed values (Gradio's own refusal does not).
+            gr.Textbox("", label="model_version", info=f"Replicate: {', '.join(MODEL_VERSIONS)}"),
             gr.Checkbox(False, label="multi_band_diffusion"),
-            gr.Dropdown(
-                list(NORMALIZATION_STRATEGIES), value="loudness", label="normalization_strategy"
+            gr.Textbox(
+                "loudness",
+                label="normalization_strategy",
+                info=", ".join(NORMALIZATION_STRATEGIES),
             ),
-            gr.Dropdown(list(OUTPUT_FORMATS), value="wav", label="output_format"),
+            gr.Textbox("wav", label="output_format", info=", ".join(OUTPUT_FORMATS)),
             gr.Number(None, label="seed"),
             gr.Number(1.0, label="temperature"),
             gr.Number(250, label="top_k"),
             gr.Number(0.0, label="top_p"),
             gr.Number(3, label="classifier_free_guidance"),
+            gr.Textbox("", label="engine", info="local, replicate, or empty for the default"),
         ]
-        if not studio.service.server_token_set:
+        if studio.service.engines.needs_visitor_token:
             inputs.append(gr.Textbox("", type="password", label="api_token"))
         outputs = [gr.Audio(label="audio", type="filepath"), gr.JSON(label="record")]
     gr.on(

@@ -21,7 +21,7 @@ STATUS_LABELS: dict[str, str] = {
     "idle": "Ready: set up your piece and press Generate.",
     "validating": "Checking your settings…",
     "preparing": "Preparing your clip…",
-    "creating": "Sending the request to Replicate…",
+    "creating": "Starting the run…",
     "pending": "Waiting to be sent…",
     "starting": "Queued: waiting for a GPU (the model may need to load first)…",
     "processing": "Generating…",
@@ -112,10 +112,21 @@ def warnings_html(notes: Iterable[str]) -> str:
     return "".join(message_html(n, kind="warning") for n in notes)
 
 
-def token_banner_html(missing: bool) -> str:
-    """The banner shown when no token is available (no server token, none pasted)."""
+def token_banner_html(missing: bool, *, local: bool = False) -> str:
+    """The banner shown when no token is available (no server token, none pasted).
+
+    With a local engine the studio works without one: the banner only says what a token adds.
+    """
     if not missing:
         return ""
+    if local:
+        return (
+            '<div class="ms-box ms-info ms-banner" role="status">'
+            "<b>Music is made on this machine; no account needed.</b> To use Replicate's "
+            "large models instead, paste your Replicate API token (from "
+            "replicate.com/account/api-tokens) below. It stays in this browser only; runs "
+            "on Replicate are billed to your account.</div>"
+        )
     return (
         '<div class="ms-box ms-warning ms-banner" role="status">'
         "<b>No Replicate API token yet: nothing can be generated.</b> Paste your own token "
@@ -133,9 +144,16 @@ def status_html(
     elapsed: float | None = None,
     error: str | None = None,
     prediction_id: str | None = None,
+    queue_position: int | None = None,
 ) -> str:
-    """The run's stage, how long it has taken, and why it ended when it did not succeed."""
+    """The run's stage, how long it has taken, and why it ended when it did not succeed.
+
+    `prediction_id` is linked to its page on replicate.com: pass it for Replicate runs only.
+    `queue_position` (1 = next) says where a run waits for this machine's model.
+    """
     label = STATUS_LABELS.get(status, status)
+    if queue_position is not None and status == "starting":
+        label = f"Queued (position {queue_position}): waiting for this machine's model…"
     parts = [f'<span class="ms-status-label">{esc(label)}</span>']
     if elapsed is not None:
         parts.append(f'<span class="ms-elapsed">{esc(seconds_text(elapsed))} elapsed</span>')
@@ -178,19 +196,25 @@ def idle_progress_html() -> str:
 
 
 def facts_html(summary: Mapping[str, Any]) -> str:
-    """The run's facts: model, length, seed used, predict time, prediction id with its link."""
+    """The run's facts: engine, model, length, seed used, predict time, where it was made."""
     pid = summary.get("prediction_id")
-    url = replicate_url(pid)
+    url = summary.get("web_url")
     link = f'<a href="{esc(url)}" target="_blank" rel="noopener">{esc(pid)}</a>' if url else "–"
     seed = summary.get("seed")
+    local = summary.get("engine") == "local"
     rows = [
-        ("Model", esc(model_text(summary.get("model_version")))),
+        ("Engine", esc(f"This machine ({summary.get('device')})" if local else "Replicate")),
+        ("Model", esc(summary.get("checkpoint") or model_text(summary.get("model_version")))),
         ("Length", esc(seconds_text(summary.get("audio_seconds")))),
         ("Seed used", esc(seed if seed is not None else "not reported")),
         ("Predict time", esc(seconds_text(summary.get("predict_time")))),
-        ("Format", esc(summary.get("output_format") or "–")),
-        ("Prediction", link),
     ]
+    rtf = summary.get("realtime_factor")
+    if rtf is not None:
+        rows.append(("Real-time factor", esc(f"{rtf:.2f}× (model seconds per audio second)")))
+    rows.append(("Format", esc(summary.get("output_format") or "–")))
+    if not local:
+        rows.append(("Prediction", link))
     cells = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return f'<table class="ms-facts" data-run="{esc(summary.get("library_id"))}">{cells}</table>'
 

@@ -14,6 +14,7 @@ from services.settings import DEFAULT_BASE_URL, Settings
 from ui import assets
 from ui.api import build_api
 from ui.context import Studio
+from ui.engine_picker import build_engine_picker, wire_engine_picker
 from ui.files import FileServer
 from ui.form_events import wire_form
 from ui.formatting import message_html, token_banner_html
@@ -59,10 +60,12 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 elem_id="base-url-note",
             )
         token: gr.components.Component
-        if service.server_token_set:
+        local = service.engines.local is not None
+        banner_html = token_banner_html(True, local=local)
+        if not service.engines.needs_visitor_token:
             token = gr.State(None)
         else:
-            banner = gr.HTML(token_banner_html(True), elem_id="token-banner")
+            banner = gr.HTML(banner_html, elem_id="token-banner")
             with gr.Row():
                 token = gr.Textbox(
                     label="Your Replicate API token",
@@ -77,7 +80,10 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=320):
                 notice = gr.HTML("", elem_id="form-notice")
+                picker = build_engine_picker(service.engines)
                 form = build_form()
+                # Replicate's models only show while Replicate is the chosen engine.
+                form.model_version.visible = not picker.local_model.visible
             with gr.Column(scale=2, min_width=320):
                 controls = build_controls()
                 view = build_run_view()
@@ -110,8 +116,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             return (identity, *history.first(identity, search, fav))
 
         loaded = demo.load(on_load, listing_inputs, [owner, *listing_outputs], **PRIVATE)
-        if not service.server_token_set:
-            banner_html = token_banner_html(True)
+        if service.engines.needs_visitor_token:
             demo.load(None, None, [token, banner], js=assets.token_load_js(banner_html))
             token.change(None, [token], [banner], js=assets.token_save_js(banner_html))
             forget.click(None, None, [token, banner], js=assets.token_forget_js(banner_html))
@@ -123,11 +128,12 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 ).then(history.same, current, listing_outputs, **PRIVATE)
 
         wire_form(form, clip_seconds, parent_run)
+        wire_engine_picker(picker, form.model_version)
 
         # -- generate and cancel
         generation = controls.generate.click(
             runs.generate,
-            [owner, token, parent_run, *form.components()],
+            [owner, token, parent_run, picker.engine, picker.local_model, *form.components()],
             runs.outputs(),
             concurrency_limit=GENERATION_CONCURRENCY,
             concurrency_id="generation",

@@ -25,6 +25,7 @@ class RunView:
 
     status: gr.HTML
     progress: gr.HTML
+    preview: gr.Audio  # streams the start of a take while the local engine still makes it
     logs: gr.Textbox
     result_audio: gr.Audio
     download: gr.DownloadButton
@@ -50,6 +51,14 @@ def build_controls() -> Controls:
 def build_run_view() -> RunView:
     status = gr.HTML(status_html("idle"), elem_id="run-status")
     progress = gr.HTML(idle_progress_html(), elem_id="run-progress")
+    preview = gr.Audio(
+        label="Listen while it is made",
+        streaming=True,
+        autoplay=False,
+        interactive=False,
+        visible=False,
+        elem_id="run-preview",
+    )
     with gr.Accordion("Logs", open=False, elem_id="logs-accordion"):
         logs = gr.Textbox(
             label="Model logs",
@@ -85,6 +94,7 @@ def build_run_view() -> RunView:
     return RunView(
         status=status,
         progress=progress,
+        preview=preview,
         logs=logs,
         result_audio=result_audio,
         download=download,

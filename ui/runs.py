@@ -9,9 +9,11 @@ from typing import Any
 
 import gradio as gr
 
+from services.engine import LOCAL
 from services.errors import RequestInvalid, StudioError
 from services.events import Progress, RunUpdate
 from ui.context import Studio
+from ui.engine_picker import model_for
 from ui.form_rules import FormValues, request_values
 from ui.formatting import (
     errors_html,
@@ -70,6 +72,7 @@ class RunHandlers:
             c.cancel,
             v.status,
             v.progress,
+            v.preview,
             v.logs,
             v.result_audio,
             v.download,
@@ -94,15 +97,22 @@ class RunHandlers:
         return {b: gr.update(interactive=enabled) for b in buttons}
 
     async def generate(
-        self, owner_value: Any, token_value: Any, parent_run: str | None, *form: Any
+        self,
+        owner_value: Any,
+        token_value: Any,
+        parent_run: str | None,
+        engine: str | None,
+        local_model: str | None,
+        *form: Any,
     ) -> AsyncIterator[Updates]:
         """Validate (nothing is sent if refused), then run and show every change."""
         c, v = self.controls, self.view
         owner = self.studio.owner(owner_value)
         token = self.studio.token(token_value)
         values = request_values(FormValues(*form))
+        model_for(engine, local_model, values)
         try:
-            request, notes = await asyncio.to_thread(self.studio.service.prepare, values)
+            request, notes = await asyncio.to_thread(self.studio.service.prepare, values, engine)
         except RequestInvalid as err:
             yield {c.errors: errors_html(err.errors), v.status: status_html("idle")}
             return
@@ -110,31 +120,37 @@ class RunHandlers:
             c.errors: warnings_html(notes),
             v.status: status_html("validating"),
             v.progress: progress_html(None, None),
+            v.preview: gr.update(value=None, visible=False),
             v.logs: "",
             **self._buttons(running=True),
         }
         logs: list[str] = []
         progress: Progress | None = None
         last: RunUpdate | None = None
+        link = engine != LOCAL  # a Replicate prediction has a page on replicate.com
         updates = self.studio.service.generate(
-            request, token=token, owner=owner, parent_run_id=parent_run or None
+            request, token=token, owner=owner, engine=engine, parent_run_id=parent_run or None
         )
         try:
             async for update in updates:
                 last = update
                 logs.extend(update.new_logs)
                 progress = update.progress or progress
-                yield {
+                changes: Updates = {
                     v.status: status_html(
                         update.status,
                         elapsed=update.elapsed,
-                        prediction_id=update.prediction_id,
+                        prediction_id=update.prediction_id if link else None,
                         error=update.error,
+                        queue_position=update.queue_position,
                     ),
                     v.progress: _progress(progress),
                     v.logs: "\n".join(logs[-LOG_LINES_SHOWN:]),
                     v.current_run: update.run_id,
                 }
+                if update.preview_path:
+                    changes[v.preview] = gr.update(value=update.preview_path, visible=True)
+                yield changes
         except GeneratorExit:
             await _cancel_inner(updates)
             raise
@@ -170,7 +186,7 @@ class RunHandlers:
                 v.status: status_html(
                     last.status,
                     elapsed=last.elapsed,
-                    prediction_id=last.prediction_id,
+                    prediction_id=last.prediction_id if record and record.engine != LOCAL else None,
                     error=last.error,
                 ),
                 **done,
@@ -180,7 +196,9 @@ class RunHandlers:
         fmt = record.audio_format or "audio"
         return {
             v.status: status_html(
-                "succeeded", elapsed=last.elapsed, prediction_id=last.prediction_id
+                "succeeded",
+                elapsed=last.elapsed,
+                prediction_id=last.prediction_id if record.engine != LOCAL else None,
             ),
             # The last progress line may come before the final one: the run is complete.
             v.progress: _progress(progress, complete=True),
@@ -237,7 +255,9 @@ class RunHandlers:
         return {
             v.status: status_html(
                 status,
-                prediction_id=record.prediction_id if record is not None else None,
+                prediction_id=(
+                    record.prediction_id if record is not None and record.engine != LOCAL else None
+                ),
                 error=error,
             ),
             v.current_run: None,

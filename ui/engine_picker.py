@@ -1,0 +1,76 @@
+"""Which engine makes the next run ("This machine" or "Replicate"), and its model choices.
+
+Replicate's four models keep their radio in the form; the local engine's checkpoints get a
+dropdown of their own, shown instead of that radio while "This machine" is chosen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from services.engine import LOCAL
+from services.engines import Engines
+
+
+@dataclass
+class EnginePicker:
+    """The engine choice and the local checkpoint dropdown."""
+
+    engine: gr.Radio
+    local_model: gr.Dropdown
+
+
+def build_engine_picker(engines: Engines) -> EnginePicker:
+    """Lay out the picker; hidden when this deployment offers one engine only."""
+    options = engines.options()
+    default = engines.default_name()
+    engine = gr.Radio(
+        [(o.label, o.name) for o in options],
+        value=default,
+        label="Engine",
+        info="This machine needs no account; Replicate runs the large models on its GPUs "
+        "(needs a token, billed to your account).",
+        visible=len(options) > 1,
+        elem_id="engine-choice",
+    )
+    local = engines.local
+    choices = (
+        [(f"{name} · {what}", name) for name, what in local.model_choices().items()]
+        if local is not None
+        else []
+    )
+    local_model = gr.Dropdown(
+        choices,
+        value=local.default_model() if local is not None else None,
+        label="Model on this machine",
+        info="Hugging Face checkpoints; the first run of one downloads it. A melody clip uses "
+        "the configured melody checkpoint when this one cannot follow a melody.",
+        visible=default == LOCAL,
+        elem_id="local-model",
+    )
+    return EnginePicker(engine=engine, local_model=local_model)
+
+
+def wire_engine_picker(picker: EnginePicker, replicate_model: gr.components.Component) -> None:
+    """Show the model choice that belongs to the chosen engine."""
+
+    def switch(name: str | None) -> tuple[Any, Any]:
+        local = name == LOCAL
+        return gr.update(visible=local), gr.update(visible=not local)
+
+    picker.engine.change(
+        switch,
+        [picker.engine],
+        [picker.local_model, replicate_model],
+        api_visibility="private",
+        show_progress="hidden",
+    )
+
+
+def model_for(engine: str | None, local_model: str | None, values: dict[str, Any]) -> None:
+    """Put the chosen local checkpoint in the request's values when the run is local."""
+    if engine == LOCAL:
+        values["model_version"] = local_model or None
