@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from pydub.generators import Sine
 
 from services.audio import (
+    CLIP_MAX_SECONDS,
     DATA_URL_MAX_BYTES,
     MAX_UPLOAD_BYTES,
     check_output,
@@ -156,6 +158,84 @@ def test_a_file_named_like_an_option_is_still_just_a_file(clips, tmp_path, monke
     (tmp_path / "-i").write_bytes((clips / "tone.wav").read_bytes())
     monkeypatch.chdir(tmp_path)
     assert probe("-i").seconds == pytest.approx(SECONDS, abs=0.01)
+
+
+def _data_chunk(wav: bytes) -> int:
+    """Where a WAV's data chunk header starts."""
+    pos = 12
+    while True:
+        chunk, length = struct.unpack("<4sI", wav[pos : pos + 8])
+        if chunk == b"data":
+            return pos
+        pos += 8 + length + (length & 1)
+
+
+def lying_wav(source: Path, dest: Path, claimed_seconds: float) -> Path:
+    """A copy of a mono 16-bit 44.1 kHz WAV whose header claims `claimed_seconds` of sound."""
+    wav = bytearray(source.read_bytes())
+    pos = _data_chunk(bytes(wav))
+    claimed = int(claimed_seconds * 44100) * 2
+    struct.pack_into("<I", wav, pos + 4, claimed)
+    struct.pack_into("<I", wav, 4, pos + claimed)  # the RIFF size agrees with the lie
+    dest.write_bytes(wav)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def mono_wav(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("mono") / "tone.wav"
+    ffmpeg(*TONE, "-ac", "1", "-c:a", "pcm_s16le", str(path))
+    return path
+
+
+def test_a_wav_whose_header_claims_less_sound_is_measured_whole(mono_wav, tmp_path):
+    lie = lying_wav(mono_wav, tmp_path / "lie.wav", 0.5)
+    assert ffprobe(lie)["seconds"] == pytest.approx(0.5, abs=0.01)  # players believe it
+    assert probe(lie).seconds == pytest.approx(SECONDS, abs=0.01)
+    # What is sent is what was measured: all of the sound, as FLAC.
+    prepared = prepare_input_audio(lie, tmp_path / "work")
+    assert prepared.converted and prepared.content_type == "audio/flac"
+    assert prepared.seconds == pytest.approx(SECONDS, abs=0.01)
+    assert ffprobe(prepared.path)["seconds"] == pytest.approx(SECONDS, abs=0.01)
+
+
+def test_a_wav_whose_header_claims_more_sound_is_measured_by_what_is_there(mono_wav, tmp_path):
+    lie = lying_wav(mono_wav, tmp_path / "hour.wav", 3600)
+    assert probe(lie).seconds == pytest.approx(SECONDS, abs=0.01)
+
+
+def test_metadata_after_a_wavs_sound_is_not_counted_as_sound(mono_wav, tmp_path):
+    wav = bytearray(mono_wav.read_bytes())
+    tail = b"LIST" + struct.pack("<I", 4000) + b"INFO" + b"\0" * 3996
+    wav += tail
+    struct.pack_into("<I", wav, 4, len(wav) - 8)
+    tagged = tmp_path / "tagged.wav"
+    tagged.write_bytes(wav)
+    assert probe(tagged).seconds == pytest.approx(SECONDS, abs=0.01)
+    prepared = prepare_input_audio(tagged, tmp_path / "work")
+    assert not prepared.converted and prepared.path == tagged  # sent untouched
+
+
+def test_decoding_stops_just_past_a_limit(clips):
+    assert probe(clips / "tone.mp3", max_seconds=1).seconds == pytest.approx(2, abs=0.05)
+    assert probe(clips / "tone.mp3", max_seconds=10).seconds == pytest.approx(SECONDS, abs=0.1)
+
+
+def test_a_clip_longer_than_the_limit_is_refused_before_preparing(clips, tmp_path):
+    assert CLIP_MAX_SECONDS == 600
+    with pytest.raises(AudioError) as caught:
+        prepare_input_audio(clips / "tone.flac", tmp_path / "work", max_seconds=2)
+    assert str(caught.value) == (
+        "This clip lasts more than 2 seconds, the limit for input audio. Trim it to the part "
+        "you need (for a melody, the part that fits your piece) and add it again."
+    )
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_lying_wav_above_the_limit_is_refused(mono_wav, tmp_path):
+    lie = lying_wav(mono_wav, tmp_path / "lie.wav", 0.5)
+    with pytest.raises(AudioError, match="lasts more than 2 seconds"):
+        prepare_input_audio(lie, tmp_path / "work", max_seconds=2)
 
 
 # -- preparing input clips -----------------------------------------------------------------
