@@ -1,0 +1,9 @@
+"""The local engine: Hugging Face `transformers` MusicGen running in this process.
+
+Importing this package imports neither torch nor transformers; they load with the first run.
+"""
+
+from services.local.config import LocalConfig, local_engine_available
+from services.local.engine import LocalEngine
+
+__all__ = ["LocalConfig", "LocalEngine", "local_engine_available"]

@@ -1,0 +1,415 @@
+"""`LocalEngine`: MusicGen in this process, one generation at a time, behind the `Engine` interface.
+
+Runs wait in a first-in-first-out queue served by one worker thread (one device, one model
+pass at a time: a second pass would only halve the speed of both). The worker loads each
+checkpoint once and keeps it for every later run and visitor. It reports through each run's
+asyncio queue, filled from the thread with `call_soon_threadsafe`, so the event loop never
+waits on the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import json
+import logging
+import secrets
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.audio import check_output
+from services.engine import LOCAL, EngineRun
+from services.errors import FieldError, StudioError
+from services.events import Progress, RunUpdate
+from services.library_records import RunRecord
+from services.local.audio_io import write_audio
+from services.local.checkpoints import KNOWN_CHECKPOINTS, Device, choose_device, describe
+from services.local.config import LocalConfig
+from services.local.loader import MELODY_TYPE, LoadedModel, load
+from services.local.synth import Canceled, Hooks, synthesize
+from services.request import COHERENT_MAX_SECONDS, GenerationRequest
+
+log = logging.getLogger(__name__)
+
+CANCELED_MESSAGE = "Canceled by you."
+LOST_MESSAGE = "This run is no longer running on this machine (the app was restarted while it ran)."
+# Finished runs remembered so a late cancel can answer "succeeded"; older ones are forgotten.
+REMEMBERED_RUNS = 1000
+HUB_PREFIX = "facebook/musicgen-"
+
+
+@dataclass(eq=False)
+class _Job:
+    """One run's live state, shared by the event loop and the worker thread."""
+
+    run: EngineRun
+    request: GenerationRequest
+    seed: int
+    workdir: Path
+    loop: asyncio.AbstractEventLoop
+    notes: tuple[str, ...]
+    updates: asyncio.Queue[RunUpdate] = field(default_factory=asyncio.Queue)
+    canceled: threading.Event = field(default_factory=threading.Event)
+    done: concurrent.futures.Future[str] = field(default_factory=concurrent.futures.Future)
+
+    def emit(self, update: RunUpdate) -> None:
+        """Hand `update` to the follower; safe from any thread."""
+        # A closed loop means nobody is listening any more.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.updates.put_nowait, update)
+
+    def finish(self, update: RunUpdate) -> None:
+        self.emit(update)
+        if not self.done.done():
+            self.done.set_result(update.status)
+
+
+class LocalEngine:
+    """MusicGen through Hugging Face `transformers`, on this machine's GPU or CPU."""
+
+    def __init__(self, config: LocalConfig | None = None) -> None:
+        self.config = config or LocalConfig()
+        self._lock = threading.Condition()  # guards the queue, the jobs and the worker
+        self._queue: deque[_Job] = deque()
+        self._jobs: dict[str, _Job] = {}
+        self._finished: OrderedDict[str, str] = OrderedDict()
+        self._worker: threading.Thread | None = None
+        self._busy = False
+        self._closed = False
+        self._models: dict[str, LoadedModel] = {}
+        self._models_lock = threading.Lock()  # one load at a time; others wait for it
+        self._device: Device | None = None
+
+    # -- what the page and the service know beforehand ---------------------------------------
+
+    @property
+    def name(self) -> str:
+        return LOCAL
+
+    @property
+    def label(self) -> str:
+        return "This machine"
+
+    def model_choices(self) -> Mapping[str, str]:
+        choices = dict(KNOWN_CHECKPOINTS)
+        for configured in (self.config.default_model, self.config.melody_model):
+            choices.setdefault(configured, describe(configured))
+        return choices
+
+    def default_model(self) -> str:
+        return self.config.default_model
+
+    def resolve_model(self, model_version: str) -> str | None:
+        """The checkpoint `model_version` names, or None if unknown.
+
+        Empty means the default; Replicate's short names (e.g. "stereo-melody-large") are
+        accepted for the facebook/musicgen-* checkpoint of the same name.
+        """
+        name = model_version.strip()
+        if not name:
+            return self.config.default_model
+        if name in self.model_choices():
+            return name
+        if f"{HUB_PREFIX}{name}" in KNOWN_CHECKPOINTS:
+            return f"{HUB_PREFIX}{name}"
+        return None
+
+    def check(self, request: GenerationRequest) -> list[FieldError]:
+        errors: list[FieldError] = []
+        if self.resolve_model(request.model_version) is None:
+            listed = ", ".join(self.model_choices())
+            errors.append(
+                FieldError(
+                    "model_version",
+                    f"This machine has no model called “{request.model_version}”. "
+                    f"Choose one of: {listed}.",
+                )
+            )
+        if request.multi_band_diffusion:
+            errors.append(
+                FieldError(
+                    "multi_band_diffusion",
+                    "Multi-band diffusion is not available on this machine. Turn it off, or "
+                    "make this run on Replicate.",
+                )
+            )
+        if request.duration > COHERENT_MAX_SECONDS:
+            errors.append(
+                FieldError(
+                    "duration",
+                    f"On this machine one run makes at most {COHERENT_MAX_SECONDS} s (the "
+                    "model's own limit). Make a shorter piece and extend it for more.",
+                )
+            )
+        return errors
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    async def start(self, request: GenerationRequest, *, workdir: Path) -> EngineRun:
+        """Queue `request`; it starts as soon as the device is free."""
+        errors = self.check(request)
+        if errors:
+            raise StudioError("\n".join(str(e) for e in errors))
+        device = await asyncio.to_thread(self._resolve_device)
+        checkpoint, notes = await asyncio.to_thread(self._choose_checkpoint, request)
+        seed = (
+            request.seed if request.seed not in (None, 0, -1) else secrets.randbelow(2**31 - 1) + 1
+        )
+        assert seed is not None
+        run = EngineRun(
+            id=uuid.uuid4().hex,
+            engine=LOCAL,
+            checkpoint=checkpoint,
+            device=device.name,
+            state={"seed": seed},
+        )
+        job = _Job(run, request, seed, workdir, asyncio.get_running_loop(), notes)
+        with self._lock:
+            if self._closed:
+                raise StudioError("The local engine is shutting down; try again in a moment.")
+            self._jobs[run.id] = job
+            self._queue.append(job)
+            waiting = len(self._queue) if self._busy or len(self._queue) > 1 else 0
+            if waiting:
+                job.emit(self._queued(job, waiting))
+            self._ensure_worker()
+            self._lock.notify_all()
+        return run
+
+    async def follow(
+        self, run: EngineRun, *, started: float, workdir: Path
+    ) -> AsyncIterator[RunUpdate]:
+        job = self._jobs.get(run.id)
+        if job is None:
+            status = self._finished.get(run.id)
+            yield RunUpdate(
+                status="failed",
+                prediction_id=run.id,
+                error=LOST_MESSAGE if status is None else f"This run already ended ({status}).",
+                elapsed=time.monotonic() - started,
+            )
+            return
+        while True:
+            update = await job.updates.get()
+            yield dataclasses.replace(update, elapsed=time.monotonic() - started)
+            if update.finished:
+                return
+
+    async def cancel(self, run: EngineRun) -> str:
+        """Take a waiting run out of the queue, or stop a running one within one step."""
+        with self._lock:
+            job = self._jobs.get(run.id)
+            if job is None:
+                return self._finished.get(run.id, "canceled")
+            if job in self._queue:
+                self._queue.remove(job)
+                self._retire(job)
+                job.finish(self._canceled(job))
+                self._announce_positions()
+                return "canceled"
+            job.canceled.set()
+        return await asyncio.wrap_future(job.done)
+
+    async def resume(self, record: RunRecord, *, workdir: Path) -> EngineRun | None:
+        """Make a run left in flight again: exactly the same music when its seed is known."""
+        if record.seed is None:
+            return None
+        request = dataclasses.replace(
+            GenerationRequest.from_dict(dict(record.request)), seed=record.seed
+        )
+        return await self.start(request, workdir=workdir)
+
+    async def aclose(self) -> None:
+        """Nothing per visitor: the model stays loaded for everyone."""
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """At process end: drop waiting runs, stop the running one, let the worker finish."""
+        with self._lock:
+            self._closed = True
+            for job in list(self._queue):
+                self._retire(job)
+                job.finish(self._canceled(job))
+            self._queue.clear()
+            for job in self._jobs.values():
+                job.canceled.set()
+            self._lock.notify_all()
+            worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+
+    def preload(self, checkpoint: str | None = None) -> LoadedModel:
+        """Load a checkpoint now (blocking), e.g. at start-up or before a benchmark."""
+        return self._model(checkpoint or self.config.default_model, lambda line: None)
+
+    # -- the worker ------------------------------------------------------------------------------
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._work, name="musicgen-local", daemon=True)
+            self._worker.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closed:
+                    self._lock.wait()
+                if self._closed:
+                    return
+                job = self._queue.popleft()
+                self._busy = True
+                self._announce_positions()
+            try:
+                self._run(job)
+            finally:
+                with self._lock:
+                    self._busy = False
+                    self._retire(job)
+
+    def _run(self, job: _Job) -> None:
+        """One run from the queue to its terminal update; never raises."""
+        run_id = job.run.id
+        last = {"done": -1}
+
+        def say(line: str) -> None:
+            job.emit(RunUpdate(status="processing", prediction_id=run_id, new_logs=(line,)))
+
+        def progress(done: int, total: int) -> None:
+            if done != last["done"]:
+                last["done"] = done
+                job.emit(
+                    RunUpdate(
+                        status="processing", prediction_id=run_id, progress=Progress(done, total)
+                    )
+                )
+
+        def preview(path: Path) -> None:
+            job.emit(RunUpdate(status="processing", prediction_id=run_id, preview_path=str(path)))
+
+        job.emit(
+            RunUpdate(
+                status="processing",
+                prediction_id=run_id,
+                new_logs=(*job.notes, f"Using seed {job.seed}"),
+                seed=job.seed,
+            )
+        )
+        hooks = Hooks(progress=progress, preview=preview, log=say, canceled=job.canceled)
+        try:
+            loaded = self._model(job.run.checkpoint, say)
+            if job.canceled.is_set():
+                raise Canceled
+            result = synthesize(
+                loaded,
+                job.request,
+                seed=job.seed,
+                workdir=job.workdir,
+                hooks=hooks,
+                preview_seconds=self.config.preview_seconds,
+            )
+            fmt = job.request.output_format
+            path = write_audio(
+                result.samples,
+                job.workdir / f"out.{fmt}",
+                sampling_rate=result.sampling_rate,
+                fmt=fmt,
+            )
+            check_output(path, job.request.duration)
+        except Canceled:
+            job.finish(self._canceled(job))
+            return
+        except StudioError as why:
+            job.finish(self._failed(job, str(why)))
+            return
+        except Exception as why:  # the musician sees a sentence; the server log keeps the rest
+            log.exception("local run %s failed", run_id)
+            job.finish(self._failed(job, f"The local engine failed: {why}"))
+            return
+        total = max(last["done"], 0)
+        job.finish(
+            RunUpdate(
+                status="succeeded",
+                prediction_id=run_id,
+                seed=job.seed,
+                audio_path=str(path),
+                progress=Progress(total, total),
+                predict_time=result.predict_time,
+                realtime_factor=result.predict_time / result.seconds,
+            )
+        )
+
+    def _model(self, checkpoint: str, say: Callable[[str], None]) -> LoadedModel:
+        """The loaded checkpoint, loading it on first use (other callers wait for that load)."""
+        with self._models_lock:
+            loaded = self._models.get(checkpoint)
+            if loaded is None:
+                loaded = load(checkpoint, self._resolve_device(), say)
+                self._models[checkpoint] = loaded
+                say(f"Model {checkpoint} loaded successfully.")
+            return loaded
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _resolve_device(self) -> Device:
+        if self._device is None:
+            self._device = choose_device(self.config.device)
+        return self._device
+
+    def _choose_checkpoint(self, request: GenerationRequest) -> tuple[str, tuple[str, ...]]:
+        """The checkpoint to run, and a log note when a melody clip switched it."""
+        checkpoint = self.resolve_model(request.model_version) or self.config.default_model
+        if request.uses_melody and not _is_melody(checkpoint):
+            melody = self.config.melody_model
+            note = (
+                f"{checkpoint} can't follow a melody: this run uses {melody} to follow your clip."
+            )
+            return melody, (note,)
+        return checkpoint, ()
+
+    def _announce_positions(self) -> None:
+        """Tell every waiting run its new place (caller holds the lock)."""
+        for place, waiting in enumerate(self._queue, start=1):
+            waiting.emit(self._queued(waiting, place))
+
+    def _retire(self, job: _Job) -> None:
+        """Forget a run's live state, remembering how it ended (caller holds the lock)."""
+        self._jobs.pop(job.run.id, None)
+        self._finished[job.run.id] = job.done.result() if job.done.done() else "canceled"
+        while len(self._finished) > REMEMBERED_RUNS:
+            self._finished.popitem(last=False)
+
+    @staticmethod
+    def _queued(job: _Job, place: int) -> RunUpdate:
+        return RunUpdate(
+            status="starting",
+            prediction_id=job.run.id,
+            queue_position=place,
+            new_logs=(f"Queued (position {place})",),
+        )
+
+    @staticmethod
+    def _canceled(job: _Job) -> RunUpdate:
+        return RunUpdate(
+            status="canceled", prediction_id=job.run.id, seed=job.seed, error=CANCELED_MESSAGE
+        )
+
+    @staticmethod
+    def _failed(job: _Job, message: str) -> RunUpdate:
+        return RunUpdate(status="failed", prediction_id=job.run.id, seed=job.seed, error=message)
+
+
+def _is_melody(checkpoint: str) -> bool:
+    """Whether a checkpoint can follow a melody: its config for folders, its name otherwise."""
+    config = Path(checkpoint).expanduser() / "config.json"
+    if config.is_file():
+        try:
+            return json.loads(config.read_text()).get("model_type") == MELODY_TYPE
+        except (OSError, ValueError):
+            return False
+    return "melody" in checkpoint.rsplit("/", 1)[-1]
