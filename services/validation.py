@@ -47,6 +47,11 @@ SEED_MAX = 2**32 - 1
 CLIP_MAX_BYTES = MAX_UPLOAD_BYTES
 
 
+def _plain(number: float) -> str:
+    """A limit as written by hand: 300, 4294967295, 0.5 (never 4.29497e+09)."""
+    return str(int(number)) if float(number).is_integer() else format(number, "g")
+
+
 @dataclass(frozen=True)
 class Limit:
     """A field's allowed values: from `low` to `high` (`low` itself excluded if `low_open`)."""
@@ -63,7 +68,7 @@ class Limit:
 
     def words(self) -> str:
         """The range as a musician reads it: "a whole number of seconds from 1 to 300"."""
-        low, high = format(self.low, "g"), format(self.high, "g")
+        low, high = _plain(self.low), _plain(self.high)
         kind = "a whole number" if self.whole else "a number"
         if self.unit == "s":
             kind += " of seconds"
@@ -303,7 +308,7 @@ _FIELDS: dict[str, _Field] = {
     ),
     "seed": _Field(
         _seed,
-        f"Seed must be a whole number from 1 to {SEED_MAX}",
+        _rule("Seed", "seed"),
         "Leave it empty (or enter -1) for a random seed.",
         empty_is_none=True,
     ),
