@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 import ui
-from services.engine import Engine
+from services.engines import local_engine
 from services.generation import GenerationService
 from services.library import Library
 from services.settings import Settings
@@ -50,25 +49,6 @@ def startup(service: GenerationService) -> Callable[[Any], AbstractAsyncContextM
                 await task
 
     return lifespan
-
-
-def local_engine(settings: Settings) -> Engine | None:
-    """The one local engine of this process, when MUSICGEN_ENGINE allows it and it is installed.
-
-    Its model loads with the first local run, not here: the page is up in seconds.
-    """
-    if settings.engine == "replicate":
-        return None
-    from services.local import LocalConfig, LocalEngine, local_engine_available
-
-    if not local_engine_available():
-        if settings.engine == "local":
-            raise SystemExit(
-                "MUSICGEN_ENGINE=local, but the local engine is not installed: "
-                "pip install -r requirements-local.txt"
-            )
-        return None
-    return LocalEngine(LocalConfig.from_env(os.environ))
 
 
 def build_app(settings: Settings) -> tuple[gr.Blocks, GenerationService]:

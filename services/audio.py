@@ -206,6 +206,8 @@ def _friendly(format_name: str) -> str:
 
 def _header_seconds(probed: dict[str, Any], stream: dict[str, Any]) -> float | None:
     for value in (probed.get("format", {}).get("duration"), stream.get("duration")):
+        if value is None:
+            continue
         try:
             seconds = float(value)
         except (TypeError, ValueError):

@@ -7,8 +7,9 @@ possible the page offers a choice per run, and a visitor's own token unlocks Rep
 
 from __future__ import annotations
 
+import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -112,3 +113,22 @@ class Engines:
         if not resolved or not self.replicate_allowed:
             raise StudioError(NO_TOKEN_MESSAGE if self.replicate_allowed else REPLICATE_OFF_MESSAGE)
         return self._client_factory(resolved)
+
+
+def local_engine(settings: Settings, env: Mapping[str, str] | None = None) -> Engine | None:
+    """The one local engine of this process, when MUSICGEN_ENGINE allows it and it is installed.
+
+    Its model loads with the first local run, not here: the page is up in seconds.
+    """
+    if settings.engine == REPLICATE:
+        return None
+    from services.local import LocalConfig, LocalEngine, local_engine_available
+
+    if not local_engine_available():
+        if settings.engine == LOCAL:
+            raise StudioError(
+                "MUSICGEN_ENGINE=local, but the local engine is not installed: "
+                "pip install -r requirements-local.txt"
+            )
+        return None
+    return LocalEngine(LocalConfig.from_env(os.environ if env is None else env))

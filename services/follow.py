@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -64,7 +64,7 @@ class RunSource(Protocol):
 
     def stream_events(
         self, url: str, *, last_event_id: str | None = None
-    ) -> AsyncIterator[ServerSentEvent]: ...
+    ) -> AsyncGenerator[ServerSentEvent, None]: ...
 
 
 def final_error(prediction: dict[str, Any]) -> str | None:
@@ -397,9 +397,9 @@ async def _poll(
             next_at = time.monotonic() + policy.starting_max
             continue
         failures = 0
-        update = tracker.observe(prediction, hint=hint)
-        if update is not None:
-            yield update
+        change = tracker.observe(prediction, hint=hint)
+        if change is not None:
+            yield change
         if tracker.finished:
             return
         next_at = schedule.next_poll(

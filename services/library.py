@@ -25,6 +25,7 @@ instance keeps open.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import math
@@ -354,9 +355,9 @@ class Library:
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
+        assert record is not None
         if current.audio_path and current.audio_path != record.audio_path:
             (self.data_dir / current.audio_path).unlink(missing_ok=True)
-        assert record is not None
         return record
 
     def set_favourite(self, run_id: str, owner: str | None, value: bool) -> RunRecord | None:
@@ -473,7 +474,7 @@ class Library:
         counts["in_flight"] = sum(counts[s] for s in IN_FLIGHT_STATUSES)
         return counts
 
-    def in_flight(self) -> list[RunRecord]:
+    def in_flight(self) -> builtins.list[RunRecord]:
         """Runs of every owner that were pending, starting or processing; oldest first."""
         marks = ", ".join("?" for _ in IN_FLIGHT_STATUSES)
         with self._read() as conn:
@@ -527,7 +528,7 @@ class Library:
             raise RunNotFound(run_id)
         return write_export(record, self.audio_file(record), Path(dest_dir))
 
-    def enforce_cap(self, *, keep: Iterable[str] = ()) -> list[RunRecord]:
+    def enforce_cap(self, *, keep: Iterable[str] = ()) -> builtins.list[RunRecord]:
         """With `max_mb`: delete the oldest finished, non-favourite runs that hold audio until
         the stored audio fits; returns the removed runs so the caller can say so.
 

@@ -57,11 +57,6 @@ def copy_atomic(src: Path, dest: Path) -> Path:
     return write_atomic(dest, fill)
 
 
-def write_bytes_atomic(dest: Path, data: bytes) -> Path:
-    """Write `data` to `dest` atomically."""
-    return write_atomic(dest, lambda out: out.write(data))
-
-
 def remove_stale_parts(folder: Path, *, older_than: float = 3600.0) -> int:
     """Delete temporary files a crashed writer left behind; returns how many.
 

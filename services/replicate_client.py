@@ -21,7 +21,7 @@ import ssl
 import tempfile
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -632,7 +632,7 @@ class ReplicateClient:
 
     async def stream_events(
         self, url: str, *, last_event_id: str | None = None
-    ) -> AsyncIterator[ServerSentEvent]:
+    ) -> AsyncGenerator[ServerSentEvent, None]:
         """The server-sent events of a run's `urls.stream`; StreamUnavailable if it won't open."""
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
         if last_event_id:

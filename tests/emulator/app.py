@@ -173,6 +173,19 @@ def input_problem(fields: list[dict[str, str]]) -> JSONResponse:
 
 
 async def create_prediction(request: Request) -> Response:
+    return await _create(request)
+
+
+async def create_deployment_prediction(request: Request) -> Response:
+    """POST /v1/deployments/{owner}/{name}/predictions: the deployment fixes the version."""
+    name = f"{request.path_params['owner']}/{request.path_params['name']}"
+    version = state_of(request).config.deployments.get(name)
+    if token_of(request) is not None and version is None:
+        return problem({"title": "Not found", "detail": "Not found.", "status": 404})
+    return await _create(request, deployment_version=version)
+
+
+async def _create(request: Request, deployment_version: str | None = None) -> Response:
     state = state_of(request)
     token = token_of(request)
     if token is None:
@@ -209,6 +222,17 @@ async def create_prediction(request: Request) -> Response:
         for key in body
         if key not in BODY_KEYS
     ]
+    if deployment_version is not None:
+        # A deployment's body has no version: the deployment decides it.
+        if "version" in body:
+            root_problems.append(
+                {
+                    "type": "additional_property_not_allowed",
+                    "field": "(root)",
+                    "description": "Additional property version is not allowed",
+                }
+            )
+        body = {**body, "version": deployment_version}
     root_problems += [
         {"type": "required", "field": "(root)", "description": f"{key} is required"}
         for key in ("version", "input")
@@ -594,6 +618,11 @@ async def control_predictions(request: Request) -> Response:
 
 ROUTES = [
     Route("/v1/predictions", create_prediction, methods=["POST"]),
+    Route(
+        "/v1/deployments/{owner}/{name}/predictions",
+        create_deployment_prediction,
+        methods=["POST"],
+    ),
     Route("/v1/predictions", list_predictions, methods=["GET"]),
     Route("/v1/predictions/{id}", get_prediction, methods=["GET"]),
     Route("/v1/predictions/{id}/cancel", cancel_prediction, methods=["POST"]),

@@ -11,6 +11,9 @@ MUSICGEN_MODEL = "meta/musicgen"
 DEFAULT_TOKEN = "test-token"
 
 
+DEFAULT_DEPLOYMENT = "acme/musicgen-studio"
+
+
 @dataclass
 class EmulatorConfig:
     """Behaviour knobs; changing them on a running emulator affects runs created afterwards.
@@ -22,6 +25,10 @@ class EmulatorConfig:
     tokens: list[str] = field(default_factory=lambda: [DEFAULT_TOKEN])
     no_credit_tokens: list[str] = field(default_factory=list)
     versions: list[str] = field(default_factory=lambda: [MUSICGEN_VERSION])
+    # Deployments (owner/name -> the version they run), for POST /v1/deployments/.../predictions.
+    deployments: dict[str, str] = field(
+        default_factory=lambda: {DEFAULT_DEPLOYMENT: MUSICGEN_VERSION}
+    )
     queue_seconds: float = 1.0
     run_seconds: float | None = None
     tokens_per_second: float = 100.0
