@@ -82,6 +82,8 @@ _UPDATABLE = frozenset(
         "checkpoint",
         "device",
         "realtime_factor",
+        "kind",
+        "compose",
     }
 )
 
@@ -139,6 +141,8 @@ def _clean_changes(changes: dict[str, Any]) -> dict[str, Any]:
         clean["logs_tail"] = logs_tail(clean["logs_tail"] or "")
     if "data_removed" in clean:
         clean["data_removed"] = int(bool(clean["data_removed"]))
+    if clean.get("compose") is not None:
+        clean["compose"] = json.dumps(clean["compose"], ensure_ascii=False)
     for name in ("started_at", "completed_at"):
         if name in clean:
             try:

@@ -113,6 +113,8 @@ class RunRecord:
     checkpoint: str | None = None
     device: str | None = None
     realtime_factor: float | None = None
+    kind: str = "take"
+    compose: dict[str, Any] | None = None
 
     @property
     def prompt(self) -> str:
@@ -177,6 +179,8 @@ class RunRecord:
             checkpoint=row["checkpoint"],
             device=row["device"],
             realtime_factor=row["realtime_factor"],
+            kind=row["kind"],
+            compose=json.loads(row["compose"]) if row["compose"] else None,
         )
 
 

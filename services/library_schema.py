@@ -14,7 +14,7 @@ from pathlib import Path
 
 from services.errors import StudioError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Seconds a connection waits for another writer (thread or process) before giving up.
 BUSY_TIMEOUT_SECONDS = 15.0
 
@@ -82,7 +82,21 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN realtime_factor REAL")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _v0_to_v1, 1: _v1_to_v2}
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    """Compositions: a long piece made of parts, a group of variations, a loop."""
+    # take (one run), extend (a chain of continuation parts), variations (a group of takes),
+    # loop (a take cut to whole bars); parts and takes point at their entry through parent_id.
+    conn.execute("ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'take'")
+    # JSON: the composition's own facts (parts and their time spans, target length, BPM, ...).
+    conn.execute("ALTER TABLE runs ADD COLUMN compose TEXT")
+    conn.execute("CREATE INDEX runs_parent ON runs (parent_id)")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    0: _v0_to_v1,
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+}
 
 
 def connect(db_path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
