@@ -17,10 +17,13 @@ from playwright.sync_api import expect
 
 from services.audio import probe
 from tests.browser_support import (
+    FINAL_STATUSES,
     AppProcess,
+    act_and_wait_text,
     app_env,
     browser,  # noqa: F401 - fixture
     card,
+    card_run_id,
     choose_dropdown,
     choose_radio,
     creates,
@@ -30,18 +33,24 @@ from tests.browser_support import (
     new_page,
     open_page,
     playable_seconds,
-    player_duration_text,
     prediction_link,
     progress_value,
-    run_status,
+    result_duration_text,
+    result_seconds,
+    run_progress,
     running_app,
     set_checkbox,
     set_number,
     set_prompt,
     set_token,
     shot,
+    status_prediction_id,
     upload_audio,
     wait_card,
+    wait_form_errors,
+    wait_progress,
+    wait_progress_steps,
+    wait_result,
     wait_status,
 )
 from tests.emulator import Emulator
@@ -123,10 +132,7 @@ def test_every_control_reaches_the_model_and_the_result_plays_and_stays(
     set_prompt(page, "anything")
     before = emulator.creates
     generate(page)
-    page.wait_for_function(
-        "() => (document.querySelector('#form-errors')?.innerText || '').includes('token')"
-    )
-    assert "No Replicate API token" in page.locator("#form-errors").inner_text()
+    assert "No Replicate API token" in wait_form_errors(page, "token")
     assert emulator.creates == before
     shot(page, "01-first-visit-no-token")
     set_token(page, VISITOR_TOKEN)
@@ -162,15 +168,11 @@ def test_every_control_reaches_the_model_and_the_result_plays_and_stays(
     before = len(creates(emulator))
     with emulator_timing(emulator, run_seconds=3.0):
         generate(page)
-        seen: list[int] = []
-        while run_status(page) not in {"succeeded", "failed", "canceled", "lost"}:
-            value = progress_value(page)
-            if 0 < value < 100 and value not in seen:
-                seen.append(value)
-                if len(seen) == 2:
-                    shot(page, "03-running-progress")
-            page.wait_for_timeout(100)
-    assert run_status(page) == "succeeded", page.locator("#run-status").inner_text()
+        if wait_progress_steps(page, 2):
+            shot(page, "03-running-progress")
+        status = wait_status(page, *FINAL_STATUSES)
+    assert status == "succeeded", page.locator("#run-status").inner_text()
+    seen = [v for v in run_progress(page) if 0 < v < 100]
     assert len(seen) >= 2, f"the progress bar did not move while running: {seen}"
     assert seen == sorted(seen)
     assert progress_value(page) == 100
@@ -202,9 +204,9 @@ def test_every_control_reaches_the_model_and_the_result_plays_and_stays(
     assert prediction.input_audio_info["duration"] == pytest.approx(6.0, abs=0.1)
 
     # The result: playable inline, downloadable as mp3, with its facts.
-    result = page.locator("#result-audio")
-    assert playable_seconds(page, result) == pytest.approx(35, abs=1.0)
-    assert player_duration_text(result) == "0:35"
+    run_id = wait_result(page)
+    assert result_seconds(page) == pytest.approx(35, abs=1.0)
+    assert result_duration_text(page) == "0:35"
     assert prediction_link(page) == prediction.id
     facts = page.locator("#result-facts").inner_text()
     assert "4242" in facts and "melody-large" in facts and "mp3" in facts
@@ -215,7 +217,7 @@ def test_every_control_reaches_the_model_and_the_result_plays_and_stays(
     shot(page, "04-result")
 
     # The run is in the gallery, playable there too.
-    run_card = wait_card(page, prompt, "succeeded")
+    run_card = wait_card(page, prompt, "succeeded", run_id=run_id)
     assert playable_seconds(page, run_card) == pytest.approx(35, abs=1.0)
     assert "melody-large" in run_card.inner_text()
     shot(page, "05-gallery")
@@ -223,12 +225,12 @@ def test_every_control_reaches_the_model_and_the_result_plays_and_stays(
     # After a reload: the run, and the visitor's token (kept in their browser only).
     open_page(page, local_app.url)
     assert page.locator("#token-box input").input_value() == VISITOR_TOKEN
-    wait_card(page, prompt, "succeeded")
+    wait_card(page, prompt, "succeeded", run_id=run_id)
 
     # After the app is killed and started again.
     local_app.restart()
     open_page(page, local_app.url)
-    run_card = wait_card(page, prompt, "succeeded")
+    run_card = wait_card(page, prompt, "succeeded", run_id=run_id)
     assert playable_seconds(page, run_card) == pytest.approx(35, abs=1.0)
     shot(page, "06-after-restart")
 
@@ -252,14 +254,12 @@ def test_cancel_stops_the_run_mid_way(
     with emulator_timing(emulator, run_seconds=20.0):
         generate(page)
         wait_status(page, "processing")
-        page.wait_for_function(
-            "() => +document.querySelector('#run-progress .ms-progress')"
-            ".getAttribute('aria-valuenow') > 0"
-        )
-        prediction = newest_prediction(emulator)
+        wait_progress(page, above=0)
+        prediction_id = status_prediction_id(page)
+        assert prediction_id == newest_prediction(emulator).id
         page.locator("#cancel-btn").click()
         assert wait_status(page, "canceled") == "canceled"
-    assert emulator.wait_for(prediction.id, "canceled", timeout=10) == "canceled"
+    assert emulator.wait_for(prediction_id, "canceled", timeout=10) == "canceled"
     assert page.locator("#generate-btn").is_enabled()
     assert not page.locator("#cancel-btn").is_enabled()
     canceled = wait_card(page, prompt, "canceled")
@@ -283,12 +283,13 @@ def test_a_run_in_flight_when_the_app_is_killed_is_finished_after_restart(
     with emulator_timing(emulator, run_seconds=3.0):
         generate(page)
         wait_status(page, "processing")
-        prediction = newest_prediction(emulator)
+        prediction_id = status_prediction_id(page)
+        assert prediction_id == newest_prediction(emulator).id
         app.restart()  # SIGKILL mid-run, then a fresh `python app.py`
     open_page(page, app.url)
     # The server's token resumes it at start; a visitor's token when they come back.
     run_card = wait_card(page, prompt, "succeeded")
-    assert emulator.status(prediction.id) == "succeeded"
+    assert emulator.status(prediction_id) == "succeeded"
     assert playable_seconds(page, run_card) == pytest.approx(8, abs=0.5)
     page.context.close()
 
@@ -311,8 +312,8 @@ def test_a_refused_combination_shows_its_message_and_sends_nothing(
 
     before = emulator.creates
     generate(page)  # no prompt, no clip
+    wait_form_errors(page, "Nothing was sent")
     errors = page.locator("#form-errors .ms-error")
-    errors.wait_for()
     assert "Describe the music you want" in errors.inner_text()
 
     upload_audio(page, clip)
@@ -320,9 +321,7 @@ def test_a_refused_combination_shows_its_message_and_sends_nothing(
     set_number(page, "duration-slider", 4)  # shorter than the 6 s of clip it would continue
     set_prompt(page, "keep going")
     generate(page)
-    page.wait_for_function(
-        "() => (document.querySelector('#form-errors')?.innerText || '').includes('Duration')"
-    )
+    wait_form_errors(page, "Duration")
     text = errors.inner_text()
     assert "In continuation mode, Duration is the total length" in text
     shot(page, "08-refused")
@@ -340,48 +339,37 @@ def test_a_result_used_as_melody_and_then_continued(
     set_number(page, "duration-slider", 4)
     generate(page)
     assert wait_status(page, "succeeded", "failed") == "succeeded"
-    first = newest_prediction(emulator)
+    first = emulator.predictions[prediction_link(page)]
 
-    page.locator("#use-as-melody").click()
-    page.wait_for_function(
-        "() => (document.querySelector('#clip-info')?.innerText || '').startsWith('Clip: 4')"
+    act_and_wait_text(
+        page, page.locator("#use-as-melody").click, "#clip-info", "Clip: 4", starts=True
     )
     set_prompt(page, "The same tune as a brass band")
     before = len(creates(emulator))
     generate(page)
-    page.wait_for_function(
-        "(id) => !(document.querySelector('#result-facts')?.innerText || '').includes(id)",
-        arg=first.id,
-    )
     assert wait_status(page, "succeeded", "failed") == "succeeded"
+    assert prediction_link(page) != first.id
     melody_body = creates(emulator)[before]["input"]
     assert melody_body["continuation"] is False
     assert melody_body["input_audio"]
-    melody_run = newest_prediction(emulator)
+    melody_run = emulator.predictions[prediction_link(page)]
     assert melody_run.input_audio_info["duration"] == pytest.approx(4.0, abs=0.1)
 
-    page.locator("#continue-this").click()
-    page.wait_for_function(
-        "() => (document.querySelector('#form-notice')?.innerText || '').includes('continue')"
-    )
+    act_and_wait_text(page, page.locator("#continue-this").click, "#form-notice", "continue")
     shot(page, "09-continue-ready")
     before = len(creates(emulator))
     generate(page)
-    page.wait_for_function(
-        "(id) => !(document.querySelector('#result-facts')?.innerText || '').includes(id)",
-        arg=melody_run.id,
-    )
     assert wait_status(page, "succeeded", "failed") == "succeeded"
+    assert prediction_link(page) != melody_run.id
     continued = creates(emulator)[before]["input"]
     assert continued["continuation"] is True
     assert continued["input_audio"]
     assert continued["continuation_start"] == 0
     assert "continuation_end" not in continued  # to the end of the clip
     assert continued["duration"] == 12  # the 4 s clip plus 8 s of new music
-    continuation_run = newest_prediction(emulator)
+    continuation_run = emulator.predictions[prediction_link(page)]
     assert continuation_run.input_audio_info["duration"] == pytest.approx(4.0, abs=0.1)
-    result = page.locator("#result-audio")
-    assert playable_seconds(page, result) == pytest.approx(12, abs=0.5)
+    assert result_seconds(page) == pytest.approx(12, abs=0.5)
     shot(page, "10-continued")
     page.context.close()
 
@@ -394,9 +382,9 @@ def test_a_prompt_with_html_is_shown_as_text(
     prompt = '<img src=x onerror="window.__pwned=1"><b>bold</b> ${1+1} & <script>x</script>'
     set_prompt(page, prompt)
     set_number(page, "duration-slider", 2)
-    page.locator("#prompt textarea").press("Control+Enter")  # the keyboard shortcut
+    generate(page, shortcut=True)  # Ctrl+Enter in the prompt
     assert wait_status(page, "succeeded", "failed") == "succeeded"
-    run_card = wait_card(page, "<b>bold</b>")
+    run_card = wait_card(page, "<b>bold</b>", run_id=wait_result(page))
     assert run_card.locator(".ms-card-prompt").inner_text() == prompt
     assert run_card.locator(".ms-card-prompt img, .ms-card-prompt b").count() == 0
     assert page.evaluate("() => window.__pwned") is None
@@ -411,31 +399,35 @@ def test_history_search_favourite_export_import_and_delete(
     tmp_path: Path,
 ) -> None:
     page = visitor(browser, local_app)
+    runs = {}
     for prompt in ("Marimba loop in seven", "Harpsichord fugue"):
         set_prompt(page, prompt)
         set_number(page, "duration-slider", 2)
         generate(page)
         assert wait_status(page, "succeeded", "failed") == "succeeded"
-    wait_card(page, "Harpsichord fugue")
+        runs[prompt] = wait_result(page)
+    wait_card(page, "Harpsichord fugue", run_id=runs["Harpsichord fugue"])
+    marimba_id = runs["Marimba loop in seven"]
 
     search = page.locator("#history-search textarea, #history-search input").first
     search.fill("marimba")
-    search.press("Enter")
-    page.wait_for_function(
-        "() => (document.querySelector('#history-summary')?.innerText || '').includes('matching')"
-    )
-    wait_card(page, "Marimba loop")
+    act_and_wait_text(page, lambda: search.press("Enter"), "#history-summary", "matching")
+    wait_card(page, "Marimba loop", run_id=marimba_id)
     expect(card(page, "Harpsichord fugue")).to_have_count(0)
 
-    marimba = wait_card(page, "Marimba loop")
+    marimba = wait_card(page, "Marimba loop", run_id=marimba_id)
+    expect(marimba.locator(".ms-fav")).to_have_count(0)  # so the star below is this click's
     marimba.locator(".card-favourite").click()
-    page.locator("#history-cards .ms-card", has_text="Marimba loop").locator(".ms-fav").wait_for()
+    wait_card(page, "Marimba loop", run_id=marimba_id).locator(".ms-fav").wait_for()
 
-    marimba = wait_card(page, "Marimba loop")
+    marimba = wait_card(page, "Marimba loop", run_id=marimba_id)
+    assert card_run_id(marimba) == marimba_id
+    # The export's file is named after the run's short id: this export's link, not an older one.
+    this_export = page.locator(f"#export-file a[href*='{marimba_id[:8]}']").first
     with page.expect_download() as download_info:
         marimba.locator(".card-export").click()
-        page.locator("#export-file a").first.wait_for()
-        page.locator("#export-file a").first.click()
+        this_export.wait_for()
+        this_export.click()
     exported = tmp_path / "export.zip"
     download_info.value.save_as(exported)
     import zipfile
@@ -447,28 +439,26 @@ def test_history_search_favourite_export_import_and_delete(
         assert any(n.endswith(".json") for n in names)
     assert probe(tmp_path / audio_name).seconds == pytest.approx(2, abs=0.2)
 
-    marimba.locator(".card-delete").click()
+    act_and_wait_text(
+        page, marimba.locator(".card-delete").click, "#confirm-delete-text", "Marimba loop"
+    )
     confirm = page.locator("#confirm-delete-row")
     confirm.wait_for()
     assert "cannot be undone" in confirm.inner_text()
     shot(page, "12-delete-confirmation")
-    page.locator("#confirm-delete").click()
-    page.wait_for_function(
-        "() => (document.querySelector('#history-summary')?.innerText || '').startsWith('0 runs')"
+    act_and_wait_text(
+        page, page.locator("#confirm-delete").click, "#history-summary", "0 runs", starts=True
     )
     search.fill("")
     search.press("Enter")
-    wait_card(page, "Harpsichord fugue")
+    wait_card(page, "Harpsichord fugue", run_id=runs["Harpsichord fugue"])
     expect(card(page, "Marimba loop")).to_have_count(0)
 
     # Import of the account's earlier runs, made elsewhere with the same token.
     emulator.add_existing_prediction(
         token=VISITOR_TOKEN, input={"prompt": "Made on replicate.com earlier", "duration": 2}
     )
-    page.locator("#history-import").click()
-    page.wait_for_function(
-        "() => (document.querySelector('#history-notice')?.innerText || '').includes('Imported')"
-    )
+    act_and_wait_text(page, page.locator("#history-import").click, "#history-notice", "Imported")
     wait_card(page, "Made on replicate.com earlier", "succeeded")
     page.context.close()
 
