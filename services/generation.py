@@ -119,11 +119,14 @@ class GenerationService:
         owner: str | None,
         engine: str | None = None,
         parent_run_id: str | None = None,
+        kind: str = "take",
     ) -> AsyncIterator[RunUpdate]:
         """Run `request` on `engine` (None: the default) and yield an update for every change.
 
         The last update is terminal. Refusals (RequestInvalid, an engine that cannot run here,
-        a missing token) are raised before anything is stored or sent.
+        a missing token) are raised before anything is stored or sent. `kind` and
+        `parent_run_id` file the run as part of a composition (a part of a long piece, one
+        of a group of variations).
         """
         eng = self._engines.open(engine, token)
         try:
@@ -133,7 +136,7 @@ class GenerationService:
             raise
         started = time.monotonic()
         record = self._library.create_pending(
-            owner, request.to_dict(), parent_id=parent_run_id, engine=eng.name
+            owner, request.to_dict(), parent_id=parent_run_id, engine=eng.name, kind=kind
         )
         run: EngineRun | None = None
 

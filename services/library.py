@@ -41,6 +41,8 @@ from services.library_files import copy_atomic, remove_stale_parts
 from services.library_records import (
     FINISHED_STATUSES,
     IN_FLIGHT_STATUSES,
+    INNER_KINDS,
+    RUN_KINDS,
     STATUSES,
     Page,
     RunRecord,
@@ -422,13 +424,21 @@ class Library:
         status: str | None = None,
         model: str | None = None,
         favourite: bool | None = None,
+        inner: bool = False,
     ) -> Page:
-        """One page of runs, newest first; a page past the end gives the last page."""
+        """One page of entries, newest first; a page past the end gives the last page.
+
+        Runs that belong inside a composition (its parts, its variations) are left out unless
+        `inner`: the history lists the composition once.
+        """
         _check_owner(owner)
         if not 1 <= per_page <= MAX_PER_PAGE:
             raise ValueError(f"per_page must be between 1 and {MAX_PER_PAGE}; got {per_page}")
         where = ["1 = 1"]
         args: list[Any] = []
+        if not inner:
+            where.append(f"kind NOT IN ({', '.join('?' for _ in INNER_KINDS)})")
+            args.extend(INNER_KINDS)
         if owner is not None:
             where.append("owner = ?")
             args.append(owner)
@@ -478,13 +488,27 @@ class Library:
         counts["in_flight"] = sum(counts[s] for s in IN_FLIGHT_STATUSES)
         return counts
 
-    def in_flight(self) -> builtins.list[RunRecord]:
-        """Runs of every owner that were pending, starting or processing; oldest first."""
+    def in_flight(self, kinds: Iterable[str] = RUN_KINDS) -> builtins.list[RunRecord]:
+        """Entries of `kinds` (engine runs by default) of every owner that were pending,
+        starting or processing; oldest first."""
         marks = ", ".join("?" for _ in IN_FLIGHT_STATUSES)
+        kinds = tuple(kinds)
+        kind_marks = ", ".join("?" for _ in kinds)
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY created_at, id",
-                sorted(IN_FLIGHT_STATUSES),
+                f"SELECT * FROM runs WHERE status IN ({marks}) AND kind IN ({kind_marks})"
+                " ORDER BY created_at, id",
+                [*sorted(IN_FLIGHT_STATUSES), *kinds],
+            ).fetchall()
+        return [RunRecord.from_row(r) for r in rows]
+
+    def children(self, parent_id: str, owner: str | None = None) -> builtins.list[RunRecord]:
+        """The runs filed inside an entry (its parts, its variations), oldest first."""
+        where, args = _owner_clause(owner)
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM runs WHERE parent_id = ?{where} ORDER BY created_at, id",
+                [parent_id, *args],
             ).fetchall()
         return [RunRecord.from_row(r) for r in rows]
 
