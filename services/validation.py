@@ -383,6 +383,16 @@ def parse_request(
     return request
 
 
+def limit_errors(
+    request: GenerationRequest, models: Mapping[str, str] = MODEL_VERSIONS
+) -> list[FieldError]:
+    """A typed request's values outside the limits: one built in code was never parsed.
+
+    The same refusals `parse_request` gives for the same values.
+    """
+    return _parse(request.to_dict(), models)[1]
+
+
 # -- the model's own rules -----------------------------------------------------------------
 
 
