@@ -93,6 +93,11 @@ class ConnectionFailed(StudioError):
     """The API could not be reached, or the connection broke."""
 
 
+class CreateUnclear(ConnectionFailed):
+    """A create got no clear answer and the account's listing could not settle whether it
+    made a run; the studio looks for it again later (see GenerationService)."""
+
+
 class OutputExpired(StudioError):
     """The run's output was removed by Replicate before it could be downloaded."""
 

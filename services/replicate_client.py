@@ -10,30 +10,29 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import email.utils
-import enum
 import logging
 import mimetypes
 import os
-import random
 import ssl
-import tempfile
 import time
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Generator
-from dataclasses import dataclass
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from services.audio import DATA_URL_MAX_BYTES, MAX_UPLOAD_BYTES
+from services.cost import cancel_after_header, cancel_after_seconds
 from services.errors import (
     ApiError,
     AudioError,
     ConnectionFailed,
+    CreateUnclear,
     InsufficientCredit,
     InvalidInput,
     NotFound,
@@ -45,31 +44,29 @@ from services.errors import (
 )
 from services.events import TERMINAL_STATUSES, RunUpdate
 from services.follow import FollowPolicy, StreamUnavailable, follow_run
+from services.retry import (
+    DOWNLOAD_RETRY,
+    CreateCheck,
+    NeverSent,
+    RetryPolicy,
+    Unanswered,
+    refused_or_never_sent,
+    retrying,
+    server_wait,
+    transient,
+)
+from services.retry import parse_retry_after as parse_retry_after
 from services.settings import DEFAULT_BASE_URL, DEFAULT_VERSION
 from services.sse import ServerSentEvent, SseParser, iter_sse
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 APP_VERSION = "0.1.0"
 USER_AGENT = f"musicgen-studio/{APP_VERSION} (+httpx)"
 # Short: a quick run still ends within the create, while a longer one shows its status and
 # progress after a second instead of sitting silent for the whole wait.
 DEFAULT_WAIT_SECONDS = 1
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently one request is retried."""
-
-    attempts: int = 5  # tries in all, the first included
-    base_delay: float = 0.5
-    max_delay: float = 8.0
-    # A server asking for a longer pause than this is reported rather than waited out.
-    max_retry_after: float = 60.0
-
-    def backoff(self, attempt: int) -> float:
-        """Capped exponential delay after failed try number `attempt` (1-based), with jitter."""
-        return min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1)
 
 
 @dataclass(frozen=True)
@@ -84,13 +81,28 @@ class Timeouts:
     stream_idle: float = 60.0  # an SSE stream silent this long is reopened
 
 
-class _Retry(enum.Enum):
-    ALL = "idempotent"  # 429, 5xx, any connection error
-    REFUSED = "refused only"  # 429, or the request provably never left (creates)
+UNSURE = (
+    "It is not known whether the run started; check your predictions on replicate.com "
+    "before trying again."
+)
 
 
-class _Unanswered(ConnectionFailed):
-    """The request may have reached the server, but no answer came back."""
+@dataclass(frozen=True)
+class Created:
+    """A run started by `ReplicateClient.start`. `unclear` holds the unclear answers met on
+    the way (empty for a plain create): after any, the account may hold a stray run that a
+    lagging listing hid, so the caller sweeps for orphans a little later."""
+
+    prediction: dict[str, Any]
+    unclear: tuple[str, ...] = field(default=())
+
+
+def _nothing_created(exc: StudioError) -> StudioError:
+    """The error for a create that kept failing while the listing showed nothing made."""
+    message = f"{exc} The account's listing shows that no run was started; try again later."
+    if isinstance(exc, ApiError):
+        return type(exc)(message, status=exc.status, title=exc.title)
+    return ConnectionFailed(message)
 
 
 # Failures that happen before a single byte of the request is sent.
@@ -120,24 +132,6 @@ class _BearerAuth(httpx.Auth):
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return (url.scheme, url.host, url.port)
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def parse_timestamp(value: str | None) -> datetime | None:
@@ -199,7 +193,7 @@ def error_from_response(response: httpx.Response) -> ApiError:
         status=status,
         title=title,
         invalid_fields=invalid_fields,
-        retry_after=parse_retry_after(response.headers.get("retry-after")),
+        retry_after=server_wait(status, response.headers),
     )
 
 
@@ -275,18 +269,6 @@ def _same_input(sent: dict[str, Any], seen: Any) -> bool:
     return True
 
 
-def _write_atomic(dest: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 class ReplicateClient:
     """Talks to Replicate's HTTP API (or the project's emulator) for one token."""
 
@@ -304,6 +286,8 @@ class ReplicateClient:
         clock_slack: float = 3.0,
         unknown_clock_slack: float = 60.0,
         find_pages: int = 3,
+        create_check: CreateCheck | None = None,
+        download_retry: RetryPolicy | None = None,
         ssl_context: ssl.SSLContext | None = None,
         deployment: str | None = None,
     ):
@@ -326,6 +310,8 @@ class ReplicateClient:
         self.clock_slack = clock_slack
         self.unknown_clock_slack = unknown_clock_slack
         self.find_pages = find_pages
+        self.create_check = create_check or CreateCheck()
+        self.download_retry = download_retry or DOWNLOAD_RETRY
         api = httpx.URL(self.base_url)
         self._api_origin = _origin(api)
         self._known_ids: set[str] = set()  # runs this client already created or adopted
@@ -359,56 +345,39 @@ class ReplicateClient:
         parsed = httpx.URL(url)
         return f"{method} {parsed.path if parsed.is_relative_url else parsed.copy_with(query=None)}"
 
-    async def _send(
-        self, method: str, url: str, *, retry: _Retry = _Retry.ALL, **kwargs: Any
-    ) -> httpx.Response:
-        """One request with the retry policy of `retry`; raises the typed error on failure."""
-        what = self._describe(method, url)
-        policy = self.retry
-        for attempt in range(1, policy.attempts + 1):
-            failure: StudioError
-            wait: float | None = None
-            try:
-                response = await self._http.request(method, url, **kwargs)
-            except _NEVER_SENT as exc:
-                failure = ConnectionFailed(
-                    f"Could not connect to the Replicate API at {self.base_url} "
-                    f"({type(exc).__name__})."
-                )
-                failure.__cause__ = exc
-            except httpx.TransportError as exc:
-                failure = _Unanswered(
-                    f"The connection to the Replicate API broke during {what} "
-                    f"({type(exc).__name__}); no answer was received."
-                )
-                failure.__cause__ = exc
-                if retry is _Retry.REFUSED:
-                    raise failure from exc
-            else:
-                self._note_server_clock(response)
-                if response.is_success:
-                    return response
-                failure = error_from_response(response)
-                status = response.status_code
-                retryable = status == 429 or (status >= 500 and retry is _Retry.ALL)
-                if not retryable:
-                    raise failure
-                wait = failure.retry_after
-                if wait is not None and wait > policy.max_retry_after:
-                    raise failure
-            if attempt == policy.attempts:
-                raise failure
-            delay = wait if wait is not None else policy.backoff(attempt)
-            log.warning(
-                "%s failed (%s); retrying in %.2f s (try %d of %d)",
-                what,
-                failure,
-                delay,
-                attempt + 1,
-                policy.attempts,
-            )
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+    async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One try of one request; raises the typed error of whatever went wrong."""
+        try:
+            response = await self._http.request(method, url, **kwargs)
+        except _NEVER_SENT as exc:
+            raise NeverSent(
+                f"Could not connect to the Replicate API at {self.base_url} ({type(exc).__name__})."
+            ) from exc
+        except httpx.TransportError as exc:
+            raise Unanswered(
+                f"The connection to the Replicate API broke during "
+                f"{self._describe(method, url)} ({type(exc).__name__}); no answer was received."
+            ) from exc
+        self._note_server_clock(response)
+        if not response.is_success:
+            raise error_from_response(response)
+        return response
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """An idempotent request under the retry policy (services.retry)."""
+        return await retrying(
+            lambda: self._request(method, url, **kwargs),
+            self.retry,
+            what=self._describe(method, url),
+        )
+
+    async def _read(self, method: str, url: str, parse: Callable[[httpx.Response], Any]) -> Any:
+        """A request whose answer must parse: a garbled answer is retried like a 5xx."""
+
+        async def once() -> Any:
+            return parse(await self._request(method, url))
+
+        return await retrying(once, self.retry, what=self._describe(method, url))
 
     def _note_server_clock(self, response: httpx.Response) -> None:
         """Learn how far the server's clock is from ours, from the Date header."""
@@ -430,16 +399,7 @@ class ReplicateClient:
         return local + timedelta(seconds=self._clock_offset - self.clock_slack)
 
     async def _get_json(self, url: str) -> Any:
-        # A garbled answer to a read is as transient as a 5xx: read it again, boundedly.
-        for attempt in range(1, self.retry.attempts + 1):
-            response = await self._send("GET", url)
-            try:
-                return _json_body(response)
-            except ServerError:
-                if attempt == self.retry.attempts:
-                    raise
-                await asyncio.sleep(self.retry.backoff(attempt))
-        raise AssertionError("unreachable")
+        return await self._read("GET", url, _json_body)
 
     def _api_url(self, url: str) -> str:
         """An absolute or relative URL the API gave us, checked to stay on the API's origin."""
@@ -451,7 +411,11 @@ class ReplicateClient:
     # ---- predictions ----------------------------------------------------------------------
 
     async def create(self, input: dict[str, Any], *, wait: int | None = None) -> dict[str, Any]:
-        """Start a run (POST /v1/predictions), blocking up to `wait` seconds for it to end.
+        """Start a run (POST /v1/predictions), blocking up to `wait` seconds for it to end."""
+        return (await self.start(input, wait=wait)).prediction
+
+    async def start(self, input: dict[str, Any], *, wait: int | None = None) -> Created:
+        """Start a run exactly once, whatever the network does; see `Created`.
 
         Safe to cancel: a create already on its way is awaited and the run it made canceled.
         """
@@ -464,8 +428,37 @@ class ReplicateClient:
             await self._undo_create(task, input, since, wait)
             raise
 
-    async def _create(self, input: dict[str, Any], wait: int, since: datetime) -> dict[str, Any]:
-        headers = {"Prefer": f"wait={wait}"} if wait > 0 else {}
+    async def _create(self, input: dict[str, Any], wait: int, since: datetime) -> Created:
+        """Send the create; after an unclear answer, send it again only once the listing has
+        shown, look after look, that nothing was created (and adopt the run if it was)."""
+        unclear: list[str] = []
+        for attempt in range(self.create_check.retries + 1):
+            try:
+                prediction = await self._post_create(input, wait)
+            except (Unanswered, ServerError) as exc:
+                unclear.append(str(exc))
+                found = await self._settle_unclear(input, since, exc)
+                if found is None and attempt < self.create_check.retries:
+                    log.warning("create got no clear answer (%s) and made no run: sent again", exc)
+                    continue
+                if found is None:
+                    raise _nothing_created(exc) from exc
+                log.warning("create got no clear answer (%s); adopted run %s", exc, found["id"])
+                prediction = found
+            self._known_ids.add(prediction["id"])
+            return Created(prediction, tuple(unclear))
+        raise AssertionError("unreachable")
+
+    async def _post_create(self, input: dict[str, Any], wait: int) -> dict[str, Any]:
+        """One create, repeated only while it provably never arrived (or met a 429)."""
+        duration = input.get("duration", 8)
+        headers = {
+            "Cancel-After": cancel_after_header(
+                cancel_after_seconds(duration if isinstance(duration, int | float) else 8)
+            )
+        }
+        if wait > 0:
+            headers["Prefer"] = f"wait={wait}"
         t = self.timeouts
         timeout = httpx.Timeout(
             wait + t.wait_margin, connect=t.connect, write=t.write, pool=t.connect
@@ -475,41 +468,37 @@ class ReplicateClient:
             body: dict[str, Any] = {"input": input}
         else:
             path, body = "/v1/predictions", {"version": self.version, "input": input}
-        try:
-            response = await self._send(
-                "POST", path, retry=_Retry.REFUSED, json=body, headers=headers, timeout=timeout
-            )
-            prediction = _prediction(response)
-        except (_Unanswered, ServerError) as exc:
-            # The run may exist although we got no usable answer: look before anything else.
-            found = await self._find_after_failure(input, since, exc)
-            log.warning("create got no clear answer (%s); adopted run %s", exc, found["id"])
-            prediction = found
-        self._known_ids.add(prediction["id"])
-        return prediction
-
-    async def _find_after_failure(
-        self, input: dict[str, Any], since: datetime, exc: StudioError
-    ) -> dict[str, Any]:
-        unsure = (
-            "It is not known whether the run started; check your predictions on replicate.com "
-            "before trying again."
+        response = await retrying(
+            lambda: self._request("POST", path, json=body, headers=headers, timeout=timeout),
+            self.retry,
+            what=f"POST {path}",
+            retry_on=refused_or_never_sent,
         )
+        return _prediction(response)
+
+    async def _settle_unclear(
+        self, input: dict[str, Any], since: datetime, exc: StudioError
+    ) -> dict[str, Any] | None:
+        """The run an unclear create made, or None once the listing repeatedly shows none."""
         try:
-            found = await self.find_created(input, since)
+            return await self.look_for_created(input, since)
         except StudioError as lookup:
-            raise ConnectionFailed(f"{exc} {unsure} (Looking it up failed too: {lookup})") from exc
-        if found is not None:
-            return found
-        if isinstance(exc, ApiError):
-            raise type(exc)(
-                f"{exc.detail} {unsure}", status=exc.status, title=exc.title,
-                retry_after=exc.retry_after,
-            ) from exc  # fmt: skip
-        raise ConnectionFailed(f"{exc} {unsure}") from exc
+            raise CreateUnclear(f"{exc} {UNSURE} (Looking it up failed too: {lookup})") from exc
+
+    async def look_for_created(
+        self, input: dict[str, Any], since: datetime
+    ) -> dict[str, Any] | None:
+        """`find_created`, looked at `create_check.listings` times: the listing may lag."""
+        check = self.create_check
+        for look in range(check.listings):
+            found = await self.find_created(input, since)
+            if found is not None or look == check.listings - 1:
+                return found
+            await asyncio.sleep(check.interval)
+        return None
 
     async def _undo_create(
-        self, task: asyncio.Task[dict[str, Any]], input: dict[str, Any], since: datetime, wait: int
+        self, task: asyncio.Task[Created], input: dict[str, Any], since: datetime, wait: int
     ) -> None:
         """After the caller gave up on a create: find the run it made and cancel it.
 
@@ -534,7 +523,7 @@ class ReplicateClient:
                 if found is not None:
                     await self._cancel_quietly(found, canceled)
             elif not task.cancelled() and task.exception() is None:
-                await self._cancel_quietly(task.result(), canceled)
+                await self._cancel_quietly(task.result().prediction, canceled)
             # else the create failed (and already looked for its run): nothing to cancel
         except StudioError as exc:
             log.warning("could not cancel the run of an abandoned create: %s", exc)
@@ -552,23 +541,12 @@ class ReplicateClient:
 
     async def get(self, prediction_id: str) -> dict[str, Any]:
         """The prediction as it is now (GET /v1/predictions/{id})."""
-        for attempt in range(1, self.retry.attempts + 1):
-            response = await self._send("GET", f"/v1/predictions/{_quote(prediction_id)}")
-            try:
-                return _prediction(response)
-            except ServerError:
-                if attempt == self.retry.attempts:
-                    raise
-                await asyncio.sleep(self.retry.backoff(attempt))
-        raise AssertionError("unreachable")
+        return await self._read("GET", f"/v1/predictions/{_quote(prediction_id)}", _prediction)
 
     async def cancel(self, prediction_id: str) -> dict[str, Any]:
         """Ask the API to cancel a run; canceling twice is harmless, so this is retried."""
-        response = await self._send("POST", f"/v1/predictions/{_quote(prediction_id)}/cancel")
-        try:
-            return _prediction(response)
-        except ServerError:
-            return await self.get(prediction_id)
+        path = f"/v1/predictions/{_quote(prediction_id)}/cancel"
+        return await self._read("POST", path, _prediction)
 
     async def list_predictions(self) -> AsyncIterator[dict[str, Any]]:
         """Every prediction of the account, newest first, page after page."""
@@ -685,32 +663,64 @@ class ReplicateClient:
 
     async def download(self, url: str, dest: Path) -> Path:
         """Fetch an output (https or data: URL) to `dest`, atomically; OutputExpired if gone."""
+        await self.download_checked(url, Path(dest), _unchecked)
+        return Path(dest)
+
+    async def download_checked(self, url: str, dest: Path, check: Callable[[Path], T]) -> T:
+        """Fetch an output to `dest` and return `check(file)`.
+
+        `check` (blocking, run in a thread) raises AudioError for a file that will not do:
+        garbage, or cut short. Such a file, a broken transfer, a 5xx or a 429 are fetched
+        again under `download_retry` while the URL lives; only a good file ever replaces
+        `dest`. An expired URL (404/410) raises OutputExpired at once.
+        """
         dest = Path(dest)
         await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
+        return await retrying(
+            lambda: self._fetch_checked(url, dest, check),
+            self.download_retry,
+            what="download of the run's output",
+            retry_on=lambda failure: transient(failure) or isinstance(failure, AudioError),
+        )
+
+    async def _fetch_checked(self, url: str, dest: Path, check: Callable[[Path], T]) -> T:
+        data = await self._fetch_output(url)
+        part = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            await asyncio.to_thread(part.write_bytes, data)
+            result = await asyncio.to_thread(check, part)
+            await asyncio.to_thread(os.replace, part, dest)
+        finally:
+            part.unlink(missing_ok=True)
+        return result
+
+    async def _fetch_output(self, url: str) -> bytes:
+        """The bytes of an output, in one try."""
         if url.startswith("data:"):
-            data = decode_data_url(url)
-        else:
-            scheme = httpx.URL(url).scheme
-            if scheme not in ("http", "https"):
-                raise ApiError(f"The run's output has an address this app cannot fetch ({scheme}).")
-            t = self.timeouts
-            timeout = httpx.Timeout(t.download, connect=t.connect, write=t.write, pool=t.connect)
-            try:
-                response = await self._send("GET", url, timeout=timeout)
-            except NotFound as exc:
+            return decode_data_url(url)
+        scheme = httpx.URL(url).scheme
+        if scheme not in ("http", "https"):
+            raise ApiError(f"The run's output has an address this app cannot fetch ({scheme}).")
+        t = self.timeouts
+        timeout = httpx.Timeout(t.download, connect=t.connect, write=t.write, pool=t.connect)
+        try:
+            response = await self._request("GET", url, timeout=timeout)
+        except NotFound as exc:
+            raise OutputExpired(
+                "The run's output is no longer available: Replicate deletes outputs of API "
+                "runs after about an hour."
+            ) from exc
+        except ApiError as exc:
+            if exc.status == 410:
                 raise OutputExpired(
-                    "The run's output is no longer available: Replicate deletes outputs of API "
-                    "runs after about an hour."
+                    "The run's output is no longer available (the server says it is gone)."
                 ) from exc
-            except ApiError as exc:
-                if exc.status == 410:
-                    raise OutputExpired(
-                        "The run's output is no longer available (the server says it is gone)."
-                    ) from exc
-                raise
-            data = response.content
-        await asyncio.to_thread(_write_atomic, dest, data)
-        return dest
+            raise
+        return response.content
+
+
+def _unchecked(path: Path) -> None:
+    return None
 
 
 def _quote(prediction_id: str) -> str:

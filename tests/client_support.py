@@ -11,11 +11,15 @@ from typing import Any
 
 from services.events import RunUpdate
 from services.follow import FollowPolicy
-from services.replicate_client import ReplicateClient, RetryPolicy
+from services.replicate_client import ReplicateClient
+from services.retry import CreateCheck, RetryPolicy
 from tests.emulator import Emulator
 
 # Quick retries and polls so a test's emulator run (a fraction of a second) is followed briskly.
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.02, max_delay=0.1)
+# An unclear create is settled by three looks at the listing 0.15 s apart.
+FAST_CREATE_CHECK = CreateCheck(listings=3, interval=0.15)
+FAST_DOWNLOAD_RETRY = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.2)
 FAST_FOLLOW = FollowPolicy(
     first_poll=0.05,
     progress_interval=0.1,
@@ -34,6 +38,8 @@ def make_client(emulator: Emulator, **options: Any) -> ReplicateClient:
         "base_url": emulator.base_url,
         "retry": FAST_RETRY,
         "follow_policy": FAST_FOLLOW,
+        "create_check": FAST_CREATE_CHECK,
+        "download_retry": FAST_DOWNLOAD_RETRY,
     }
     settings.update(options)
     token = settings.pop("token", emulator.token)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -47,6 +48,7 @@ BAD_VERSION = {
     "status": 422,
 }
 NOT_FOUND = {"detail": "Not found."}
+GARBAGE = b"<html><body>Oops: a proxy page, not audio</body></html>" * 40
 THROTTLED = {"detail": "Request was throttled. Your rate limit resets in ~30s."}
 DEFAULT_FAULT_BODIES: dict[int, Any] = {
     429: THROTTLED,
@@ -707,6 +709,15 @@ class EmulatorMiddleware:
                 await self.app(scope, receive, _swallow)
                 self.drop(scope)
                 return
+            elif fault.kind == "expire":
+                state.expire_outputs()
+            elif fault.kind == "garbage":
+                raw = fault.body.encode() if isinstance(fault.body, str) else GARBAGE
+                await _send_raw(marked_send, 200, raw, "audio/wav")
+                return
+            elif fault.kind in ("late", "truncate", "cut"):
+                await self.reshaped(scope, receive, marked_send, fault)
+                return
             elif fault.kind == "malformed":
                 await _send_raw(marked_send, 200, b'{"id": "oops", "status": ', "application/json")
                 return
@@ -726,6 +737,33 @@ class EmulatorMiddleware:
                 await _send_raw(marked_send, 429, json.dumps(THROTTLED).encode(), PROBLEM)
                 return
         await self.app(scope, receive, marked_send)
+
+    async def reshaped(self, scope: Scope, receive: Receive, send: Send, fault: Fault) -> None:
+        """Handle the request, then answer late (`late`) or with part of the body."""
+        captured: list[Message] = []
+
+        async def capture(message: Message) -> None:
+            captured.append(message)
+
+        await self.app(scope, receive, capture)
+        start = next(m for m in captured if m["type"] == "http.response.start")
+        body = b"".join(m.get("body", b"") for m in captured if m["type"] == "http.response.body")
+        if fault.kind == "late":
+            await asyncio.sleep(fault.delay)
+            with contextlib.suppress(Exception):  # the client may have hung up meanwhile
+                await send(start)
+                await send({"type": "http.response.body", "body": body})
+            return
+        part = body[: int(len(body) * fault.fraction)]
+        length = len(part) if fault.kind == "truncate" else len(body)
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(length).encode()))
+        await send({**start, "headers": headers})
+        if fault.kind == "truncate":
+            await send({"type": "http.response.body", "body": part})
+            return
+        await send({"type": "http.response.body", "body": part, "more_body": True})
+        self.drop(scope)
 
     def drop(self, scope: Scope) -> None:
         """Close this request's TCP connection without an answer."""
@@ -789,6 +827,7 @@ async def _send_fault(send: Send, fault: Fault) -> None:
         raw = json.dumps(body).encode()
         media = PROBLEM if isinstance(body, dict) and "title" in body else "application/json"
     extra = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after else []
+    extra += [(k.lower().encode(), v.encode()) for k, v in fault.headers.items()]
     await _send_raw(send, fault.status, raw, media, extra)
 
 

@@ -51,6 +51,9 @@ class EmulatorConfig:
     create_limit_per_minute: int = 600
     read_limit_per_minute: int = 3000
     public_base_url: str | None = None  # URLs in answers; default: the request's own origin
+    # A new prediction shows in `GET /v1/predictions` only this long after it was created
+    # (the real listing may lag behind a create); GET by id sees it at once.
+    listing_lag_seconds: float = 0.0
 
     @classmethod
     def fast(cls, **changes: Any) -> EmulatorConfig:
@@ -77,7 +80,18 @@ class EmulatorConfig:
         return asdict(self)
 
 
-FAULT_KINDS = ("status", "drop", "drop_after", "slow", "malformed")
+FAULT_KINDS = (
+    "status",
+    "drop",
+    "drop_after",
+    "slow",
+    "late",
+    "malformed",
+    "garbage",
+    "truncate",
+    "cut",
+    "expire",
+)
 
 
 @dataclass
@@ -87,8 +101,17 @@ class Fault:
     kinds: `status` answers `status` with `body` (and `Retry-After: retry_after` when set);
     `drop` closes the connection before the request is handled (nothing is created);
     `drop_after` handles the request (a create really creates) then closes without answering;
-    `slow` waits `delay` seconds, then answers normally;
-    `malformed` answers 200 with a body that is not JSON.
+    `slow` waits `delay` seconds, then handles the request (a create creates only then);
+    `late` handles the request at once (a create really creates), then holds the answer back
+    for `delay` seconds (past a client's timeout, typically);
+    `malformed` answers 200 with a body that is not JSON;
+    `garbage` answers 200 with bytes that are not audio (`body`, or a default);
+    `truncate` answers with the first `fraction` of the real body (Content-Length to match,
+    as a proxy cutting a file would); `cut` announces the whole body, sends `fraction` of it
+    and closes the connection;
+    `expire` removes every finished run's outputs (the one-hour retention), then handles the
+    request normally.
+    `headers` are added to a `status` answer (e.g. {"ratelimit-reset": "1"}).
     The fault fires `times` times (None: forever); `fired` counts how often it did.
     """
 
@@ -100,6 +123,8 @@ class Fault:
     body: Any = None
     retry_after: str | None = None
     delay: float = 0.0
+    fraction: float = 0.5
+    headers: dict[str, str] = field(default_factory=dict)
     fired: int = 0
 
     def __post_init__(self) -> None:

@@ -368,9 +368,14 @@ class EmulatorState:
                 prediction.canceled_at = now
 
     def listing(self, token: str) -> list[Prediction]:
-        """The token's predictions, newest first."""
+        """The token's predictions, newest first (those younger than the listing lag hidden)."""
+        shown_before = time.time() - self.config.listing_lag_seconds
         with self.lock:
-            mine = [p for p in self.predictions.values() if p.token == token]
+            mine = [
+                p
+                for p in self.predictions.values()
+                if p.token == token and p.created <= shown_before
+            ]
         return sorted(mine, key=lambda p: (p.created, p.id), reverse=True)
 
     def by_output_key(self, key: str) -> Prediction | None:
