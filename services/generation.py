@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from services.audio import check_output, probe
+from services.audio import CLIP_MAX_SECONDS, check_output, probe
 from services.engine import LOCAL, REPLICATE, Engine, EngineRules, EngineRun
 from services.engines import Engines
 from services.errors import AudioError, FieldError, RequestInvalid, StudioError
@@ -26,7 +26,7 @@ from services.library import Library, RunNotFound, RunRecord
 from services.replicate_engine import ReplicateModel
 from services.request import GenerationRequest
 from services.settings import Settings
-from services.validation import check_request, parse_request, warnings
+from services.validation import check_request, limit_errors, parse_request, warnings
 
 WEB_URL = "https://replicate.com/p/{id}"
 LOGS_TAIL_CHARS = 4000
@@ -95,10 +95,15 @@ class GenerationService:
     def check(self, request: GenerationRequest, engine: str | None = None) -> None:
         """Apply the model's and the engine's rules; raises RequestInvalid with every refusal."""
         rules = self._rules(engine)
+        # A request built in code (a composition's part) was never parsed: same limits.
+        refused = limit_errors(request, rules.model_choices())
+        if refused:
+            raise RequestInvalid(refused)
         seconds = None
         if request.input_audio:
             try:
-                seconds = probe(Path(request.input_audio)).seconds
+                clip = Path(request.input_audio)
+                seconds = probe(clip, max_seconds=CLIP_MAX_SECONDS).seconds
             except AudioError as err:
                 raise RequestInvalid([FieldError("input_audio", str(err))]) from err
 
@@ -258,17 +263,20 @@ class GenerationService:
             raise RunNotFound(run_id)
         request = GenerationRequest.from_dict(record.request)
         source = Path(final.audio_path)
-        try:
-            info = await asyncio.to_thread(check_output, source, float(request.duration))
-        except StudioError as err:
-            message = f"The run succeeded but its audio could not be used: {err}"
-            self._library.update(run_id, status="failed", error=message, **timing)
-            return replace(final, status="failed", error=message, audio_path=None)
+        seconds = final.audio_seconds
+        if seconds is None:  # the engine did not say it checked the file: check it here
+            try:
+                info = await asyncio.to_thread(check_output, source, float(request.duration))
+            except StudioError as err:
+                message = f"The run succeeded but its audio could not be used: {err}"
+                self._library.update(run_id, status="failed", error=message, **timing)
+                return replace(final, status="failed", error=message, audio_path=None)
+            seconds = info.seconds
         fmt = source.suffix.lstrip(".").lower() or request.output_format
         self._library.update(run_id, **timing)
         # Copy and fsync off the event loop: other visitors' runs go on meanwhile.
         stored = await asyncio.to_thread(
-            self._library.attach_audio, run_id, source, fmt=fmt, seconds=info.seconds
+            self._library.attach_audio, run_id, source, fmt=fmt, seconds=seconds
         )
         path = self._library.audio_file(stored)
         assert path is not None

@@ -323,12 +323,6 @@ def test_a_typed_request_is_held_to_the_same_limits():
     assert "from 1 to 300" in errors[0].message and "at most 5" in errors[1].message
 
 
-@pytest.mark.xfail(
-    reason="GenerationService.generate checks only the model's rules (check_request), not the "
-    "limits: a GenerationRequest built in code is sent as it is. Fixed when "
-    "GenerationService.check adds limit_errors(request) (or uses validate).",
-    strict=False,
-)
 async def test_a_request_built_in_code_is_held_to_the_limits_too(emulator, tmp_path):
     service = _service(emulator, tmp_path / "data")
     request = GenerationRequest(prompt="piano", duration=1, temperature=50.0)
