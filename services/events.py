@@ -38,6 +38,8 @@ class RunUpdate:
     file holding the audio decoded since the previous preview, for the page to play while the
     run goes on. `predict_time` (seconds the model worked) and `realtime_factor` (those seconds
     per second of audio) come with the terminal update where the engine knows them.
+    `audio_seconds` comes with `audio_path` when the engine has already checked the file (its
+    measured length): the service then files it without probing it again.
     """
 
     status: str
@@ -53,6 +55,7 @@ class RunUpdate:
     preview_path: str | None = None
     predict_time: float | None = None
     realtime_factor: float | None = None
+    audio_seconds: float | None = None
     prediction: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

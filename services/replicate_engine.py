@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from services.audio import prepare_input_audio
+from services.audio import AudioInfo, check_output, prepare_input_audio
 from services.engine import REPLICATE, EngineRun
 from services.errors import FieldError, OutputExpired, StudioError
 from services.events import RunUpdate, output_url, parse_seed, split_log_lines
@@ -25,6 +25,7 @@ from services.validation import replicate_model_errors
 
 DEFAULT_MODEL = "stereo-melody-large"
 EXPIRED_MESSAGE = "Replicate no longer has this run's audio (it keeps outputs ~1 hour)."
+LOST_MESSAGE = "The run was paid for, but its audio expired before it could be downloaded."
 
 
 class ReplicateModel:
@@ -59,15 +60,18 @@ class ReplicateEngine(ReplicateModel):
                 prepare_input_audio, Path(request.input_audio), workdir
             )
             audio_uri = await self._client.upload(prepared.path, prepared.content_type)
-        prediction = await self._client.create(request.to_api_input(audio_uri))
-        return self._run(prediction, request)
+        created = await self._client.start(request.to_api_input(audio_uri))
+        return self._run(created.prediction, request, unclear=bool(created.unclear))
 
-    def _run(self, prediction: dict[str, Any], request: GenerationRequest) -> EngineRun:
+    def _run(
+        self, prediction: dict[str, Any], request: GenerationRequest, *, unclear: bool = False
+    ) -> EngineRun:
+        """`unclear`: the create met an unclear answer on the way (see Created)."""
         return EngineRun(
             id=prediction["id"],
             engine=REPLICATE,
             checkpoint=self._deployment or request.model_version,
-            state={"prediction": prediction, "request": request},
+            state={"prediction": prediction, "request": request, "unclear_create": unclear},
         )
 
     async def follow(
@@ -94,24 +98,30 @@ class ReplicateEngine(ReplicateModel):
             return
         request: GenerationRequest = run.state["request"]
         try:
-            audio = await self._download(final.prediction, request, workdir)
+            audio, info = await self._download(final.prediction, request, workdir)
         except OutputExpired as err:
-            yield replace(final, status="lost", error=str(err))
+            yield replace(final, status="lost", error=f"{err} {LOST_MESSAGE}")
             return
         except StudioError as err:
             message = f"The run succeeded but its audio could not be used: {err}"
             yield replace(final, status="failed", error=message)
             return
-        yield replace(final, audio_path=str(audio))
+        yield replace(final, audio_path=str(audio), audio_seconds=info.seconds)
 
     async def _download(
         self, prediction: Mapping[str, Any], request: GenerationRequest, workdir: Path
-    ) -> Path:
+    ) -> tuple[Path, AudioInfo]:
+        """The output, fetched and checked (again while its URL lives; see download_checked)."""
         url = output_url(prediction)
         if url is None:
             raise OutputExpired(EXPIRED_MESSAGE)
         fmt = "mp3" if url.split("?")[0].endswith(".mp3") else request.output_format
-        return await self._client.download(url, workdir / f"out.{fmt}")
+        dest = workdir / f"out.{fmt}"
+        expected = float(request.duration)
+        info = await self._client.download_checked(
+            url, dest, lambda path: check_output(path, expected)
+        )
+        return dest, info
 
     async def cancel(self, run: EngineRun) -> str:
         answer = await self._client.cancel(run.id)
@@ -127,7 +137,8 @@ class ReplicateEngine(ReplicateModel):
         wanted = request.to_api_input(None)
         if request.input_audio:
             wanted["input_audio"] = PRESENT
-        found = await self._client.find_created(wanted, _local_time(record.created_at))
+        # The listing may lag behind the create: look several times before deciding.
+        found = await self._client.look_for_created(wanted, _local_time(record.created_at))
         return None if found is None else self._run(found, request)
 
     async def aclose(self) -> None:
