@@ -7,6 +7,7 @@ middle of the joint instead of keeping the power constant.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,11 @@ EXPORT_OPTIONS: dict[str, dict[str, object]] = {
 def load(path: Path) -> AudioSegment:
     """Decode any audio file the studio handles."""
     return AudioSegment.from_file(str(path))
+
+
+def load_bytes(data: bytes) -> AudioSegment:
+    """Decode audio held in memory."""
+    return AudioSegment.from_file(io.BytesIO(data))
 
 
 def samples(segment: AudioSegment) -> np.ndarray:
