@@ -1,0 +1,257 @@
+"""Variations: N takes of one request at once, each with its own seed, kept as one group.
+
+The takes run side by side (on Replicate truly in parallel; on this machine they queue for
+the one device) through the generation service, so each is an ordinary run: followed, filed,
+cancelled and resumed like any other. The group is one library entry (`kind="variations"`)
+whose takes (`kind="variation"`) point at it; it plays its first finished take in the history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from services.errors import FieldError, RequestInvalid, StudioError
+from services.events import RunUpdate
+from services.generation import GenerationService
+from services.library import Library, RunNotFound, RunRecord
+from services.request import GenerationRequest
+from services.validation import SEED_MAX
+
+MIN_TAKES = 2
+MAX_TAKES = 8
+
+
+@dataclass(frozen=True)
+class VariationUpdate:
+    """A change in one take (`slot`, 0-based) of group `group_id`; `finished` on the last one."""
+
+    group_id: str
+    slot: int | None = None
+    seed: int | None = None
+    run: RunUpdate | None = None
+    finished: bool = False
+    status: str = "processing"
+    error: str | None = None
+
+
+def check_takes(n: Any) -> int:
+    """How many takes, refused unless a whole number from 2 to 8."""
+    try:
+        count = int(n)
+        if count != float(n) or not MIN_TAKES <= count <= MAX_TAKES:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise RequestInvalid(
+            [
+                FieldError(
+                    "n",
+                    f"Number of variations must be a whole number from {MIN_TAKES} to {MAX_TAKES}.",
+                )
+            ]
+        ) from None
+    return count
+
+
+def seeds_for(request: GenerationRequest, n: int) -> list[int]:
+    """A distinct seed per take; a seed the musician chose is the first take's."""
+    chosen = [request.seed] if request.seed not in (None, 0, -1) else []
+    seeds = [int(s) for s in chosen if s is not None]
+    while len(seeds) < n:
+        candidate = secrets.randbelow(SEED_MAX) + 1
+        if candidate not in seeds:
+            seeds.append(candidate)
+    return seeds
+
+
+class Variations:
+    """Makes groups of takes; one instance serves every visitor."""
+
+    def __init__(self, service: GenerationService, library: Library):
+        self._service = service
+        self._library = library
+
+    async def run(
+        self,
+        request: GenerationRequest,
+        n: Any,
+        *,
+        token: str | None,
+        owner: str | None,
+        engine: str | None = None,
+    ) -> AsyncIterator[VariationUpdate]:
+        """Start `n` takes of `request` at once; yield every change of each, then the end.
+
+        Refusals come before anything is stored or sent. Cancelling the consumer cancels
+        every take.
+        """
+        count = check_takes(n)
+        chosen = self._service.engines.open(engine, token)
+        try:
+            await asyncio.to_thread(self._service.check, request, chosen.name)
+        finally:
+            await chosen.aclose()
+        seeds = seeds_for(request, count)
+        group = self._library.create_pending(
+            owner,
+            request.to_dict(),
+            engine=chosen.name,
+            kind="variations",
+            compose={"n": count, "seeds": seeds, "takes": {}},
+        )
+        self._library.update(group.id, status="processing")
+        yield VariationUpdate(group.id)
+        queue: asyncio.Queue[tuple[int, RunUpdate | None]] = asyncio.Queue()
+        tasks = [
+            asyncio.create_task(
+                self._take(queue, slot, replace(request, seed=seed), group.id, token, owner, engine)
+            )
+            for slot, seed in enumerate(seeds)
+        ]
+        try:
+            running = count
+            while running:
+                slot, update = await queue.get()
+                if update is None:  # that take's generator ended
+                    running -= 1
+                    continue
+                if update.run_id and not update.finished:
+                    self._note_take(group.id, owner, slot, update.run_id)
+                yield VariationUpdate(group.id, slot, seeds[slot], run=update)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        settled = self.settle(group.id, owner)
+        yield VariationUpdate(
+            group.id,
+            finished=True,
+            status=settled.status if settled else "failed",
+            error=settled.error if settled else None,
+        )
+
+    async def _take(
+        self,
+        queue: asyncio.Queue[tuple[int, RunUpdate | None]],
+        slot: int,
+        request: GenerationRequest,
+        group_id: str,
+        token: str | None,
+        owner: str | None,
+        engine: str | None,
+    ) -> None:
+        try:
+            async for update in self._service.generate(
+                request,
+                token=token,
+                owner=owner,
+                engine=engine,
+                parent_run_id=group_id,
+                kind="variation",
+            ):
+                await queue.put((slot, update))
+        except StudioError as err:
+            await queue.put((slot, RunUpdate("failed", error=str(err))))
+        finally:
+            queue.put_nowait((slot, None))
+
+    def _note_take(self, group_id: str, owner: str | None, slot: int, run_id: str) -> None:
+        record = self._library.get(group_id, owner)
+        if record is None:
+            return
+        compose = dict(record.compose or {})
+        takes = dict(compose.get("takes") or {})
+        if takes.get(str(slot)) == run_id:
+            return
+        takes[str(slot)] = run_id
+        compose["takes"] = takes
+        self._library.update(group_id, compose=compose)
+
+    async def regenerate(
+        self,
+        group_id: str,
+        slot: int,
+        *,
+        token: str | None,
+        owner: str | None,
+        engine: str | None = None,
+    ) -> AsyncIterator[VariationUpdate]:
+        """A new take, with a new seed, in place of one slot of the group."""
+        group = self._library.get(group_id, owner)
+        if group is None or group.kind != "variations":
+            raise StudioError("That group of variations is not in your library.")
+        compose = dict(group.compose or {})
+        seeds = list(compose.get("seeds") or [])
+        if not 0 <= slot < len(seeds):
+            raise RequestInvalid([FieldError("slot", f"Choose a take from 1 to {len(seeds)}.")])
+        request = GenerationRequest.from_dict(group.request)
+        seed = seeds_for(replace(request, seed=None), len(seeds) + 1)[-1]
+        while seed in seeds:
+            seed = seeds_for(replace(request, seed=None), 1)[0]
+        seeds[slot] = seed
+        compose["seeds"] = seeds
+        self._library.update(group_id, compose=compose, status="processing")
+        try:
+            async for update in self._service.generate(
+                replace(request, seed=seed),
+                token=token,
+                owner=owner,
+                engine=engine or group.engine,
+                parent_run_id=group_id,
+                kind="variation",
+            ):
+                if update.run_id and not update.finished:
+                    self._note_take(group_id, owner, slot, update.run_id)
+                yield VariationUpdate(group_id, slot, seed, run=update)
+        finally:
+            self.settle(group_id, owner)
+
+    def takes(self, group_id: str, owner: str | None) -> list[RunRecord | None]:
+        """The group's current take in each slot (None where none was started)."""
+        group = self._library.get(group_id, owner)
+        if group is None:
+            return []
+        compose = group.compose or {}
+        slots = compose.get("takes") or {}
+        return [
+            self._library.get(slots.get(str(i), ""), owner) if str(i) in slots else None
+            for i in range(len(compose.get("seeds") or []))
+        ]
+
+    def settle(self, group_id: str, owner: str | None) -> RunRecord | None:
+        """The group's status from its takes: done when all ended, playing its first one."""
+        with contextlib.suppress(RunNotFound):
+            takes = self.takes(group_id, owner)
+            if any(t is not None and t.in_flight for t in takes):
+                return self._library.get(group_id, owner)
+            made = [t for t in takes if t is not None and t.has_audio]
+            if made:
+                cover = self._library.audio_file(made[0])
+                if cover is not None:
+                    return self._library.attach_audio(
+                        group_id,
+                        Path(cover),
+                        fmt=made[0].audio_format or "wav",
+                        seconds=float(made[0].audio_seconds or 0),
+                    )
+            ended = [t for t in takes if t is not None]
+            status = "canceled" if any(t.status == "canceled" for t in ended) else "failed"
+            reasons = {t.error for t in ended if t.error}
+            return self._library.update(
+                group_id, status=status, error="; ".join(sorted(reasons)) or "No take finished."
+            )
+        return None
+
+    def settle_all(self) -> list[str]:
+        """On start, after runs were resumed: groups whose takes have all ended are settled."""
+        settled = []
+        for group in self._library.in_flight(kinds=("variations",)):
+            record = self.settle(group.id, None)
+            if record is not None and record.finished:
+                settled.append(group.id)
+        return settled

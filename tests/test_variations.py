@@ -1,0 +1,110 @@
+"""Variations: N takes of one request at once, against the emulator over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from services.compose.variations import Variations
+from services.errors import RequestInvalid
+from services.generation import GenerationService
+from services.library import Library
+from services.request import GenerationRequest
+from services.settings import Settings
+
+
+def make(emulator, data_dir: Path) -> tuple[Variations, Library]:
+    settings = Settings.from_env(
+        {
+            "MUSICGEN_DATA_DIR": str(data_dir),
+            "REPLICATE_BASE_URL": emulator.base_url,
+            "MUSICGEN_ENGINE": "replicate",
+        }
+    )
+    library = Library(data_dir)
+    return Variations(GenerationService(settings, library), library), library
+
+
+async def test_three_variations_run_at_once_with_three_seeds_as_one_entry(emulator, tmp_path):
+    emulator.configure(run_seconds=1.0, max_wait_seconds=0.2)
+    variations, library = make(emulator, tmp_path)
+    request = GenerationRequest(prompt="bossa nova guitar", duration=3)
+
+    updates = [u async for u in variations.run(request, 3, token=emulator.token, owner=None)]
+
+    final = updates[-1]
+    assert final.finished and final.status == "succeeded", final.error
+    takes = variations.takes(final.group_id, None)
+    assert len(takes) == 3 and all(t is not None and t.status == "succeeded" for t in takes)
+    seeds = [t.seed for t in takes]
+    assert len(set(seeds)) == 3 and None not in seeds
+    # Each take reports its own seed as it runs.
+    assert {u.slot: u.seed for u in updates if u.slot is not None} == dict(enumerate(seeds))
+    # The three runs were on the emulator at the same time.
+    runs = [emulator.prediction(t.prediction_id) for t in takes]
+    starts = [p.started for p in runs]
+    ends = [p.ending()[0] for p in runs]
+    assert max(starts) < min(ends), (starts, ends)
+    # One entry in the history; the takes are inside it.
+    listed = [r.id for r in library.list(None).items]
+    assert listed == [final.group_id]
+    assert {r.id for r in library.children(final.group_id)} == {t.id for t in takes}
+    group = library.get(final.group_id)
+    assert group.kind == "variations" and group.has_audio and group.compose["seeds"] == seeds
+
+
+async def test_one_cancel_stops_every_take(emulator, tmp_path):
+    emulator.configure(run_seconds=30.0, max_wait_seconds=0.2)
+    variations, library = make(emulator, tmp_path)
+    request = GenerationRequest(prompt="ambient pads", duration=8)
+    seen = []
+
+    async def consume() -> None:
+        async for update in variations.run(request, 4, token=emulator.token, owner=None):
+            seen.append(update)
+
+    task = asyncio.create_task(consume())
+    for _ in range(400):  # until all four are processing on the emulator
+        processing = {u.slot for u in seen if u.run and u.run.status == "processing"}
+        if len(processing) == 4:
+            break
+        await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    ids = {u.run.prediction_id for u in seen if u.run and u.run.prediction_id}
+    assert len(ids) == 4
+    assert {emulator.status(pid) for pid in ids} == {"canceled"}
+    group = library.get(seen[0].group_id)
+    assert variations.settle(group.id, None).status == "canceled"
+    assert all(t.status == "canceled" for t in variations.takes(group.id, None))
+
+
+async def test_a_slot_can_be_made_again_with_a_new_seed(emulator, tmp_path):
+    emulator.configure(max_wait_seconds=0.2)
+    variations, _ = make(emulator, tmp_path)
+    request = GenerationRequest(prompt="drum and bass", duration=2, seed=42)
+    updates = [u async for u in variations.run(request, 2, token=emulator.token, owner=None)]
+    group_id = updates[-1].group_id
+    before = variations.takes(group_id, None)
+    assert before[0].seed == 42  # the chosen seed is the first take's
+
+    again = [u async for u in variations.regenerate(group_id, 1, token=emulator.token, owner=None)]
+
+    assert again[-1].run.status == "succeeded"
+    after = variations.takes(group_id, None)
+    assert after[0].id == before[0].id
+    assert after[1].id != before[1].id and after[1].seed not in (before[1].seed, 42)
+
+
+async def test_a_bad_number_of_variations_is_refused_before_anything_is_sent(emulator, tmp_path):
+    variations, _ = make(emulator, tmp_path)
+    request = GenerationRequest(prompt="x", duration=2)
+    for n in (1, 9, 2.5, "many"):
+        with pytest.raises(RequestInvalid) as refused:
+            [u async for u in variations.run(request, n, token=emulator.token, owner=None)]
+        assert refused.value.errors[0].field == "n"
+    assert emulator.creates == 0
