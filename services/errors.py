@@ -98,6 +98,10 @@ class CreateUnclear(ConnectionFailed):
     made a run; the studio looks for it again later (see GenerationService)."""
 
 
+class SpendingLimit(StudioError):
+    """A run refused before anything was sent: the visitor reached a spending limit."""
+
+
 class OutputExpired(StudioError):
     """The run's output was removed by Replicate before it could be downloaded."""
 

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from services.audio import CLIP_MAX_SECONDS, check_output, probe
+from services.cost import Estimate, estimate, free_estimate, run_cost
 from services.engine import LOCAL, REPLICATE, Engine, EngineRules, EngineRun
 from services.engines import Engines
-from services.errors import AudioError, FieldError, RequestInvalid, StudioError
+from services.errors import AudioError, FieldError, RequestInvalid, SpendingLimit, StudioError
 from services.events import TERMINAL_STATUSES, RunUpdate
 from services.importer import ImportReport, import_account
 from services.library import Library, RunNotFound, RunRecord
@@ -32,6 +33,10 @@ WEB_URL = "https://replicate.com/p/{id}"
 LOGS_TAIL_CHARS = 4000
 PROGRESS_WRITE_S = 2.0
 CANCEL_TIMEOUT_S = 30.0
+SPENDING_WINDOW_S = 24 * 3600.0  # the daily GPU-seconds cap counts the last 24 hours
+# Runs counted as in flight: younger than Replicate's 30-minute limit with room to spare, so a
+# record stranded by a crash (and not yet resumed) never blocks its visitor for good.
+IN_FLIGHT_WINDOW_S = 2 * 3600.0
 NEVER_STARTED = {
     REPLICATE: "The app stopped before this run reached Replicate; nothing was made.",
     LOCAL: (
@@ -125,17 +130,21 @@ class GenerationService:
         engine: str | None = None,
         parent_run_id: str | None = None,
         kind: str = "take",
+        quota_pool: str | None = None,
     ) -> AsyncIterator[RunUpdate]:
         """Run `request` on `engine` (None: the default) and yield an update for every change.
 
         The last update is terminal. Refusals (RequestInvalid, an engine that cannot run here,
         a missing token) are raised before anything is stored or sent. `kind` and
         `parent_run_id` file the run as part of a composition (a part of a long piece, one
-        of a group of variations).
+        of a group of variations). The spending limits are counted per `owner`, or over every
+        owner starting with `quota_pool` (API callers, who have no identity of their own).
         """
         eng = self._engines.open(engine, token)
         try:
             await asyncio.to_thread(self.check, request, eng.name)
+            # No await from here to create_pending: two clicks cannot both slip under a limit.
+            self.guard(request, owner, eng.name, pool=quota_pool)
         except BaseException:
             await eng.aclose()
             raise
@@ -173,6 +182,47 @@ class GenerationService:
         finally:
             with contextlib.suppress(Exception):
                 await eng.aclose()
+
+    # -- cost -----------------------------------------------------------------------------
+
+    def estimate(self, model_version: str, duration: float, engine: str | None = None) -> Estimate:
+        """The GPU seconds and price a run would cost, from the library's own measured runs
+        of that model, else from published figures; nothing on this machine."""
+        rules = self._rules(engine)
+        if rules.name == LOCAL:
+            return free_estimate()
+        model = model_version or rules.default_model()
+        rates = self._library.predict_rates(model)
+        return estimate(model, duration, self._settings.gpu_price_per_second, rates)
+
+    def guard(
+        self, request: GenerationRequest, owner: str | None, engine: str, *, pool: str | None
+    ) -> None:
+        """Refuse a run past the visitor's limits (SpendingLimit), before anything is sent."""
+        s = self._settings
+        now = time.time()
+        used, running = self._library.spending(
+            owner,
+            since=now - SPENDING_WINDOW_S,
+            in_flight_since=now - IN_FLIGHT_WINDOW_S,
+            pool=pool,
+        )
+        if s.max_runs_in_flight is not None and running >= s.max_runs_in_flight:
+            raise SpendingLimit(
+                f"You already have {running} runs in progress, the most this server allows at "
+                "once. Wait for one to finish, then press Generate again. Nothing was sent."
+            )
+        cap = s.max_gpu_seconds_per_visitor
+        if engine != REPLICATE or cap is None:
+            return
+        expected = self.estimate(request.model_version, request.duration, engine).gpu_seconds
+        if used + expected > cap:
+            raise SpendingLimit(
+                f"This run (≈ {expected:.0f} s of GPU time) would take you past this server's "
+                f"limit of {cap:g} GPU seconds on Replicate per visitor per day (you have used "
+                f"{used:.0f} s in the last 24 hours). Try a shorter duration or come back later. "
+                "Nothing was sent."
+            )
 
     def _note_started(self, run_id: str, run: EngineRun) -> None:
         """Record the engine's id of the run, what makes it and where, as soon as it exists."""
@@ -245,11 +295,24 @@ class GenerationService:
             changes["started_at"] = started_at
         self._library.update(run_id, **changes)
 
+    def _timing(self, run_id: str, final: RunUpdate) -> dict[str, Any]:
+        """The run's measured GPU time and what it cost (nothing on this machine)."""
+        record = self._library.get(run_id)
+        paid = record is None or record.engine == REPLICATE
+        price = self._settings.gpu_price_per_second if paid else 0.0
+        return {
+            "predict_time": final.predict_time,
+            "realtime_factor": final.realtime_factor,
+            "cost_usd": run_cost(final.predict_time, price),
+        }
+
     async def _finish(self, run_id: str, final: RunUpdate) -> RunUpdate:
         """File a finished run: check and store its audio, or record why it ended."""
-        timing = {"predict_time": final.predict_time, "realtime_factor": final.realtime_factor}
-        if final.status == "lost":
-            self._library.update(run_id, status="lost", error=final.error, data_removed=True)
+        timing = self._timing(run_id, final)
+        if final.status == "lost":  # paid for, so its GPU time and cost are kept too
+            self._library.update(
+                run_id, status="lost", error=final.error, data_removed=True, **timing
+            )
             return final
         if final.status != "succeeded" or not final.audio_path:
             status = "failed" if final.status == "succeeded" else final.status
@@ -375,6 +438,7 @@ class GenerationService:
             "checkpoint": record.checkpoint,
             "device": record.device,
             "realtime_factor": record.realtime_factor,
+            "cost_usd": record.cost_usd,
             "web_url": (
                 WEB_URL.format(id=record.prediction_id)
                 if record.prediction_id and record.engine == REPLICATE

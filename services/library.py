@@ -86,6 +86,7 @@ _UPDATABLE = frozenset(
         "realtime_factor",
         "kind",
         "compose",
+        "cost_usd",
     }
 )
 
@@ -151,7 +152,7 @@ def _clean_changes(changes: dict[str, Any]) -> dict[str, Any]:
                 clean[name] = to_epoch(clean[name])
             except ValueError as err:
                 raise ValueError(f"{name} must be epoch seconds or an ISO 8601 time") from err
-    for name, kind in (("predict_time", float), ("seed", int)):
+    for name, kind in (("predict_time", float), ("seed", int), ("cost_usd", float)):
         if clean.get(name) is not None:
             clean[name] = kind(clean[name])
     return clean
@@ -511,6 +512,42 @@ class Library:
                 [parent_id, *args],
             ).fetchall()
         return [RunRecord.from_row(r) for r in rows]
+
+    def predict_rates(self, model_version: str, *, limit: int = 50) -> builtins.list[float]:
+        """Seconds of GPU work per second of audio of the latest succeeded Replicate runs of
+        `model_version` (every owner's: it measures the hardware, not the visitor)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT predict_time / audio_seconds FROM runs WHERE engine = 'replicate'"
+                " AND status = 'succeeded' AND model_version = ? AND predict_time > 0"
+                " AND audio_seconds > 0 ORDER BY created_at DESC LIMIT ?",
+                [model_version, int(limit)],
+            ).fetchall()
+        return [float(r[0]) for r in rows]
+
+    def spending(
+        self, owner: str | None, *, since: float, in_flight_since: float, pool: str | None = None
+    ) -> tuple[float, int]:
+        """(GPU seconds of Replicate runs created since `since`, runs in flight created since
+        `in_flight_since`) of `owner` (everyone's for None); with `pool`, of every owner whose
+        identity starts with it."""
+        if pool is not None:
+            where, args = " AND substr(owner, 1, ?) = ?", [len(pool), pool]
+        else:
+            where, args = _owner_clause(owner)
+        marks = ", ".join("?" for _ in IN_FLIGHT_STATUSES)
+        with self._read() as conn:
+            used = conn.execute(
+                "SELECT COALESCE(SUM(predict_time), 0) FROM runs WHERE engine = 'replicate'"
+                f" AND created_at >= ?{where}",
+                [since, *args],
+            ).fetchone()[0]
+            running = conn.execute(
+                f"SELECT COUNT(*) FROM runs WHERE status IN ({marks}) AND created_at >= ?"
+                f" AND kind IN ({', '.join('?' for _ in RUN_KINDS)}){where}",
+                [*sorted(IN_FLIGHT_STATUSES), in_flight_since, *RUN_KINDS, *args],
+            ).fetchone()[0]
+        return float(used), int(running)
 
     def find_by_prediction(self, prediction_id: str, owner: str | None = None) -> RunRecord | None:
         """The run made by this prediction (for this owner when one is given)."""

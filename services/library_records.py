@@ -122,6 +122,7 @@ class RunRecord:
     realtime_factor: float | None = None
     kind: str = "take"
     compose: dict[str, Any] | None = None
+    cost_usd: float | None = None
 
     @property
     def prompt(self) -> str:
@@ -188,6 +189,7 @@ class RunRecord:
             realtime_factor=row["realtime_factor"],
             kind=row["kind"],
             compose=json.loads(row["compose"]) if row["compose"] else None,
+            cost_usd=row["cost_usd"],
         )
 
 

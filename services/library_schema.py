@@ -14,7 +14,7 @@ from pathlib import Path
 
 from services.errors import StudioError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Seconds a connection waits for another writer (thread or process) before giving up.
 BUSY_TIMEOUT_SECONDS = 15.0
 
@@ -92,10 +92,19 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX runs_parent ON runs (parent_id)")
 
 
+def _v3_to_v4(conn: sqlite3.Connection) -> None:
+    """What each run cost: its GPU seconds (predict_time, already kept) at the price then."""
+    # Dollars; 0 for this machine's runs, NULL while unknown (in flight, or never measured).
+    conn.execute("ALTER TABLE runs ADD COLUMN cost_usd REAL")
+    # The daily spending guard sums one owner's recent Replicate runs.
+    conn.execute("CREATE INDEX runs_owner_engine_created ON runs (owner, engine, created_at)")
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _v0_to_v1,
     1: _v1_to_v2,
     2: _v2_to_v3,
+    3: _v3_to_v4,
 }
 
 

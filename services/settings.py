@@ -6,12 +6,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from services.cost import DEFAULT_GPU_PRICE_PER_SECOND
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
 # meta/musicgen on Replicate; its input schema matches replicate/cog-musicgen at commit 647e795.
 DEFAULT_VERSION = "671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb"
 DEFAULT_DATA_DIR = "musicgen-data"
 ENGINE_MODES = ("auto", "local", "replicate")
+DEFAULT_MAX_RUNS_IN_FLIGHT = 4
 
 
 def _flag(value: str | None) -> bool:
@@ -26,6 +30,9 @@ class Settings:
     `shared` turns on per-browser owners (automatic on Hugging Face Spaces, where SPACE_ID is set).
     `engine` is MUSICGEN_ENGINE (auto, local or replicate); `deployment` (owner/name) sends
     Replicate runs to a deployment instead of the public model's version.
+    Spending: `gpu_price_per_second` (MUSICGEN_GPU_PRICE_PER_SECOND, dollars) prices Replicate
+    runs; `max_gpu_seconds_per_visitor` (MUSICGEN_MAX_GPU_SECONDS_PER_VISITOR, per 24 h) and
+    `max_runs_in_flight` (MUSICGEN_MAX_RUNS_IN_FLIGHT, 0 for no cap) refuse further runs.
     """
 
     api_token: str | None
@@ -36,6 +43,9 @@ class Settings:
     max_library_mb: float | None
     engine: str = "auto"
     deployment: str | None = None
+    gpu_price_per_second: float = DEFAULT_GPU_PRICE_PER_SECOND
+    max_gpu_seconds_per_visitor: float | None = None  # per day; None: no daily cap
+    max_runs_in_flight: int | None = DEFAULT_MAX_RUNS_IN_FLIGHT  # per visitor; None: no cap
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -58,4 +68,29 @@ class Settings:
             max_library_mb=float(cap) if cap else None,
             engine=engine,
             deployment=deployment,
+            **_spending(env),
         )
+
+
+def _number(env: Mapping[str, str], name: str) -> float | None:
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number (it is {text!r}).") from None
+    if value < 0:
+        raise ValueError(f"{name} must not be negative (it is {text!r}).")
+    return value
+
+
+def _spending(env: Mapping[str, str]) -> dict[str, Any]:
+    """The price and spending limits, from their environment variables."""
+    price = _number(env, "MUSICGEN_GPU_PRICE_PER_SECOND")
+    runs = _number(env, "MUSICGEN_MAX_RUNS_IN_FLIGHT")
+    return {
+        "gpu_price_per_second": DEFAULT_GPU_PRICE_PER_SECOND if price is None else price,
+        "max_gpu_seconds_per_visitor": _number(env, "MUSICGEN_MAX_GPU_SECONDS_PER_VISITOR"),
+        "max_runs_in_flight": (DEFAULT_MAX_RUNS_IN_FLIGHT if runs is None else (int(runs) or None)),
+    }
