@@ -156,24 +156,28 @@ class Extender:
             for index, new_seconds in enumerate(plan, start=1):
                 request = self._part_request(base, entry.id, track, lap, new_seconds, index)
                 final: RunUpdate | None = None
-                async for update in self._service.generate(
-                    request,
-                    token=token,
-                    owner=owner,
-                    engine=engine or entry.engine,
-                    parent_run_id=entry.id,
-                    kind="part",
-                ):
-                    if final is None and update.run_id:
-                        self._note_pending(entry.id, owner, update.run_id, lap)
-                    final = update
-                    yield ExtendUpdate(entry.id, index, len(plan), run=update)
+                # Closed at once on any exit, so that a stopped chain cancels its running part.
+                async with contextlib.aclosing(
+                    self._service.generate(
+                        request,
+                        token=token,
+                        owner=owner,
+                        engine=engine or entry.engine,
+                        parent_run_id=entry.id,
+                        kind="part",
+                    )
+                ) as updates:
+                    async for update in updates:
+                        if final is None and update.run_id:
+                            self._note_pending(entry.id, owner, update.run_id, lap)
+                        final = update
+                        yield ExtendUpdate(entry.id, index, len(plan), run=update)
                 if final is None or final.status != "succeeded" or not final.audio_path:
                     status = final.status if final else "failed"
                     error = (final.error if final else None) or "The part did not finish."
                     break
                 track = await asyncio.to_thread(self._append, entry.id, owner, final, target)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
             self._stop(entry.id, owner, "interrupted")
             raise
         except StudioError as err:
