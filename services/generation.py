@@ -24,6 +24,7 @@ from services.errors import AudioError, FieldError, RequestInvalid, SpendingLimi
 from services.events import TERMINAL_STATUSES, RunUpdate
 from services.importer import ImportReport, import_account
 from services.library import Library, RunNotFound, RunRecord
+from services.library_records import INNER_KINDS
 from services.replicate_engine import ReplicateModel
 from services.request import GenerationRequest
 from services.settings import Settings
@@ -144,7 +145,7 @@ class GenerationService:
         try:
             await asyncio.to_thread(self.check, request, eng.name)
             # No await from here to create_pending: two clicks cannot both slip under a limit.
-            self.guard(request, owner, eng.name, pool=quota_pool)
+            self.guard(request, owner, eng.name, pool=quota_pool, click=kind not in INNER_KINDS)
         except BaseException:
             await eng.aclose()
             raise
@@ -196,9 +197,20 @@ class GenerationService:
         return estimate(model, duration, self._settings.gpu_price_per_second, rates)
 
     def guard(
-        self, request: GenerationRequest, owner: str | None, engine: str, *, pool: str | None
+        self,
+        request: GenerationRequest,
+        owner: str | None,
+        engine: str,
+        *,
+        pool: str | None = None,
+        click: bool = True,
     ) -> None:
-        """Refuse a run past the visitor's limits (SpendingLimit), before anything is sent."""
+        """Refuse a run past the visitor's limits (SpendingLimit), before anything is sent.
+
+        Runs in flight count entries of the history (a take, or a whole composition), so only a
+        `click` (not a part or take inside a composition already counted) is held to that
+        limit; every Replicate run is held to the daily GPU seconds.
+        """
         s = self._settings
         now = time.time()
         used, running = self._library.spending(
@@ -207,7 +219,7 @@ class GenerationService:
             in_flight_since=now - IN_FLIGHT_WINDOW_S,
             pool=pool,
         )
-        if s.max_runs_in_flight is not None and running >= s.max_runs_in_flight:
+        if click and s.max_runs_in_flight is not None and running >= s.max_runs_in_flight:
             raise SpendingLimit(
                 f"You already have {running} runs in progress, the most this server allows at "
                 "once. Wait for one to finish, then press Generate again. Nothing was sent."

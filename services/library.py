@@ -528,9 +528,9 @@ class Library:
     def spending(
         self, owner: str | None, *, since: float, in_flight_since: float, pool: str | None = None
     ) -> tuple[float, int]:
-        """(GPU seconds of Replicate runs created since `since`, runs in flight created since
-        `in_flight_since`) of `owner` (everyone's for None); with `pool`, of every owner whose
-        identity starts with it."""
+        """(GPU seconds of Replicate runs created since `since`, entries in flight created since
+        `in_flight_since`: takes and compositions, not the runs inside one) of `owner`
+        (everyone's for None); with `pool`, of every owner whose identity starts with it."""
         if pool is not None:
             where, args = " AND substr(owner, 1, ?) = ?", [len(pool), pool]
         else:
@@ -544,8 +544,8 @@ class Library:
             ).fetchone()[0]
             running = conn.execute(
                 f"SELECT COUNT(*) FROM runs WHERE status IN ({marks}) AND created_at >= ?"
-                f" AND kind IN ({', '.join('?' for _ in RUN_KINDS)}){where}",
-                [*sorted(IN_FLIGHT_STATUSES), in_flight_since, *RUN_KINDS, *args],
+                f" AND kind NOT IN ({', '.join('?' for _ in INNER_KINDS)}){where}",
+                [*sorted(IN_FLIGHT_STATUSES), in_flight_since, *INNER_KINDS, *args],
             ).fetchone()[0]
         return float(used), int(running)
 

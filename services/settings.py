@@ -32,7 +32,8 @@ class Settings:
     Replicate runs to a deployment instead of the public model's version.
     Spending: `gpu_price_per_second` (MUSICGEN_GPU_PRICE_PER_SECOND, dollars) prices Replicate
     runs; `max_gpu_seconds_per_visitor` (MUSICGEN_MAX_GPU_SECONDS_PER_VISITOR, per 24 h) and
-    `max_runs_in_flight` (MUSICGEN_MAX_RUNS_IN_FLIGHT, 0 for no cap) refuse further runs.
+    `max_runs_in_flight` (MUSICGEN_MAX_RUNS_IN_FLIGHT; 4 by default on a shared deployment, no
+    cap on a private one; 0 for no cap) refuse further runs.
     """
 
     api_token: str | None
@@ -45,7 +46,7 @@ class Settings:
     deployment: str | None = None
     gpu_price_per_second: float = DEFAULT_GPU_PRICE_PER_SECOND
     max_gpu_seconds_per_visitor: float | None = None  # per day; None: no daily cap
-    max_runs_in_flight: int | None = DEFAULT_MAX_RUNS_IN_FLIGHT  # per visitor; None: no cap
+    max_runs_in_flight: int | None = None  # per visitor; None: no cap
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -68,7 +69,7 @@ class Settings:
             max_library_mb=float(cap) if cap else None,
             engine=engine,
             deployment=deployment,
-            **_spending(env),
+            **_spending(env, shared=_flag(env.get("MUSICGEN_SHARED")) or bool(env.get("SPACE_ID"))),
         )
 
 
@@ -85,10 +86,12 @@ def _number(env: Mapping[str, str], name: str) -> float | None:
     return value
 
 
-def _spending(env: Mapping[str, str]) -> dict[str, Any]:
+def _spending(env: Mapping[str, str], *, shared: bool) -> dict[str, Any]:
     """The price and spending limits, from their environment variables."""
     price = _number(env, "MUSICGEN_GPU_PRICE_PER_SECOND")
     runs = _number(env, "MUSICGEN_MAX_RUNS_IN_FLIGHT")
+    if runs is None:
+        runs = DEFAULT_MAX_RUNS_IN_FLIGHT if shared else 0
     return {
         "gpu_price_per_second": DEFAULT_GPU_PRICE_PER_SECOND if price is None else price,
         "max_gpu_seconds_per_visitor": _number(env, "MUSICGEN_MAX_GPU_SECONDS_PER_VISITOR"),
