@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -20,16 +21,25 @@ from services.audio import CLIP_MAX_SECONDS, check_output, probe
 from services.cost import Estimate, estimate, free_estimate, run_cost
 from services.engine import LOCAL, REPLICATE, Engine, EngineRules, EngineRun
 from services.engines import Engines
-from services.errors import AudioError, FieldError, RequestInvalid, SpendingLimit, StudioError
+from services.errors import (
+    AudioError,
+    CreateUnclear,
+    FieldError,
+    RequestInvalid,
+    SpendingLimit,
+    StudioError,
+)
 from services.events import TERMINAL_STATUSES, RunUpdate
 from services.importer import ImportReport, import_account
 from services.library import Library, RunNotFound, RunRecord
 from services.library_records import INNER_KINDS
-from services.replicate_engine import ReplicateModel
+from services.orphans import BEFORE_RECORD_S, FILE_APART, WINDOW_S, OrphanCheck, Stray
+from services.replicate_engine import ReplicateEngine, ReplicateModel
 from services.request import GenerationRequest
 from services.settings import Settings
 from services.validation import check_request, limit_errors, parse_request, warnings
 
+log = logging.getLogger(__name__)
 WEB_URL = "https://replicate.com/p/{id}"
 LOGS_TAIL_CHARS = 4000
 PROGRESS_WRITE_S = 2.0
@@ -62,10 +72,14 @@ class GenerationService:
         *,
         local: Engine | None = None,
         engines: Engines | None = None,
+        orphan_check: OrphanCheck | None = None,
     ):
         self._settings = settings
         self._library = library
         self._engines = engines or Engines(settings, local)
+        self._orphan_check = orphan_check or OrphanCheck()
+        # Orphan sweeps started after unclear creates (held so they are not collected).
+        self._sweeps: set[asyncio.Task[list[str]]] = set()
 
     @property
     def engines(self) -> Engines:
@@ -166,6 +180,8 @@ class GenerationService:
                     yield stage("preparing")
                 yield stage("creating")
                 run = await eng.start(request, workdir=workdir)
+                if run.state.get("unclear_create"):
+                    self._sweep_later(token, record)
                 self._note_started(record.id, run)
                 async for update in self._follow_and_file(eng, record.id, run, started, workdir):
                     finished = update.finished or update.status == "lost"
@@ -177,6 +193,8 @@ class GenerationService:
                 await self._cancel_run(eng, record.id, run)
             raise
         except StudioError as err:
+            if isinstance(err, CreateUnclear):
+                self._sweep_later(token, record)
             with contextlib.suppress(RunNotFound):  # deleted from the history meanwhile
                 self._library.update(record.id, status="failed", error=str(err))
             yield stage("failed", prediction_id=run.id if run else None, error=str(err))
@@ -396,7 +414,86 @@ class GenerationService:
                     settled.append(record.id)
             finally:
                 await engine.aclose()
+        # Runs the account holds that no record learned of (a crash mid-create, a create that
+        # got no clear answer, a visitor who gave up meanwhile): filed or canceled now.
+        everyone = bool(self._settings.api_token) or not self._settings.shared
+        if everyone or owner is not None:  # a visitor's own token sweeps their records only
+            with contextlib.suppress(StudioError):
+                scope = None if everyone else owner
+                settled += await self.sweep_orphans(token=token, owner=scope)
         return settled
+
+    # -- orphans ----------------------------------------------------------------------------
+
+    async def sweep_orphans(
+        self, *, token: str | None = None, owner: str | None = None, since: float | None = None
+    ) -> list[str]:
+        """Find the account's runs made by the studio that no library holds (services.orphans)
+        and file them, canceling those whose visitor gave up; returns the library ids filed.
+
+        `owner` limits it to one visitor's records (a visitor's own token); `since` (epoch)
+        defaults to orphans.WINDOW_S ago.
+        """
+        try:
+            engine = self._engines.open(REPLICATE, token)
+        except StudioError:
+            return []
+        try:
+            if not isinstance(engine, ReplicateEngine):
+                return []
+            start = time.time() - WINDOW_S if since is None else since
+            records = self._library.replicate_runs_since(start - BEFORE_RECORD_S, owner)
+            if not records:
+                return []
+            known = self._library.known_predictions()
+            strays = await engine.strays(records, known, start, self._orphan_check)
+            return [await self._file_stray(engine, stray) for stray in strays]
+        finally:
+            await engine.aclose()
+
+    async def _file_stray(self, engine: ReplicateEngine, stray: Stray) -> str:
+        """Adopt an orphan into its record (or an entry of its own), stop it if nobody wants
+        it, and follow it to its end so that any audio paid for is filed."""
+        record = stray.record
+        if stray.action == FILE_APART:
+            record = self._library.create_pending(
+                record.owner, record.request, engine=REPLICATE, source="recovered"
+            )
+        run = engine.adopt(stray.prediction, record)
+        if stray.cancel_first and stray.prediction.get("status") not in TERMINAL_STATUSES:
+            with contextlib.suppress(StudioError):
+                await engine.cancel(run)
+        self._library.update(record.id, prediction_id=run.id, checkpoint=run.checkpoint)
+        with tempfile.TemporaryDirectory(dir=self._scratch_dir()) as tmp:
+            workdir = Path(tmp)
+            async for _ in self._follow_and_file(engine, record.id, run, time.monotonic(), workdir):
+                pass
+        return record.id
+
+    def _sweep_later(self, token: str | None, record: RunRecord) -> None:
+        """After an unclear create: look for a stray run of this click once it has landed."""
+
+        async def sweep() -> list[str]:
+            await asyncio.sleep(self._orphan_check.delay)
+            try:
+                return await self.sweep_orphans(
+                    token=token, owner=record.owner, since=record.created_at
+                )
+            except StudioError as err:
+                log.warning("Looking for the run of an unclear create failed: %s", err)
+                return []
+
+        task = asyncio.get_running_loop().create_task(sweep())
+        self._sweeps.add(task)
+        task.add_done_callback(self._sweeps.discard)
+
+    async def settle_sweeps(self) -> list[str]:
+        """Wait for the orphan sweeps under way; the library ids they filed."""
+        filed: list[str] = []
+        while self._sweeps:
+            for ids in await asyncio.gather(*list(self._sweeps)):
+                filed += ids
+        return filed
 
     def _may_resume(self, record: RunRecord, owner: str | None) -> bool:
         """A server token (or this machine) resumes everyone's runs; a visitor's token theirs."""

@@ -513,6 +513,21 @@ class Library:
             ).fetchall()
         return [RunRecord.from_row(r) for r in rows]
 
+    def replicate_runs_since(
+        self, since: float, owner: str | None = None
+    ) -> builtins.list[RunRecord]:
+        """Replicate runs (not compositions) created at or after `since`, of `owner` (everyone's
+        for None), oldest first: what an orphan found in the account may belong to."""
+        where, args = _owner_clause(owner)
+        kinds = ", ".join("?" for _ in RUN_KINDS)
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM runs WHERE engine = 'replicate' AND created_at >= ?"
+                f" AND kind IN ({kinds}){where} ORDER BY created_at, id",
+                [since, *RUN_KINDS, *args],
+            ).fetchall()
+        return [RunRecord.from_row(r) for r in rows]
+
     def predict_rates(self, model_version: str, *, limit: int = 50) -> builtins.list[float]:
         """Seconds of GPU work per second of audio of the latest succeeded Replicate runs of
         `model_version` (every owner's: it measures the hardware, not the visitor)."""

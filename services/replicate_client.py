@@ -252,7 +252,7 @@ def _guess_content_type(path: Path) -> str:
     return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
-def _same_input(sent: dict[str, Any], seen: Any) -> bool:
+def same_input(sent: dict[str, Any], seen: Any) -> bool:
     """Whether a listed prediction's input is the one we sent.
 
     The API may store an inline data: URL as a file of its own, so such a value (or PRESENT,
@@ -581,7 +581,7 @@ class ReplicateClient:
                 if (
                     item.get("id") not in self._known_ids
                     and self._ours(item)
-                    and _same_input(input, item.get("input"))
+                    and same_input(input, item.get("input"))
                 ):
                     self._known_ids.add(item["id"])
                     return item
@@ -590,6 +590,21 @@ class ReplicateClient:
                 return None
             url = self._api_url(nxt)
         return None
+
+    async def predictions_since(self, since: datetime) -> list[dict[str, Any]]:
+        """The account's predictions created at or after `since` (local time), newest first."""
+        cutoff = self._server_time(since)
+        found: list[dict[str, Any]] = []
+        async for item in self.list_predictions():
+            created = parse_timestamp(item.get("created_at"))
+            if created is not None and created < cutoff:
+                break  # newest first: everything further is older still
+            found.append(item)
+        return found
+
+    def ours(self, prediction: dict[str, Any]) -> bool:
+        """Made by what this client creates on: its deployment, else its version."""
+        return self._ours(prediction)
 
     def _ours(self, prediction: dict[str, Any]) -> bool:
         """Made by what this client creates on: its deployment, else its version."""

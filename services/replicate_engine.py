@@ -8,7 +8,7 @@ outputs after about an hour) and checked to be the audio that was asked for.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +19,8 @@ from services.engine import REPLICATE, EngineRun
 from services.errors import FieldError, OutputExpired, StudioError
 from services.events import RunUpdate, output_url, parse_seed, split_log_lines
 from services.library_records import RunRecord
-from services.replicate_client import PRESENT, ReplicateClient
+from services.orphans import OrphanCheck, Stray, find_strays, sent_input
+from services.replicate_client import PRESENT, ReplicateClient, same_input
 from services.request import MODEL_VERSIONS, GenerationRequest
 from services.validation import replicate_model_errors
 
@@ -134,12 +135,32 @@ class ReplicateEngine(ReplicateModel):
             return self._run(prediction, request)
         # The create's answer never reached the library (a crash during the create): look for
         # the run it made. The uploaded clip's URL was never recorded: any clip will do.
-        wanted = request.to_api_input(None)
-        if request.input_audio:
-            wanted["input_audio"] = PRESENT
+        wanted = sent_input(record, PRESENT)
         # The listing may lag behind the create: look several times before deciding.
         found = await self._client.look_for_created(wanted, _local_time(record.created_at))
         return None if found is None else self._run(found, request)
+
+    async def strays(
+        self, records: Sequence[RunRecord], known: set[str], since: float, check: OrphanCheck
+    ) -> list[Stray]:
+        """This account's runs made for `records` that no library holds (see services.orphans),
+        looked for `check.looks` times: the listing may lag behind a create."""
+        found: list[Stray] = []
+
+        def matches(record: RunRecord, seen: Any) -> bool:
+            return same_input(sent_input(record, PRESENT), seen)
+
+        for look in range(check.looks):
+            listed = await self._client.predictions_since(_local_time(since))
+            ours = [p for p in listed if self._client.ours(p)]
+            found += find_strays(ours, records, known, matches)
+            if look < check.looks - 1:
+                await asyncio.sleep(check.interval)
+        return found
+
+    def adopt(self, prediction: dict[str, Any], record: RunRecord) -> EngineRun:
+        """A found prediction as the run of `record`, to follow and file."""
+        return self._run(prediction, GenerationRequest.from_dict(record.request))
 
     async def aclose(self) -> None:
         await self._client.aclose()
