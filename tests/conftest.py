@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.emulator import Emulator, EmulatorConfig, run_emulator
+
+if TYPE_CHECKING:  # importing it imports torch: only inside the fixture at run time
+    from tests.support.tiny_musicgen import TinyCheckpoints
 
 
 @pytest.fixture
@@ -20,3 +24,17 @@ def emulator(emulator_config: EmulatorConfig) -> Iterator[Emulator]:
     """A fresh Replicate emulator on 127.0.0.1 (free port) for one test."""
     with run_emulator(emulator_config) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def tiny_musicgen(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoints:
+    """Tiny random-weight MusicGen checkpoints (text, melody, stereo), built once per session.
+
+    Returns `tests.support.tiny_musicgen.TinyCheckpoints`: three folders, each usable as
+    `MUSICGEN_LOCAL_MODEL` / `MUSICGEN_LOCAL_MELODY_MODEL`. Skips without torch/transformers.
+    """
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tests.support.tiny_musicgen import build_all
+
+    return build_all(tmp_path_factory.mktemp("checkpoints"))

@@ -37,7 +37,7 @@ def progress_class(checkpoint: str, log: Callable[[str], None]) -> type[Any]:
 
     last = {"at": 0.0}
 
-    class Reporter(tqdm):  # type: ignore[misc]
+    class Reporter(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.pop("name", None)
             kwargs["file"] = io.StringIO()  # nothing on the server's terminal

@@ -23,9 +23,10 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.audio import check_output
-from services.engine import LOCAL, EngineRun
+from services.engine import LOCAL, Engine, EngineRun
 from services.errors import FieldError, StudioError
 from services.events import Progress, RunUpdate
 from services.library_records import RunRecord
@@ -55,6 +56,7 @@ class _Job:
     workdir: Path
     loop: asyncio.AbstractEventLoop
     notes: tuple[str, ...]
+    place: int = 0  # its place in the queue as last told (0: not waiting)
     updates: asyncio.Queue[RunUpdate] = field(default_factory=asyncio.Queue)
     canceled: threading.Event = field(default_factory=threading.Event)
     done: concurrent.futures.Future[str] = field(default_factory=concurrent.futures.Future)
@@ -176,8 +178,11 @@ class LocalEngine:
                 raise StudioError("The local engine is shutting down; try again in a moment.")
             self._jobs[run.id] = job
             self._queue.append(job)
-            waiting = len(self._queue) if self._busy or len(self._queue) > 1 else 0
-            if waiting:
+            # Runs ahead of this one: the queue, plus the running one (or, when idle, the
+            # worker is about to take the queue's head and that one isn't waiting).
+            waiting = len(self._queue) - (0 if self._busy else 1)
+            if waiting > 0:
+                job.place = waiting
                 job.emit(self._queued(job, waiting))
             self._ensure_worker()
             self._lock.notify_all()
@@ -198,6 +203,9 @@ class LocalEngine:
             return
         while True:
             update = await job.updates.get()
+            if update.finished:  # its follower has the end: the live state can go
+                with self._lock:
+                    self._jobs.pop(run.id, None)
             yield dataclasses.replace(update, elapsed=time.monotonic() - started)
             if update.finished:
                 return
@@ -208,6 +216,8 @@ class LocalEngine:
             job = self._jobs.get(run.id)
             if job is None:
                 return self._finished.get(run.id, "canceled")
+            if job.done.done():
+                return job.done.result()
             if job in self._queue:
                 self._queue.remove(job)
                 self._retire(job)
@@ -275,14 +285,14 @@ class LocalEngine:
     def _run(self, job: _Job) -> None:
         """One run from the queue to its terminal update; never raises."""
         run_id = job.run.id
-        last = {"done": -1}
+        last = {"done": -1, "total": 0}
 
         def say(line: str) -> None:
             job.emit(RunUpdate(status="processing", prediction_id=run_id, new_logs=(line,)))
 
         def progress(done: int, total: int) -> None:
             if done != last["done"]:
-                last["done"] = done
+                last["done"], last["total"] = done, total
                 job.emit(
                     RunUpdate(
                         status="processing", prediction_id=run_id, progress=Progress(done, total)
@@ -322,7 +332,10 @@ class LocalEngine:
             )
             check_output(path, job.request.duration)
         except Canceled:
-            job.finish(self._canceled(job))
+            stopped = self._canceled(job)
+            if last["done"] >= 0:  # where it stopped, so the page can show it
+                stopped = dataclasses.replace(stopped, progress=Progress(**last))
+            job.finish(stopped)
             return
         except StudioError as why:
             job.finish(self._failed(job, str(why)))
@@ -375,14 +388,22 @@ class LocalEngine:
     def _announce_positions(self) -> None:
         """Tell every waiting run its new place (caller holds the lock)."""
         for place, waiting in enumerate(self._queue, start=1):
-            waiting.emit(self._queued(waiting, place))
+            if waiting.place != place:
+                waiting.place = place
+                waiting.emit(self._queued(waiting, place))
 
     def _retire(self, job: _Job) -> None:
-        """Forget a run's live state, remembering how it ended (caller holds the lock)."""
-        self._jobs.pop(job.run.id, None)
+        """Remember how a run ended (caller holds the lock).
+
+        Its live state stays until its follower has read the end (a run canceled while
+        queued may not have been followed yet); runs nobody follows are dropped oldest first.
+        """
         self._finished[job.run.id] = job.done.result() if job.done.done() else "canceled"
         while len(self._finished) > REMEMBERED_RUNS:
             self._finished.popitem(last=False)
+        ended = [key for key, other in self._jobs.items() if other.done.done()]
+        for key in ended[: max(0, len(ended) - REMEMBERED_RUNS)]:
+            del self._jobs[key]
 
     @staticmethod
     def _queued(job: _Job, place: int) -> RunUpdate:
@@ -413,3 +434,7 @@ def _is_melody(checkpoint: str) -> bool:
         except (OSError, ValueError):
             return False
     return "melody" in checkpoint.rsplit("/", 1)[-1]
+
+
+if TYPE_CHECKING:  # mypy proves LocalEngine is an Engine (the seam the service calls)
+    _engine: Engine = LocalEngine()

@@ -12,6 +12,7 @@ real dimensions (24 layers, hidden 1024, T5-base) for the benchmark.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +37,8 @@ Size = Literal["tiny", "small"]
 
 SAMPLING_RATE = 32_000
 HOP = (8, 5, 4, 4)  # 640 samples: 50 frames a second, like the real 32 kHz EnCodec
+ATTENTION_GAIN = 30.0
+LOGIT_GAIN = 20.0
 WORDS = ("rock", "jazz", "piano", "drums", "calm", "fast", "guitar", "lofi", "beat", "synth")
 
 
@@ -121,11 +124,19 @@ def build_checkpoint(
             text_encoder=text, audio_encoder=audio, decoder=MusicgenDecoderConfig(**decoder_kwargs)
         )
         model = MusicgenForConditionalGeneration(config)
-    # A fresh EnCodec's codebooks are all zeros: every token would decode to the same sound.
     with torch.no_grad():
+        # A fresh EnCodec's codebooks are all zeros: every token would decode to the same sound.
         for layer in model.audio_encoder.quantizer.layers:
             layer.codebook.embed.normal_(0.0, 1.0)
             layer.codebook.embed_avg.copy_(layer.codebook.embed)
+        # At the default init (std 0.02) the decoder's logits are nearly flat and attention adds
+        # almost nothing to the residual, so text and melody would barely change a sampled
+        # token. Scaled up, like trained weights, the conditioning is heard.
+        for name, weight in model.decoder.named_parameters():
+            if name.endswith("out_proj.weight"):
+                weight.mul_(ATTENTION_GAIN)
+            elif name.startswith("lm_heads"):
+                weight.mul_(LOGIT_GAIN)
     pad = decoder_kwargs["pad_token_id"]
     model.generation_config = GenerationConfig(
         decoder_start_token_id=pad,
@@ -165,3 +176,21 @@ def build_checkpoint(
         )
         MusicgenProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
+
+
+@dataclass(frozen=True)
+class TinyCheckpoints:
+    """Folders of the three tiny checkpoints (each loadable like a Hub id)."""
+
+    text: Path  # musicgen: text and continuation, mono
+    melody: Path  # musicgen_melody: follows a melody clip's chroma
+    stereo: Path  # musicgen, two channels (8 interleaved codebooks)
+
+
+def build_all(root: Path) -> TinyCheckpoints:
+    """Build the text, melody and stereo tiny checkpoints under `root` (about 3 s)."""
+    return TinyCheckpoints(
+        text=build_checkpoint(root / "tiny-musicgen", "text"),
+        melody=build_checkpoint(root / "tiny-musicgen-melody", "melody", seed=1),
+        stereo=build_checkpoint(root / "tiny-musicgen-stereo", "stereo", seed=2),
+    )
