@@ -15,6 +15,8 @@ from typing import Any
 import gradio as gr
 
 import ui
+from services.compose.extend import Extender
+from services.compose.variations import Variations
 from services.engines import local_engine
 from services.generation import GenerationService
 from services.library import Library
@@ -26,14 +28,22 @@ QUEUE_CONCURRENCY = 8  # page events (listing, form updates) at once; runs have 
 QUEUE_MAX_SIZE = 256
 
 
-def startup(service: GenerationService) -> Callable[[Any], AbstractAsyncContextManager[None]]:
-    """A server lifespan: pick up runs left in flight, in the background, while the page serves."""
+def startup(
+    service: GenerationService, library: Library, settings: Settings
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A server lifespan: pick up runs left in flight, in the background, while the page serves.
+
+    Long pieces that were being extended become resumable (their parts so far are kept); groups
+    of variations are settled once their takes have been resumed.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         async def resume() -> None:
             try:
+                Extender(service, library, settings.data_dir).mark_interrupted()
                 settled = await service.resume_in_flight()
+                Variations(service, library).settle_all()
             except Exception:  # a failed resume must never stop the app
                 log.exception("Could not resume the runs left in flight")
                 return
@@ -51,13 +61,13 @@ def startup(service: GenerationService) -> Callable[[Any], AbstractAsyncContextM
     return lifespan
 
 
-def build_app(settings: Settings) -> tuple[gr.Blocks, GenerationService]:
+def build_app(settings: Settings) -> tuple[gr.Blocks, GenerationService, Library]:
     """Settings -> library -> engines -> generation service -> the page (queued, not launched)."""
     library = Library(settings.data_dir, max_mb=settings.max_library_mb)
     service = GenerationService(settings, library, local=local_engine(settings))
     demo = ui.build(settings, service, library)
     demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
-    return demo, service
+    return demo, service, library
 
 
 def main() -> None:
@@ -65,8 +75,9 @@ def main() -> None:
     # One line per HTTP request (every poll) would drown what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = Settings.from_env()
-    demo, service = build_app(settings)
-    demo.launch(**ui.launch_options(settings), app_kwargs={"lifespan": startup(service)})
+    demo, service, library = build_app(settings)
+    lifespan = startup(service, library, settings)
+    demo.launch(**ui.launch_options(settings), app_kwargs={"lifespan": lifespan})
 
 
 if __name__ == "__main__":

@@ -164,8 +164,10 @@ class GenerationService:
             await eng.aclose()
             raise
         started = time.monotonic()
+        # The clip's path is this server's upload folder: the library keeps its own copy.
+        stored = {**request.to_dict(), "input_audio": None}
         record = self._library.create_pending(
-            owner, request.to_dict(), parent_id=parent_run_id, engine=eng.name, kind=kind
+            owner, stored, parent_id=parent_run_id, engine=eng.name, kind=kind
         )
         run: EngineRun | None = None
 
@@ -178,6 +180,9 @@ class GenerationService:
                 workdir = Path(tmp)
                 if request.input_audio:
                     yield stage("preparing")
+                    await asyncio.to_thread(
+                        self._library.keep_input, record.id, Path(request.input_audio)
+                    )
                 yield stage("creating")
                 run = await eng.start(request, workdir=workdir)
                 if run.state.get("unclear_create"):
@@ -506,6 +511,9 @@ class GenerationService:
     async def _resume_one(self, engine: Engine, record: RunRecord) -> None:
         with tempfile.TemporaryDirectory(dir=self._scratch_dir()) as tmp:
             workdir = Path(tmp)
+            kept = self._library.input_file(record)
+            if kept is not None:  # the engine reads the library's copy of the clip
+                record = replace(record, request={**record.request, "input_audio": str(kept)})
             run = await engine.resume(record, workdir=workdir)
             if run is None:
                 self._library.update(record.id, status="failed", error=NEVER_STARTED[engine.name])

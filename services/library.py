@@ -65,6 +65,7 @@ __all__ = [
 
 DB_NAME = "library.sqlite3"
 AUDIO_DIR = "audio"
+INPUTS_DIR = "inputs"  # the library's own copy of each run's input clip
 MAX_PER_PAGE = 100
 
 # Fields `update` may change; audio fields only change through attach_audio.
@@ -367,6 +368,46 @@ class Library:
             (self.data_dir / current.audio_path).unlink(missing_ok=True)
         return record
 
+    def keep_input(self, run_id: str, src: Path) -> RunRecord:
+        """Keep the run's input clip: a copy under inputs/ (a file already in the library is
+        referred to where it is), its data-folder-relative path stored as the request's
+        `input_audio`, never a path of the machine it came from. Raises RunNotFound."""
+        src = Path(src)
+        try:
+            rel = src.resolve().relative_to(self.data_dir.resolve()).as_posix()
+        except ValueError:
+            suffix = src.suffix.lower() if src.suffix[1:].isalnum() else ""
+            dest = self.data_dir / INPUTS_DIR / f"{run_id}{suffix}"
+            try:
+                copy_atomic(src, dest)
+            except OSError as err:
+                raise LibraryError(f"The input clip could not be kept: {err}") from err
+            rel = f"{INPUTS_DIR}/{dest.name}"
+        with self._write() as conn:
+            current = self._row(conn, run_id, None)
+            if current is None:
+                raise RunNotFound(run_id)
+            request = {**current.request, "input_audio": rel}
+            conn.execute(
+                "UPDATE runs SET request = ? WHERE id = ?",
+                [json.dumps(request, ensure_ascii=False), run_id],
+            )
+            record = self._row(conn, run_id, None)
+        assert record is not None
+        return record
+
+    def input_file(self, record: RunRecord) -> Path | None:
+        """The run's kept input clip on disk, or None (none, gone, or not inside the library)."""
+        rel = record.request.get("input_audio")
+        if not isinstance(rel, str) or not rel or Path(rel).is_absolute():
+            return None
+        path = (self.data_dir / rel).resolve()
+        try:
+            path.relative_to(self.data_dir.resolve())
+        except ValueError:
+            return None
+        return path if path.is_file() else None
+
     def set_favourite(self, run_id: str, owner: str | None, value: bool) -> RunRecord | None:
         """Mark or unmark a favourite (kept by the disk cap); None if not this owner's run."""
         _check_owner(owner)
@@ -390,6 +431,9 @@ class Library:
         return True
 
     def _remove_audio(self, record: RunRecord) -> None:
+        kept = self.input_file(record)
+        if kept is not None and kept.parent == (self.data_dir / INPUTS_DIR).resolve():
+            kept.unlink(missing_ok=True)  # its own copy; a clip that is another run's audio stays
         if record.audio_path:
             path = self.audio_file(record, must_exist=False)
             if path is not None:

@@ -27,6 +27,26 @@ DESCRIPTION = (
 )
 
 
+# The parameters that are the model's own inputs (the request), in the API's order.
+REQUEST_PARAMETERS = (
+    "prompt",
+    "input_audio",
+    "duration",
+    "continuation",
+    "continuation_start",
+    "continuation_end",
+    "model_version",
+    "multi_band_diffusion",
+    "normalization_strategy",
+    "output_format",
+    "seed",
+    "temperature",
+    "top_k",
+    "top_p",
+    "classifier_free_guidance",
+)
+
+
 class GenerateApi:
     """`generate(...)` with exactly the model's input names (plus `api_token` when needed)."""
 
@@ -54,23 +74,7 @@ class GenerateApi:
         api_token: str | None = None,
     ) -> tuple[str | None, dict[str, Any]]:
         """Run one generation to its end; returns (audio file or None, run record)."""
-        raw = {
-            "prompt": prompt,
-            "input_audio": input_audio,
-            "duration": duration,
-            "continuation": continuation,
-            "continuation_start": continuation_start,
-            "continuation_end": continuation_end,
-            "model_version": model_version,
-            "multi_band_diffusion": multi_band_diffusion,
-            "normalization_strategy": normalization_strategy,
-            "output_format": output_format,
-            "seed": seed,
-            "temperature": temperature,
-            "top_k": top_k,
-            "top_p": top_p,
-            "classifier_free_guidance": classifier_free_guidance,
-        }
+        raw = {name: value for name, value in locals().items() if name in REQUEST_PARAMETERS}
         service = self.studio.service
         owner = api_owner(self.studio.settings.shared)
         engine = (engine or "").strip().lower() or None
@@ -87,41 +91,60 @@ class GenerateApi:
             raise gr.Error(str(err)) from None
         if last is None or last.run_id is None:
             raise gr.Error("The run ended without a result.")
-        record = service.summary(last.run_id, owner)
+        record = api_record(service.summary(last.run_id, owner), owner)
         audio = self.studio.files.servable(last.audio_path) if last.audio_path else None
         return audio, record
+
+
+def api_record(summary: dict[str, Any], owner: str | None) -> dict[str, Any]:
+    """A run's record for an API caller; on a shared deployment with the key to its runs.
+
+    Each API call there has an identity of its own: `access_key` lets the same caller work on
+    its results again (e.g. `/extend` them), and no one else.
+    """
+    return {**summary, "access_key": owner} if owner else summary
+
+
+def model_input_components() -> list[gr.components.Component]:
+    """Hidden inputs named and defaulted as the model's inputs, then `engine` (in that order)."""
+    return [
+        gr.Textbox(label="prompt"),
+        gr.Audio(label="input_audio", type="filepath", sources=["upload"]),
+        gr.Number(8, label="duration"),
+        gr.Checkbox(False, label="continuation"),
+        gr.Number(0, label="continuation_start"),
+        gr.Number(None, label="continuation_end"),
+        # Text, not dropdowns: a value outside the choices then reaches our validation,
+        # which names the field and its allowed values (Gradio's own refusal does not).
+        gr.Textbox("", label="model_version", info=f"Replicate: {', '.join(MODEL_VERSIONS)}"),
+        gr.Checkbox(False, label="multi_band_diffusion"),
+        gr.Textbox(
+            "loudness",
+            label="normalization_strategy",
+            info=", ".join(NORMALIZATION_STRATEGIES),
+        ),
+        gr.Textbox("wav", label="output_format", info=", ".join(OUTPUT_FORMATS)),
+        gr.Number(None, label="seed"),
+        gr.Number(1.0, label="temperature"),
+        gr.Number(250, label="top_k"),
+        gr.Number(0.0, label="top_p"),
+        gr.Number(3, label="classifier_free_guidance"),
+        gr.Textbox("", label="engine", info="local, replicate, or empty for the default"),
+    ]
+
+
+def token_components(studio: Studio) -> list[gr.components.Component]:
+    """`api_token`, only where callers must bring their own."""
+    if studio.service.engines.needs_visitor_token:
+        return [gr.Textbox("", type="password", label="api_token")]
+    return []
 
 
 def build_api(studio: Studio) -> None:
     """Hidden inputs and outputs of `/generate`, named and defaulted as the model's inputs."""
     api = GenerateApi(studio)
     with gr.Column(visible=False):
-        inputs: list[gr.components.Component] = [
-            gr.Textbox(label="prompt"),
-            gr.Audio(label="input_audio", type="filepath", sources=["upload"]),
-            gr.Number(8, label="duration"),
-            gr.Checkbox(False, label="continuation"),
-            gr.Number(0, label="continuation_start"),
-            gr.Number(None, label="continuation_end"),
-            # Text, not dropdowns: a value outside the choices then reaches our validation,
-            # which names the field and its allowed values (Gradio's own refusal does not).
-            gr.Textbox("", label="model_version", info=f"Replicate: {', '.join(MODEL_VERSIONS)}"),
-            gr.Checkbox(False, label="multi_band_diffusion"),
-            gr.Textbox(
-                "loudness",
-                label="normalization_strategy",
-                info=", ".join(NORMALIZATION_STRATEGIES),
-            ),
-            gr.Textbox("wav", label="output_format", info=", ".join(OUTPUT_FORMATS)),
-            gr.Number(None, label="seed"),
-            gr.Number(1.0, label="temperature"),
-            gr.Number(250, label="top_k"),
-            gr.Number(0.0, label="top_p"),
-            gr.Number(3, label="classifier_free_guidance"),
-            gr.Textbox("", label="engine", info="local, replicate, or empty for the default"),
-        ]
-        if studio.service.engines.needs_visitor_token:
-            inputs.append(gr.Textbox("", type="password", label="api_token"))
+        inputs = [*model_input_components(), *token_components(studio)]
         outputs = [gr.Audio(label="audio", type="filepath"), gr.JSON(label="record")]
     gr.on(
         triggers=[],

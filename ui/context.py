@@ -40,6 +40,8 @@ class Studio:
             "audio_format": record.audio_format,
             "seed": record.seed,
             "request": dict(record.request),
+            # The library's own copy of the input clip (the upload's file may be long gone).
+            "input_audio_path": self.files.servable(self.library.input_file(record)),
         }
 
     def run_snapshot(self, run_id: str | None, owner: str | None) -> dict[str, Any] | None:

@@ -8,11 +8,16 @@ from typing import Any
 
 import gradio as gr
 
+from services.compose.extend import Extender
+from services.compose.variations import Variations
 from services.generation import GenerationService
 from services.library import Library
 from services.settings import DEFAULT_BASE_URL, Settings
 from ui import assets
 from ui.api import build_api
+from ui.compose_api import build_compose_api
+from ui.compose_extend import ExtendHandlers, build_extend, wire_extend
+from ui.compose_variations import VariationsHandlers, build_variations, wire_variations
 from ui.context import Studio
 from ui.engine_picker import build_engine_picker, wire_engine_picker
 from ui.files import FileServer
@@ -37,8 +42,9 @@ PRIVATE: Mapping[str, Any] = MappingProxyType(
 
 HEADER = (
     '<div class="ms-header"><h1>MusicGen Studio</h1><p>Make music from a description, a '
-    "melody or a clip to continue, with Meta's MusicGen on Replicate. Every result is kept "
-    "in your history below.</p></div>"
+    "melody or a clip to continue, with Meta's MusicGen: on this machine or on Replicate. "
+    "Extend a take into a longer piece, or make several variations at once. Every result is "
+    "kept in your history below.</p></div>"
 )
 
 
@@ -87,6 +93,8 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             with gr.Column(scale=2, min_width=320):
                 controls = build_controls()
                 view = build_run_view()
+                extend_view = build_extend(studio)
+        variations_view = build_variations()
         gr.HTML('<h2 id="history-title">History</h2>')
         history_view = build_history_view(can_import=import_allowed(studio))
 
@@ -109,6 +117,9 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             )
 
         build_api(studio)
+        extender = Extender(service, library, settings.data_dir)
+        variations = Variations(service, library)
+        build_compose_api(studio, extender, variations)
 
         # -- page load: the visitor's identity (shared mode), their history, their token
         def on_load(owner_value: Any, search: str, fav: bool) -> tuple[Any, ...]:
@@ -141,6 +152,23 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             **PRIVATE,
         )
         generation.then(history.same, current, listing_outputs, **PRIVATE)
+
+        # -- composing: a longer piece from the result, variations of the form's request
+        extending = wire_extend(
+            ExtendHandlers(studio, extend_view, extender, view.last_run), owner=owner, token=token
+        )
+        extending.then(history.same, current, listing_outputs, **PRIVATE)
+        takes = wire_variations(
+            VariationsHandlers(studio, variations_view, variations),
+            owner=owner,
+            token=token,
+            run_inputs=[picker.engine, picker.local_model, *form.components()],
+            reuse=reuse,
+            model_version=form.model_version,
+            last_run=view.last_run,
+        )
+        for event in takes:
+            event.then(history.same, current, listing_outputs, **PRIVATE)
         # The browser sends Gradio's cancel only once the Cancel click's own handler has
         # returned, so that handler is instant; waiting for the run to settle comes after.
         controls.cancel.click(

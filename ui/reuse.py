@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from services.request import COHERENT_MAX_SECONDS, GenerationRequest
+from services.request import COHERENT_MAX_SECONDS, MODEL_VERSIONS, GenerationRequest
 from ui import form_rules
 from ui.form_rules import USE_CONTINUATION, USE_MELODY
 from ui.formatting import message_html
@@ -114,7 +114,9 @@ class Reuse:
             return self._missing()
         f = self.form
         req = GenerationRequest.from_dict(snap.get("request") or {})
-        clip = req.input_audio if is_upload(req.input_audio) else None
+        clip = snap.get("input_audio_path") or (
+            req.input_audio if is_upload(req.input_audio) else None
+        )
         long_mode = req.duration > COHERENT_MAX_SECONDS
         maximum, _, info = form_rules.duration_limits(long_mode, req.duration)
         note = "Settings restored from that run."
@@ -122,7 +124,10 @@ class Reuse:
             note += " Its input clip is no longer on this server: add it again if you need it."
         updates: Updates = {
             f.prompt: req.prompt,
-            f.model_version: req.model_version,
+            # A local run's checkpoint is not one of Replicate's models: that radio keeps its value.
+            f.model_version: (
+                req.model_version if req.model_version in MODEL_VERSIONS else gr.update()
+            ),
             f.long_mode: long_mode,
             f.duration: gr.update(value=req.duration, maximum=maximum, info=info),
             f.input_audio: clip,

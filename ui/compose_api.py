@@ -1,0 +1,208 @@
+"""The composing endpoints: `/extend` and `/variations`, beside `/generate`.
+
+Like `/generate` they have hidden components of their own and no trigger on the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import gradio as gr
+
+from services.compose.extend import DEFAULT_OVERLAP, Extender, parts_summary
+from services.compose.variations import MAX_TAKES, MIN_TAKES, Variations
+from services.errors import RequestInvalid, StudioError
+from ui.api import (
+    REQUEST_PARAMETERS,
+    GenerateApi,
+    api_record,
+    model_input_components,
+    token_components,
+)
+from ui.context import Studio
+from ui.identity import API_PREFIX, api_owner, is_identity
+
+EXTEND_DESCRIPTION = (
+    "Extend a result into a longer piece (up to 5 minutes) by chained continuation: each part "
+    "continues the last `overlap` seconds of the track so far, and only its new audio is "
+    "appended (equal-power crossfade). `run_id` is a library id (a take, or a piece made by "
+    "/extend to go on with); `seconds` is the new audio to add; `prompt` defaults to the run's. "
+    "Returns the whole track and a record whose `parts` list each part's prediction id and "
+    "time span. On a shared deployment pass the `access_key` of the call that made the run."
+)
+VARIATIONS_DESCRIPTION = (
+    "N takes (2-8) of one request at once, each with its own seed. Parameters are /generate's "
+    "plus `n`; returns the N audio files and their records (each with its seed)."
+)
+
+
+def _refused(err: RequestInvalid) -> gr.Error:
+    return gr.Error("Nothing was sent. " + "; ".join(str(e) for e in err.errors))
+
+
+class ComposeApi:
+    """The composing features for API callers (and MCP clients)."""
+
+    def __init__(self, studio: Studio, extender: Extender, variations: Variations):
+        self.studio = studio
+        self._extender = extender
+        self._variations = variations
+
+    def _owner(self, access_key: str | None) -> str | None:
+        """The caller's identity: its access key when it is one we issue, else a fresh one."""
+        if not self.studio.settings.shared:
+            return None
+        key = (access_key or "").strip()
+        if key.startswith(API_PREFIX) and is_identity(key[len(API_PREFIX) :]):
+            return key
+        return api_owner(True)
+
+    async def extend(
+        self,
+        run_id: str,
+        seconds: float,
+        prompt: str | None = None,
+        overlap: float | None = None,
+        access_key: str | None = None,
+        api_token: str | None = None,
+    ) -> tuple[str | None, dict[str, Any]]:
+        """Extend `run_id` by `seconds`; returns (the whole track, its record with `parts`)."""
+        owner = self._owner(access_key)
+        last = None
+        try:
+            async for update in self._extender.extend(
+                (run_id or "").strip(),
+                seconds,
+                token=self.studio.token(api_token),
+                owner=owner,
+                prompt=prompt or None,
+                overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+            ):
+                last = update
+        except RequestInvalid as err:
+            raise _refused(err) from None
+        except StudioError as err:
+            raise gr.Error(str(err)) from None
+        if last is None:
+            raise gr.Error("The piece ended without a result.")
+        entry = self.studio.library.get(last.entry_id, owner)
+        if entry is None:
+            raise gr.Error("The piece is no longer in the library.")
+        record = api_record(self.studio.service.summary(entry.id, owner), owner)
+        record.update(
+            parts=parts_summary(entry),
+            target_seconds=(entry.compose or {}).get("target_seconds"),
+            status=last.status,
+            error=last.error,
+        )
+        audio = self.studio.files.servable(last.audio_path) if last.audio_path else None
+        return audio, record
+
+    async def variations(self, *values: Any) -> tuple[list[str], list[dict[str, Any]]]:
+        """`n` takes of the request at once; returns (their files, their records)."""
+        named = dict(zip(VARIATIONS_PARAMETERS, values, strict=False))
+        raw = {name: named.get(name) for name in REQUEST_PARAMETERS}
+        engine = (named.get("engine") or "").strip().lower() or None
+        service = self.studio.service
+        owner = api_owner(self.studio.settings.shared)
+        last = None
+        try:
+            request, _ = await asyncio.to_thread(service.prepare, raw, engine)
+            async for update in self._variations.run(
+                request,
+                MIN_TAKES if named.get("n") is None else named["n"],
+                token=self.studio.token(named.get("api_token")),
+                owner=owner,
+                engine=engine,
+            ):
+                last = update
+        except RequestInvalid as err:
+            raise _refused(err) from None
+        except StudioError as err:
+            raise gr.Error(str(err)) from None
+        if last is None:
+            raise gr.Error("The variations ended without a result.")
+        files, records = [], []
+        for take in self._variations.takes(last.group_id, owner):
+            if take is None:
+                continue
+            records.append(api_record(service.summary(take.id, owner), owner))
+            audio = self.studio.library.audio_file(take) if take.has_audio else None
+            if audio is not None:
+                files.append(self.studio.files.servable(audio))
+        return files, records
+
+
+def _variations_signature() -> inspect.Signature:
+    """/generate's parameters, then `n`, then `api_token`: what gradio_client shows."""
+    generate = inspect.signature(GenerateApi.generate)
+    params = [p for name, p in generate.parameters.items() if name not in ("self", "api_token")]
+    extra = [
+        inspect.Parameter("n", inspect.Parameter.KEYWORD_ONLY, default=3, annotation="float"),
+        inspect.Parameter(
+            "api_token", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | None"
+        ),
+    ]
+    positional = [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in params + extra]
+    return generate.replace(parameters=positional)
+
+
+VARIATIONS_PARAMETERS = tuple(_variations_signature().parameters)
+
+
+def _named(
+    fn: Callable[..., Awaitable[Any]], signature: inspect.Signature
+) -> Callable[..., Awaitable[Any]]:
+    """`fn` presented with `signature`, so that the API lists the parameters by name."""
+
+    async def call(*values: Any) -> Any:
+        return await fn(*values)
+
+    call.__signature__ = signature  # type: ignore[attr-defined]
+    call.__doc__ = fn.__doc__
+    return call
+
+
+def build_compose_api(studio: Studio, extender: Extender, variations: Variations) -> None:
+    """Hidden inputs and outputs of `/extend` and `/variations`."""
+    api = ComposeApi(studio, extender, variations)
+    with gr.Column(visible=False):
+        extend_inputs = [
+            gr.Textbox(label="run_id"),
+            gr.Number(20, label="seconds"),
+            gr.Textbox("", label="prompt"),
+            gr.Number(DEFAULT_OVERLAP, label="overlap"),
+            gr.Textbox("", label="access_key"),
+            *token_components(studio),
+        ]
+        extend_outputs = [gr.Audio(label="audio", type="filepath"), gr.JSON(label="record")]
+        variation_inputs = [
+            *model_input_components(),
+            gr.Number(3, label="n", minimum=MIN_TAKES, maximum=MAX_TAKES),
+            *token_components(studio),
+        ]
+        variation_outputs = [
+            gr.File(label="takes", file_count="multiple"),
+            gr.JSON(label="records"),
+        ]
+    gr.on(
+        triggers=[],
+        fn=api.extend,
+        inputs=extend_inputs,
+        outputs=extend_outputs,
+        api_name="extend",
+        api_description=EXTEND_DESCRIPTION,
+        show_progress="hidden",
+    )
+    gr.on(
+        triggers=[],
+        fn=_named(api.variations, _variations_signature()),
+        inputs=variation_inputs,
+        outputs=variation_outputs,
+        api_name="variations",
+        api_description=VARIATIONS_DESCRIPTION,
+        show_progress="hidden",
+    )

@@ -1,0 +1,299 @@
+"""Variations: N takes of the form's request at once, side by side, each with its seed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import gradio as gr
+
+from services.compose.variations import MAX_TAKES, MIN_TAKES, Variations, VariationUpdate
+from services.errors import RequestInvalid, StudioError
+from services.library import RunRecord
+from ui.context import Studio
+from ui.engine_picker import model_for
+from ui.form_rules import FormValues, request_values
+from ui.formatting import errors_html, esc, message_html
+from ui.inputs import WAVEFORM
+from ui.reuse import Reuse
+
+Updates = dict[gr.components.Component, Any]
+PRIVATE: Mapping[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
+STATUS_WORDS = {
+    "creating": "starting",
+    "preparing": "starting",
+    "starting": "queued",
+    "processing": "generating",
+    "succeeded": "done",
+}
+
+
+@dataclass
+class Slot:
+    """One take's place in the grid."""
+
+    box: gr.Column
+    label: gr.HTML
+    audio: gr.Audio
+    keep: gr.Button
+    melody: gr.Button
+    extend: gr.Button
+    again: gr.Button
+
+
+@dataclass
+class VariationsView:
+    n: gr.Slider
+    make: gr.Button
+    cancel: gr.Button
+    status: gr.HTML
+    slots: list[Slot]
+    group: gr.State  # {"group_id": ..., "runs": [run id or None per slot]}
+
+
+def slot_label(slot: int, seed: int | None, status: str, detail: str = "") -> str:
+    word = STATUS_WORDS.get(status, status)
+    seed_text = f"seed {seed}" if seed is not None else "seed …"
+    return (
+        f'<div class="ms-take" data-slot="{slot}" data-status="{esc(status)}" '
+        f'data-seed="{esc(seed if seed is not None else "")}"><b>Take {slot + 1}</b> · '
+        f"{esc(seed_text)} · {esc(word)}{esc(detail)}</div>"
+    )
+
+
+def build_variations() -> VariationsView:
+    """Lay out the panel (inside the current Blocks context)."""
+    with gr.Accordion("Variations: several takes at once", open=False, elem_id="variations-panel"):
+        with gr.Row():
+            n = gr.Slider(
+                MIN_TAKES, MAX_TAKES, value=3, step=1, label="Takes", elem_id="variations-n"
+            )
+            make = gr.Button(
+                "Make variations", variant="primary", elem_id="variations-btn", scale=2
+            )
+            cancel = gr.Button(
+                "Cancel all", variant="stop", interactive=False, elem_id="variations-cancel"
+            )
+        status = gr.HTML("", elem_id="variations-status")
+        slots: list[Slot] = []
+        with gr.Row(elem_id="variations-grid", elem_classes=["ms-grid"]):
+            for i in range(MAX_TAKES):
+                with gr.Column(
+                    visible=False, min_width=240, elem_id=f"take-{i}", elem_classes=["ms-card"]
+                ) as box:
+                    label = gr.HTML(slot_label(i, None, "waiting"), elem_id=f"take-{i}-label")
+                    audio = gr.Audio(
+                        type="filepath", show_label=False, interactive=False,
+                        waveform_options=WAVEFORM, buttons=["download"],
+                        elem_id=f"take-{i}-audio",
+                    )  # fmt: skip
+                    with gr.Row():
+                        keep = gr.Button("☆ Keep", size="sm", elem_id=f"take-{i}-keep")
+                        melody = gr.Button("Use as melody", size="sm", elem_id=f"take-{i}-melody")
+                        extend = gr.Button("Continue", size="sm", elem_id=f"take-{i}-continue")
+                        again = gr.Button("Regenerate", size="sm", elem_id=f"take-{i}-again")
+                slots.append(Slot(box, label, audio, keep, melody, extend, again))
+    return VariationsView(n, make, cancel, status, slots, gr.State(None))
+
+
+class VariationsHandlers:
+    """Make, cancel and act on variations; one instance serves every visitor."""
+
+    def __init__(self, studio: Studio, view: VariationsView, variations: Variations):
+        self.studio = studio
+        self.view = view
+        self.variations = variations
+
+    def outputs(self) -> list[gr.components.Component]:
+        v = self.view
+        per_slot = [c for s in v.slots for c in (s.box, s.label, s.audio, s.keep)]
+        return [v.status, v.make, v.cancel, v.group, *per_slot]
+
+    def _show(self, update: VariationUpdate, runs: list[str | None]) -> Updates:
+        """One take's change: its label, and its audio once it is filed."""
+        if update.slot is None or update.run is None:
+            return {}
+        slot, run = self.view.slots[update.slot], update.run
+        detail = ""
+        if run.progress is not None and not run.finished:
+            detail = f" {run.progress.done}/{run.progress.total}"
+        if run.error and run.status != "succeeded":
+            detail = f": {run.error}"
+        if run.run_id:
+            runs[update.slot] = run.run_id
+        out: Updates = {slot.label: slot_label(update.slot, update.seed, run.status, detail)}
+        if run.status == "succeeded" and run.audio_path:
+            out[slot.audio] = self.studio.files.servable(run.audio_path)
+        return out
+
+    async def make(
+        self,
+        owner_value: Any,
+        token_value: Any,
+        engine: str | None,
+        local_model: str | None,
+        n: float,
+        *form: Any,
+    ) -> AsyncIterator[Updates]:
+        v = self.view
+        owner = self.studio.owner(owner_value)
+        values = request_values(FormValues(*form))
+        model_for(engine, local_model, values)
+        idle = {v.make: gr.update(interactive=True), v.cancel: gr.update(interactive=False)}
+        try:
+            request, _ = await asyncio.to_thread(self.studio.service.prepare, values, engine)
+        except RequestInvalid as err:
+            yield {v.status: errors_html(err.errors)}
+            return
+        count = int(n)
+        runs: list[str | None] = [None] * count
+        layout: Updates = {
+            v.make: gr.update(interactive=False),
+            v.cancel: gr.update(interactive=True),
+        }
+        for i, slot in enumerate(v.slots):
+            layout[slot.box] = gr.update(visible=i < count)
+            layout[slot.audio] = None
+            layout[slot.label] = slot_label(i, None, "waiting")
+            layout[slot.keep] = gr.update(value="☆ Keep")
+        updates = self.variations.run(
+            request, count, token=self.studio.token(token_value), owner=owner, engine=engine
+        )
+        last: VariationUpdate | None = None
+        try:
+            async for update in updates:
+                last = update
+                out = {**layout, **self._show(update, runs)}
+                layout = {}
+                out[v.group] = {"group_id": update.group_id, "runs": list(runs)}
+                if update.finished:
+                    done = update.status == "succeeded"
+                    out[v.status] = message_html(
+                        f"{count} takes made: keep one, use it as a melody, continue it, or "
+                        "make one again."
+                        if done
+                        else (update.error or "Not every take ended."),
+                        kind="info" if done else "error",
+                    )
+                    out.update(idle)
+                else:
+                    out[v.status] = message_html(f"Making {count} takes at once…", kind="info")
+                yield out
+        except RequestInvalid as err:
+            yield {v.status: errors_html(err.errors), **idle}
+        except StudioError as err:
+            yield {v.status: message_html(str(err)), **idle}
+        finally:
+            with contextlib.suppress(Exception):
+                await updates.aclose()
+        if last is None:
+            return
+
+    def after_cancel(self, group: dict[str, Any] | None, owner_value: Any) -> Updates:
+        v = self.view
+        idle = {v.make: gr.update(interactive=True), v.cancel: gr.update(interactive=False)}
+        if group:
+            self.variations.settle(group["group_id"], self.studio.owner(owner_value))
+        return {v.status: message_html("Canceled every take still running.", kind="info"), **idle}
+
+    def _take(self, group: dict[str, Any] | None, slot: int, owner_value: Any) -> RunRecord | None:
+        runs = (group or {}).get("runs") or []
+        run_id = runs[slot] if slot < len(runs) else None
+        if not run_id:
+            return None
+        return self.studio.library.get(run_id, self.studio.owner(owner_value))
+
+    def keep(self, slot: int, group: dict[str, Any] | None, owner_value: Any) -> Updates:
+        """Keep a take: a favourite in the history."""
+        record = self._take(group, slot, owner_value)
+        button = self.view.slots[slot].keep
+        if record is None:
+            return {self.view.status: message_html("That take is not finished yet.")}
+        kept = not record.favourite
+        self.studio.library.set_favourite(record.id, self.studio.owner(owner_value), kept)
+        return {button: gr.update(value="★ Kept" if kept else "☆ Keep")}
+
+    def snapshot(
+        self, slot: int, group: dict[str, Any] | None, owner_value: Any
+    ) -> dict[str, Any] | None:
+        record = self._take(group, slot, owner_value)
+        return self.studio.snapshot(record) if record is not None else None
+
+    async def again(
+        self, slot: int, owner_value: Any, token_value: Any, group: dict[str, Any] | None
+    ) -> AsyncIterator[Updates]:
+        """Make one take again, with a new seed."""
+        v = self.view
+        if not group:
+            yield {v.status: message_html("Make variations first.")}
+            return
+        runs = list(group.get("runs") or [])
+        updates = self.variations.regenerate(
+            group["group_id"],
+            slot,
+            token=self.studio.token(token_value),
+            owner=self.studio.owner(owner_value),
+        )
+        try:
+            async for update in updates:
+                out = self._show(update, runs)
+                out[v.group] = {"group_id": group["group_id"], "runs": list(runs)}
+                yield out
+        except StudioError as err:
+            yield {v.status: message_html(str(err))}
+        finally:
+            with contextlib.suppress(Exception):
+                await updates.aclose()
+
+
+def wire_variations(
+    handlers: VariationsHandlers,
+    *,
+    owner: gr.components.Component,
+    token: gr.components.Component,
+    run_inputs: list[gr.components.Component],
+    reuse: Reuse,
+    model_version: gr.components.Component,
+    last_run: gr.State,
+) -> list[Any]:
+    """Connect the panel; `run_inputs` are the engine, local model and form components.
+
+    Returns the events after which the history refreshes.
+    """
+    v = handlers.view
+    make = v.make.click(
+        handlers.make,
+        [owner, token, run_inputs[0], run_inputs[1], v.n, *run_inputs[2:]],
+        handlers.outputs(),
+        concurrency_limit=8,
+        concurrency_id="generation",
+        trigger_mode="once",
+        **PRIVATE,
+    )
+    agains = []
+    for i, slot in enumerate(v.slots):
+        slot.keep.click(partial(handlers.keep, i), [v.group, owner], handlers.outputs(), **PRIVATE)
+        slot.melody.click(
+            partial(handlers.snapshot, i), [v.group, owner], [last_run], **PRIVATE
+        ).then(reuse.as_melody, [last_run, model_version], reuse.outputs(), **PRIVATE)
+        slot.extend.click(
+            partial(handlers.snapshot, i), [v.group, owner], [last_run], **PRIVATE
+        ).then(reuse.continue_from, [last_run], reuse.outputs(), **PRIVATE)
+        agains.append(
+            slot.again.click(
+                partial(handlers.again, i),
+                [owner, token, v.group],
+                handlers.outputs(),
+                concurrency_limit=8,
+                concurrency_id="generation",
+                **PRIVATE,
+            )
+        )
+    v.cancel.click(None, None, None, cancels=[make, *agains], queue=False, **PRIVATE).then(
+        handlers.after_cancel, [v.group, owner], handlers.outputs(), **PRIVATE
+    )
+    return [make, *agains]
