@@ -12,7 +12,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -146,7 +146,7 @@ class GenerationService:
         parent_run_id: str | None = None,
         kind: str = "take",
         quota_pool: str | None = None,
-    ) -> AsyncIterator[RunUpdate]:
+    ) -> AsyncGenerator[RunUpdate, None]:
         """Run `request` on `engine` (None: the default) and yield an update for every change.
 
         The last update is terminal. Refusals (RequestInvalid, an engine that cannot run here,
