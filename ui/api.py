@@ -15,7 +15,7 @@ import gradio as gr
 from services.errors import RequestInvalid, StudioError
 from services.request import MODEL_VERSIONS, NORMALIZATION_STRATEGIES, OUTPUT_FORMATS
 from ui.context import Studio
-from ui.identity import api_owner
+from ui.identity import API_PREFIX, api_owner
 
 DESCRIPTION = (
     "Generate music with MusicGen. Parameters are the model's own inputs, plus `engine` "
@@ -82,7 +82,12 @@ class GenerateApi:
             request, _ = await asyncio.to_thread(service.prepare, raw, engine)
             last = None
             async for update in service.generate(
-                request, token=self.studio.token(api_token), owner=owner, engine=engine
+                request,
+                token=self.studio.token(api_token),
+                owner=owner,
+                engine=engine,
+                # Callers have no identity of their own: they share one spending allowance.
+                quota_pool=API_PREFIX if owner is not None else None,
             ):
                 last = update
         except RequestInvalid as err:
