@@ -19,6 +19,7 @@ from ui.compose_api import build_compose_api
 from ui.compose_extend import ExtendHandlers, build_extend, wire_extend
 from ui.compose_variations import VariationsHandlers, build_variations, wire_variations
 from ui.context import Studio
+from ui.cost_line import build_cost_line, wire_cost_line
 from ui.engine_picker import build_engine_picker, wire_engine_picker
 from ui.files import FileServer
 from ui.form_events import wire_form
@@ -92,6 +93,9 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 form.model_version.visible = not picker.local_model.visible
             with gr.Column(scale=2, min_width=320):
                 controls = build_controls()
+                cost = build_cost_line(
+                    studio, picker.engine.value, form.model_version.value, form.duration.value
+                )
                 view = build_run_view()
                 extend_view = build_extend(studio)
         variations_view = build_variations()
@@ -140,6 +144,9 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
 
         wire_form(form, clip_seconds, parent_run)
         wire_engine_picker(picker, form.model_version)
+        wire_cost_line(
+            studio, cost, [picker.engine, form.model_version, form.duration], [demo.load]
+        )
 
         # -- generate and cancel
         generation = controls.generate.click(
