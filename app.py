@@ -16,6 +16,7 @@ import gradio as gr
 
 import ui
 from services.compose.extend import Extender
+from services.compose.loop import LoopMaker
 from services.compose.variations import Variations
 from services.engines import local_engine
 from services.generation import GenerationService
@@ -44,6 +45,8 @@ def startup(
                 Extender(service, library, settings.data_dir).mark_interrupted()
                 settled = await service.resume_in_flight()
                 Variations(service, library).settle_all()
+                # Loops whose take was filed (now or before the stop) are cut; CPU work.
+                await asyncio.to_thread(LoopMaker(service, library).settle_left_over)
             except Exception:  # a failed resume must never stop the app
                 log.exception("Could not resume the runs left in flight")
                 return

@@ -15,14 +15,17 @@ from services.library import Library
 from services.settings import DEFAULT_BASE_URL, Settings
 from ui import assets
 from ui.api import build_api
+from ui.compare import build_compare
 from ui.compose_api import build_compose_api
 from ui.compose_extend import ExtendHandlers, build_extend, wire_extend
+from ui.compose_loop import build_loop, build_loop_api, wire_loop
 from ui.compose_variations import VariationsHandlers, build_variations, wire_variations
 from ui.context import Studio
 from ui.cost_line import build_cost_line, wire_cost_line
 from ui.engine_picker import build_engine_picker, wire_engine_picker
 from ui.files import FileServer
 from ui.form_events import wire_form
+from ui.formats import build_format_buttons, build_library_formats
 from ui.formatting import message_html, token_banner_html
 from ui.history import HistoryHandlers, build_history_view, import_allowed, render_cards
 from ui.identity import ensure_identity
@@ -91,12 +94,14 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 form = build_form()
                 # Replicate's models only show while Replicate is the chosen engine.
                 form.model_version.visible = not picker.local_model.visible
+                loop_view = build_loop(studio, owner=owner)
             with gr.Column(scale=2, min_width=320):
                 controls = build_controls()
                 cost = build_cost_line(
                     studio, picker.engine.value, form.model_version.value, form.duration.value
                 )
                 view = build_run_view()
+                build_format_buttons(studio, owner=owner, run=view.last_run, prefix="result")
                 extend_view = build_extend(studio)
         variations_view = build_variations()
         gr.HTML('<h2 id="history-title">History</h2>')
@@ -120,10 +125,14 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 favourites_only=history_view.favourites_only,
             )
 
+        _, keeps = build_compare(studio, owner=owner, history_state=history_view.state)
+        build_library_formats(studio, owner=owner, history_state=history_view.state)
+
         build_api(studio)
         extender = Extender(service, library, settings.data_dir)
         variations = Variations(service, library)
         build_compose_api(studio, extender, variations)
+        build_loop_api(studio)
 
         # -- page load: the visitor's identity (shared mode), their history, their token
         def on_load(owner_value: Any, search: str, fav: bool) -> tuple[Any, ...]:
@@ -175,6 +184,15 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             last_run=view.last_run,
         )
         for event in takes:
+            event.then(history.same, current, listing_outputs, **PRIVATE)
+        looping = wire_loop(
+            studio,
+            loop_view,
+            owner=owner,
+            token=token,
+            run_inputs=[picker.engine, picker.local_model, *form.components()],
+        )
+        for event in (looping, *keeps):
             event.then(history.same, current, listing_outputs, **PRIVATE)
         # The browser sends Gradio's cancel only once the Cancel click's own handler has
         # returned, so that handler is instant; waiting for the run to settle comes after.
