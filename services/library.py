@@ -336,14 +336,18 @@ class Library:
         fmt: str,
         seconds: float,
         completed_at: float | None = None,
+        version: int | None = None,
     ) -> RunRecord:
         """Copy `src` into the library atomically and mark the run succeeded.
 
         The caller keeps `src` (delete it yourself). Raises RunNotFound if the run was
-        deleted meanwhile; the copy is then removed again.
+        deleted meanwhile; the copy is then removed again. An entry whose audio changes (a
+        piece that grows) passes a new `version` each time: the file gets a new name, so no
+        player or cache mistakes the new audio for the old; the old file is removed.
         """
         fmt = _check_format(fmt)
-        dest = self.audio_dir / f"{run_id}.{fmt}"
+        stem = run_id if version is None else f"{run_id}-v{int(version)}"
+        dest = self.audio_dir / f"{stem}.{fmt}"
         if self.get(run_id) is None:
             raise RunNotFound(run_id)
         copy_atomic(Path(src), dest)

@@ -42,6 +42,16 @@ CSS = """
 .ms-card-prompt { font-weight: 600; white-space: pre-wrap; word-break: break-word; margin: 4px 0; }
 .ms-card-meta { font-size: 0.85em; color: var(--body-text-color-subdued); }
 .ms-card-actions { gap: 4px !important; flex-wrap: wrap; }
+.ms-parts { display: flex; width: 100%; height: 28px; border-radius: 6px; overflow: hidden;
+  margin: 6px 0; font-size: 0.8em; }
+.ms-part { display: flex; align-items: center; justify-content: center; overflow: hidden;
+  white-space: nowrap; color: #fff; border-right: 2px solid var(--background-fill-primary); }
+.ms-part-0 { background: #f97316; }
+.ms-part-1 { background: #fb923c; }
+.ms-part[data-part="0"] { background: #6b7280; }
+.ms-parts-table { font-size: 0.85em; width: 100%; }
+.ms-part-of { font-weight: 600; margin-bottom: 4px; }
+.ms-take { font-size: 0.9em; }
 .ms-card-actions button { flex: 1 1 auto; min-width: 0 !important; }
 .ms-muted { color: var(--body-text-color-subdued); font-weight: 400; }
 .ms-badge { display: inline-block; font-size: 0.75em; padding: 1px 8px; border-radius: 999px;

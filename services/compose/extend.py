@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import math
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -332,9 +333,13 @@ class Extender:
         return float(record.audio_seconds or 0)
 
     def _file_track(self, entry_id: str, track: AudioSegment) -> None:
+        """The track becomes the entry's audio, under a new name each time it changes."""
+        version = time.time_ns()
         with tempfile.TemporaryDirectory(dir=self._dir) as tmp:
             path = audio_ops.export(track, Path(tmp) / "track.wav", "wav")
-            self._library.attach_audio(entry_id, path, fmt="wav", seconds=audio_ops.seconds(track))
+            self._library.attach_audio(
+                entry_id, path, fmt="wav", seconds=audio_ops.seconds(track), version=version
+            )
 
     def _stop(self, entry_id: str, owner: str | None, state: str) -> None:
         """Leave the chain finished ("done") or resumable ("interrupted"); it keeps its audio."""

