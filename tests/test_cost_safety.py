@@ -421,3 +421,31 @@ async def test_the_library_keeps_its_own_copy_of_the_input_clip(emulator, tmp_pa
     assert again.input_audio == stored
     library.delete(record.id)
     assert not kept.exists()
+
+
+# ---- /generate has the page's limits -----------------------------------------------------------
+
+
+def test_generate_endpoint_is_held_to_the_same_spending_limit(emulator, tmp_path):
+    from gradio_client import Client
+
+    from tests.browser_support import app_env, running_app
+
+    env = app_env(
+        emulator,
+        tmp_path / "data",
+        REPLICATE_API_TOKEN=emulator.token,
+        MUSICGEN_SHARED="1",
+        MUSICGEN_MAX_GPU_SECONDS_PER_VISITOR="10",
+        GRADIO_TEMP_DIR=str(tmp_path / "gr"),
+    )
+    with running_app(env, tmp_path / "app.log") as app:
+        client = Client(app.url, verbose=False)
+        # 8 s of stereo-melody-large is ≈ 18 GPU seconds by the figures: past the limit.
+        with pytest.raises(Exception, match="limit of 10 GPU seconds"):
+            client.predict(prompt="too long", duration=8, api_name="/generate")
+        assert create_posts(emulator) == []
+        # 2 s is ≈ 8 GPU seconds: within it.
+        _, run = client.predict(prompt="short", duration=2, api_name="/generate")
+    assert run["status"] == "succeeded" and run["cost_usd"] is not None
+    assert len(create_posts(emulator)) == 1
