@@ -143,7 +143,7 @@ def test_every_control_reaches_the_model_and_the_result_plays_and_stays(
     choose_radio(page, "model-version", "melody-large")
     set_checkbox(page, "long-mode", True)
     page.wait_for_function(
-        "() => document.querySelector('#duration-slider input[type=number]').max === '120'"
+        "() => document.querySelector('#duration-slider input[type=number]').max === '300'"
     )
     set_number(page, "duration-slider", 35)
     upload_audio(page, clip)
