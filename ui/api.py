@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from services.errors import RequestInvalid, StudioError
+from services.input_help import docstring
 from services.request import MODEL_VERSIONS, NORMALIZATION_STRATEGIES, OUTPUT_FORMATS
 from ui.context import Studio
 from ui.identity import API_PREFIX, api_owner
@@ -99,6 +100,20 @@ class GenerateApi:
         record = api_record(service.summary(last.run_id, owner), owner)
         audio = self.studio.files.servable(last.audio_path) if last.audio_path else None
         return audio, record
+
+
+GENERATE_RETURNS = (
+    "The audio file, and the run's record: library_id, prediction_id, status, seed used, "
+    "predict_time, engine, checkpoint, device, realtime_factor, error."
+)
+GenerateApi.generate.__doc__ = docstring(
+    "Make one take of music with MusicGen from a description (and optionally a melody to "
+    "follow or a clip to continue). Refused inputs raise an error naming each field; nothing "
+    "is sent then.",
+    [*REQUEST_PARAMETERS, "engine", "api_token"],
+    {},
+    GENERATE_RETURNS,
+)
 
 
 def api_record(summary: dict[str, Any], owner: str | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import gradio as gr
 from services.compose.extend import DEFAULT_OVERLAP, Extender, parts_summary
 from services.compose.variations import MAX_TAKES, MIN_TAKES, Variations
 from services.errors import RequestInvalid, StudioError
+from services.input_help import docstring
 from ui.api import (
     REQUEST_PARAMETERS,
     GenerateApi,
@@ -136,6 +137,26 @@ class ComposeApi:
         return files, records
 
 
+ComposeApi.extend.__doc__ = docstring(
+    EXTEND_DESCRIPTION,
+    ["run_id", "seconds", "prompt", "overlap", "access_key", "api_token"],
+    {
+        "run_id": "The library id of the result to extend (a take, or a piece made by extend).",
+        "seconds": "How many seconds of new music to add; the piece may reach 300 s in all.",
+        "prompt": "What the new parts should sound like; empty: the run's own prompt.",
+        "overlap": "Seconds of the track each part hears before it goes on (1 to 10).",
+        "access_key": "On a shared server: the access_key of the record that made the run.",
+    },
+    "The whole track, and its record with `parts` (each part's prediction id and seconds).",
+)
+VARIATIONS_DOC = docstring(
+    VARIATIONS_DESCRIPTION,
+    [*REQUEST_PARAMETERS, "engine", "n", "api_token"],
+    {"n": "How many takes, from 2 to 8, each with its own seed."},
+    "The takes' audio files, and their records (each with its seed).",
+)
+
+
 def _variations_signature() -> inspect.Signature:
     """/generate's parameters, then `n`, then `api_token`: what gradio_client shows."""
     generate = inspect.signature(GenerateApi.generate)
@@ -154,7 +175,7 @@ VARIATIONS_PARAMETERS = tuple(_variations_signature().parameters)
 
 
 def _named(
-    fn: Callable[..., Awaitable[Any]], signature: inspect.Signature
+    fn: Callable[..., Awaitable[Any]], signature: inspect.Signature, doc: str
 ) -> Callable[..., Awaitable[Any]]:
     """`fn` presented with `signature`, so that the API lists the parameters by name."""
 
@@ -162,7 +183,8 @@ def _named(
         return await fn(*values)
 
     call.__signature__ = signature  # type: ignore[attr-defined]
-    call.__doc__ = fn.__doc__
+    call.__doc__ = doc
+    call.__name__ = call.__qualname__ = fn.__name__  # the MCP tool's name
     return call
 
 
@@ -199,7 +221,7 @@ def build_compose_api(studio: Studio, extender: Extender, variations: Variations
     )
     gr.on(
         triggers=[],
-        fn=_named(api.variations, _variations_signature()),
+        fn=_named(api.variations, _variations_signature(), VARIATIONS_DOC),
         inputs=variation_inputs,
         outputs=variation_outputs,
         api_name="variations",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -256,4 +257,6 @@ def launch_options(settings: Settings) -> dict[str, Any]:
         "footer_links": ["api", "gradio"],
         # Gradio's run history would keep every call's inputs (a pasted token among them).
         "run_history": False,
+        # The named endpoints as MCP tools (/gradio_api/mcp/), for assistants: gradio[mcp].
+        "mcp_server": importlib.util.find_spec("mcp") is not None,
     }
