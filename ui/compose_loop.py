@@ -116,7 +116,7 @@ def loop_facts_html(record: RunRecord) -> str:
     compose = record.compose or {}
     rate = compose.get("sample_rate")
     rows = [
-        ("Tempo", f"{compose.get('bpm')} BPM, 4/4"),
+        ("Tempo", f"{float(compose.get('bpm') or 0):g} BPM, 4/4"),
         ("Bars", str(compose.get("bars"))),
         (
             "Length",
