@@ -99,6 +99,12 @@ async def test_every_result_downloads_in_every_format_named_for_what_it_is(
     assert flac != cached["flac"] and not cached["flac"].exists()
     assert ffprobe_seconds(flac)[0] == pytest.approx(2 * source_seconds, abs=MP3_PADDING_S)
 
+    # A deleted entry's conversions go with the next conversion made.
+    other = await take(service, emulator, prompt="Second take", duration=2, output_format="wav")
+    assert library.delete(record.id)
+    cache.converted(other, "mp3")
+    assert [p.name.split("-", 1)[0] for p in cache.folder.iterdir()] == [other.id]
+
 
 async def test_a_loop_download_says_its_bpm_and_bars(emulator: Emulator, tmp_path: Path) -> None:
     service = make_service(emulator, tmp_path)

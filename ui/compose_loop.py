@@ -31,6 +31,7 @@ from services.compose.loop import (
 from services.engine import LOCAL
 from services.errors import RequestInvalid, StudioError
 from services.events import Progress, RunUpdate
+from services.input_help import docstring
 from services.library import RunRecord
 from ui.api import REQUEST_PARAMETERS, api_record, model_input_components, token_components
 from ui.context import Studio
@@ -45,7 +46,7 @@ from ui.formatting import (
     seconds_text,
     status_html,
 )
-from ui.identity import api_owner
+from ui.identity import API_PREFIX, api_owner
 
 PRIVATE: Mapping[str, Any] = MappingProxyType(
     {"api_visibility": "private", "show_progress": "hidden"}
@@ -421,7 +422,13 @@ class LoopApi:
         try:
             request, spec = await asyncio.to_thread(self.maker.prepare, raw, bpm, bars, engine)
             async for update in self.maker.make(
-                request, spec, token=self.studio.token(api_token), owner=owner, engine=engine
+                request,
+                spec,
+                token=self.studio.token(api_token),
+                owner=owner,
+                engine=engine,
+                # API callers have no identity of their own: they share one allowance.
+                quota_pool=API_PREFIX if owner is not None else None,
             ):
                 last = update
         except RequestInvalid as err:
@@ -441,6 +448,22 @@ class LoopApi:
         )
         record["file_name"] = named.name
         return str(named), record
+
+
+LoopApi.loop.__doc__ = docstring(
+    "Make a seamless loop for a DAW: a take at the given tempo, cut to whole 4/4 bars on a "
+    "downbeat, its end blended into its start. Refused inputs raise an error naming each "
+    "field; nothing is sent then.",
+    [*REQUEST_PARAMETERS, "engine", "bpm", "bars", "api_token"],
+    {
+        "duration": "Ignored: the take is as long as the bars need (at most 30 s).",
+        "output_format": "Ignored for the loop itself, which is always WAV (sample-exact).",
+        "bpm": f"The tempo in beats per minute, from {BPM_MIN:g} to {BPM_MAX:g}.",
+        "bars": f"How many bars of 4/4, a whole number from {BARS_MIN} to {BARS_MAX}.",
+    },
+    "The loop's WAV file (named with its bpm and bars), and its record: library_id, status, "
+    "seed, bpm, bars, source_run (the raw take), compose, file_name, error.",
+)
 
 
 def build_loop_api(studio: Studio) -> None:

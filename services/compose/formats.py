@@ -97,6 +97,7 @@ class FormatCache:
         for old in self.folder.glob(f"{record.id}-*.{fmt}"):
             if old != target:  # made from an earlier version of this entry's audio
                 old.unlink(missing_ok=True)
+        self.prune()
         return target
 
     def deliver(self, record: RunRecord, fmt: str, folder: Path) -> Path:
@@ -111,8 +112,13 @@ class FormatCache:
             shutil.copyfile(source, dest)
         return dest
 
-    def forget(self, run_id: str) -> None:
-        """Drop the cached conversions of an entry (e.g. once it is deleted)."""
-        for old in self.folder.glob(f"{run_id}-*.*"):
-            with contextlib.suppress(OSError):
-                old.unlink()
+    def prune(self) -> list[Path]:
+        """Remove the conversions of entries no longer in the library (deleted, or removed to
+        stay under the disk cap); run whenever a new conversion is added."""
+        removed: list[Path] = []
+        for path in self.folder.glob("*-*-*.*"):
+            if self._library.get(path.name.split("-", 1)[0]) is None:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed.append(path)
+        return removed

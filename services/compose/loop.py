@@ -316,11 +316,13 @@ class LoopMaker:
         token: str | None,
         owner: str | None,
         engine: str | None = None,
+        quota_pool: str | None = None,
     ) -> AsyncGenerator[RunUpdate, None]:
         """Make the take, cut the loop and file both; an update for every change.
 
         Updates carry the loop entry's id as `run_id`; the last is terminal, its `audio_path`
-        the filed loop. Refusals are raised before anything is stored or sent.
+        the filed loop. Refusals are raised before anything is stored or sent. `quota_pool`
+        as for `GenerationService.generate` (API callers share one allowance).
         """
         take = source_request(request, spec)
         started = time.monotonic()
@@ -330,7 +332,13 @@ class LoopMaker:
         compose: dict[str, Any] = {"bpm": spec.bpm, "bars": spec.bars, "source_run": None}
         loop = self._library.create_pending(owner, take.to_dict(), kind="loop", compose=compose)
         updates = self._service.generate(
-            take, token=token, owner=owner, engine=engine, parent_run_id=loop.id, kind="loop-source"
+            take,
+            token=token,
+            owner=owner,
+            engine=engine,
+            parent_run_id=loop.id,
+            kind="loop-source",
+            quota_pool=quota_pool,
         )
         last: RunUpdate | None = None
         status = "pending"
@@ -438,6 +446,11 @@ class LoopMaker:
                 f"({spec.bars} bar(s) of 4/4 at {spec.bpm:g} BPM), the wrap-around blended over "
                 f"{spec.blend_seconds * 1000:.0f} ms.",
             ]
+            if (audio.suffix.lstrip(".").lower()) != LOOP_FORMAT:
+                notes.append(
+                    f"The loop is kept as {LOOP_FORMAT.upper()} (sample-exact); it downloads as "
+                    "mp3 or flac too."
+                )
             compose = {
                 "bpm": spec.bpm,
                 "bars": spec.bars,
