@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -163,13 +168,10 @@ async def test_a_cancel_mid_chain_keeps_the_parts_done_and_the_chain_resumes(emu
     second = [u.run for u in seen if u.part == 2 and u.run and u.run.prediction_id][-1]
     assert emulator.status(second.prediction_id) == "canceled"
 
-    # A new process resumes the chain to its target.
+    # A new process resumes the chain to its target (no seconds given: what was left).
     emulator.configure(run_seconds=None)
     _, extender2, library2 = make(emulator, tmp_path)
-    remaining = entry.compose["target_seconds"] - kept
-    resumed = [
-        u async for u in extender2.extend(entry_id, remaining, token=emulator.token, owner=None)
-    ]
+    resumed = [u async for u in extender2.extend(entry_id, None, token=emulator.token, owner=None)]
     assert resumed[-1].status == "succeeded", resumed[-1].error
     assert library2.get(entry_id).audio_seconds == pytest.approx(46, abs=0.1)
 
@@ -191,3 +193,48 @@ async def test_bad_extend_requests_name_their_field_and_send_nothing(emulator, t
         [u async for u in extender.extend("nope", 10, token="x", owner=None)]
     assert refused.value.errors[0].field == "run_id"
     assert emulator.creates == before
+
+
+async def test_a_chain_killed_mid_part_resumes_after_a_restart_without_paying_twice(
+    emulator, tmp_path
+):
+    emulator.configure(max_wait_seconds=0.2)
+    service, _, library = make(emulator, tmp_path)
+    source = await take(service, emulator.token, seconds=6)
+    emulator.configure(run_seconds=4.0)  # long enough to kill the process during a part
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.extend_once", str(tmp_path), emulator.base_url,
+         emulator.token, source, "40"],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    # Wait until the first part is filed and the second is on the emulator, then SIGKILL.
+    give_up = time.monotonic() + 60
+    while True:
+        pieces = [r for r in library.list(None).items if r.kind == "extend"]
+        parts = [r for r in library.children(pieces[0].id) if r.kind == "part"] if pieces else []
+        if len(parts) == 2 and parts[1].prediction_id:
+            break
+        assert time.monotonic() < give_up, "the chain never reached its second part"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    entry = library.get(pieces[0].id)
+    assert entry.status == "processing" and len(entry.compose["parts"]) == 1
+    creates_before = emulator.creates
+
+    # The next start: the chain becomes resumable, the part in flight is followed and filed.
+    emulator.configure(run_seconds=None)
+    service2, extender2, library2 = make(emulator, tmp_path)
+    assert extender2.mark_interrupted() == [entry.id]
+    await service2.resume_in_flight(token=emulator.token)
+    assert library2.get(parts[1].id).status == "succeeded"
+    # Resuming the chain (no seconds: to its target) uses that paid part, not a new one.
+    resumed = [u async for u in extender2.extend(entry.id, None, token=emulator.token, owner=None)]
+
+    assert resumed[-1].status == "succeeded", resumed[-1].error
+    assert emulator.creates == creates_before  # 6 + 40 s were reached with the parts already paid
+    final = library2.get(entry.id)
+    assert final.audio_seconds == pytest.approx(46, abs=0.1)
+    assert [p["run_id"] for p in final.compose["parts"]] == [parts[0].id, parts[1].id]

@@ -64,7 +64,7 @@ class ComposeApi:
     async def extend(
         self,
         run_id: str,
-        seconds: float,
+        seconds: float | None,
         prompt: str | None = None,
         overlap: float | None = None,
         access_key: str | None = None,
@@ -142,7 +142,8 @@ ComposeApi.extend.__doc__ = docstring(
     ["run_id", "seconds", "prompt", "overlap", "access_key", "api_token"],
     {
         "run_id": "The library id of the result to extend (a take, or a piece made by extend).",
-        "seconds": "How many seconds of new music to add; the piece may reach 300 s in all.",
+        "seconds": "How many seconds of new music to add; the piece may reach 300 s in all. "
+        "Empty, for a piece that stopped early: resume it to the length it was asked for.",
         "prompt": "What the new parts should sound like; empty: the run's own prompt.",
         "overlap": "Seconds of the track each part hears before it goes on (1 to 10).",
         "access_key": "On a shared server: the access_key of the record that made the run.",

@@ -35,6 +35,7 @@ class ExtendView:
     overlap: gr.Slider
     prompt: gr.Textbox
     extend: gr.Button
+    resume: gr.Button
     cancel: gr.Button
     undo: gr.Button
     source: gr.HTML
@@ -68,7 +69,7 @@ def parts_html(record_compose: Mapping[str, Any] | None, spans: list[dict[str, A
     if state == "interrupted" and target and target > total + 0.5:
         note = (
             f'<div class="ms-note">Stopped at {seconds_text(total)} of {seconds_text(target)}: '
-            f"press Extend to go on ({seconds_text(target - total)} to go).</div>"
+            f"press Resume to go on ({seconds_text(target - total)} to go).</div>"
         )
     return (
         f'<div class="ms-parts" id="ms-parts-bar">{"".join(cells)}</div>{note}'
@@ -114,6 +115,7 @@ def build_extend(studio: Studio) -> ExtendView:
             cancel = gr.Button(
                 "Stop", variant="stop", interactive=False, elem_id="extend-cancel", scale=1
             )
+            resume = gr.Button("Resume", elem_id="extend-resume", scale=1)
             undo = gr.Button("Undo last part", elem_id="extend-undo", scale=1)
         status = gr.HTML("", elem_id="extend-status")
         parts = gr.HTML("", elem_id="extend-parts")
@@ -121,7 +123,9 @@ def build_extend(studio: Studio) -> ExtendView:
             type="filepath", label="The piece", interactive=False, waveform_options=WAVEFORM,
             buttons=["download"], elem_id="extend-track",
         )  # fmt: skip
-    return ExtendView(seconds, overlap, prompt, extend, cancel, undo, source, status, track, parts)
+    return ExtendView(
+        seconds, overlap, prompt, extend, resume, cancel, undo, source, status, track, parts
+    )
 
 
 class ExtendHandlers:
@@ -179,10 +183,11 @@ class ExtendHandlers:
         owner_value: Any,
         token_value: Any,
         snap: dict[str, Any] | None,
-        seconds: float,
+        seconds: float | None,
         overlap: float,
         prompt: str,
     ) -> AsyncIterator[Updates]:
+        """Add `seconds` to the result shown (None: resume a piece to its length)."""
         v = self.view
         owner = self.studio.owner(owner_value)
         running = {v.extend: gr.update(interactive=False), v.cancel: gr.update(interactive=True)}
@@ -240,7 +245,9 @@ class ExtendHandlers:
             return {v.status: message_html("Stopped.", kind="info"), **idle}
         return {
             v.status: message_html(
-                "Stopped: everything made so far is kept. Press Extend to go on.", kind="info"
+                "Stopped: everything made so far is kept. Press Resume to go on to the length "
+                "you asked for, or Extend to add more.",
+                kind="info",
             ),
             **self._show_piece(record),
             **idle,
@@ -265,8 +272,8 @@ class ExtendHandlers:
 
 def wire_extend(
     handlers: ExtendHandlers, *, owner: gr.components.Component, token: gr.components.Component
-) -> Any:
-    """Connect the panel; returns the Extend event (the history refreshes after it)."""
+) -> list[Any]:
+    """Connect the panel; returns the Extend and Resume events (the history refreshes after)."""
     v, last_run = handlers.view, handlers.last_run
     last_run.change(handlers.show_source, [last_run, owner], [v.source, v.undo, v.parts], **PRIVATE)
     event = v.extend.click(
@@ -278,8 +285,23 @@ def wire_extend(
         trigger_mode="once",
         **PRIVATE,
     )
-    v.cancel.click(None, None, None, cancels=[event], queue=False, **PRIVATE).then(
+
+    async def resume(*values: Any) -> AsyncIterator[Updates]:
+        owner_value, token_value, snap, overlap, prompt = values
+        async for out in handlers.extend(owner_value, token_value, snap, None, overlap, prompt):
+            yield out
+
+    resumed = v.resume.click(
+        resume,
+        [owner, token, last_run, v.overlap, v.prompt],
+        handlers.outputs(),
+        concurrency_limit=8,
+        concurrency_id="generation",
+        trigger_mode="once",
+        **PRIVATE,
+    )
+    v.cancel.click(None, None, None, cancels=[event, resumed], queue=False, **PRIVATE).then(
         handlers.after_stop, [last_run, owner], handlers.outputs(), **PRIVATE
     )
     v.undo.click(handlers.undo, [last_run, owner], handlers.outputs(), **PRIVATE)
-    return event
+    return [event, resumed]

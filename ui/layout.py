@@ -174,7 +174,6 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
         extending = wire_extend(
             ExtendHandlers(studio, extend_view, extender, view.last_run), owner=owner, token=token
         )
-        extending.then(history.same, current, listing_outputs, **PRIVATE)
         takes = wire_variations(
             VariationsHandlers(studio, variations_view, variations),
             owner=owner,
@@ -184,7 +183,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             model_version=form.model_version,
             last_run=view.last_run,
         )
-        for event in takes:
+        for event in [*extending, *takes]:
             event.then(history.same, current, listing_outputs, **PRIVATE)
         looping = wire_loop(
             studio,

@@ -85,12 +85,19 @@ class Extender:
             errors.append(
                 FieldError("run_id", "Extend needs a finished take with its audio in your library.")
             )
+        resuming = seconds is None and record is not None and record.kind == "extend"
         try:
-            new = float(seconds)
-            if not math.isfinite(new) or new < 1:
+            new = 0.0 if resuming else float(seconds)
+            if not resuming and (not math.isfinite(new) or new < 1):
                 raise ValueError
         except (TypeError, ValueError):
-            errors.append(FieldError("seconds", "Seconds to add must be a number, at least 1."))
+            errors.append(
+                FieldError(
+                    "seconds",
+                    "Seconds to add must be a number, at least 1 (leave it empty to resume a "
+                    "piece that stopped before its length).",
+                )
+            )
             new = 0.0
         room = MAX_TOTAL_SECONDS - track_seconds
         if new >= 1 and new > room + 1e-6:
@@ -133,25 +140,31 @@ class Extender:
         overlap: Any = DEFAULT_OVERLAP,
         engine: str | None = None,
     ) -> AsyncIterator[ExtendUpdate]:
-        """Add `seconds` of new music to entry `run_id` (a take, or a chain to go on with)."""
+        """Add `seconds` of new music to entry `run_id` (a take, or a chain to go on with).
+
+        `seconds` None resumes a piece that stopped early: it goes on to its target length.
+        """
         record = self._library.get(run_id, owner)
         track_seconds = float(record.audio_seconds or 0) if record else 0.0
         new, lap = self._check(record, seconds, overlap, track_seconds)
         assert record is not None
         entry = record if record.kind == "extend" else self._start_chain(record, owner, prompt)
-        compose = dict(entry.compose or {})
         # A part that landed after the chain stopped (resumed by the app) is used, not remade.
         track = await asyncio.to_thread(self._adopt_pending, entry, owner)
+        entry = self._library.get(entry.id, owner) or entry
+        compose = dict(entry.compose or {})
         track_seconds = audio_ops.seconds(track)
+        if seconds is None:
+            new = max(0.0, float(compose.get("target_seconds") or 0) - track_seconds)
         target = min(MAX_TOTAL_SECONDS, track_seconds + new)
-        plan = plan_parts(target - track_seconds, lap)
+        plan = plan_parts(target - track_seconds, lap) if target - track_seconds > 0.05 else []
         base = GenerationRequest.from_dict(entry.request)
         if prompt is not None and prompt.strip():
             base = replace(base, prompt=prompt.strip())
         compose.update(target_seconds=round(target, 3), overlap=lap, state="running")
         compose["prompt"] = base.prompt
         self._library.update(entry.id, compose=compose, status="processing")
-        yield ExtendUpdate(entry.id, 1, len(plan))
+        yield ExtendUpdate(entry.id, 1, max(1, len(plan)))
         status, error = "succeeded", None
         try:
             for index, new_seconds in enumerate(plan, start=1):
@@ -189,8 +202,8 @@ class Extender:
         path = self._library.audio_file(current) if current else None
         yield ExtendUpdate(
             entry.id,
-            len(plan),
-            len(plan),
+            max(1, len(plan)),
+            max(1, len(plan)),
             finished=True,
             status=status,
             error=None if done else f"Stopped before the target length: {error}",
