@@ -171,6 +171,42 @@ def test_the_result_downloads_as_wav_mp3_and_flac(
         assert re.fullmatch(rf"warm-rhodes-chords-seed\d+-\d{{4}}-\d\d-\d\d\.{fmt}", path.name)
         assert audio_ops.seconds(audio_ops.load(path)) == pytest.approx(length, abs=0.05)
 
+    # The same from the history: pick the entry, press flac.
+    open_panel(page, "formats-box", "Download a result as")
+    choose_dropdown(page, "formats-entry", "Warm Rhodes chords")
+    (tmp_path / "entry").mkdir()
+    path = download(page, "entry", "flac", tmp_path / "entry")
+    assert path.name.startswith("warm-rhodes-chords-seed")
+    assert audio_ops.seconds(audio_ops.load(path)) == pytest.approx(length, abs=0.05)
+
+
+def test_cancelling_a_loop_stops_its_take(
+    browser: Any,  # noqa: F811
+    app: AppProcess,
+    emulator: Emulator,
+) -> None:
+    page = new_page(browser, app.url)
+    set_prompt(page, "Endless ambient drone")
+    open_panel(page, "loop-box", "Loop: a seamless loop")
+    with emulator_timing(emulator, run_seconds=60.0):
+        mark(page, LOOP_STATUS)
+        page.locator("#loop-btn").click()
+        page.wait_for_function(
+            f"""(sel) => {{ {CHANGED_JS}
+            const status = document.querySelector(sel)?.dataset.status;
+            return changed(sel) && status === 'processing'; }}""",
+            arg=LOOP_STATUS,
+        )
+        mark(page, LOOP_STATUS)
+        page.locator("#loop-cancel").click()
+        assert wait_final(page, LOOP_STATUS, timeout_ms=30_000) == "canceled"
+    take = max(
+        (p for p in emulator.predictions.values() if "Endless ambient drone" in p.input["prompt"]),
+        key=lambda p: p.created,
+    )
+    assert emulator.status(take.id) == "canceled"
+    wait_card(page, "Endless ambient drone, 120 bpm", "canceled")
+
 
 def test_ab_compare_switches_in_place_matches_loudness_hides_and_keeps(
     browser: Any,  # noqa: F811
