@@ -73,7 +73,7 @@ def test_a_take_is_extended_into_a_longer_piece_with_its_parts_marked(
     set_prompt(page, "Warm Rhodes groove with brushed drums")
     set_number(page, "duration-slider", 8)
     generate(page)
-    wait_result(page)
+    source_id = wait_result(page)
     open_panel(page, "extend-panel")
     page.wait_for_function(
         "() => (document.querySelector('#extend-source')?.innerText || '').includes('Extends')"
@@ -109,6 +109,17 @@ def test_a_take_is_extended_into_a_longer_piece_with_its_parts_marked(
     )
     assert "8.0 s" in undone or "8 s" in undone
     assert page.locator("#extend-parts .ms-part").count() == 1
+
+    # Any result in the history can be extended: its card hands it to the panel.
+    later = new_page(browser, app.url, height=1400)
+    shown = act_and_wait_text(
+        later,
+        lambda: later.locator(f"#card-{source_id} .card-extend").click(),
+        "#extend-source",
+        "Extends this take",
+    )
+    assert "Warm Rhodes groove" in shown
+    assert later.locator("#extend-source [data-run]").get_attribute("data-run") == source_id
 
 
 def test_variations_run_side_by_side_with_their_seeds_and_one_click_cancels_all(

@@ -31,6 +31,7 @@ PRIVATE: Mapping[str, Any] = {"api_visibility": "private", "show_progress": "hid
 class ExtendView:
     """The Extend panel's components."""
 
+    panel: gr.Accordion
     seconds: gr.Slider
     overlap: gr.Slider
     prompt: gr.Textbox
@@ -90,7 +91,7 @@ def _progress(update: ExtendUpdate) -> str:
 
 def build_extend(studio: Studio) -> ExtendView:
     """Lay out the panel (inside the current Blocks context)."""
-    with gr.Accordion("Extend into a longer piece", open=False, elem_id="extend-panel"):
+    with gr.Accordion("Extend into a longer piece", open=False, elem_id="extend-panel") as panel:
         source = gr.HTML(
             '<div class="ms-muted">Make or open a take first; it is extended here.</div>',
             elem_id="extend-source",
@@ -124,7 +125,7 @@ def build_extend(studio: Studio) -> ExtendView:
             buttons=["download"], elem_id="extend-track",
         )  # fmt: skip
     return ExtendView(
-        seconds, overlap, prompt, extend, resume, cancel, undo, source, status, track, parts
+        panel, seconds, overlap, prompt, extend, resume, cancel, undo, source, status, track, parts
     )
 
 

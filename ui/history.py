@@ -208,6 +208,10 @@ class HistoryHandlers:
     def continue_run(self, run_id: str, owner_value: Any) -> dict:
         return self.reuse.continue_from(self._snap(run_id, owner_value))
 
+    def open_for_extend(self, run_id: str, owner_value: Any) -> tuple[Any, Any]:
+        """The run becomes what the Extend panel extends, and the panel opens."""
+        return self._snap(run_id, owner_value), gr.update(open=True)
+
     def set_favourite(self, run_id: str, value: bool, owner_value: Any) -> None:
         self.studio.library.set_favourite(run_id, self.studio.owner(owner_value), value)
 
@@ -265,8 +269,13 @@ def render_cards(
     model_version: gr.components.Component,
     search: gr.components.Component,
     favourites_only: gr.components.Component,
+    extend_target: tuple[gr.State, gr.Accordion] | None = None,
 ) -> None:
-    """The cards of one page, each with its player and actions (called inside @gr.render)."""
+    """The cards of one page, each with its player and actions (called inside @gr.render).
+
+    `extend_target` is the state the Extend panel reads and the panel itself: a card's
+    Extend button hands its run to them.
+    """
     view, studio = handlers.view, handlers.studio
     cards = (state or {}).get("cards") or []
     if not cards:
@@ -323,6 +332,16 @@ def render_cards(
                             handlers.reuse.outputs(),
                             **PRIVATE,
                         )
+                        if extend_target is not None:
+                            extend_btn = gr.Button(
+                                "Extend…", size="sm", elem_classes=["card-extend"]
+                            )
+                            extend_btn.click(
+                                partial(handlers.open_for_extend, run_id),
+                                [owner],
+                                list(extend_target),
+                                **PRIVATE,
+                            )
                         gr.DownloadButton(
                             "Download", value=audio, size="sm", elem_classes=["card-download"]
                         )

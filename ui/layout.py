@@ -124,6 +124,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 model_version=form.model_version,
                 search=history_view.search,
                 favourites_only=history_view.favourites_only,
+                extend_target=(view.last_run, extend_view.panel),
             )
 
         _, keeps = build_compare(studio, owner=owner, history_state=history_view.state)
