@@ -247,9 +247,12 @@ class CompareHandlers:
             return gr.update(), None, note, gr.update(), gr.update()
         a, b = records
         assert a is not None and b is not None
-        paths = [self.studio.library.audio_file(r) for r in (a, b)]
+        a_path, b_path = self.studio.library.audio_file(a), self.studio.library.audio_file(b)
+        if a_path is None or b_path is None:
+            note = message_html("The audio of one of them is missing from the library.")
+            return gr.update(), None, note, gr.update(), gr.update()
         try:
-            levels: Match = await asyncio.to_thread(match, paths[0], paths[1])  # type: ignore[arg-type]
+            levels: Match = await asyncio.to_thread(match, a_path, b_path)
         except StudioError as err:
             return gr.update(), None, message_html(str(err)), gr.update(), gr.update()
         entries = [
