@@ -449,3 +449,35 @@ def test_generate_endpoint_is_held_to_the_same_spending_limit(emulator, tmp_path
         _, run = client.predict(prompt="short", duration=2, api_name="/generate")
     assert run["status"] == "succeeded" and run["cost_usd"] is not None
     assert len(create_posts(emulator)) == 1
+
+
+# ---- this machine costs nothing ----------------------------------------------------------------
+
+
+async def test_a_run_on_this_machine_costs_nothing_and_shows_no_estimate(tmp_path, tiny_musicgen):
+    from services.local import LocalConfig, LocalEngine
+    from ui.context import Studio
+    from ui.cost_line import cost_html
+    from ui.files import FileServer
+
+    config = LocalConfig.from_env(
+        {"MUSICGEN_LOCAL_MODEL": str(tiny_musicgen.text), "MUSICGEN_DEVICE": "cpu"}
+    )
+    local = LocalEngine(config)
+    settings = Settings.from_env({"MUSICGEN_DATA_DIR": str(tmp_path)})
+    library = Library(tmp_path)
+    service = GenerationService(settings, library, local=local)
+    studio = Studio(settings=settings, service=service, library=library, files=FileServer())
+    try:
+        assert service.estimate("", 8, "local").gpu_seconds == 0
+        assert cost_html(studio, "local", "", 8) == ""
+        assert "$" in cost_html(studio, "replicate", "stereo-large", 8)
+
+        request, _ = service.prepare({"prompt": "calm piano", "duration": 1, "seed": 7}, "local")
+        updates = [u async for u in service.generate(request, token=None, owner=None)]
+    finally:
+        local.shutdown()
+    assert updates[-1].status == "succeeded", updates[-1].error
+    record = library.get(updates[-1].run_id)
+    assert record.engine == "local" and record.cost_usd in (0.0, None)
+    assert service.summary(record.id, None)["cost_usd"] in (0.0, None)
