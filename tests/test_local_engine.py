@@ -209,6 +209,21 @@ async def test_a_melody_clip_conditions_the_music(
     assert not np.allclose(outs["a"], outs["none"], atol=1e-3)
 
 
+async def test_a_melody_model_that_cannot_follow_melodies_says_so(
+    tiny_musicgen: TinyCheckpoints, tmp_path: Path
+) -> None:
+    text = str(tiny_musicgen.text)  # misconfigured: MUSICGEN_LOCAL_MELODY_MODEL=<text model>
+    local = LocalEngine(LocalConfig(default_model=text, melody_model=text, device="cpu"))
+    clip = make_tone(tmp_path / "a.wav", 1.0)
+    try:
+        _, updates = await collect(local, request(input_audio=str(clip)), tmp_path / "run")
+    finally:
+        local.shutdown()
+    final = updates[-1]
+    assert final.status == "failed" and final.error
+    assert "can't follow a melody" in final.error and "MUSICGEN_LOCAL_MELODY_MODEL" in final.error
+
+
 async def test_cancel_stops_within_a_step_and_files_nothing(
     engine: LocalEngine, tmp_path: Path
 ) -> None:

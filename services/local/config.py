@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "facebook/musicgen-small"
 DEFAULT_MELODY_MODEL = "facebook/musicgen-melody"
@@ -32,6 +35,10 @@ class LocalConfig:
         An unknown device name is ignored (auto choice) rather than failing the app's start.
         """
         device = env.get("MUSICGEN_DEVICE", "").strip().lower() or None
+        if device is not None and device not in DEVICES:
+            log.warning(
+                "MUSICGEN_DEVICE=%s is not one of %s: choosing automatically", device, DEVICES
+            )
         return cls(
             default_model=env.get("MUSICGEN_LOCAL_MODEL", "").strip() or DEFAULT_MODEL,
             melody_model=env.get("MUSICGEN_LOCAL_MELODY_MODEL", "").strip() or DEFAULT_MELODY_MODEL,

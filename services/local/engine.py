@@ -57,20 +57,31 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     notes: tuple[str, ...]
     place: int = 0  # its place in the queue as last told (0: not waiting)
+    loading: bool = False  # fetching or loading its checkpoint (which a cancel can't stop)
+    ending: threading.Lock = field(default_factory=threading.Lock)
     updates: asyncio.Queue[RunUpdate] = field(default_factory=asyncio.Queue)
     canceled: threading.Event = field(default_factory=threading.Event)
     done: concurrent.futures.Future[str] = field(default_factory=concurrent.futures.Future)
 
     def emit(self, update: RunUpdate) -> None:
-        """Hand `update` to the follower; safe from any thread."""
+        """Hand `update` to the follower; safe from any thread. Nothing follows the end."""
+        with self.ending:
+            if not self.done.done():
+                self._put(update)
+
+    def finish(self, update: RunUpdate) -> bool:
+        """End the run with `update`, unless it has already ended; True if this ended it."""
+        with self.ending:
+            if self.done.done():
+                return False
+            self._put(update)
+            self.done.set_result(update.status)
+            return True
+
+    def _put(self, update: RunUpdate) -> None:
         # A closed loop means nobody is listening any more.
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self.updates.put_nowait, update)
-
-    def finish(self, update: RunUpdate) -> None:
-        self.emit(update)
-        if not self.done.done():
-            self.done.set_result(update.status)
 
 
 class LocalEngine:
@@ -225,6 +236,10 @@ class LocalEngine:
                 self._announce_positions()
                 return "canceled"
             job.canceled.set()
+            if job.loading:
+                # A download or load can't stop midway; it goes on for later runs, but this
+                # run ends now (the worker sees the flag before generating).
+                job.finish(self._canceled(job))
         return await asyncio.wrap_future(job.done)
 
     async def resume(self, record: RunRecord, *, workdir: Path) -> EngineRun | None:
@@ -312,7 +327,11 @@ class LocalEngine:
         )
         hooks = Hooks(progress=progress, preview=preview, log=say, canceled=job.canceled)
         try:
-            loaded = self._model(job.run.checkpoint, say)
+            job.loading = True
+            try:
+                loaded = self._model(job.run.checkpoint, say)
+            finally:
+                job.loading = False
             if job.canceled.is_set():
                 raise Canceled
             result = synthesize(
@@ -344,7 +363,7 @@ class LocalEngine:
             log.exception("local run %s failed", run_id)
             job.finish(self._failed(job, f"The local engine failed: {why}"))
             return
-        total = max(last["done"], 0)
+        total = max(last["total"], 0)
         job.finish(
             RunUpdate(
                 status="succeeded",

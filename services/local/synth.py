@@ -180,7 +180,13 @@ def synthesize(
         head = _continuation_slice(loaded, request)
         prompt_codes = _encode_prompt(loaded, head)
     melody = None
-    if request.input_audio and not request.continuation and loaded.chroma is not None:
+    if request.uses_melody and loaded.chroma is None:
+        raise StudioError(
+            f"The checkpoint {loaded.checkpoint} can't follow a melody. Set "
+            "MUSICGEN_LOCAL_MELODY_MODEL to a melody checkpoint (e.g. facebook/musicgen-melody), "
+            "or turn Continuation on to extend the clip instead."
+        )
+    if request.input_audio and request.uses_melody and loaded.chroma is not None:
         clip = read_clip(request.input_audio, sampling_rate=loaded.chroma.sampling_rate, channels=1)
         melody = chroma_features(clip[0], loaded.chroma).to(device, model.dtype)
 
@@ -222,7 +228,7 @@ def synthesize(
                 max_new_tokens=steps,
                 stopping_criteria=StoppingCriteriaList([watcher]),
             )
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError:  # (torch.OutOfMemoryError only exists from 2.5)
         raise StudioError(_oom(loaded, request)) from None
     except RuntimeError as why:
         if "out of memory" in str(why).lower():

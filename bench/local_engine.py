@@ -1,0 +1,182 @@
+"""The local engine against transformers' own `generate`, on musicgen-small's architecture.
+
+    python -m bench.local_engine                 # 5 s takes, 3 repetitions each
+    python -m bench.local_engine --seconds 2 --reps 1
+
+Builds a random-weight checkpoint with musicgen-small's dimensions (decoder 24 layers, hidden
+1024, 16 heads, 4 codebooks of 2048; T5-base; the 32 kHz EnCodec) in a temporary folder. Each
+side runs in a process of its own (so peak memory is its own): "direct" calls `generate` on the
+loaded model with the same prompt, sampling settings and number of tokens the engine uses;
+"engine" runs the same request through LocalEngine (queue, worker thread, per-step progress,
+streamed previews, normalization, wav file). Both time a warm model (one short warm-up take
+first). Random weights make noise, but every step costs what it costs with the real weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PROMPT = "lofi beat with mellow piano"
+SEED = 1234
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+def _request(seconds: int) -> Any:
+    from services.request import GenerationRequest
+
+    return GenerationRequest(
+        prompt=PROMPT, duration=seconds, model_version="", seed=SEED, output_format="wav"
+    )
+
+
+def run_direct(folder: str, seconds: int, reps: int) -> dict[str, Any]:
+    """transformers alone: tokenize, generate the same number of steps, nothing else."""
+    import torch
+    from transformers import AutoTokenizer, MusicgenForConditionalGeneration
+
+    from services.local.synth import sampling_kwargs
+
+    model = MusicgenForConditionalGeneration.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    kwargs = sampling_kwargs(_request(seconds))
+    codebooks = model.config.decoder.num_codebooks
+    frame_rate = model.config.audio_encoder.frame_rate
+
+    def take(secs: float) -> float:
+        inputs = tokenizer([PROMPT], padding=True, return_tensors="pt")
+        torch.manual_seed(SEED)
+        started = time.perf_counter()
+        model.generate(**inputs, **kwargs, max_new_tokens=round(secs * frame_rate) + codebooks - 1)
+        return time.perf_counter() - started
+
+    take(0.5)  # warm-up
+    times = [take(seconds) for _ in range(reps)]
+    return {"times": times, "peak_rss_mb": _peak_rss_mb()}
+
+
+def run_engine(folder: str, seconds: int, reps: int, preview_seconds: float) -> dict[str, Any]:
+    """The same take through LocalEngine, as the generation service drives it."""
+    from services.local import LocalConfig, LocalEngine
+
+    engine = LocalEngine(
+        LocalConfig(default_model=folder, device="cpu", preview_seconds=preview_seconds)
+    )
+    engine.preload()
+
+    async def take(secs: int, workdir: Path) -> tuple[float, float, float]:
+        started = time.monotonic()
+        run = await engine.start(_request(secs), workdir=workdir)
+        first_preview = float("nan")
+        final = None
+        async for update in engine.follow(run, started=started, workdir=workdir):
+            if update.preview_path and first_preview != first_preview:
+                first_preview = time.monotonic() - started
+            final = update
+        assert final is not None and final.status == "succeeded", final
+        assert final.predict_time is not None
+        return final.predict_time, time.monotonic() - started, first_preview
+
+    async def main() -> dict[str, Any]:
+        with tempfile.TemporaryDirectory() as tmp:
+            await take(1, Path(tmp))  # warm-up
+            results = [await take(seconds, Path(tmp)) for _ in range(reps)]
+        return {
+            "times": [r[0] for r in results],
+            "walls": [r[1] for r in results],
+            "first_preview": [r[2] for r in results],
+        }
+
+    try:
+        out = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    out["peak_rss_mb"] = _peak_rss_mb()
+    return out
+
+
+def _child(args: argparse.Namespace) -> None:
+    if args.side == "direct":
+        result = run_direct(args.checkpoint, args.seconds, args.reps)
+    else:
+        result = run_engine(args.checkpoint, args.seconds, args.reps, args.preview)
+    print(json.dumps(result))
+
+
+def _spawn(side: str, folder: Path, seconds: int, reps: int, preview: float) -> dict[str, Any]:
+    cmd = [
+        sys.executable, "-m", "bench.local_engine", "--side", side, "--checkpoint", str(folder),
+        "--seconds", str(seconds), "--reps", str(reps), "--preview", str(preview),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--checkpoint", help="use this folder instead of building one")
+    parser.add_argument("--side", choices=["direct", "engine"], help=argparse.SUPPRESS)
+    parser.add_argument("--preview", type=float, default=1.0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        _child(args)
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.checkpoint) if args.checkpoint else Path(tmp) / "musicgen-small-random"
+        if not args.checkpoint:
+            print("Building a random-weight musicgen-small checkpoint...", file=sys.stderr)
+            from tests.support.tiny_musicgen import build_checkpoint
+
+            build_checkpoint(folder, "text", size="small")
+        rows = {}
+        for name, side, preview in (
+            ("transformers generate", "direct", 0.0),
+            ("LocalEngine, previews every 1 s", "engine", 1.0),
+            ("LocalEngine, previews off", "engine", 0.0),
+        ):
+            print(f"Running {name}...", file=sys.stderr)
+            rows[name] = _spawn(side, folder, args.seconds, args.reps, preview)
+    _print_table(rows, args.seconds, args.reps)
+
+
+def _print_table(rows: dict[str, dict[str, Any]], seconds: int, reps: int) -> None:
+    base = statistics.median(rows["transformers generate"]["times"])
+    print(f"\n{seconds} s takes, median of {reps}, warm model, CPU\n")
+    print(
+        "| path | RTF (s per s of audio) | vs generate | click to file (RTF) | first preview "
+        "| peak RSS |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name, row in rows.items():
+        t = statistics.median(row["times"])
+        first = row.get("first_preview")
+        shown = (
+            f"{statistics.median(first):.2f} s" if first and all(f == f for f in first) else "n/a"
+        )
+        walls = row.get("walls")
+        wall = f"{statistics.median(walls) / seconds:.2f}" if walls else "n/a"
+        print(
+            f"| {name} | {t / seconds:.2f} | {t / base:.3f} | {wall} | {shown} | "
+            f"{row['peak_rss_mb']:,.0f} MB |"
+        )
+    print("\nraw:", json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
