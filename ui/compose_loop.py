@@ -256,7 +256,7 @@ class LoopHandlers:
             }
         folder = self.studio.files.staging_dir()
         named = await asyncio.to_thread(self.cache.deliver, record, "wav", folder)
-        cached = v.player.move_resource_to_block_cache(named)
+        cached = await asyncio.to_thread(v.player.move_resource_to_block_cache, named)
         total = progress.total if progress else None
         return {
             v.status: status_html("succeeded", elapsed=last.elapsed),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import re
 import tempfile
@@ -48,6 +49,7 @@ DOWNBEAT_CANDIDATES = 4
 LOOP_FORMAT = "wav"  # lossless and sample-exact: mp3 would pad the ends and break the loop
 _BPM_TEXT = re.compile(r"\s*,?\s*\b\d+(?:\.\d+)?\s*bpm\b", re.IGNORECASE)
 _CANCELED = "Canceled by you."
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,8 @@ def cut_loop(source: Path, spec: LoopSpec, dest: Path) -> CutLoop:
         )
     mono = audio_ops.samples(take).mean(axis=1)
     downbeat = find_downbeat(mono, rate, spec, frames + blend)
+    if not downbeat.note.startswith("Beat grid"):
+        log.warning("Loop from %s: %s", source.name, downbeat.note)
     start = downbeat.frame
     body = take.get_sample_slice(start, start + frames)
     following = take.get_sample_slice(start + frames, start + frames + blend)
