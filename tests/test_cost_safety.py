@@ -106,6 +106,10 @@ MATRIX = {
         ({"kind": "late", "delay": 1 + WAIT_MARGIN + 1.0, **CREATE},)
     ),
     "malformed create answer": Case(({"kind": "malformed", **CREATE},), posts=2),
+    "create made, then answered 500": Case(
+        ({"kind": "status", "status": 500, "after": True, **CREATE},)
+    ),
+    "create made, then answered malformed": Case(({"kind": "malformed", "after": True, **CREATE},)),
     "listing lagging behind creates": Case(
         ({"kind": "drop_after", **CREATE},), config={"listing_lag_seconds": 0.2}
     ),

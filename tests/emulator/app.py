@@ -700,6 +700,8 @@ class EmulatorMiddleware:
         fault = state.take_fault(method, path)
         if fault is not None:
             record.fault = fault.kind
+            if fault.after and fault.kind in ("status", "malformed"):
+                await self.app(scope, receive, _swallow)
             if fault.kind == "drop":
                 self.drop(scope)
                 return

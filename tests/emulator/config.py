@@ -112,6 +112,8 @@ class Fault:
     `expire` removes every finished run's outputs (the one-hour retention), then handles the
     request normally.
     `headers` are added to a `status` answer (e.g. {"ratelimit-reset": "1"}).
+    With `after`, a `status` or `malformed` fault answers only once the request was handled (a
+    create really creates, as a server that fails while answering would).
     The fault fires `times` times (None: forever); `fired` counts how often it did.
     """
 
@@ -125,6 +127,7 @@ class Fault:
     delay: float = 0.0
     fraction: float = 0.5
     headers: dict[str, str] = field(default_factory=dict)
+    after: bool = False
     fired: int = 0
 
     def __post_init__(self) -> None:
