@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from services.errors import ConnectionFailed, RateLimited, ServerError, StudioError
+from services.errors import ConnectionFailed, StudioError
 from services.events import (
     PROGRESS_LINE,
     TERMINAL_STATUSES,
@@ -24,12 +24,14 @@ from services.events import (
     parse_seed,
     split_log_lines,
 )
+from services.retry import TRANSIENT_ERRORS
 from services.sse import ServerSentEvent
 
 log = logging.getLogger(__name__)
 
-# Errors a poll may hit while the run goes on; the client already retried each one.
-_TRANSIENT = (ConnectionFailed, ServerError, RateLimited)
+# Errors a poll may hit while the run goes on; the client already retried each one under the
+# retry policy, and the follower keeps polling (FollowPolicy.poll_failures) while the run lasts.
+_TRANSIENT = TRANSIENT_ERRORS
 
 
 @dataclass(frozen=True)

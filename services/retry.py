@@ -110,9 +110,13 @@ def server_wait(status: int, headers: Mapping[str, str]) -> float | None:
     return wait
 
 
+# Failures worth another try of an idempotent request (the follower's polls use them too).
+TRANSIENT_ERRORS = (ConnectionFailed, RateLimited, ServerError)
+
+
 def transient(failure: StudioError) -> bool:
     """A failure worth another try of an idempotent request."""
-    return isinstance(failure, ConnectionFailed | RateLimited | ServerError)
+    return isinstance(failure, TRANSIENT_ERRORS)
 
 
 def refused_or_never_sent(failure: StudioError) -> bool:
