@@ -8,8 +8,9 @@ idle time are free) at its hardware's rate; meta/musicgen runs on one Nvidia A10
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 # Replicate's published rate for "Nvidia A100 (40GB) GPU": $0.001150/sec ($4.14/hr),
 # replicate.com/docs/billing. Override with MUSICGEN_GPU_PRICE_PER_SECOND.
@@ -28,12 +29,14 @@ CANCEL_AFTER_MIN_S = 5
 # per second of audio and the size of each model (3.3B parameters for the large ones, melody
 # conditioning and stereo's doubled codebooks adding a little); no published per-model figure
 # for meta/musicgen was found. The library's own predict times replace them after one run.
-DOCUMENTED_RATES: dict[str, tuple[float, float]] = {
-    "stereo-melody-large": (5.0, 1.6),
-    "stereo-large": (5.0, 1.5),
-    "melody-large": (5.0, 1.3),
-    "large": (5.0, 1.2),
-}
+DOCUMENTED_RATES: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {
+        "stereo-melody-large": (5.0, 1.6),
+        "stereo-large": (5.0, 1.5),
+        "melody-large": (5.0, 1.3),
+        "large": (5.0, 1.2),
+    }
+)
 FALLBACK_RATE = (5.0, 1.6)
 
 HISTORY = "history"
