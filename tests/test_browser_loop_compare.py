@@ -26,6 +26,7 @@ from tests.browser_support import (
     marked_log,
     module_emulator,  # noqa: F401 - fixture
     new_page,
+    playable_seconds,
     result_seconds,
     running_app,
     set_number,
@@ -153,6 +154,13 @@ def test_a_loop_is_made_with_progress_plays_looped_and_downloads(
         r"dusty-boom-bap-drums-loop-120bpm-2bars-seed\d+-\d{4}-\d\d-\d\d\.mp3", mp3.name
     )
     assert audio_ops.seconds(audio_ops.load(mp3)) == pytest.approx(4.0, abs=0.05)
+
+    # After a restart the loop is still in the history, once, and still plays its 4 s.
+    app.restart()
+    page = new_page(browser, app.url)
+    card = wait_card(page, "Dusty boom bap drums, 120 bpm", "succeeded", run_id=loop_id)
+    assert page.locator("#history-cards .ms-card", has_text="Dusty boom bap drums").count() == 1
+    assert playable_seconds(page, card) == pytest.approx(4.0, abs=0.01)
 
 
 def test_the_result_downloads_as_wav_mp3_and_flac(
