@@ -10,7 +10,7 @@ import pytest
 
 from services.compose import audio_ops
 from services.compose.loop import LoopMaker, LoopSpec, find_downbeat, loop_prompt, parse_loop
-from services.errors import RequestInvalid
+from services.errors import RequestInvalid, StudioError
 from services.generation import GenerationService
 from services.library import Library
 from services.settings import Settings
@@ -162,3 +162,30 @@ def test_the_tempo_is_written_into_the_prompt_once() -> None:
     assert loop_prompt("Dusty funk, 95 bpm", 120) == "Dusty funk, 120 bpm"
     assert loop_prompt("", 90) == "90 bpm"
     assert loop_prompt("house groove", 124.5) == "house groove, 124.5 bpm"
+
+
+async def test_a_loop_is_held_to_the_visitors_limits_before_anything_is_stored(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(
+        {
+            "MUSICGEN_DATA_DIR": str(tmp_path),
+            "REPLICATE_BASE_URL": emulator.base_url,
+            "MUSICGEN_MAX_RUNS_IN_FLIGHT": "1",
+        }
+    )
+    library = Library(tmp_path)
+    maker = LoopMaker(GenerationService(settings, library), library)
+    busy = library.create_pending(None, {"prompt": "a take still running"})
+    request, spec = maker.prepare({"prompt": "drums"}, 120, 1)
+    before = emulator.creates
+
+    with pytest.raises(StudioError, match="runs in progress"):
+        async for _ in maker.make(request, spec, token=emulator.token, owner=None):
+            pass
+    with pytest.raises(StudioError, match="token"):
+        async for _ in maker.make(request, spec, token=None, owner=None):
+            pass
+
+    assert emulator.creates == before
+    assert [r.id for r in library.list(None, inner=True).items] == [busy.id]

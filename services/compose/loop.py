@@ -330,6 +330,14 @@ class LoopMaker:
         """
         take = source_request(request, spec)
         started = time.monotonic()
+        # Refusals come before the loop is filed: no engine here (no token), the engine's
+        # rules, the visitor's limits (the loop is one entry of the history, like a take).
+        chosen = self._service.engines.open(engine, token)
+        try:
+            await asyncio.to_thread(self._service.check, take, chosen.name)
+            self._service.guard(take, owner, chosen.name, pool=quota_pool)
+        finally:
+            await chosen.aclose()
         # librosa takes seconds to import the first time: do it while the model works.
         warming = asyncio.ensure_future(asyncio.to_thread(warm_up))
         warming.add_done_callback(lambda f: f.cancelled() or f.exception())
