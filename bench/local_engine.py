@@ -2,14 +2,16 @@
 
     python -m bench.local_engine                 # 5 s takes, 3 repetitions each
     python -m bench.local_engine --seconds 2 --reps 1
+    python -m bench.local_engine --memory        # plus each path's peak memory, alone
 
 Builds a random-weight checkpoint with musicgen-small's dimensions (decoder 24 layers, hidden
-1024, 16 heads, 4 codebooks of 2048; T5-base; the 32 kHz EnCodec) in a temporary folder. Each
-side runs in a process of its own (so peak memory is its own): "direct" calls `generate` on the
-loaded model with the same prompt, sampling settings and number of tokens the engine uses;
-"engine" runs the same request through LocalEngine (queue, worker thread, per-step progress,
-streamed previews, normalization, wav file). Both time a warm model (one short warm-up take
-first). Random weights make noise, but every step costs what it costs with the real weights.
+1024, 16 heads, 4 codebooks of 2048; T5-base; the 32 kHz EnCodec) in a temporary folder.
+"transformers generate" calls `generate` on the loaded model with the same prompt, sampling
+settings and number of tokens the engine uses; the LocalEngine rows run the same request through
+the engine (queue, worker thread, per-step progress, streamed previews, normalization, wav
+file). All three share one process and one warm model and alternate take by take (a busy
+machine's load drifts over minutes). `--memory` adds each path's peak RSS, each in a process of
+its own. Random weights make noise, but every step costs what it costs with the real weights.
 """
 
 from __future__ import annotations
@@ -107,8 +109,85 @@ def run_engine(folder: str, seconds: int, reps: int, preview_seconds: float) -> 
     return out
 
 
+def run_interleaved(folder: str, seconds: int, reps: int) -> dict[str, Any]:
+    """All three paths in one process on one loaded model, alternating take by take.
+
+    A shared machine's load drifts over minutes; alternating puts every path under the same
+    drift, so their ratio holds even when the absolute times don't.
+    """
+    import dataclasses
+
+    import torch
+
+    from services.local import LocalConfig, LocalEngine
+    from services.local.synth import sampling_kwargs
+
+    engine = LocalEngine(LocalConfig(default_model=folder, device="cpu"))
+    loaded = engine.preload()
+    kwargs = sampling_kwargs(_request(seconds))
+    steps = round(seconds * loaded.frame_rate) + loaded.channel_codebooks - 1
+
+    def direct() -> tuple[float, float, float]:
+        inputs = loaded.tokenizer([PROMPT], padding=True, return_tensors="pt")
+        torch.manual_seed(SEED)
+        started = time.perf_counter()
+        loaded.model.generate(**inputs, **kwargs, max_new_tokens=steps)
+        spent = time.perf_counter() - started
+        return spent, spent, float("nan")
+
+    async def through_engine(preview: float, workdir: Path) -> tuple[float, float, float]:
+        engine.config = dataclasses.replace(engine.config, preview_seconds=preview)
+        started = time.monotonic()
+        run = await engine.start(_request(seconds), workdir=workdir)
+        first_preview = float("nan")
+        final = None
+        async for update in engine.follow(run, started=started, workdir=workdir):
+            if update.preview_path and first_preview != first_preview:
+                first_preview = time.monotonic() - started
+            final = update
+        assert final is not None and final.status == "succeeded", final
+        assert final.predict_time is not None
+        return final.predict_time, time.monotonic() - started, first_preview
+
+    names = (
+        "transformers generate",
+        "LocalEngine, previews every 1 s",
+        "LocalEngine, previews off",
+    )
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
+
+    async def main() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            direct()  # warm-up, both paths
+            await through_engine(1.0, Path(tmp))
+            for rep in range(reps):
+                order = names if rep % 2 == 0 else tuple(reversed(names))
+                for name in order:
+                    if name == names[0]:
+                        results[name].append(direct())
+                    else:
+                        preview = 1.0 if name == names[1] else 0.0
+                        results[name].append(await through_engine(preview, Path(tmp)))
+                    print(f"  {name}: {results[name][-1][0]:.1f} s", file=sys.stderr)
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.shutdown()
+    return {
+        name: {
+            "times": [r[0] for r in rows],
+            "walls": [r[1] for r in rows] if name != names[0] else None,
+            "first_preview": [r[2] for r in rows] if name == names[1] else None,
+        }
+        for name, rows in results.items()
+    }
+
+
 def _child(args: argparse.Namespace) -> None:
-    if args.side == "direct":
+    if args.side == "interleaved":
+        result = run_interleaved(args.checkpoint, args.seconds, args.reps)
+    elif args.side == "direct":
         result = run_direct(args.checkpoint, args.seconds, args.reps)
     else:
         result = run_engine(args.checkpoint, args.seconds, args.reps, args.preview)
@@ -130,7 +209,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--checkpoint", help="use this folder instead of building one")
-    parser.add_argument("--side", choices=["direct", "engine"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="also run each path in a process of its own, for its peak memory (slower)",
+    )
+    parser.add_argument(
+        "--side", choices=["direct", "engine", "interleaved"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--preview", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
@@ -144,14 +230,17 @@ def main() -> None:
             from tests.support.tiny_musicgen import build_checkpoint
 
             build_checkpoint(folder, "text", size="small")
-        rows = {}
-        for name, side, preview in (
-            ("transformers generate", "direct", 0.0),
-            ("LocalEngine, previews every 1 s", "engine", 1.0),
-            ("LocalEngine, previews off", "engine", 0.0),
-        ):
-            print(f"Running {name}...", file=sys.stderr)
-            rows[name] = _spawn(side, folder, args.seconds, args.reps, preview)
+        print("Running the three paths, alternating...", file=sys.stderr)
+        rows = _spawn("interleaved", folder, args.seconds, args.reps, 0.0)
+        if args.memory:
+            for name, side, preview in (
+                ("transformers generate", "direct", 0.0),
+                ("LocalEngine, previews every 1 s", "engine", 1.0),
+                ("LocalEngine, previews off", "engine", 0.0),
+            ):
+                print(f"Peak memory of {name}...", file=sys.stderr)
+                alone = _spawn(side, folder, 1, 1, preview)
+                rows[name]["peak_rss_mb"] = alone["peak_rss_mb"]
     _print_table(rows, args.seconds, args.reps)
 
 
@@ -171,10 +260,9 @@ def _print_table(rows: dict[str, dict[str, Any]], seconds: int, reps: int) -> No
         )
         walls = row.get("walls")
         wall = f"{statistics.median(walls) / seconds:.2f}" if walls else "n/a"
-        print(
-            f"| {name} | {t / seconds:.2f} | {t / base:.3f} | {wall} | {shown} | "
-            f"{row['peak_rss_mb']:,.0f} MB |"
-        )
+        rss = row.get("peak_rss_mb")
+        memory = f"{rss:,.0f} MB" if rss else "n/a (--memory)"
+        print(f"| {name} | {t / seconds:.2f} | {t / base:.3f} | {wall} | {shown} | {memory} |")
     print("\nraw:", json.dumps(rows))
 
 
