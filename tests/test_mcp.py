@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from mcp import ClientSession
-from mcp.client.streamable_http import streamablehttp_client
+from mcp.client.streamable_http import streamable_http_client
 
 from services.audio import probe
 from tests.browser_support import AppProcess, app_env, module_emulator, running_app  # noqa: F401
@@ -38,7 +38,7 @@ async def test_an_assistant_lists_the_tools_and_makes_music(
     app: AppProcess, emulator: Emulator, tmp_path: Path
 ) -> None:
     async with (
-        streamablehttp_client(app.url + "gradio_api/mcp/") as (read, write, _),
+        streamable_http_client(app.url + "gradio_api/mcp/") as (read, write, _),
         ClientSession(read, write) as session,
     ):
         await session.initialize()
