@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.compose.variations import Variations
-from services.errors import RequestInvalid
+from services.errors import RequestInvalid, StudioError
 from services.generation import GenerationService
 from services.library import Library
 from services.request import GenerationRequest
@@ -108,3 +108,28 @@ async def test_a_bad_number_of_variations_is_refused_before_anything_is_sent(emu
             [u async for u in variations.run(request, n, token=emulator.token, owner=None)]
         assert refused.value.errors[0].field == "n"
     assert emulator.creates == 0
+
+
+async def test_a_group_is_one_click_against_the_visitors_limit(emulator, tmp_path):
+    settings = Settings.from_env(
+        {
+            "MUSICGEN_DATA_DIR": str(tmp_path),
+            "REPLICATE_BASE_URL": emulator.base_url,
+            "MUSICGEN_ENGINE": "replicate",
+            "MUSICGEN_MAX_RUNS_IN_FLIGHT": "1",
+        }
+    )
+    library = Library(tmp_path)
+    variations = Variations(GenerationService(settings, library), library)
+    busy = library.create_pending("ana", {"prompt": "still running"})
+    library.update(busy.id, status="processing")
+    request = GenerationRequest(prompt="x", duration=2)
+
+    with pytest.raises(StudioError, match="in progress"):
+        [u async for u in variations.run(request, 3, token=emulator.token, owner="ana")]
+
+    assert emulator.creates == 0
+    assert [r.id for r in library.list("ana").items] == [busy.id]  # no group was filed
+    # Another visitor's group of 3 takes is one click: it runs.
+    updates = [u async for u in variations.run(request, 3, token=emulator.token, owner="bo")]
+    assert updates[-1].status == "succeeded" and emulator.creates == 3

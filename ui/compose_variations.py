@@ -163,10 +163,8 @@ class VariationsHandlers:
         updates = self.variations.run(
             request, count, token=self.studio.token(token_value), owner=owner, engine=engine
         )
-        last: VariationUpdate | None = None
         try:
             async for update in updates:
-                last = update
                 out = {**layout, **self._show(update, runs)}
                 layout = {}
                 out[v.group] = {"group_id": update.group_id, "runs": list(runs)}
@@ -190,8 +188,6 @@ class VariationsHandlers:
         finally:
             with contextlib.suppress(Exception):
                 await updates.aclose()
-        if last is None:
-            return
 
     def after_cancel(self, group: dict[str, Any] | None, owner_value: Any) -> Updates:
         v = self.view

@@ -148,6 +148,10 @@ class Extender:
         track_seconds = float(record.audio_seconds or 0) if record else 0.0
         new, lap = self._check(record, seconds, overlap, track_seconds)
         assert record is not None
+        # The piece is one entry of the history: one click against the visitor's limits.
+        self._service.guard(
+            GenerationRequest.from_dict(record.request), owner, engine or record.engine
+        )
         entry = record if record.kind == "extend" else self._start_chain(record, owner, prompt)
         # A part that landed after the chain stopped (resumed by the app) is used, not remade.
         track = await asyncio.to_thread(self._adopt_pending, entry, owner)

@@ -94,6 +94,8 @@ class Variations:
         chosen = self._service.engines.open(engine, token)
         try:
             await asyncio.to_thread(self._service.check, request, chosen.name)
+            # The group is one entry of the history: one click against the visitor's limits.
+            self._service.guard(request, owner, chosen.name)
         finally:
             await chosen.aclose()
         seeds = seeds_for(request, count)
