@@ -60,6 +60,7 @@ def startup(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+            await asyncio.to_thread(service.engines.shutdown)
 
     return lifespan
 

@@ -107,6 +107,12 @@ class Engines:
             raise StudioError(NO_TOKEN_MESSAGE)
         return ReplicateEngine(self._client_factory(resolved), deployment=self._settings.deployment)
 
+    def shutdown(self) -> None:
+        """At the process's end: stop the local engine's worker (a run on it ends canceled)."""
+        stop = getattr(self._local, "shutdown", None)
+        if callable(stop):
+            stop()
+
     def replicate_client(self, token: str | None) -> ReplicateClient:
         """A client of the account (server token, else the visitor's), e.g. for an import."""
         resolved = self._settings.api_token or (token or "").strip()
