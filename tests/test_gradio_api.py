@@ -208,3 +208,35 @@ def test_a_visitor_token_is_taken_as_api_token_and_never_echoed(
     for path in (root / "visitor-data").rglob("*"):
         if path.is_file():
             assert VISITOR_TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_variations_and_extend_through_the_api(server_app: AppProcess, emulator: Emulator) -> None:
+    client = client_for(server_app)
+    before = emulator.creates
+
+    files, takes = client.predict(
+        prompt="Dub techno chords", duration=3, n=3, api_name="/variations"
+    )
+
+    assert emulator.creates == before + 3
+    assert len(files) == 3 and len(takes) == 3
+    assert len({take["seed"] for take in takes}) == 3
+    assert all(probe(f).seconds == pytest.approx(3, abs=0.2) for f in files)
+    # On this shared deployment each call has its own identity: its access key lets the same
+    # caller extend its take, and nobody else can.
+    first = takes[0]
+    assert first["access_key"]
+    with pytest.raises(Exception, match="run_id"):
+        client.predict(run_id=first["library_id"], seconds=5, api_name="/extend")
+    track, piece = client.predict(
+        run_id=first["library_id"],
+        seconds=5,
+        overlap=2,
+        access_key=first["access_key"],
+        api_name="/extend",
+    )
+    assert piece["status"] == "succeeded", piece
+    assert probe(track).seconds == pytest.approx(8, abs=0.1)
+    assert [part["part"] for part in piece["parts"]] == [0, 1]
+    assert piece["parts"][1]["start"] == pytest.approx(3, abs=0.05)
+    assert piece["parts"][1]["prediction_id"] in emulator.predictions

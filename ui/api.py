@@ -8,6 +8,8 @@ call gets a fresh owner identity: an API caller can never read another visitor's
 from __future__ import annotations
 
 import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import gradio as gr
@@ -92,7 +94,7 @@ class GenerateApi:
             ):
                 last = update
         except RequestInvalid as err:
-            raise gr.Error("Nothing was sent. " + "; ".join(str(e) for e in err.errors)) from None
+            raise refusal(err) from None
         except StudioError as err:
             raise gr.Error(str(err)) from None
         if last is None or last.run_id is None:
@@ -114,6 +116,33 @@ GenerateApi.generate.__doc__ = docstring(
     {},
     GENERATE_RETURNS,
 )
+
+
+def refusal(err: RequestInvalid) -> gr.Error:
+    """A refused request, for an API caller: every field named, and nothing sent."""
+    return gr.Error("Nothing was sent. " + "; ".join(str(e) for e in err.errors))
+
+
+def request_endpoint(
+    fn: Callable[[dict[str, Any]], Awaitable[Any]], extra: dict[str, Any], doc: str
+) -> Callable[..., Awaitable[Any]]:
+    """An endpoint taking /generate's parameters, then `extra` (name: default), then
+    `api_token`; `fn` gets them all by name. Its signature is what gradio_client and the MCP
+    tools list, and `doc` describes each parameter."""
+    generate = inspect.signature(GenerateApi.generate)
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [p for name, p in generate.parameters.items() if name not in ("self", "api_token")]
+    params += [inspect.Parameter(name, kind, default=default) for name, default in extra.items()]
+    params.append(generate.parameters["api_token"])
+    names = [p.name for p in params]
+
+    async def endpoint(*values: Any) -> Any:
+        return await fn(dict(zip(names, values, strict=False)))
+
+    endpoint.__signature__ = generate.replace(parameters=params)  # type: ignore[attr-defined]
+    endpoint.__doc__ = doc
+    endpoint.__name__ = endpoint.__qualname__ = fn.__name__  # the MCP tool's name
+    return endpoint
 
 
 def api_record(summary: dict[str, Any], owner: str | None) -> dict[str, Any]:

@@ -6,8 +6,6 @@ Like `/generate` they have hidden components of their own and no trigger on the 
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import gradio as gr
@@ -18,9 +16,10 @@ from services.errors import RequestInvalid, StudioError
 from services.input_help import docstring
 from ui.api import (
     REQUEST_PARAMETERS,
-    GenerateApi,
     api_record,
     model_input_components,
+    refusal,
+    request_endpoint,
     token_components,
 )
 from ui.context import Studio
@@ -38,10 +37,6 @@ VARIATIONS_DESCRIPTION = (
     "N takes (2-8) of one request at once, each with its own seed. Parameters are /generate's "
     "plus `n`; returns the N audio files and their records (each with its seed)."
 )
-
-
-def _refused(err: RequestInvalid) -> gr.Error:
-    return gr.Error("Nothing was sent. " + "; ".join(str(e) for e in err.errors))
 
 
 class ComposeApi:
@@ -84,7 +79,7 @@ class ComposeApi:
             ):
                 last = update
         except RequestInvalid as err:
-            raise _refused(err) from None
+            raise refusal(err) from None
         except StudioError as err:
             raise gr.Error(str(err)) from None
         if last is None:
@@ -102,9 +97,8 @@ class ComposeApi:
         audio = self.studio.files.servable(last.audio_path) if last.audio_path else None
         return audio, record
 
-    async def variations(self, *values: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    async def variations(self, named: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
         """`n` takes of the request at once; returns (their files, their records)."""
-        named = dict(zip(VARIATIONS_PARAMETERS, values, strict=False))
         raw = {name: named.get(name) for name in REQUEST_PARAMETERS}
         engine = (named.get("engine") or "").strip().lower() or None
         service = self.studio.service
@@ -121,7 +115,7 @@ class ComposeApi:
             ):
                 last = update
         except RequestInvalid as err:
-            raise _refused(err) from None
+            raise refusal(err) from None
         except StudioError as err:
             raise gr.Error(str(err)) from None
         if last is None:
@@ -158,37 +152,6 @@ VARIATIONS_DOC = docstring(
 )
 
 
-def _variations_signature() -> inspect.Signature:
-    """/generate's parameters, then `n`, then `api_token`: what gradio_client shows."""
-    generate = inspect.signature(GenerateApi.generate)
-    params = [p for name, p in generate.parameters.items() if name not in ("self", "api_token")]
-    extra = [
-        inspect.Parameter("n", inspect.Parameter.KEYWORD_ONLY, default=3, annotation="float"),
-        inspect.Parameter(
-            "api_token", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | None"
-        ),
-    ]
-    positional = [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in params + extra]
-    return generate.replace(parameters=positional)
-
-
-VARIATIONS_PARAMETERS = tuple(_variations_signature().parameters)
-
-
-def _named(
-    fn: Callable[..., Awaitable[Any]], signature: inspect.Signature, doc: str
-) -> Callable[..., Awaitable[Any]]:
-    """`fn` presented with `signature`, so that the API lists the parameters by name."""
-
-    async def call(*values: Any) -> Any:
-        return await fn(*values)
-
-    call.__signature__ = signature  # type: ignore[attr-defined]
-    call.__doc__ = doc
-    call.__name__ = call.__qualname__ = fn.__name__  # the MCP tool's name
-    return call
-
-
 def build_compose_api(studio: Studio, extender: Extender, variations: Variations) -> None:
     """Hidden inputs and outputs of `/extend` and `/variations`."""
     api = ComposeApi(studio, extender, variations)
@@ -222,7 +185,7 @@ def build_compose_api(studio: Studio, extender: Extender, variations: Variations
     )
     gr.on(
         triggers=[],
-        fn=_named(api.variations, _variations_signature(), VARIATIONS_DOC),
+        fn=request_endpoint(api.variations, {"n": 3}, VARIATIONS_DOC),
         inputs=variation_inputs,
         outputs=variation_outputs,
         api_name="variations",

@@ -33,7 +33,14 @@ from services.errors import RequestInvalid, StudioError
 from services.events import Progress, RunUpdate
 from services.input_help import docstring
 from services.library import RunRecord
-from ui.api import REQUEST_PARAMETERS, api_record, model_input_components, token_components
+from ui.api import (
+    REQUEST_PARAMETERS,
+    api_record,
+    model_input_components,
+    refusal,
+    request_endpoint,
+    token_components,
+)
 from ui.context import Studio
 from ui.engine_picker import model_for
 from ui.form_rules import FormValues, request_values
@@ -392,32 +399,12 @@ class LoopApi:
         self.maker = LoopMaker(studio.service, studio.library)
         self.cache = FormatCache(studio.library)
 
-    async def loop(
-        self,
-        prompt: str | None = None,
-        input_audio: str | None = None,
-        duration: float | None = None,
-        continuation: bool | None = None,
-        continuation_start: float | None = None,
-        continuation_end: float | None = None,
-        model_version: str | None = None,
-        multi_band_diffusion: bool | None = None,
-        normalization_strategy: str | None = None,
-        output_format: str | None = None,
-        seed: float | None = None,
-        temperature: float | None = None,
-        top_k: float | None = None,
-        top_p: float | None = None,
-        classifier_free_guidance: float | None = None,
-        engine: str | None = None,
-        bpm: float | None = None,
-        bars: float | None = None,
-        api_token: str | None = None,
-    ) -> tuple[str | None, dict[str, Any]]:
+    async def loop(self, named: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
         """Make a loop to its end; returns (the loop's WAV named with bpm and bars, record)."""
-        raw = {name: value for name, value in locals().items() if name in REQUEST_PARAMETERS}
+        raw = {name: named.get(name) for name in REQUEST_PARAMETERS}
+        bpm, bars, api_token = named.get("bpm"), named.get("bars"), named.get("api_token")
         owner = api_owner(self.studio.settings.shared)
-        engine = (engine or "").strip().lower() or None
+        engine = (named.get("engine") or "").strip().lower() or None
         last = None
         try:
             request, spec = await asyncio.to_thread(self.maker.prepare, raw, bpm, bars, engine)
@@ -432,7 +419,7 @@ class LoopApi:
             ):
                 last = update
         except RequestInvalid as err:
-            raise gr.Error("Nothing was sent. " + "; ".join(str(e) for e in err.errors)) from None
+            raise refusal(err) from None
         except StudioError as err:
             raise gr.Error(str(err)) from None
         if last is None or last.run_id is None:
@@ -450,7 +437,7 @@ class LoopApi:
         return str(named), record
 
 
-LoopApi.loop.__doc__ = docstring(
+LOOP_DOC = docstring(
     "Make a seamless loop for a DAW: a take at the given tempo, cut to whole 4/4 bars on a "
     "downbeat, its end blended into its start. Refused inputs raise an error naming each "
     "field; nothing is sent then.",
@@ -480,7 +467,7 @@ def build_loop_api(studio: Studio) -> None:
         outputs = [gr.Audio(label="loop", type="filepath"), gr.JSON(label="record")]
     gr.on(
         triggers=[],
-        fn=api.loop,
+        fn=request_endpoint(api.loop, {"bpm": None, "bars": None}, LOOP_DOC),
         inputs=inputs,
         outputs=outputs,
         api_name="loop",
