@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,49 @@ async def test_a_group_is_one_click_against_the_visitors_limit(emulator, tmp_pat
     # Another visitor's group of 3 takes is one click: it runs.
     updates = [u async for u in variations.run(request, 3, token=emulator.token, owner="bo")]
     assert updates[-1].status == "succeeded" and emulator.creates == 3
+
+
+async def test_a_group_left_by_a_stopped_app_is_settled_once_its_takes_are_resumed(
+    emulator, tmp_path
+):
+    emulator.configure(max_wait_seconds=0.2)
+    library = Library(tmp_path)
+    request = GenerationRequest(prompt="left running", duration=2)
+    # What a killed process leaves: the group and its two takes in flight on Replicate.
+    group = library.create_pending(
+        None,
+        request.to_dict(),
+        engine="replicate",
+        kind="variations",
+        compose={"n": 2, "seeds": [5, 6], "takes": {}},
+    )
+    takes = {}
+    for slot, seed in enumerate([5, 6]):
+        take = replace(request, seed=seed)
+        pid = emulator.add_existing_prediction(
+            status="processing", input=take.to_api_input(), seed=seed
+        )
+        record = library.create_pending(
+            None, take.to_dict(), parent_id=group.id, engine="replicate", kind="variation"
+        )
+        library.update(record.id, prediction_id=pid, status="processing")
+        takes[str(slot)] = record.id
+    library.update(group.id, status="processing", compose={**group.compose, "takes": takes})
+
+    # The next start, as app.py does it: runs resumed, then groups settled.
+    settings = Settings.from_env(
+        {
+            "MUSICGEN_DATA_DIR": str(tmp_path),
+            "REPLICATE_BASE_URL": emulator.base_url,
+            "REPLICATE_API_TOKEN": emulator.token,
+            "MUSICGEN_ENGINE": "replicate",
+        }
+    )
+    service = GenerationService(settings, Library(tmp_path))
+    await service.resume_in_flight()
+    variations = Variations(service, Library(tmp_path))
+
+    assert variations.settle_all() == [group.id]
+    assert Library(tmp_path).get(group.id).status == "succeeded"
+    assert [t.status for t in variations.takes(group.id, None)] == ["succeeded", "succeeded"]
+    assert [t.seed for t in variations.takes(group.id, None)] == [5, 6]
