@@ -169,6 +169,9 @@ class VariationsHandlers:
                 layout = {}
                 out[v.group] = {"group_id": update.group_id, "runs": list(runs)}
                 if update.finished:
+                    # The end shows every take as the library has it, whatever updates the
+                    # page may have merged on the way.
+                    out.update(self._final_slots(update.group_id, owner))
                     done = update.status == "succeeded"
                     out[v.status] = message_html(
                         f"{count} takes made: keep one, use it as a melody, continue it, or "
@@ -188,6 +191,23 @@ class VariationsHandlers:
         finally:
             with contextlib.suppress(Exception):
                 await updates.aclose()
+
+    def _final_slots(self, group_id: str, owner: str | None) -> Updates:
+        """Each take's label and audio from the library, once the group has ended."""
+        out: Updates = {}
+        group = self.studio.library.get(group_id, owner)
+        seeds = list((group.compose or {}).get("seeds") or []) if group else []
+        for i, take in enumerate(self.variations.takes(group_id, owner)):
+            if take is None or i >= len(self.view.slots):
+                continue
+            slot = self.view.slots[i]
+            seed = take.seed if take.seed is not None else (seeds[i] if i < len(seeds) else None)
+            detail = f": {take.error}" if take.error and take.status != "succeeded" else ""
+            out[slot.label] = slot_label(i, seed, take.status, detail)
+            audio = self.studio.library.audio_file(take) if take.has_audio else None
+            if audio is not None:
+                out[slot.audio] = self.studio.files.servable(audio)
+        return out
 
     def after_cancel(self, group: dict[str, Any] | None, owner_value: Any) -> Updates:
         v = self.view

@@ -147,6 +147,9 @@ class RunHandlers:
                     v.progress: _progress(progress),
                     v.logs: "\n".join(logs[-LOG_LINES_SHOWN:]),
                     v.current_run: update.run_id,
+                    # Every update carries the buttons' state: a page that merged or missed
+                    # the first one still lets the musician cancel.
+                    **self._buttons(running=True),
                 }
                 if update.preview_path:
                     changes[v.preview] = gr.update(value=update.preview_path, visible=True)

@@ -1,0 +1,84 @@
+"""Composing on the local engine: the same features, made on this machine (tiny checkpoints)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from services.compose import audio_ops
+from services.compose.extend import Extender, parts_summary
+from services.compose.variations import Variations
+from services.generation import GenerationService
+from services.library import Library
+from services.local import LocalConfig, LocalEngine
+from services.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def local(tiny_musicgen: Any) -> Iterator[LocalEngine]:
+    config = LocalConfig.from_env(
+        {
+            "MUSICGEN_LOCAL_MODEL": str(tiny_musicgen.text),
+            "MUSICGEN_LOCAL_MELODY_MODEL": str(tiny_musicgen.melody),
+            "MUSICGEN_DEVICE": "cpu",
+        }
+    )
+    engine = LocalEngine(dataclasses.replace(config, preview_seconds=0))
+    yield engine
+    engine.shutdown()
+
+
+def service_for(local: LocalEngine, data_dir: Path) -> tuple[GenerationService, Library]:
+    settings = Settings.from_env({"MUSICGEN_DATA_DIR": str(data_dir), "MUSICGEN_ENGINE": "local"})
+    library = Library(data_dir)
+    return GenerationService(settings, library, local=local), library
+
+
+async def test_extend_on_this_machine(local: LocalEngine, tmp_path: Path) -> None:
+    service, library = service_for(local, tmp_path)
+    prepared, _ = service.prepare({"prompt": "calm piano", "duration": 2, "seed": 3}, "local")
+    take = [u async for u in service.generate(prepared, token=None, owner=None, engine="local")]
+    assert take[-1].status == "succeeded", take[-1].error
+    original = audio_ops.samples(audio_ops.load(Path(take[-1].audio_path)))
+
+    updates = [
+        u
+        async for u in Extender(service, library, tmp_path).extend(
+            take[-1].run_id, 3, token=None, owner=None, overlap=1
+        )
+    ]
+
+    final = updates[-1]
+    assert final.status == "succeeded", final.error
+    track = audio_ops.load(Path(final.audio_path))
+    assert audio_ops.seconds(track) == pytest.approx(5, abs=0.05)
+    head = audio_ops.samples(audio_ops.frames(track, 0, 1.9))
+    assert np.allclose(head, original[: len(head)], atol=2e-4)
+    entry = library.get(final.entry_id)
+    assert entry.engine == "local" and [s["part"] for s in parts_summary(entry)] == [0, 1]
+    part = library.get(parts_summary(entry)[1]["run_id"])
+    assert part.engine == "local" and part.request["continuation"] is True
+
+
+async def test_variations_on_this_machine_queue_for_the_device(
+    local: LocalEngine, tmp_path: Path
+) -> None:
+    service, library = service_for(local, tmp_path)
+    prepared, _ = service.prepare({"prompt": "calm piano", "duration": 1}, "local")
+
+    updates = [
+        u async for u in Variations(service, library).run(prepared, 2, token=None, owner=None)
+    ]
+
+    assert updates[-1].status == "succeeded", updates[-1].error
+    takes = Variations(service, library).takes(updates[-1].group_id, None)
+    assert len({t.seed for t in takes}) == 2
+    sounds = [audio_ops.samples(audio_ops.load(library.audio_file(t))) for t in takes]
+    assert not np.allclose(sounds[0], sounds[1])  # two seeds, two different takes
+    # One device, one take at a time: the other waited its turn, and said so.
+    assert any(u.run and u.run.queue_position == 1 for u in updates)
