@@ -29,6 +29,7 @@ import builtins
 import contextlib
 import json
 import math
+import shutil
 import sqlite3
 import time
 import uuid
@@ -66,6 +67,8 @@ __all__ = [
 DB_NAME = "library.sqlite3"
 AUDIO_DIR = "audio"
 INPUTS_DIR = "inputs"  # the library's own copy of each run's input clip
+# A composition's working files (a long piece's source and the clips its parts continued).
+COMPOSE_DIR = "compose"
 MAX_PER_PAGE = 100
 
 # Fields `update` may change; audio fields only change through attach_audio.
@@ -442,6 +445,11 @@ class Library:
             path = self.audio_file(record, must_exist=False)
             if path is not None:
                 path.unlink(missing_ok=True)
+        shutil.rmtree(self.compose_dir(record.id), ignore_errors=True)
+
+    def compose_dir(self, run_id: str) -> Path:
+        """Where a composition keeps its working files; removed with the entry."""
+        return self.data_dir / COMPOSE_DIR / run_id
 
     # -- reading -----------------------------------------------------------------------------
 

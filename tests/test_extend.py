@@ -135,6 +135,11 @@ async def test_a_long_extension_chains_parts_and_undo_drops_the_last(emulator, t
     again = [u async for u in extender.extend(undone.id, 10, token=emulator.token, owner=None)]
     assert again[-1].status == "succeeded", again[-1].error
     assert library.get(undone.id).audio_seconds == pytest.approx(36, abs=0.1)
+    # Deleting the piece removes its working files too (its source and the clips it sent).
+    folder = library.compose_dir(undone.id)
+    assert (folder / "source.wav").is_file()
+    assert library.delete(undone.id)
+    assert not folder.exists()
 
 
 async def test_a_cancel_mid_chain_keeps_the_parts_done_and_the_chain_resumes(emulator, tmp_path):

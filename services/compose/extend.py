@@ -73,7 +73,7 @@ class Extender:
     def __init__(self, service: GenerationService, library: Library, data_dir: Path):
         self._service = service
         self._library = library
-        self._dir = data_dir / "compose"
+        self._scratch = data_dir / "tmp"
 
     # -- checks, before anything runs ----------------------------------------------------
 
@@ -244,7 +244,7 @@ class Extender:
         return self._library.get(entry.id) or entry
 
     def _folder(self, entry_id: str) -> Path:
-        folder = self._dir / entry_id
+        folder = self._library.compose_dir(entry_id)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
@@ -329,7 +329,7 @@ class Extender:
         self, entry: RunRecord, parts: list[dict[str, Any]], target: float | None
     ) -> AudioSegment:
         """The track: the source, then each part's new audio joined at its overlap."""
-        track = audio_ops.load(self._dir / entry.id / SOURCE_FILE)
+        track = audio_ops.load(self._library.compose_dir(entry.id) / SOURCE_FILE)
         for part in parts:
             run = self._library.get(part["run_id"])
             audio = self._library.audio_file(run) if run else None
@@ -352,7 +352,8 @@ class Extender:
     def _file_track(self, entry_id: str, track: AudioSegment) -> None:
         """The track becomes the entry's audio, under a new name each time it changes."""
         version = time.time_ns()
-        with tempfile.TemporaryDirectory(dir=self._dir) as tmp:
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self._scratch) as tmp:
             path = audio_ops.export(track, Path(tmp) / "track.wav", "wav")
             self._library.attach_audio(
                 entry_id, path, fmt="wav", seconds=audio_ops.seconds(track), version=version
