@@ -54,14 +54,13 @@ from ui.formatting import (
     status_html,
 )
 from ui.identity import API_PREFIX, api_owner
+from ui.runs import cancel_inner, settled
 
 PRIVATE: Mapping[str, Any] = MappingProxyType(
     {"api_visibility": "private", "show_progress": "hidden"}
 )
 LOOP_CONCURRENCY = 16
 LOG_LINES_SHOWN = 200
-SETTLE_TIMEOUT_S = 15.0
-SETTLE_POLL_S = 0.1
 DESCRIPTION = (
     "A seamless loop for a DAW: /generate's parameters plus `bpm` (40-240) and `bars` (1-16, "
     "4/4). The tempo is written into the prompt and the take is as long as the bars need "
@@ -136,15 +135,6 @@ def loop_facts_html(record: RunRecord) -> str:
     ]
     cells = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
     return f'<table class="ms-facts" data-run="{esc(record.id)}">{cells}</table>'
-
-
-async def _cancel_inner(updates: AsyncIterator[RunUpdate]) -> None:
-    """Gradio may close this handler between two updates: cancel the loop's take then too."""
-    athrow = getattr(updates, "athrow", None)
-    if athrow is None:
-        return
-    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, RuntimeError):
-        await athrow(asyncio.CancelledError())
 
 
 class LoopHandlers:
@@ -231,7 +221,7 @@ class LoopHandlers:
                     v.current: update.run_id,
                 }
         except GeneratorExit:
-            await _cancel_inner(updates)
+            await cancel_inner(updates)
             raise
         except StudioError as err:
             yield {
@@ -284,15 +274,7 @@ class LoopHandlers:
         """Cancel was pressed: wait until the loop entry is recorded as ended, then say so."""
         v = self.view
         owner = self.studio.owner(owner_value)
-        record = None
-        if run_id:
-            loop = asyncio.get_running_loop()
-            give_up = loop.time() + SETTLE_TIMEOUT_S
-            while loop.time() < give_up:
-                record = self.studio.library.get(run_id, owner)
-                if record is None or record.finished:
-                    break
-                await asyncio.sleep(SETTLE_POLL_S)
+        record = await settled(self.studio.library, run_id, owner)
         status = record.status if record is not None and record.finished else "canceled"
         error = record.error if record is not None else "Canceled by you."
         return {

@@ -12,6 +12,7 @@ import gradio as gr
 from services.engine import LOCAL
 from services.errors import RequestInvalid, StudioError
 from services.events import Progress, RunUpdate
+from services.library import Library, RunRecord
 from ui.context import Studio
 from ui.engine_picker import model_for
 from ui.form_rules import FormValues, request_values
@@ -32,7 +33,7 @@ SETTLE_POLL_S = 0.1
 Updates = dict[gr.components.Component, Any]
 
 
-async def _cancel_inner(updates: AsyncIterator[RunUpdate]) -> None:
+async def cancel_inner(updates: AsyncIterator[RunUpdate]) -> None:
     """Make the service see a cancellation even when Gradio closes us between two updates.
 
     Gradio's Cancel either cancels the task awaiting the next update (the service then sees
@@ -52,6 +53,20 @@ def _progress(progress: Progress | None, *, complete: bool = False) -> str:
         return progress_html(None, None)
     done = progress.total if complete else progress.done
     return progress_html(done, progress.total)
+
+
+async def settled(library: Library, run_id: str | None, owner: str | None) -> RunRecord | None:
+    """The entry once it is recorded as ended (after a cancel), or as it is after a while."""
+    record = None
+    if run_id:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + SETTLE_TIMEOUT_S
+        while loop.time() < give_up:
+            record = library.get(run_id, owner)
+            if record is None or record.finished:
+                break
+            await asyncio.sleep(SETTLE_POLL_S)
+    return record
 
 
 class RunHandlers:
@@ -155,7 +170,7 @@ class RunHandlers:
                     changes[v.preview] = gr.update(value=update.preview_path, visible=True)
                 yield changes
         except GeneratorExit:
-            await _cancel_inner(updates)
+            await cancel_inner(updates)
             raise
         except RequestInvalid as err:
             yield {c.errors: errors_html(err.errors), **self._buttons(running=False)}
@@ -244,15 +259,7 @@ class RunHandlers:
         """Cancel was pressed: wait until the run is recorded as ended, then say so."""
         v = self.view
         owner = self.studio.owner(owner_value)
-        record = None
-        if run_id:
-            loop = asyncio.get_running_loop()
-            give_up = loop.time() + SETTLE_TIMEOUT_S
-            while loop.time() < give_up:
-                record = self.studio.library.get(run_id, owner)
-                if record is None or record.finished:
-                    break
-                await asyncio.sleep(SETTLE_POLL_S)
+        record = await settled(self.studio.library, run_id, owner)
         status = record.status if record is not None and record.finished else "canceled"
         error = record.error if record is not None else "Canceled by you."
         return {
