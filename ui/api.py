@@ -8,8 +8,9 @@ call gets a fresh owner identity: an API caller can never read another visitor's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import gradio as gr
@@ -81,7 +82,7 @@ class GenerateApi:
         service = self.studio.service
         owner = api_owner(self.studio.settings.shared)
         engine = (engine or "").strip().lower() or None
-        try:
+        with api_errors():
             request, _ = await asyncio.to_thread(service.prepare, raw, engine)
             last = None
             async for update in service.generate(
@@ -93,10 +94,6 @@ class GenerateApi:
                 quota_pool=API_PREFIX if owner is not None else None,
             ):
                 last = update
-        except RequestInvalid as err:
-            raise refusal(err) from None
-        except StudioError as err:
-            raise gr.Error(str(err)) from None
         if last is None or last.run_id is None:
             raise gr.Error("The run ended without a result.")
         record = api_record(service.summary(last.run_id, owner), owner)
@@ -121,6 +118,17 @@ GenerateApi.generate.__doc__ = docstring(
 def refusal(err: RequestInvalid) -> gr.Error:
     """A refused request, for an API caller: every field named, and nothing sent."""
     return gr.Error("Nothing was sent. " + "; ".join(str(e) for e in err.errors))
+
+
+@contextlib.contextmanager
+def api_errors() -> Iterator[None]:
+    """A refusal or a failure, as the error an API caller (or MCP client) is shown."""
+    try:
+        yield
+    except RequestInvalid as err:
+        raise refusal(err) from None
+    except StudioError as err:
+        raise gr.Error(str(err)) from None
 
 
 def request_endpoint(

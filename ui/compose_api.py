@@ -12,13 +12,12 @@ import gradio as gr
 
 from services.compose.extend import DEFAULT_OVERLAP, Extender, parts_summary
 from services.compose.variations import MAX_TAKES, MIN_TAKES, Variations
-from services.errors import RequestInvalid, StudioError
 from services.input_help import docstring
 from ui.api import (
     REQUEST_PARAMETERS,
+    api_errors,
     api_record,
     model_input_components,
-    refusal,
     request_endpoint,
     token_components,
 )
@@ -68,7 +67,7 @@ class ComposeApi:
         """Extend `run_id` by `seconds`; returns (the whole track, its record with `parts`)."""
         owner = self._owner(access_key)
         last = None
-        try:
+        with api_errors():
             async for update in self._extender.extend(
                 (run_id or "").strip(),
                 seconds,
@@ -78,10 +77,6 @@ class ComposeApi:
                 overlap=DEFAULT_OVERLAP if overlap is None else overlap,
             ):
                 last = update
-        except RequestInvalid as err:
-            raise refusal(err) from None
-        except StudioError as err:
-            raise gr.Error(str(err)) from None
         if last is None:
             raise gr.Error("The piece ended without a result.")
         entry = self.studio.library.get(last.entry_id, owner)
@@ -104,7 +99,7 @@ class ComposeApi:
         service = self.studio.service
         owner = api_owner(self.studio.settings.shared)
         last = None
-        try:
+        with api_errors():
             request, _ = await asyncio.to_thread(service.prepare, raw, engine)
             async for update in self._variations.run(
                 request,
@@ -114,10 +109,6 @@ class ComposeApi:
                 engine=engine,
             ):
                 last = update
-        except RequestInvalid as err:
-            raise refusal(err) from None
-        except StudioError as err:
-            raise gr.Error(str(err)) from None
         if last is None:
             raise gr.Error("The variations ended without a result.")
         files, records = [], []

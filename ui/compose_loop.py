@@ -35,9 +35,9 @@ from services.input_help import docstring
 from services.library import RunRecord
 from ui.api import (
     REQUEST_PARAMETERS,
+    api_errors,
     api_record,
     model_input_components,
-    refusal,
     request_endpoint,
     token_components,
 )
@@ -388,7 +388,7 @@ class LoopApi:
         owner = api_owner(self.studio.settings.shared)
         engine = (named.get("engine") or "").strip().lower() or None
         last = None
-        try:
+        with api_errors():
             request, spec = await asyncio.to_thread(self.maker.prepare, raw, bpm, bars, engine)
             async for update in self.maker.make(
                 request,
@@ -400,10 +400,6 @@ class LoopApi:
                 quota_pool=API_PREFIX if owner is not None else None,
             ):
                 last = update
-        except RequestInvalid as err:
-            raise refusal(err) from None
-        except StudioError as err:
-            raise gr.Error(str(err)) from None
         if last is None or last.run_id is None:
             raise gr.Error("The loop ended without a result.")
         record = api_record(
