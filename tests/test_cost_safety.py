@@ -449,8 +449,21 @@ def test_generate_endpoint_is_held_to_the_same_spending_limit(emulator, tmp_path
         with pytest.raises(Exception, match="limit of 10 GPU seconds"):
             client.predict(prompt="too long", duration=8, api_name="/generate")
         assert create_posts(emulator) == []
-        # 2 s is ≈ 8 GPU seconds: within it.
+        # 2 s is ≈ 8 GPU seconds: within it. It really takes 6 s (3 s per second of audio).
+        emulator.configure(run_seconds=6.0)
         _, run = client.predict(prompt="short", duration=2, api_name="/generate")
+        emulator.configure(run_seconds=None)
+        # The composing endpoints draw on the same allowance: 6 s used + ≈ 6 more is past it
+        # (a fresh identity per call would have had the whole allowance again).
+        with pytest.raises(Exception, match="limit of 10 GPU seconds"):
+            client.predict(prompt="short", duration=2, n=2, api_name="/variations")
+        with pytest.raises(Exception, match="limit of 10 GPU seconds"):
+            client.predict(
+                run_id=run["library_id"],
+                seconds=5,
+                access_key=run["access_key"],
+                api_name="/extend",
+            )
     assert run["status"] == "succeeded" and run["cost_usd"] is not None
     assert len(create_posts(emulator)) == 1
 

@@ -75,6 +75,7 @@ class ComposeApi:
                 owner=owner,
                 prompt=prompt or None,
                 overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+                quota_pool=API_PREFIX if owner is not None else None,
             ):
                 last = update
         if last is None:
@@ -107,6 +108,8 @@ class ComposeApi:
                 token=self.studio.token(named.get("api_token")),
                 owner=owner,
                 engine=engine,
+                # API callers have no identity of their own: they share one allowance.
+                quota_pool=API_PREFIX if owner is not None else None,
             ):
                 last = update
         if last is None:

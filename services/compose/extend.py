@@ -139,10 +139,12 @@ class Extender:
         prompt: str | None = None,
         overlap: Any = DEFAULT_OVERLAP,
         engine: str | None = None,
+        quota_pool: str | None = None,
     ) -> AsyncIterator[ExtendUpdate]:
         """Add `seconds` of new music to entry `run_id` (a take, or a chain to go on with).
 
         `seconds` None resumes a piece that stopped early: it goes on to its target length.
+        `quota_pool` as for `GenerationService.generate` (API callers).
         """
         record = self._library.get(run_id, owner)
         track_seconds = float(record.audio_seconds or 0) if record else 0.0
@@ -150,7 +152,10 @@ class Extender:
         assert record is not None
         # The piece is one entry of the history: one click against the visitor's limits.
         self._service.guard(
-            GenerationRequest.from_dict(record.request), owner, engine or record.engine
+            GenerationRequest.from_dict(record.request),
+            owner,
+            engine or record.engine,
+            pool=quota_pool,
         )
         entry = record if record.kind == "extend" else self._start_chain(record, owner, prompt)
         # A part that landed after the chain stopped (resumed by the app) is used, not remade.
@@ -183,6 +188,7 @@ class Extender:
                         engine=engine or entry.engine,
                         parent_run_id=entry.id,
                         kind="part",
+                        quota_pool=quota_pool,
                     )
                 ) as updates:
                     async for update in updates:

@@ -84,18 +84,19 @@ class Variations:
         token: str | None,
         owner: str | None,
         engine: str | None = None,
+        quota_pool: str | None = None,
     ) -> AsyncIterator[VariationUpdate]:
         """Start `n` takes of `request` at once; yield every change of each, then the end.
 
         Refusals come before anything is stored or sent. Cancelling the consumer cancels
-        every take.
+        every take. `quota_pool` as for `GenerationService.generate` (API callers).
         """
         count = check_takes(n)
         chosen = self._service.engines.open(engine, token)
         try:
             await asyncio.to_thread(self._service.check, request, chosen.name)
             # The group is one entry of the history: one click against the visitor's limits.
-            self._service.guard(request, owner, chosen.name)
+            self._service.guard(request, owner, chosen.name, pool=quota_pool)
         finally:
             await chosen.aclose()
         seeds = seeds_for(request, count)
@@ -111,7 +112,16 @@ class Variations:
         queue: asyncio.Queue[tuple[int, RunUpdate | None]] = asyncio.Queue()
         tasks = [
             asyncio.create_task(
-                self._take(queue, slot, replace(request, seed=seed), group.id, token, owner, engine)
+                self._take(
+                    queue,
+                    slot,
+                    replace(request, seed=seed),
+                    group.id,
+                    token,
+                    owner,
+                    engine,
+                    quota_pool,
+                )
             )
             for slot, seed in enumerate(seeds)
         ]
@@ -146,6 +156,7 @@ class Variations:
         token: str | None,
         owner: str | None,
         engine: str | None,
+        quota_pool: str | None,
     ) -> None:
         try:
             async for update in self._service.generate(
@@ -155,6 +166,7 @@ class Variations:
                 engine=engine,
                 parent_run_id=group_id,
                 kind="variation",
+                quota_pool=quota_pool,
             ):
                 await queue.put((slot, update))
         except StudioError as err:
