@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from services.errors import FieldError
 from services.events import RunUpdate
-from services.library_records import RunRecord
+from services.library.records import RunRecord
 from services.request import GenerationRequest
 
 REPLICATE = "replicate"

@@ -30,9 +30,9 @@ from services.errors import (
     StudioError,
 )
 from services.events import TERMINAL_STATUSES, RunUpdate
-from services.importer import ImportReport, import_account
 from services.library import Library, RunNotFound, RunRecord
-from services.library_records import INNER_KINDS
+from services.library.importer import ImportReport, import_account
+from services.library.records import INNER_KINDS
 from services.orphans import BEFORE_RECORD_S, FILE_APART, WINDOW_S, OrphanCheck, Stray
 from services.replicate_engine import ReplicateEngine, ReplicateModel
 from services.request import GenerationRequest

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.library_records import RunRecord, to_epoch
+from services.library.records import RunRecord, to_epoch
 from services.request import GenerationRequest
 
 ADOPT = "adopt"

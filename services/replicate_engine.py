@@ -18,7 +18,7 @@ from services.audio import AudioInfo, check_output, prepare_input_audio
 from services.engine import REPLICATE, EngineRun
 from services.errors import FieldError, OutputExpired, StudioError
 from services.events import RunUpdate, output_url, parse_seed, split_log_lines
-from services.library_records import RunRecord
+from services.library.records import RunRecord
 from services.orphans import OrphanCheck, Stray, find_strays, sent_input
 from services.replicate_client import PRESENT, ReplicateClient, same_input
 from services.request import MODEL_VERSIONS, GenerationRequest

@@ -16,7 +16,7 @@ from services.engines import NO_LOCAL_MESSAGE, NO_TOKEN_MESSAGE, REPLICATE_OFF_M
 from services.errors import RequestInvalid, StudioError
 from services.generation import GenerationService
 from services.library import Library
-from services.library_schema import MIGRATIONS
+from services.library.schema import MIGRATIONS
 from services.local import LocalConfig, LocalEngine
 from services.request import GenerationRequest
 from services.settings import Settings

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.importer import ImportReport, import_account, request_from_input
 from services.library import Library
+from services.library.importer import ImportReport, import_account, request_from_input
 from services.replicate_client import ReplicateClient, RetryPolicy
 from services.request import GenerationRequest
 from tests.emulator import MUSICGEN_VERSION, EmulatorConfig

@@ -16,8 +16,8 @@ import pytest
 from pydub import AudioSegment
 
 from services.library import AlreadyInLibrary, Library, LibraryError, RunNotFound
-from services.library_files import write_atomic
-from services.library_schema import SCHEMA_VERSION
+from services.library.files import write_atomic
+from services.library.schema import SCHEMA_VERSION
 from services.request import GenerationRequest
 
 REPO = Path(__file__).resolve().parents[1]

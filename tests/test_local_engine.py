@@ -23,7 +23,7 @@ from pydub import AudioSegment
 
 from services.engine import Engine, EngineRun
 from services.events import RunUpdate
-from services.library_records import RunRecord
+from services.library.records import RunRecord
 from services.local import LocalConfig, LocalEngine, local_engine_available
 from services.local.download import progress_class
 from services.local.normalize import loudness_lufs, normalize

@@ -13,7 +13,7 @@ import gradio as gr
 
 from services.errors import StudioError
 from services.library import RunRecord
-from services.library_records import IN_FLIGHT_STATUSES as IN_FLIGHT
+from services.library.records import IN_FLIGHT_STATUSES as IN_FLIGHT
 from ui.context import Studio
 from ui.formatting import card_html, esc, history_summary_html, message_html
 from ui.inputs import WAVEFORM

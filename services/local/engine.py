@@ -29,7 +29,7 @@ from services.audio import check_output
 from services.engine import LOCAL, Engine, EngineRun
 from services.errors import FieldError, StudioError
 from services.events import Progress, RunUpdate
-from services.library_records import RunRecord
+from services.library.records import RunRecord
 from services.local.audio_io import write_audio
 from services.local.checkpoints import KNOWN_CHECKPOINTS, Device, choose_device, describe
 from services.local.config import LocalConfig

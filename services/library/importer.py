@@ -25,7 +25,7 @@ from services.audio import probe
 from services.errors import AudioError, OutputExpired, StudioError
 from services.events import TERMINAL_STATUSES, output_url, parse_seed, split_log_lines
 from services.library import AlreadyInLibrary, Library, RunRecord
-from services.library_records import to_epoch
+from services.library.records import to_epoch
 from services.request import GenerationRequest
 
 MODEL = "meta/musicgen"

@@ -1,4 +1,4 @@
-"""The library: every run kept in SQLite under the data folder, its audio files beside it.
+"""The library store: SQLite rows and audio files under the data folder; one class, Library.
 
 Layout: `<data_dir>/library.sqlite3` (WAL mode, schema version in `PRAGMA user_version`, see
 `library_schema`) and `<data_dir>/audio/<run id>.<format>`. Every file is written atomically.
@@ -37,9 +37,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from services.library_export import write_export
-from services.library_files import copy_atomic, remove_stale_parts
-from services.library_records import (
+from services.library.export import write_export
+from services.library.files import copy_atomic, remove_stale_parts
+from services.library.records import (
     FINISHED_STATUSES,
     IN_FLIGHT_STATUSES,
     INNER_KINDS,
@@ -52,7 +52,7 @@ from services.library_records import (
     scrub_text,
     to_epoch,
 )
-from services.library_schema import LibraryError, connect, open_database, transaction
+from services.library.schema import LibraryError, connect, open_database, transaction
 
 __all__ = [
     "STATUSES",

@@ -8,8 +8,8 @@ import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from services.library_files import write_atomic
-from services.library_records import RunRecord, iso
+from services.library.files import write_atomic
+from services.library.records import RunRecord, iso
 
 MODEL = "meta/musicgen"
 
