@@ -61,6 +61,7 @@ def startup(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
             await asyncio.to_thread(service.engines.shutdown)
+            await service.engines.aclose()
 
     return lifespan
 

@@ -20,10 +20,10 @@ Still proposed:
 from __future__ import annotations
 
 from services.engines import Engines
-from services.follow import FollowPolicy
 from services.generation import GenerationService
 from services.library import Library
-from services.replicate_client import ReplicateClient
+from services.replicate import ReplicateClient
+from services.replicate.follow import FollowPolicy
 from services.settings import Settings
 
 FIXES = ("poll_interval",)

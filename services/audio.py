@@ -21,15 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from services.errors import AudioError
+from services.replicate.files import DATA_URL_MAX_BYTES, MAX_UPLOAD_BYTES
 
-# Replicate's files API refuses larger uploads (413).
-MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 # The longest input clip sent to the model, measured by decoding (never read from a header).
 CLIP_MAX_SECONDS = 600
 # Past a limit, decoding stops this much after it: enough to know the clip is too long.
 _PAST_LIMIT_SECONDS = 1.0
-# Replicate advises data URLs only up to about this size; larger files go through /v1/files.
-DATA_URL_MAX_BYTES = 256 * 1024
 # Decoding a 100 MB file takes seconds; this only stops a wedged ffmpeg.
 FFMPEG_TIMEOUT_S = 600.0
 

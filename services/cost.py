@@ -50,14 +50,6 @@ def cancel_after_seconds(duration: float) -> int:
     return max(CANCEL_AFTER_MIN_S, round(budget))
 
 
-def cancel_after_header(seconds: int) -> str:
-    """`Cancel-After`'s value for `seconds`, in the API's form: 45s, 15m, 1h30m20s."""
-    hours, rest = divmod(max(CANCEL_AFTER_MIN_S, int(seconds)), 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [(hours, "h"), (minutes, "m"), (secs, "s")]
-    return "".join(f"{n}{unit}" for n, unit in parts if n) or "0s"
-
-
 def run_cost(predict_time: float | None, price_per_second: float) -> float | None:
     """What a run's GPU time cost, in dollars (None while unknown)."""
     return None if predict_time is None else round(predict_time * price_per_second, 6)

@@ -8,15 +8,12 @@ possible the page offers a choice per run, and a visitor's own token unlocks Rep
 from __future__ import annotations
 
 import os
-import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import httpx
-
 from services.engine import LOCAL, REPLICATE, Engine
 from services.errors import StudioError
-from services.replicate_client import ReplicateClient
+from services.replicate import HttpPool, ReplicateClient
 from services.replicate_engine import ReplicateEngine
 from services.settings import Settings
 
@@ -52,7 +49,8 @@ class Engines:
         self._settings = settings
         self._local = local if settings.engine != REPLICATE else None
         self._client_factory = client_factory or self._client
-        self._ssl_context: ssl.SSLContext = httpx.create_ssl_context()  # one for every client
+        # Every Replicate run of every visitor shares these connections (one pool per process).
+        self.pool = HttpPool()
 
     def _client(self, token: str) -> ReplicateClient:
         return ReplicateClient(
@@ -60,7 +58,7 @@ class Engines:
             base_url=self._settings.base_url,
             version=self._settings.version,
             deployment=self._settings.deployment,
-            ssl_context=self._ssl_context,
+            pool=self.pool,
         )
 
     @property
@@ -112,6 +110,10 @@ class Engines:
         stop = getattr(self._local, "shutdown", None)
         if callable(stop):
             stop()
+
+    async def aclose(self) -> None:
+        """At the process's end: close the shared Replicate connections."""
+        await self.pool.aclose()
 
     def replicate_client(self, token: str | None) -> ReplicateClient:
         """A client of the account (server token, else the visitor's), e.g. for an import."""

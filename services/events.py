@@ -56,7 +56,7 @@ class RunUpdate:
     predict_time: float | None = None
     realtime_factor: float | None = None
     audio_seconds: float | None = None
-    prediction: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    prediction: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def finished(self) -> bool:

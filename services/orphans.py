@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.library.records import RunRecord, to_epoch
+from services.replicate.predictions import Prediction
 from services.request import GenerationRequest
 
 ADOPT = "adopt"
@@ -46,7 +47,7 @@ class OrphanCheck:
 class Stray:
     """An orphan prediction, the record it belongs to, and what to do with it."""
 
-    prediction: dict[str, Any]
+    prediction: Prediction
     record: RunRecord
     action: str
 
@@ -83,7 +84,7 @@ def _action(record: RunRecord) -> str:
 
 
 def find_strays(
-    predictions: Iterable[dict[str, Any]],
+    predictions: Iterable[Prediction],
     records: Sequence[RunRecord],
     known: set[str],
     matches: Callable[[RunRecord, Any], bool],

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from services.audio import AudioInfo, check_output, prepare_input_audio
+from services.cost import cancel_after_seconds
 from services.engine import REPLICATE, EngineRun
 from services.errors import FieldError, OutputExpired, StudioError
 from services.events import RunUpdate, output_url, parse_seed, split_log_lines
 from services.library.records import RunRecord
 from services.orphans import OrphanCheck, Stray, find_strays, sent_input
-from services.replicate_client import PRESENT, ReplicateClient, same_input
+from services.replicate import ReplicateClient
+from services.replicate.predictions import PRESENT, Prediction, same_input
 from services.request import MODEL_VERSIONS, GenerationRequest
 from services.validation import replicate_model_errors
 
@@ -60,12 +62,14 @@ class ReplicateEngine(ReplicateModel):
             prepared = await asyncio.to_thread(
                 prepare_input_audio, Path(request.input_audio), workdir
             )
-            audio_uri = await self._client.upload(prepared.path, prepared.content_type)
-        created = await self._client.start(request.to_api_input(audio_uri))
+            audio_uri = await self._client.files.upload(prepared.path, prepared.content_type)
+        created = await self._client.predictions.start(
+            request.to_api_input(audio_uri), cancel_after=cancel_after_seconds(request.duration)
+        )
         return self._run(created.prediction, request, unclear=bool(created.unclear))
 
     def _run(
-        self, prediction: dict[str, Any], request: GenerationRequest, *, unclear: bool = False
+        self, prediction: Prediction, request: GenerationRequest, *, unclear: bool = False
     ) -> EngineRun:
         """`unclear`: the create met an unclear answer on the way (see Created)."""
         return EngineRun(
@@ -78,7 +82,7 @@ class ReplicateEngine(ReplicateModel):
     async def follow(
         self, run: EngineRun, *, started: float, workdir: Path
     ) -> AsyncIterator[RunUpdate]:
-        prediction = run.state.get("prediction") or await self._client.get(run.id)
+        prediction = run.state.get("prediction") or await self._client.predictions.get(run.id)
         final: RunUpdate | None = None
         async for update in self._client.follow(prediction, started=started):
             if update.finished:
@@ -119,25 +123,27 @@ class ReplicateEngine(ReplicateModel):
         fmt = "mp3" if url.split("?")[0].endswith(".mp3") else request.output_format
         dest = workdir / f"out.{fmt}"
         expected = float(request.duration)
-        info = await self._client.download_checked(
+        info = await self._client.files.download_checked(
             url, dest, lambda path: check_output(path, expected)
         )
         return dest, info
 
     async def cancel(self, run: EngineRun) -> str:
-        answer = await self._client.cancel(run.id)
+        answer = await self._client.predictions.cancel(run.id)
         return str(answer.get("status") or "canceled")
 
     async def resume(self, record: RunRecord, *, workdir: Path) -> EngineRun | None:
         request = GenerationRequest.from_dict(record.request)
         if record.prediction_id is not None:
-            prediction = await self._client.get(record.prediction_id)
+            prediction = await self._client.predictions.get(record.prediction_id)
             return self._run(prediction, request)
         # The create's answer never reached the library (a crash during the create): look for
         # the run it made. The uploaded clip's URL was never recorded: any clip will do.
         wanted = sent_input(record, PRESENT)
         # The listing may lag behind the create: look several times before deciding.
-        found = await self._client.look_for_created(wanted, _local_time(record.created_at))
+        found = await self._client.predictions.look_for_created(
+            wanted, _local_time(record.created_at)
+        )
         return None if found is None else self._run(found, request)
 
     async def strays(
@@ -151,14 +157,14 @@ class ReplicateEngine(ReplicateModel):
             return same_input(sent_input(record, PRESENT), seen)
 
         for look in range(check.looks):
-            listed = await self._client.predictions_since(_local_time(since))
-            ours = [p for p in listed if self._client.ours(p)]
+            listed = await self._client.predictions.since(_local_time(since))
+            ours = [p for p in listed if self._client.predictions.ours(p)]
             found += find_strays(ours, records, known, matches)
             if look < check.looks - 1:
                 await asyncio.sleep(check.interval)
         return found
 
-    def adopt(self, prediction: dict[str, Any], record: RunRecord) -> EngineRun:
+    def adopt(self, prediction: Prediction, record: RunRecord) -> EngineRun:
         """A found prediction as the run of `record`, to follow and file."""
         return self._run(prediction, GenerationRequest.from_dict(record.request))
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from services.events import RunUpdate
-from services.follow import FollowPolicy
-from services.replicate_client import ReplicateClient
-from services.retry import CreateCheck, RetryPolicy
-from tests.emulator import Emulator
+from services.replicate import ReplicateClient
+from services.replicate.follow import FollowPolicy
+from services.replicate.retry import CreateCheck, RetryPolicy
+from tests.emulator import MUSICGEN_VERSION, Emulator
 
 # Quick retries and polls so a test's emulator run (a fraction of a second) is followed briskly.
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.02, max_delay=0.1)
@@ -36,6 +36,7 @@ def make_client(emulator: Emulator, **options: Any) -> ReplicateClient:
     """A client for the emulator's valid token with quick test timings (overridable)."""
     settings: dict[str, Any] = {
         "base_url": emulator.base_url,
+        "version": MUSICGEN_VERSION,
         "retry": FAST_RETRY,
         "follow_policy": FAST_FOLLOW,
         "create_check": FAST_CREATE_CHECK,

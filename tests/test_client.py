@@ -23,13 +23,9 @@ from services.errors import (
     ServerError,
     Unauthenticated,
 )
-from services.replicate_client import (
-    USER_AGENT,
-    ReplicateClient,
-    RetryPolicy,
-    Timeouts,
-    parse_retry_after,
-)
+from services.replicate import ReplicateClient, Timeouts
+from services.replicate.http import USER_AGENT
+from services.replicate.retry import RetryPolicy, parse_retry_after
 from services.request import GenerationRequest
 from tests.client_support import collect, make_client, write_wav
 from tests.emulator import MUSICGEN_VERSION, EmulatorConfig, run_emulator
@@ -54,7 +50,7 @@ def creates_sent(emulator) -> list:
 async def test_a_run_with_every_input_set_reaches_the_api_as_exact_json(emulator, tmp_path):
     clip = write_wav(tmp_path / "clip.wav", 2.0, rate=8000)
     async with make_client(emulator) as client:
-        audio_uri = await client.upload(clip)
+        audio_uri = await client.files.upload(clip)
         request = GenerationRequest(
             prompt="warm analog bassline",
             input_audio=str(clip),
@@ -72,7 +68,7 @@ async def test_a_run_with_every_input_set_reaches_the_api_as_exact_json(emulator
             output_format="mp3",
             seed=1234,
         )
-        prediction = await client.create(request.to_api_input(audio_uri), wait=3)
+        prediction = await client.predictions.create(request.to_api_input(audio_uri), wait=3)
         final = (await collect(client.follow(prediction)))[-1]
 
     expected = {
@@ -108,10 +104,10 @@ async def test_a_run_with_every_input_set_reaches_the_api_as_exact_json(emulator
 
 async def test_every_request_carries_the_token_and_the_apps_user_agent(emulator):
     async with make_client(emulator) as client:
-        prediction = await client.create(SIMPLE, wait=0)
-        await client.get(prediction["id"])
-        await client.cancel(prediction["id"])
-        _ = [p async for p in client.list_predictions()]
+        prediction = await client.predictions.create(SIMPLE, wait=0)
+        await client.predictions.get(prediction["id"])
+        await client.predictions.cancel(prediction["id"])
+        _ = [p async for p in client.predictions.list()]
     assert len(emulator.requests) == 4
     for recorded in emulator.requests:
         assert (recorded.auth_scheme, recorded.token) == ("Bearer", SECRET)
@@ -124,22 +120,24 @@ async def test_every_request_carries_the_token_and_the_apps_user_agent(emulator)
 async def test_each_error_status_gives_its_typed_error_with_the_apis_words(emulator):
     async with make_client(emulator, token="r8_wrong_token_0000000000000000000000000") as stranger:
         with pytest.raises(Unauthenticated) as unauth:
-            await stranger.create(SIMPLE)
+            await stranger.predictions.create(SIMPLE)
     assert str(unauth.value) == "You did not pass a valid authentication token"
     assert unauth.value.status == 401
 
     async with make_client(emulator, token=BROKE) as broke:
         with pytest.raises(InsufficientCredit) as credit:
-            await broke.create(SIMPLE)
+            await broke.predictions.create(SIMPLE)
     assert "You have insufficient credit to run this model" in str(credit.value)
 
     async with make_client(emulator) as client:
         with pytest.raises(NotFound) as missing:
-            await client.get("doesnotexist0000000000000000")
+            await client.predictions.get("doesnotexist0000000000000000")
         assert str(missing.value) == "Not found."
 
         with pytest.raises(InvalidInput) as invalid:
-            await client.create({"prompt": "x", "model_version": "tiny", "top_k": "many"})
+            await client.predictions.create(
+                {"prompt": "x", "model_version": "tiny", "top_k": "many"}
+            )
         fields = {f["field"] for f in invalid.value.invalid_fields}
         assert {"input.model_version", "input.top_k"} <= fields
         assert "input.model_version" in str(invalid.value)
@@ -147,7 +145,7 @@ async def test_each_error_status_gives_its_typed_error_with_the_apis_words(emula
 
         emulator.add_fault("status", status=429, method="GET", path="/v1/predictions", times=None)
         with pytest.raises(RateLimited) as limited:
-            await client.get("abc")
+            await client.predictions.get("abc")
         assert "Request was throttled" in str(limited.value)
         emulator.clear_faults()
 
@@ -158,7 +156,7 @@ async def test_each_error_status_gives_its_typed_error_with_the_apis_words(emula
         ]:
             emulator.add_fault("status", status=status, method="GET", times=None)
             with pytest.raises(ServerError) as server:
-                await client.get("abc")
+                await client.predictions.get("abc")
             assert words in str(server.value)
             assert "<html>" not in str(server.value)
             assert server.value.status == status
@@ -166,7 +164,7 @@ async def test_each_error_status_gives_its_typed_error_with_the_apis_words(emula
 
     async with make_client(emulator, version="0" * 64) as wrong_version:
         with pytest.raises(InvalidInput) as version:
-            await wrong_version.create(SIMPLE)
+            await wrong_version.predictions.create(SIMPLE)
     assert "The specified version does not exist" in str(version.value)
     assert emulator.creates == 0
 
@@ -187,24 +185,24 @@ async def test_the_token_never_shows_in_errors_reprs_or_logs(emulator, caplog):
             emulator.add_fault(**fault)
             try:
                 if fault["method"] == "GET":
-                    await client.get("abc")
+                    await client.predictions.get("abc")
                 else:
-                    await client.create(SIMPLE)
+                    await client.predictions.create(SIMPLE)
             except Exception as exc:
                 errors.append(exc)
             emulator.clear_faults()
         try:
-            await client.create({"prompt": "x", "duration": "long"})
+            await client.predictions.create({"prompt": "x", "duration": "long"})
         except Exception as exc:
             errors.append(exc)
     async with make_client(emulator, token=SECRET[::-1]) as stranger:
         try:
-            await stranger.get("abc")
+            await stranger.predictions.get("abc")
         except Exception as exc:
             errors.append(exc)
     async with make_client(emulator, base_url="http://127.0.0.1:9") as nowhere:
         try:
-            await nowhere.get("abc")
+            await nowhere.predictions.get("abc")
         except Exception as exc:
             errors.append(exc)
 
@@ -229,7 +227,7 @@ async def test_reads_recover_from_5xx_429_dropped_connections_and_malformed_json
     # One policy counts every kind of failure alike: five faults in a row need six tries.
     patient = RetryPolicy(attempts=6, base_delay=0.02, max_delay=0.1)
     async with make_client(emulator, retry=patient) as client:
-        prediction = await client.create(SIMPLE, wait=0)
+        prediction = await client.predictions.create(SIMPLE, wait=0)
         path = f"/v1/predictions/{prediction['id']}"
         for kind, options in [
             ("status", {"status": 500}),
@@ -239,23 +237,23 @@ async def test_reads_recover_from_5xx_429_dropped_connections_and_malformed_json
             ("status", {"status": 503, "retry_after": "0"}),
         ]:
             emulator.add_fault(kind, method="GET", path=path, times=1, **options)
-        fetched = await client.get(prediction["id"])
+        fetched = await client.predictions.get(prediction["id"])
     assert fetched["id"] == prediction["id"]
     assert emulator.count("GET", path) == 6  # five faults, then the answer
     assert emulator.creates == 1
 
 
 async def test_retry_after_is_honoured_and_a_long_one_is_reported(emulator, caplog):
-    caplog.set_level(logging.WARNING, logger="services.replicate_client")
+    caplog.set_level(logging.WARNING, logger="services.replicate")
     async with make_client(emulator) as client:
         emulator.add_fault("status", status=429, method="GET", retry_after="1", times=1)
         with pytest.raises(NotFound):
-            await client.get("abc")
+            await client.predictions.get("abc")
         assert any("retrying in 1.00 s" in r.getMessage() for r in caplog.records)
 
         emulator.add_fault("status", status=429, method="GET", retry_after="3600", times=1)
         with pytest.raises(RateLimited) as limited:
-            await client.get("abc")
+            await client.predictions.get("abc")
     assert limited.value.retry_after == 3600
     assert emulator.count("GET", "/v1/predictions/abc") == 3
 
@@ -273,7 +271,7 @@ async def test_reads_give_up_after_a_bounded_number_of_tries(emulator):
     emulator.add_fault("status", status=503, method="GET", times=None)
     async with make_client(emulator, retry=RetryPolicy(attempts=3, base_delay=0.01)) as client:
         with pytest.raises(ServerError):
-            await client.get("abc")
+            await client.predictions.get("abc")
     assert emulator.count("GET") == 3
 
 
@@ -299,7 +297,7 @@ async def test_injected_faults_on_create_never_start_a_second_run(emulator, faul
     )
     emulator.add_fault(method="POST", path="/v1/predictions", times=1, **fault)
     async with make_client(emulator, timeouts=Timeouts(wait_margin=0.5)) as client:
-        prediction = await client.create(SIMPLE)
+        prediction = await client.predictions.create(SIMPLE)
         assert emulator.creates == 1
         made = [pid for pid in emulator.predictions if pid != older]
         assert [prediction["id"]] == made
@@ -312,7 +310,7 @@ async def test_a_create_that_keeps_failing_unclearly_says_nothing_was_made(emula
     emulator.add_fault("status", status=503, method="POST", path="/v1/predictions", times=None)
     async with make_client(emulator) as client:
         with pytest.raises(ServerError) as failure:
-            await client.create(SIMPLE)
+            await client.predictions.create(SIMPLE)
     assert "no run was started" in str(failure.value)
     assert emulator.creates == 0
     assert len(creates_sent(emulator)) == 3  # the first try and two checked retries
@@ -325,7 +323,7 @@ async def test_a_create_whose_lookup_fails_too_is_reported_as_unknown(emulator):
     emulator.add_fault("status", status=503, method="GET", path="/v1/predictions", times=None)
     async with make_client(emulator) as client:
         with pytest.raises(ConnectionFailed) as failure:
-            await client.create(SIMPLE)
+            await client.predictions.create(SIMPLE)
     assert "not known whether the run started" in str(failure.value)
     assert len(creates_sent(emulator)) == 1
 
@@ -337,10 +335,11 @@ async def test_a_create_that_never_left_is_retried_once_the_api_is_reachable():
     client = ReplicateClient(
         SECRET,
         base_url=f"http://127.0.0.1:{port}",
+        version=MUSICGEN_VERSION,
         retry=RetryPolicy(attempts=8, base_delay=0.2, max_delay=0.5),
     )
     async with client:
-        task = asyncio.create_task(client.create(SIMPLE, wait=0))
+        task = asyncio.create_task(client.predictions.create(SIMPLE, wait=0))
         await asyncio.sleep(0.4)  # the first tries meet a closed port
         assert not task.done()
         config = EmulatorConfig.fast(tokens=[SECRET])
@@ -356,7 +355,7 @@ async def test_a_create_that_never_left_is_retried_once_the_api_is_reachable():
 async def test_cancel_during_a_blocking_create_cancels_the_run_it_made(emulator):
     emulator.configure(run_seconds=20)
     async with make_client(emulator) as client:
-        task = asyncio.create_task(client.create(SIMPLE, wait=30))
+        task = asyncio.create_task(client.predictions.create(SIMPLE, wait=30))
         for _ in range(500):
             if emulator.creates and emulator.status(next(iter(emulator.predictions))) == (
                 "processing"
@@ -376,9 +375,9 @@ async def test_cancel_during_a_blocking_create_cancels_the_run_it_made(emulator)
 async def test_cancel_is_retried_because_it_is_idempotent(emulator):
     emulator.configure(run_seconds=5)
     async with make_client(emulator) as client:
-        prediction = await client.create(SIMPLE, wait=0)
+        prediction = await client.predictions.create(SIMPLE, wait=0)
         emulator.add_fault("status", status=503, method="POST", path="/v1/predictions/", times=1)
-        canceled = await client.cancel(prediction["id"])
+        canceled = await client.predictions.cancel(prediction["id"])
     assert canceled["status"] == "canceled"
     assert emulator.count("POST", f"/v1/predictions/{prediction['id']}/cancel") == 2
 
@@ -393,7 +392,7 @@ async def test_list_predictions_follows_every_page(emulator):
         for i in range(7)
     ]
     async with make_client(emulator) as client:
-        listed = [p["id"] async for p in client.list_predictions()]
+        listed = [p["id"] async for p in client.predictions.list()]
     assert sorted(listed) == sorted(made)
     assert len(listed) == len(set(listed)) == 7
     assert emulator.count("GET", "/v1/predictions") == 3
@@ -405,7 +404,7 @@ async def test_list_predictions_follows_every_page(emulator):
 async def test_a_small_upload_is_inlined_as_a_data_url(emulator, tmp_path):
     clip = write_wav(tmp_path / "short.wav", 1.0, rate=16000)  # 32 KB
     async with make_client(emulator) as client:
-        uri = await client.upload(clip, "audio/wav")
+        uri = await client.files.upload(clip, "audio/wav")
     header, payload = uri.split(",", 1)
     assert header == "data:audio/wav;base64"
     assert base64.b64decode(payload) == clip.read_bytes()
@@ -415,8 +414,8 @@ async def test_a_small_upload_is_inlined_as_a_data_url(emulator, tmp_path):
 async def test_a_larger_upload_goes_through_the_files_api_and_feeds_the_run(emulator, tmp_path):
     melody = write_wav(tmp_path / "melody.wav", 5.0)  # 320 KB: above the data URL limit
     async with make_client(emulator) as client:
-        url = await client.upload(melody)
-        prediction = await client.create(
+        url = await client.files.upload(melody)
+        prediction = await client.predictions.create(
             {"prompt": "follow this tune", "input_audio": url, "duration": 3}, wait=5
         )
         final = (await collect(client.follow(prediction)))[-1]
@@ -436,7 +435,7 @@ async def test_an_upload_over_100_mb_is_refused_before_sending(emulator, tmp_pat
         fh.truncate(100 * 1024 * 1024 + 1)
     async with make_client(emulator) as client:
         with pytest.raises(AudioError) as refused:
-            await client.upload(huge)
+            await client.files.upload(huge)
     assert "input_audio" in str(refused.value) and "100 MB" in str(refused.value)
     assert emulator.requests == []
 
@@ -445,7 +444,7 @@ async def test_a_files_upload_is_retried_on_a_server_error(emulator, tmp_path):
     melody = write_wav(tmp_path / "melody.wav", 5.0)
     emulator.add_fault("status", status=503, method="POST", path="/v1/files", times=1)
     async with make_client(emulator) as client:
-        url = await client.upload(melody)
+        url = await client.files.upload(melody)
     assert url.startswith(f"{emulator.base_url}/v1/files/")
     assert emulator.count("POST", "/v1/files") == 2
 
@@ -455,10 +454,10 @@ async def test_a_files_upload_is_retried_on_a_server_error(emulator, tmp_path):
 
 async def test_download_writes_the_output_file_whole(emulator, tmp_path):
     async with make_client(emulator) as client:
-        prediction = await client.create(SIMPLE, wait=5)
+        prediction = await client.predictions.create(SIMPLE, wait=5)
         assert prediction["status"] == "succeeded"
         emulator.add_fault("status", status=502, method="GET", path="/delivery/", times=1)
-        dest = await client.download(prediction["output"], tmp_path / "out" / "take.wav")
+        dest = await client.files.download(prediction["output"], tmp_path / "out" / "take.wav")
     assert dest.read_bytes() == emulator.output_bytes(prediction["id"])
     assert [p.name for p in dest.parent.iterdir()] == ["take.wav"]  # no temporary file left
 
@@ -467,17 +466,17 @@ async def test_download_accepts_a_data_url(emulator, tmp_path):
     payload = b"RIFF....WAVEfmt "
     url = "data:audio/wav;base64," + base64.b64encode(payload).decode()
     async with make_client(emulator) as client:
-        dest = await client.download(url, tmp_path / "inline.wav")
+        dest = await client.files.download(url, tmp_path / "inline.wav")
     assert dest.read_bytes() == payload
 
 
 async def test_an_expired_output_is_reported_as_expired(emulator, tmp_path):
     async with make_client(emulator) as client:
-        prediction = await client.create(SIMPLE, wait=5)
+        prediction = await client.predictions.create(SIMPLE, wait=5)
         emulator.expire_outputs()
         with pytest.raises(OutputExpired) as expired:
-            await client.download(prediction["output"], tmp_path / "late.wav")
-        again = await client.get(prediction["id"])
+            await client.files.download(prediction["output"], tmp_path / "late.wav")
+        again = await client.predictions.get(prediction["id"])
     assert "no longer available" in str(expired.value)
     assert not (tmp_path / "late.wav").exists()
     assert again["data_removed"] is True and again["output"] is None
@@ -486,5 +485,5 @@ async def test_an_expired_output_is_reported_as_expired(emulator, tmp_path):
 async def test_a_foreign_next_link_is_not_followed_with_the_token(emulator):
     async with make_client(emulator) as client:
         with pytest.raises(ApiError):
-            client._api_url("https://elsewhere.example/v1/predictions?cursor=x")
-        assert client._api_url("/v1/predictions?cursor=x").startswith(emulator.base_url)
+            client.api.same_origin("https://elsewhere.example/v1/predictions?cursor=x")
+        assert client.api.same_origin("/v1/predictions?cursor=x").startswith(emulator.base_url)

@@ -22,7 +22,6 @@ from services.cost import (
     DOCUMENTED,
     DOCUMENTED_RATES,
     HISTORY,
-    cancel_after_header,
     cancel_after_seconds,
 )
 from services.engine import REPLICATE
@@ -31,7 +30,8 @@ from services.errors import OutputExpired, SpendingLimit
 from services.generation import GenerationService
 from services.library import Library
 from services.orphans import OrphanCheck
-from services.replicate_client import Timeouts
+from services.replicate import Timeouts
+from services.replicate.predictions import cancel_after_header
 from services.request import GenerationRequest
 from services.settings import Settings
 from tests.client_support import make_client
@@ -199,17 +199,17 @@ async def _sweep_result(service: GenerationService, task: asyncio.Task) -> list[
 
 async def test_a_partial_download_never_replaces_a_good_file(emulator, tmp_path):
     async with make_client(emulator) as client:
-        prediction = await client.create({"prompt": "keep me", "duration": 2}, wait=5)
+        prediction = await client.predictions.create({"prompt": "keep me", "duration": 2}, wait=5)
         dest = tmp_path / "take.wav"
-        await client.download(prediction["output"], dest)
+        await client.files.download(prediction["output"], dest)
         good = dest.read_bytes()
         emulator.add_fault("truncate", fraction=0.3, method="GET", path="/delivery/", times=None)
         with pytest.raises(Exception, match=r"incomplete|lasts"):
-            await client.download_checked(prediction["output"], dest, _checked(2))
+            await client.files.download_checked(prediction["output"], dest, _checked(2))
         emulator.clear_faults()
         emulator.add_fault("expire", method="GET", path="/delivery/", times=1)
         with pytest.raises(OutputExpired):
-            await client.download_checked(prediction["output"], dest, _checked(2))
+            await client.files.download_checked(prediction["output"], dest, _checked(2))
     assert dest.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["take.wav"]  # no part files left
 
@@ -259,7 +259,7 @@ async def test_resume_adopts_a_run_the_lagging_listing_shows_late(emulator, tmp_
     request = GenerationRequest(prompt="made while we crashed", duration=2, seed=5)
     record = library.create_pending(None, request.to_dict(), engine=REPLICATE)
     async with make_client(emulator) as client:
-        made = await client.create(request.to_api_input(), wait=0)
+        made = await client.predictions.create(request.to_api_input(), wait=0)
     service = make_service(emulator, tmp_path, REPLICATE_API_TOKEN=emulator.token)
 
     settled = await service.resume_in_flight()
@@ -279,7 +279,7 @@ async def test_resume_stops_a_run_whose_visitor_gave_up(emulator, tmp_path):
     record = library.create_pending(None, request.to_dict(), engine=REPLICATE)
     library.update(record.id, status="canceled", error="Canceled by you.")
     async with make_client(emulator) as client:
-        made = await client.create(request.to_api_input(), wait=0)
+        made = await client.predictions.create(request.to_api_input(), wait=0)
     service = make_service(emulator, tmp_path, REPLICATE_API_TOKEN=emulator.token)
 
     await service.resume_in_flight()

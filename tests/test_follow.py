@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from services.events import TERMINAL_STATUSES, Progress, parse_progress, split_log_lines
-from services.follow import FollowPolicy
-from services.replicate_client import Timeouts
-from services.sse import SseParser, iter_sse
+from services.replicate import Timeouts
+from services.replicate.follow import FollowPolicy
+from services.replicate.stream import SseParser, iter_sse
 from tests.client_support import FAST_FOLLOW, all_lines, collect, make_client
 
 SIMPLE = {"prompt": "follow test: soft pads", "duration": 4, "seed": 99}
@@ -42,7 +42,7 @@ async def test_one_run_followed_by_stream_by_prefer_wait_and_by_polling_gives_th
     async with make_client(emulator) as client:
         for mode in ("stream", "wait", "poll"):
             emulator.configure(stream=mode == "stream")
-            prediction = await client.create(SIMPLE, wait=5 if mode == "wait" else 0)
+            prediction = await client.predictions.create(SIMPLE, wait=5 if mode == "wait" else 0)
             followed[mode] = (prediction["id"], await collect(client.follow(prediction)))
 
     for mode, (pid, updates) in followed.items():
@@ -86,7 +86,7 @@ async def test_a_stream_that_cannot_be_used_still_gets_the_run_followed(emulator
     emulator.configure(run_seconds=0.3)
     emulator.add_fault(method="GET", path="/v1/streams/", **fault)
     async with make_client(emulator) as client:
-        prediction = await client.create(SIMPLE, wait=0)
+        prediction = await client.predictions.create(SIMPLE, wait=0)
         updates = await collect(client.follow(prediction))
     assert_well_formed(updates)
     lines = all_lines(updates)
@@ -101,7 +101,7 @@ async def test_a_silent_stream_is_reopened_where_it_left_off(emulator):
     emulator.configure(run_seconds=1.0, progress_every_tokens=100, cold_start=False)
     timeouts = Timeouts(stream_idle=0.2)
     async with make_client(emulator, timeouts=timeouts) as client:
-        prediction = await client.create(SIMPLE, wait=0)
+        prediction = await client.predictions.create(SIMPLE, wait=0)
         updates = await collect(client.follow(prediction))
     lines = all_lines(updates)
     assert updates[-1].status == "succeeded"
@@ -115,7 +115,7 @@ async def test_a_silent_stream_is_reopened_where_it_left_off(emulator):
 async def test_a_failed_run_ends_with_the_models_own_message(emulator, stream):
     emulator.configure(stream=stream)
     async with make_client(emulator) as client:
-        prediction = await client.create(MBD_ON_STEREO, wait=0)
+        prediction = await client.predictions.create(MBD_ON_STEREO, wait=0)
         updates = await collect(client.follow(prediction))
     assert_well_formed(updates)
     final = updates[-1]
@@ -135,7 +135,7 @@ async def test_a_failed_run_ends_with_the_models_own_message(emulator, stream):
 async def test_runs_that_ended_badly_report_why(emulator, status, words):
     pid = emulator.add_existing_prediction(status=status)
     async with make_client(emulator) as client:
-        updates = await collect(client.follow(await client.get(pid)))
+        updates = await collect(client.follow(await client.predictions.get(pid)))
     assert [u.status for u in updates] == [status]
     assert words in updates[0].error
 
@@ -147,14 +147,14 @@ async def test_cancel_while_starting_or_processing_ends_the_run_canceled(emulato
         stream=stream, queue_seconds=3.0 if stage == "starting" else 0.05, run_seconds=3.0
     )
     async with make_client(emulator) as client:
-        prediction = await client.create(SIMPLE, wait=0)
+        prediction = await client.predictions.create(SIMPLE, wait=0)
         updates, asked = [], False
         async for update in client.follow(prediction):
             updates.append(update)
             ready = update.status == "starting" if stage == "starting" else bool(update.progress)
             if ready and not asked:
                 asked = True
-                await client.cancel(prediction["id"])
+                await client.predictions.cancel(prediction["id"])
     assert_well_formed(updates)
     final = updates[-1]
     assert (final.status, final.error) == ("canceled", "The run was canceled.")
@@ -170,7 +170,7 @@ async def test_a_run_past_the_time_limit_ends_timed_out_and_is_stopped(emulator,
     emulator.configure(stream=stream, run_seconds=10)
     policy = replace(FAST_FOLLOW, timeout=0.6)
     async with make_client(emulator, follow_policy=policy) as client:
-        prediction = await client.create(SIMPLE, wait=0)
+        prediction = await client.predictions.create(SIMPLE, wait=0)
         updates = await collect(client.follow(prediction))
     assert_well_formed(updates)
     assert updates[-1].status == "failed"
@@ -180,9 +180,9 @@ async def test_a_run_past_the_time_limit_ends_timed_out_and_is_stopped(emulator,
 
 async def test_a_run_whose_output_expired_says_so(emulator):
     async with make_client(emulator) as client:
-        prediction = await client.create(SIMPLE, wait=5)
+        prediction = await client.predictions.create(SIMPLE, wait=5)
         emulator.expire_outputs()
-        updates = await collect(client.follow(await client.get(prediction["id"])))
+        updates = await collect(client.follow(await client.predictions.get(prediction["id"])))
     [final] = updates
     assert final.status == "succeeded"
     assert "expired" in final.error
@@ -196,7 +196,7 @@ async def test_a_follow_can_be_cancelled_at_any_moment_without_leaking_connectio
     # One connection in all: a stream or poll left open by the cancel would block the last GET.
     transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1))
     async with make_client(emulator, transport=transport, timeouts=Timeouts(connect=1)) as client:
-        prediction = await client.create(SIMPLE, wait=0)
+        prediction = await client.predictions.create(SIMPLE, wait=0)
         progressing = asyncio.Event()
 
         async def watch() -> None:
@@ -209,7 +209,7 @@ async def test_a_follow_can_be_cancelled_at_any_moment_without_leaking_connectio
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        again = await client.get(prediction["id"])
+        again = await client.predictions.get(prediction["id"])
     assert again["status"] == "processing"
 
 
@@ -227,7 +227,9 @@ async def test_a_30_s_run_followed_by_polling_costs_few_requests_and_refreshes_e
     )
     async with make_client(emulator, follow_policy=FollowPolicy()) as client:
         started = time.monotonic()
-        prediction = await client.create({"prompt": "thirty seconds", "duration": 30, "seed": 3})
+        prediction = await client.predictions.create(
+            {"prompt": "thirty seconds", "duration": 30, "seed": 3}
+        )
         # The emulator synthesises the output on the first GET that finds the run done, which
         # Replicate never does; render it now so the last answer is as quick as the others.
         await asyncio.to_thread(emulator.prediction(prediction["id"]).ensure_output)
@@ -275,10 +277,10 @@ async def test_a_stream_opened_after_a_partial_wait_repeats_no_log_line(emulator
     # from its start. The musician must see each line once.
     emulator.configure(run_seconds=1.0, max_wait_seconds=0.4)
     async with make_client(emulator, wait_seconds=1) as client:
-        prediction = await client.create({"prompt": "pads", "duration": 4, "seed": 7})
+        prediction = await client.predictions.create({"prompt": "pads", "duration": 4, "seed": 7})
         assert prediction["status"] == "processing" and prediction.get("logs")
         updates = await collect(client.follow(prediction, started=time.monotonic()))
-        final = await client.get(prediction["id"])
+        final = await client.predictions.get(prediction["id"])
 
     assert updates[-1].status == "succeeded"
     assert all_lines(updates) == split_log_lines(final["logs"])

@@ -10,7 +10,8 @@ import pytest
 
 from services.library import Library
 from services.library.importer import ImportReport, import_account, request_from_input
-from services.replicate_client import ReplicateClient, RetryPolicy
+from services.replicate import ReplicateClient
+from services.replicate.retry import RetryPolicy
 from services.request import GenerationRequest
 from tests.emulator import MUSICGEN_VERSION, EmulatorConfig
 

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from services.audio import probe
 from services.errors import AudioError, OutputExpired, StudioError
 from services.events import TERMINAL_STATUSES, output_url, parse_seed, split_log_lines
 from services.library import AlreadyInLibrary, Library, RunRecord
 from services.library.records import to_epoch
+from services.replicate import ReplicateClient
 from services.request import GenerationRequest
 
 MODEL = "meta/musicgen"
@@ -35,14 +36,6 @@ REMOVED_NOTE = (
 )
 INPUTS_REMOVED_NOTE = " Its settings were removed too."
 AUDIO_EXTENSIONS = ("wav", "mp3")
-
-
-class PredictionSource(Protocol):
-    """What the importer needs from the Replicate client."""
-
-    def list_predictions(self) -> AsyncIterator[dict[str, Any]]: ...
-
-    async def download(self, url: str, dest: Path) -> Path: ...
 
 
 @dataclass(frozen=True)
@@ -141,7 +134,7 @@ async def _add(library: Library, owner: str | None, request: dict, **fields: Any
 
 
 async def _import_one(
-    client: PredictionSource,
+    client: ReplicateClient,
     library: Library,
     owner: str | None,
     prediction: Mapping[str, Any],
@@ -158,7 +151,7 @@ async def _import_one(
         fmt = _audio_format(url, request)
         with tempfile.TemporaryDirectory(prefix="musicgen-import-") as workdir:
             try:
-                path = await client.download(url, Path(workdir) / f"out.{fmt}")
+                path = await client.files.download(url, Path(workdir) / f"out.{fmt}")
                 info = await asyncio.to_thread(probe, path)
                 return await _add(
                     library,
@@ -181,7 +174,7 @@ async def _import_one(
 
 
 async def import_account(
-    client: PredictionSource,
+    client: ReplicateClient,
     library: Library,
     owner: str | None,
     *,
@@ -196,7 +189,7 @@ async def import_account(
     added: list[RunRecord] = []
     problems: list[str] = []
     skipped = other = in_flight = 0
-    async for prediction in client.list_predictions():
+    async for prediction in client.predictions.list():
         prediction_id = prediction.get("id")
         if not isinstance(prediction_id, str) or not prediction_id:
             continue

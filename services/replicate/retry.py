@@ -28,7 +28,7 @@ from typing import TypeVar
 
 from services.errors import ApiError, ConnectionFailed, RateLimited, ServerError, StudioError
 
-log = logging.getLogger("services.replicate_client")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -1,9 +1,14 @@
-"""A server-sent events parser (the WHATWG event-stream format) over decoded text lines."""
+"""A run's event stream (`urls.stream`): server-sent events (the WHATWG format) over httpx."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+
+import httpx
+
+from services.errors import ConnectionFailed
+from services.replicate.http import Api
 
 
 @dataclass(frozen=True)
@@ -66,3 +71,30 @@ async def iter_sse(
         event = parser.feed(line.rstrip("\r\n"))
         if event is not None:
             yield event
+
+
+class StreamUnavailable(Exception):
+    """The run's event stream could not be opened; polling takes over."""
+
+
+async def stream_events(
+    api: Api, url: str, *, last_event_id: str | None = None
+) -> AsyncGenerator[ServerSentEvent, None]:
+    """The server-sent events of a run's `urls.stream`; StreamUnavailable if it won't open."""
+    headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id
+    t = api.timeouts
+    try:
+        async with api.stream(
+            "GET", url, headers=headers, timeout=t.with_read(t.stream_idle)
+        ) as response:
+            kind = response.headers.get("content-type", "")
+            if response.status_code != 200 or not kind.startswith("text/event-stream"):
+                raise StreamUnavailable(
+                    f"the stream answered {response.status_code} {kind or 'without a type'}"
+                )
+            async for event in iter_sse(response.aiter_lines(), SseParser()):
+                yield event
+    except httpx.TransportError as exc:
+        raise ConnectionFailed(f"The run's event stream broke ({type(exc).__name__}).") from exc

@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,8 +24,9 @@ from services.events import (
     parse_seed,
     split_log_lines,
 )
-from services.retry import TRANSIENT_ERRORS
-from services.sse import ServerSentEvent
+from services.replicate.predictions import Prediction
+from services.replicate.retry import TRANSIENT_ERRORS
+from services.replicate.stream import ServerSentEvent, StreamUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +54,19 @@ class FollowPolicy:
     poll_failures: int = 5  # failed polls in a row (each already retried) before giving up
 
 
-class StreamUnavailable(Exception):
-    """The run's event stream could not be opened; polling takes over."""
-
-
 class RunSource(Protocol):
     """What the follower needs from a client."""
 
-    async def get(self, prediction_id: str) -> dict[str, Any]: ...
+    async def get(self, prediction_id: str) -> Prediction: ...
 
-    async def cancel(self, prediction_id: str) -> dict[str, Any]: ...
+    async def cancel(self, prediction_id: str) -> Prediction: ...
 
     def stream_events(
         self, url: str, *, last_event_id: str | None = None
     ) -> AsyncGenerator[ServerSentEvent, None]: ...
 
 
-def final_error(prediction: dict[str, Any]) -> str | None:
+def final_error(prediction: Mapping[str, Any]) -> str | None:
     """The message a finished run ends with: the API's own for failures, None on success."""
     status = prediction.get("status")
     error = prediction.get("error")
@@ -105,7 +102,7 @@ def _settled(text: str) -> str:
 class RunTracker:
     """Turns successive observations of one run into RunUpdates carrying only what is new."""
 
-    def __init__(self, prediction: dict[str, Any], started: float):
+    def __init__(self, prediction: Prediction, started: float):
         self.prediction_id: str = prediction["id"]
         self.started = started
         self.prediction = prediction
@@ -119,7 +116,7 @@ class RunTracker:
     def finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
-    def observe(self, prediction: dict[str, Any], *, hint: str | None = None) -> RunUpdate | None:
+    def observe(self, prediction: Prediction, *, hint: str | None = None) -> RunUpdate | None:
         """A fetched prediction; `hint` is an error message to fall back on (from the stream)."""
         self.prediction = prediction
         status = str(prediction.get("status") or "starting")
@@ -251,7 +248,7 @@ class PollSchedule:
 
 async def follow_run(
     source: RunSource,
-    prediction: dict[str, Any],
+    prediction: Prediction,
     *,
     started: float,
     policy: FollowPolicy,
