@@ -1,7 +1,8 @@
 """What each input of a run means, in a musician's words, with its allowed values.
 
-The API's parameter descriptions (and so the MCP tools') come from here; the allowed ranges
-and choices come from the one table of limits that validation enforces.
+The API's parameter descriptions (and so the MCP tools') come from here: the model's inputs'
+meanings are their descriptions in `services.musicgen`, and the allowed ranges and choices the
+limits that validation enforces, declared on the same fields.
 """
 
 from __future__ import annotations
@@ -9,26 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from services.musicgen import BY_NAME, INPUTS
 from services.validation import CHOICES, LIMITS
 
 MEANING: Mapping[str, str] = MappingProxyType(
     {
-        "prompt": "Describe the music: genre, instruments, mood, tempo.",
-        "input_audio": "An audio file: a melody to follow, or a clip to continue.",
-        "duration": "Length of the result in seconds (with continuation: including the clip).",
-        "continuation": "True: the result continues input_audio; false: it follows its melody.",
-        "continuation_start": "Where in the clip the part to continue starts, in seconds.",
-        "continuation_end": "Where that part ends, in seconds; empty: the end of the clip.",
-        "model_version": "Which MusicGen: on Replicate one of its four models; on this machine "
-        "a Hugging Face checkpoint id. Empty: the engine's default.",
-        "multi_band_diffusion": "Decode with multi-band diffusion (Replicate's mono models only).",
-        "normalization_strategy": "How the result's level is evened out.",
-        "output_format": "The file format of the result.",
-        "seed": "Fix it to make the same take again; empty or -1: a random seed.",
-        "temperature": "Higher is more adventurous, lower more predictable.",
-        "top_k": "Sample from this many likeliest tokens.",
-        "top_p": "Sample from the likeliest tokens up to this probability; 0: use top_k.",
-        "classifier_free_guidance": "How closely the music follows the prompt.",
+        **{spec.name: spec.description for spec in INPUTS},
+        # The studio's own API parameters, beside the model's inputs.
         "engine": "Where the music is made: local (this machine), replicate, or empty for the "
         "server's default.",
         "api_token": "Your Replicate API token, when the server has none of its own.",
@@ -39,13 +27,16 @@ MEANING: Mapping[str, str] = MappingProxyType(
 def help_text(name: str) -> str:
     """The input's meaning and what it accepts."""
     text = MEANING.get(name, "")
+    kind = BY_NAME[name].kind if name in BY_NAME else None
     if name in CHOICES:
         text += f" One of: {', '.join(CHOICES[name])}."
-    elif name == "prompt":
+    elif name not in LIMITS:
+        pass
+    elif kind == "text":
         text += f" At most {LIMITS[name].high:g} characters."
-    elif name == "input_audio":
+    elif kind == "file":
         text += f" At most {LIMITS[name].high / 60:g} minutes long."
-    elif name in LIMITS:
+    else:
         text += f" It is {LIMITS[name].words()}."
     return text.strip()
 

@@ -4,6 +4,8 @@ Two layers: `parse_request` turns loose form/API values into a typed `Generation
 (types, ranges, choices); `check_request` applies the model's own rules, which need the
 whole request and the input clip's real length. Every refusal is a `FieldError` naming the
 model input and saying, in a musician's words, what to change; all of them come at once.
+The limits, the parsing of each field and its message come from the fields' declaration in
+`services.musicgen`.
 """
 
 from __future__ import annotations
@@ -11,95 +13,69 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from services.audio import CLIP_MAX_SECONDS, MAX_UPLOAD_BYTES, too_large_message, too_long_message
 from services.errors import FieldError, RequestInvalid
-from services.request import (
+from services.musicgen import (
     COHERENT_MAX_SECONDS,
+    GUIDANCE_MAX,
+    INPUTS,
     MELODY_MODELS,
     MODEL_VERSIONS,
-    NORMALIZATION_STRATEGIES,
-    OUTPUT_FORMATS,
+    PROMPT_MAX_CHARS,
+    SEED_MAX,
     STEREO_MODELS,
+    TEMPERATURE_MAX,
+    TOP_K_MAX,
     GenerationRequest,
+    InputField,
+    Limit,
 )
 
+__all__ = [
+    "CHOICES",
+    "CLIP_MAX_BYTES",
+    "CLIP_MAX_SECONDS",
+    "DURATION_MAX",
+    "DURATION_MIN",
+    "GUIDANCE_MAX",
+    "LIMITS",
+    "PROMPT_MAX_CHARS",
+    "SEED_MAX",
+    "TEMPERATURE_MAX",
+    "TEMPERATURE_MIN",
+    "TOP_K_MAX",
+    "TOP_P_MAX",
+    "Limit",
+    "check_request",
+    "is_long",
+    "limit_errors",
+    "parse_request",
+    "replicate_model_errors",
+    "validate",
+    "warnings",
+]
+
 # -- the limits: one table for the page's controls, the `/generate` API and the rules below ----
-# Every request is checked against them before anything is sent (and paid for). The page's
-# sliders and boxes take their ranges from these constants.
-
-DURATION_MIN = 1
-DURATION_MAX = 300  # seconds: five minutes of music is already a long, slow run
-# MusicGen's tokens come from a codebook of 2048 entries (above that the model crashes); past
-# the likeliest thousand, top-k no longer changes what you hear.
-TOP_K_MAX = 1000
-TOP_P_MAX = 1.0
-TEMPERATURE_MIN = 0.0  # excluded: the temperature must be above it
-TEMPERATURE_MAX = 5.0
-GUIDANCE_MAX = 20
-PROMPT_MAX_CHARS = 1000
-# The model seeds numpy, which takes 0 .. 2**32 - 1; 0 and -1 both mean "random" to the model.
-SEED_MAX = 2**32 - 1
-# An input clip: measured by decoding (services.audio), never by what its header claims.
-CLIP_MAX_BYTES = MAX_UPLOAD_BYTES
-
-
-def _plain(number: float) -> str:
-    """A limit as written by hand: 300, 4294967295, 0.5 (never 4.29497e+09)."""
-    return str(int(number)) if float(number).is_integer() else format(number, "g")
-
-
-@dataclass(frozen=True)
-class Limit:
-    """A field's allowed values: from `low` to `high` (`low` itself excluded if `low_open`)."""
-
-    low: float
-    high: float
-    whole: bool = True
-    low_open: bool = False
-    unit: str = ""  # "s" for seconds, "characters" for text
-
-    def allows(self, number: float) -> bool:
-        above = number > self.low if self.low_open else number >= self.low
-        return above and number <= self.high
-
-    def words(self) -> str:
-        """The range as a musician reads it: "a whole number of seconds from 1 to 300"."""
-        low, high = _plain(self.low), _plain(self.high)
-        kind = "a whole number" if self.whole else "a number"
-        if self.unit == "s":
-            kind += " of seconds"
-        if self.low_open:
-            return f"{kind} above {low} and at most {high}"
-        return f"{kind} from {low} to {high}"
-
+# Every request is checked against them before anything is sent (and paid for). They are the
+# studio's own limits declared on each field of `GenerationRequest`.
 
 LIMITS: Mapping[str, Limit] = MappingProxyType(
-    {
-        "prompt": Limit(0, PROMPT_MAX_CHARS, unit="characters"),  # its length
-        "duration": Limit(DURATION_MIN, DURATION_MAX, unit="s"),
-        # Within the clip (checked against its measured length), so never past the longest clip.
-        "continuation_start": Limit(0, CLIP_MAX_SECONDS, unit="s"),
-        "continuation_end": Limit(0, CLIP_MAX_SECONDS, unit="s"),
-        "top_k": Limit(0, TOP_K_MAX),
-        "top_p": Limit(0.0, TOP_P_MAX, whole=False),
-        "temperature": Limit(TEMPERATURE_MIN, TEMPERATURE_MAX, whole=False, low_open=True),
-        "classifier_free_guidance": Limit(0, GUIDANCE_MAX),
-        "seed": Limit(1, SEED_MAX),  # or empty / -1 / 0: random
-        "input_audio": Limit(0, CLIP_MAX_SECONDS, whole=False, unit="s"),  # and CLIP_MAX_BYTES
-    }
+    {spec.name: spec.limit for spec in INPUTS if spec.limit is not None}
 )
 # The fields that take one of a few words.
 CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {
-        "model_version": tuple(MODEL_VERSIONS),
-        "normalization_strategy": NORMALIZATION_STRATEGIES,
-        "output_format": OUTPUT_FORMATS,
-    }
+    {spec.name: spec.choices for spec in INPUTS if spec.choices}
 )
+DURATION_MIN = int(LIMITS["duration"].low)
+DURATION_MAX = int(LIMITS["duration"].high)
+TOP_P_MAX = LIMITS["top_p"].high
+TEMPERATURE_MIN = LIMITS["temperature"].low  # excluded: the temperature must be above it
+# An input clip: measured by decoding (services.audio), never by what its header claims.
+CLIP_MAX_BYTES = MAX_UPLOAD_BYTES
 # A clip's measured length is fractional while the end is whole seconds: an end less than a
 # second past the clip's end just means "up to the end" to the model, so it is not refused.
 END_SLACK_SECONDS = 1.0
@@ -169,17 +145,15 @@ def _flag(value: Any) -> bool:
     raise _Refused
 
 
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Refused
-    return value
+def _text(limit: Limit | None) -> Callable[[Any], str]:
+    """Text, at most `limit.high` characters long."""
 
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or (limit is not None and len(value) > limit.high):
+            raise _Refused
+        return value
 
-def _prompt(value: Any) -> str:
-    text = _text(value)
-    if len(text) > PROMPT_MAX_CHARS:
-        raise _Refused
-    return text
+    return parse
 
 
 def _path(value: Any) -> str:
@@ -202,34 +176,20 @@ def _choice(options: tuple[str, ...] | Mapping[str, str]) -> Callable[[Any], str
     return parse
 
 
-def _within(limit: Limit) -> Callable[[Any], int | float]:
-    """A number in `limit`'s range: whole (an int) or not (a float)."""
+def _within(spec: InputField) -> Callable[[Any], int | float | None]:
+    """A number in the field's limit: whole (an int) or not (a float); or None for a number
+    that means "none" to the model (a seed of -1 or 0: random; an end of -1: to the end)."""
+    limit = spec.limit
 
-    def parse(value: Any) -> int | float:
-        number = _whole(value) if limit.whole else _number(value)
-        if not limit.allows(number):
+    def parse(value: Any) -> int | float | None:
+        number: int | float = _whole(value) if spec.kind == "whole" else _number(value)
+        if number in spec.input.none_values:
+            return None
+        if limit is not None and not limit.allows(number):
             raise _Refused
         return number
 
     return parse
-
-
-def _seed(value: Any) -> int | None:
-    number = _whole(value)
-    if number in (-1, 0):  # both mean "random" to the model; store that plainly
-        return None
-    if not 0 < number <= SEED_MAX:
-        raise _Refused
-    return number
-
-
-def _continuation_end(value: Any) -> int | None:
-    number = _whole(value)
-    if number == -1:  # the model's own spelling of "to the end of the clip"
-        return None
-    if not LIMITS["continuation_end"].allows(number):
-        raise _Refused
-    return number
 
 
 # -- what each field accepts, and how a refusal reads ---------------------------------------
@@ -248,72 +208,30 @@ def _oneof(options: tuple[str, ...] | Mapping[str, str]) -> str:
     return ", ".join(names[:-1]) + " or " + names[-1]
 
 
-def _rule(label: str, name: str) -> str:
-    return f"{label} must be {LIMITS[name].words()}"
+def _field(spec: InputField) -> _Field:
+    """How a field's loose value is read and its refusal worded, from its declaration."""
+    parse: Callable[[Any], Any]
+    if spec.kind == "text":
+        parse = _text(spec.limit)
+        rule = f"{spec.label} must be text"
+        if spec.limit is not None:
+            rule += f" of at most {spec.limit.high:g} characters"
+    elif spec.kind == "file":
+        parse, rule = _path, f"{spec.label} must be an audio file"
+    elif spec.kind == "switch":
+        parse, rule = _flag, f"{spec.label} must be on or off (true or false)"
+    elif spec.kind == "choice":
+        parse, rule = _choice(spec.choices), f"{spec.label} must be {_oneof(spec.choices)}"
+    else:
+        parse = _within(spec)
+        number = "a whole number" if spec.kind == "whole" else "a number"
+        rule = f"{spec.label} must be {spec.limit.words() if spec.limit else number}"
+    return _Field(parse, rule, spec.input.hint, empty_is_none=spec.optional)
 
 
-_FIELDS: dict[str, _Field] = {
-    "prompt": _Field(
-        _prompt,
-        f"Prompt must be text of at most {PROMPT_MAX_CHARS} characters",
-        "Describe the music in fewer words: genre, instruments, mood and tempo say the most.",
-    ),
-    "input_audio": _Field(
-        _path, "Input audio must be an audio file", "Choose the file again.", empty_is_none=True
-    ),
-    "duration": _Field(
-        _within(LIMITS["duration"]),
-        _rule("Duration", "duration"),
-        "8 s is the model's default.",
-    ),
-    "continuation": _Field(_flag, "Continuation must be on or off (true or false)"),
-    "continuation_start": _Field(
-        _within(LIMITS["continuation_start"]),
-        _rule("Continuation start", "continuation_start"),
-        "0 starts at the beginning of the clip.",
-    ),
-    "continuation_end": _Field(
-        _continuation_end,
-        _rule("Continuation end", "continuation_end"),
-        "Leave it empty to use the clip up to its end.",
-        empty_is_none=True,
-    ),
-    "model_version": _Field(
-        _choice(CHOICES["model_version"]), f"Model must be {_oneof(CHOICES['model_version'])}"
-    ),
-    "multi_band_diffusion": _Field(_flag, "Multi-band diffusion must be on or off (true or false)"),
-    "normalization_strategy": _Field(
-        _choice(CHOICES["normalization_strategy"]),
-        f"Normalization must be {_oneof(CHOICES['normalization_strategy'])}",
-    ),
-    "top_k": _Field(
-        _within(LIMITS["top_k"]), _rule("Top-k", "top_k"), "250 is the model's default."
-    ),
-    "top_p": _Field(
-        _within(LIMITS["top_p"]), _rule("Top-p", "top_p"), "0 leaves the choice to top-k."
-    ),
-    "temperature": _Field(
-        _within(LIMITS["temperature"]),
-        _rule("Temperature", "temperature"),
-        "1 is the model's default; lower is more predictable, higher more adventurous.",
-    ),
-    "classifier_free_guidance": _Field(
-        _within(LIMITS["classifier_free_guidance"]),
-        _rule("Classifier-free guidance", "classifier_free_guidance"),
-        "3 is the model's default; higher follows the prompt more closely.",
-    ),
-    "output_format": _Field(
-        _choice(CHOICES["output_format"]),
-        f"Output format must be {_oneof(CHOICES['output_format'])}",
-    ),
-    "seed": _Field(
-        _seed,
-        _rule("Seed", "seed"),
-        "Leave it empty (or enter -1) for a random seed.",
-        empty_is_none=True,
-    ),
-}
-_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(GenerationRequest)}
+_FIELDS: dict[str, _Field] = {spec.name: _field(spec) for spec in INPUTS}
+_PER_ENGINE = frozenset(spec.name for spec in INPUTS if spec.input.per_engine)
+_DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in INPUTS}
 
 
 def _shown(value: Any) -> str:
@@ -331,11 +249,13 @@ def _shown(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _model_field(models: Mapping[str, str]) -> _Field:
+def _engine_field(name: str, models: Mapping[str, str]) -> _Field:
     """`model_version` accepts the models of the engine that will run the request."""
+    spec = _FIELDS[name]
     if models is MODEL_VERSIONS:
-        return _FIELDS["model_version"]
-    return _Field(_choice(models), f"Model must be {_oneof(models)}")
+        return spec
+    label = next(s.label for s in INPUTS if s.name == name)
+    return _Field(_choice(models), f"{label} must be {_oneof(models)}", spec.hint)
 
 
 def _parse(
@@ -348,10 +268,10 @@ def _parse(
     errors: list[FieldError] = []
     defaults = dict(_DEFAULTS)
     if default_model is not None:
-        defaults["model_version"] = default_model
+        defaults.update(dict.fromkeys(_PER_ENGINE, default_model))
     for name, spec in _FIELDS.items():
-        if name == "model_version":
-            spec = _model_field(models)
+        if name in _PER_ENGINE:
+            spec = _engine_field(name, models)
         value = raw.get(name)
         if _is_empty(value):
             values[name] = None if spec.empty_is_none else defaults[name]

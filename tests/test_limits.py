@@ -12,7 +12,6 @@ import math
 import struct
 import subprocess
 from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ from tests.browser_support import (
 )
 from tests.emulator import Emulator
 
-FIELDS = [f.name for f in fields(GenerationRequest)]
+FIELDS = list(GenerationRequest.model_fields)
 NUMERIC = [name for name in LIMITS if name not in ("prompt", "input_audio")]
 
 # -- what anyone may send: numbers in and out of range, words, None, switches, huge values ---
