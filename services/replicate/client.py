@@ -14,7 +14,7 @@ import httpx
 
 from services.events import RunUpdate
 from services.replicate.files import Files
-from services.replicate.follow import FollowPolicy, follow_run
+from services.replicate.follow import FollowPolicy, Nudges, follow_run
 from services.replicate.http import DEFAULT_BASE_URL, Api, HttpPool, Timeouts
 from services.replicate.predictions import DEFAULT_WAIT_SECONDS, Prediction, Predictions
 from services.replicate.retry import CreateCheck, RetryPolicy
@@ -95,12 +95,20 @@ class ReplicateClient:
             await self.pool.aclose()
 
     def follow(
-        self, prediction: Prediction, *, started: float | None = None
+        self,
+        prediction: Prediction,
+        *,
+        started: float | None = None,
+        nudges: Nudges | None = None,
     ) -> AsyncIterator[RunUpdate]:
-        """Updates for every change of the run until it ends; the last one is terminal."""
+        """Updates for every change of the run until it ends; the last one is terminal.
+
+        `nudges` hands the follower news between its polls (a webhook, a cancel).
+        """
         return follow_run(
             self.predictions,
             prediction,
             started=time.monotonic() if started is None else started,
             policy=self.follow_policy,
+            nudges=nudges,
         )

@@ -246,14 +246,51 @@ class PollSchedule:
         return regular
 
 
+class Nudges:
+    """News of one run that reaches its follower between polls, so it need not wait for the
+    next one: a prediction pushed by a webhook (or by a cancel's answer), or a request to look
+    at the run right now."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Prediction | None] = asyncio.Queue()
+
+    def push(self, prediction: Prediction) -> None:
+        """The run as someone else just saw it: the follower takes it as a poll's answer."""
+        self._queue.put_nowait(prediction)
+
+    def look_now(self) -> None:
+        """Have the follower poll at once (e.g. after a cancel was sent)."""
+        self._queue.put_nowait(None)
+
+    async def until(self, at: float) -> Prediction | bool:
+        """Wait until monotonic time `at` or the next nudge: False when none came, True for a
+        request to look now, else the pushed prediction."""
+        try:
+            async with asyncio.timeout_at(_loop_time(at)):
+                news = await self._queue.get()
+        except TimeoutError:
+            return False
+        return True if news is None else news
+
+
+def _loop_time(monotonic_at: float) -> float:
+    """A time.monotonic() instant on the running loop's clock."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic_at - time.monotonic())
+
+
 async def follow_run(
     source: RunSource,
     prediction: Prediction,
     *,
     started: float,
     policy: FollowPolicy,
+    nudges: Nudges | None = None,
 ) -> AsyncIterator[RunUpdate]:
-    """Yield an update for every change of the run until it ends; the last one is terminal."""
+    """Yield an update for every change of the run until it ends; the last one is terminal.
+
+    `nudges` lets a webhook or a cancel hand the follower news between its polls.
+    """
     tracker = RunTracker(prediction, started)
     deadline = started + policy.timeout
     first = tracker.observe(prediction)
@@ -273,7 +310,9 @@ async def follow_run(
         hint = outcome.error
         if outcome.ended:
             first_delay = 0.0  # the stream said it is over: fetch the final prediction now
-    async for update in _poll(source, tracker, deadline, policy, first_delay, hint):
+    async for update in _poll(
+        source, tracker, deadline, policy, first_delay, hint, nudges or Nudges()
+    ):
         yield update
 
 
@@ -368,6 +407,7 @@ async def _poll(
     policy: FollowPolicy,
     first_delay: float,
     hint: str | None,
+    nudges: Nudges,
 ) -> AsyncIterator[RunUpdate]:
     schedule = PollSchedule(policy)
     next_at = time.monotonic() + first_delay
@@ -384,10 +424,13 @@ async def _poll(
             async for update in _time_out(source, tracker, policy):
                 yield update
             return
-        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        news = await nudges.until(next_at)
         polled_at = time.monotonic()
         try:
-            prediction = await source.get(tracker.prediction_id)
+            if isinstance(news, dict):
+                prediction = news
+            else:
+                prediction = await source.get(tracker.prediction_id)
         except _TRANSIENT as exc:
             failures += 1
             if failures >= policy.poll_failures:
