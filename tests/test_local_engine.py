@@ -197,7 +197,7 @@ async def test_a_melody_clip_conditions_the_music(
     for name, clip in (("a", a), ("a2", a), ("c", c), ("none", None)):
         req = request(input_audio=str(clip) if clip else None, seed=3)
         if clip is None:
-            req = dataclasses.replace(req, model_version=str(tiny_musicgen.melody))
+            req = req.replace(model_version=str(tiny_musicgen.melody))
         run, updates = await collect(engine, req, tmp_path / name)
         assert updates[-1].status == "succeeded", updates[-1].error
         assert run.checkpoint == str(tiny_musicgen.melody)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -152,7 +151,7 @@ async def test_a_group_left_by_a_stopped_app_is_settled_once_its_takes_are_resum
     )
     takes = {}
     for slot, seed in enumerate([5, 6]):
-        take = replace(request, seed=seed)
+        take = request.replace(seed=seed)
         pid = emulator.add_existing_prediction(
             status="processing", input=take.to_api_input(), seed=seed
         )

@@ -19,7 +19,7 @@ import math
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,7 @@ class Extender:
         plan = plan_parts(target - track_seconds, lap) if target - track_seconds > 0.05 else []
         base = GenerationRequest.from_dict(entry.request)
         if prompt is not None and prompt.strip():
-            base = replace(base, prompt=prompt.strip())
+            base = base.replace(prompt=prompt.strip())
         compose.update(target_seconds=round(target, 3), overlap=lap, state="running")
         compose["prompt"] = base.prompt
         self._library.update(entry.id, compose=compose, status="processing")
@@ -266,8 +266,7 @@ class Extender:
         """A continuation of the track's last `overlap` seconds by `new_seconds`."""
         tail = audio_ops.frames(track, audio_ops.seconds(track) - overlap)
         clip = audio_ops.export(tail, self._folder(entry_id) / f"tail-{index}.wav", "wav")
-        return replace(
-            base,
+        return base.replace(
             input_audio=str(clip),
             continuation=True,
             continuation_start=0,

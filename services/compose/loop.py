@@ -146,8 +146,8 @@ def loop_prompt(prompt: str, bpm: float) -> str:
 
 def source_request(request: GenerationRequest, spec: LoopSpec) -> GenerationRequest:
     """The take to ask the model for: the tempo in the prompt, long enough to cut from."""
-    return replace(
-        request, prompt=loop_prompt(request.prompt, spec.bpm), duration=spec.source_seconds
+    return request.replace(
+        prompt=loop_prompt(request.prompt, spec.bpm), duration=spec.source_seconds
     )
 
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +115,7 @@ class Variations:
                 self._take(
                     queue,
                     slot,
-                    replace(request, seed=seed),
+                    request.replace(seed=seed),
                     group.id,
                     token,
                     owner,
@@ -204,15 +204,15 @@ class Variations:
         if not 0 <= slot < len(seeds):
             raise RequestInvalid([FieldError("slot", f"Choose a take from 1 to {len(seeds)}.")])
         request = GenerationRequest.from_dict(group.request)
-        seed = seeds_for(replace(request, seed=None), len(seeds) + 1)[-1]
+        seed = seeds_for(request.replace(seed=None), len(seeds) + 1)[-1]
         while seed in seeds:
-            seed = seeds_for(replace(request, seed=None), 1)[0]
+            seed = seeds_for(request.replace(seed=None), 1)[0]
         seeds[slot] = seed
         compose["seeds"] = seeds
         self._library.update(group_id, compose=compose, status="processing")
         try:
             async for update in self._service.generate(
-                replace(request, seed=seed),
+                request.replace(seed=seed),
                 token=token,
                 owner=owner,
                 engine=engine or group.engine,

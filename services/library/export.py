@@ -31,7 +31,9 @@ def sidecar(record: RunRecord, audio_name: str | None) -> dict[str, Any]:
             f"https://replicate.com/p/{record.prediction_id}" if record.prediction_id else None
         ),
         "status": record.status,
-        "settings": dict(record.request),
+        # The model's inputs as the request model reads them (an old row gains later inputs'
+        # defaults); nothing when Replicate had removed the inputs of an imported run.
+        "settings": record.generation_request().to_dict() if record.request else {},
         "seed_used": record.seed,
         "predict_time": record.predict_time,
         "created_at": iso(record.created_at),

@@ -85,13 +85,8 @@ def request_from_input(api_input: Mapping[str, Any] | None) -> dict[str, Any]:
     if isinstance(audio, str) and audio.startswith("data:"):
         # An inline clip can be hundreds of KB; the library keeps only that there was one.
         data["input_audio"] = "data: URL (inline clip, not kept)"
-    if data.get("seed") in (0, -1):
-        data["seed"] = None
-    try:
-        return GenerationRequest.from_dict(data).to_dict()
-    except TypeError:  # a field of an unexpected shape: keep the known fields as given
-        known = GenerationRequest().to_dict()
-        return {**known, **{k: v for k, v in data.items() if k in known}}
+    # A seed of 0 or -1 (random) becomes None; a value of an unexpected shape, the default.
+    return GenerationRequest.from_dict(data).to_dict()
 
 
 def _time(value: Any) -> float | None:

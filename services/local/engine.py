@@ -246,9 +246,7 @@ class LocalEngine:
         """Make a run left in flight again: exactly the same music when its seed is known."""
         if record.seed is None:
             return None
-        request = dataclasses.replace(
-            GenerationRequest.from_dict(dict(record.request)), seed=record.seed
-        )
+        request = GenerationRequest.from_dict(dict(record.request)).replace(seed=record.seed)
         return await self.start(request, workdir=workdir)
 
     async def aclose(self) -> None:
