@@ -17,7 +17,7 @@ import gradio as gr
 
 from services.errors import RequestInvalid, StudioError
 from services.input_help import docstring
-from services.request import MODEL_VERSIONS, NORMALIZATION_STRATEGIES, OUTPUT_FORMATS
+from services.musicgen import INPUT_NAMES, INPUTS, InputField
 from ui.context import Studio
 from ui.identity import API_PREFIX, api_owner
 
@@ -31,24 +31,36 @@ DESCRIPTION = (
 )
 
 
-# The parameters that are the model's own inputs (the request), in the API's order.
-REQUEST_PARAMETERS = (
-    "prompt",
-    "input_audio",
-    "duration",
-    "continuation",
-    "continuation_start",
-    "continuation_end",
-    "model_version",
-    "multi_band_diffusion",
-    "normalization_strategy",
-    "output_format",
-    "seed",
-    "temperature",
-    "top_k",
-    "top_p",
-    "classifier_free_guidance",
-)
+# The parameters that are the model's own inputs (the request), in the API's order: the order
+# of `GenerationRequest`'s fields.
+REQUEST_PARAMETERS: tuple[str, ...] = INPUT_NAMES
+# What a caller may pass for each kind of input (Gradio's components hand over these types).
+_API_TYPES: dict[str, Any] = {
+    "text": str | None,
+    "file": str | None,
+    "choice": str | None,
+    "whole": float | None,
+    "number": float | None,
+    "switch": bool | None,
+}
+
+
+def _generate_signature() -> inspect.Signature:
+    """`generate(self, <the model's inputs>, engine, api_token)`, every one defaulting to None."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter("self", kind)]
+    params += [
+        inspect.Parameter(spec.name, kind, default=None, annotation=_API_TYPES[spec.kind])
+        for spec in INPUTS
+    ]
+    params += [
+        inspect.Parameter(name, kind, default=None, annotation=str | None)
+        for name in ("engine", "api_token")
+    ]
+    return inspect.Signature(params, return_annotation=tuple[str | None, dict[str, Any]])
+
+
+GENERATE_SIGNATURE = _generate_signature()
 
 
 class GenerateApi:
@@ -57,28 +69,12 @@ class GenerateApi:
     def __init__(self, studio: Studio):
         self.studio = studio
 
-    async def generate(
-        self,
-        prompt: str | None = None,
-        input_audio: str | None = None,
-        duration: float | None = None,
-        continuation: bool | None = None,
-        continuation_start: float | None = None,
-        continuation_end: float | None = None,
-        model_version: str | None = None,
-        multi_band_diffusion: bool | None = None,
-        normalization_strategy: str | None = None,
-        output_format: str | None = None,
-        seed: float | None = None,
-        temperature: float | None = None,
-        top_k: float | None = None,
-        top_p: float | None = None,
-        classifier_free_guidance: float | None = None,
-        engine: str | None = None,
-        api_token: str | None = None,
-    ) -> tuple[str | None, dict[str, Any]]:
+    async def generate(self, *args: Any, **kwargs: Any) -> tuple[str | None, dict[str, Any]]:
         """Run one generation to its end; returns (audio file or None, run record)."""
-        raw = {name: value for name, value in locals().items() if name in REQUEST_PARAMETERS}
+        named = GENERATE_SIGNATURE.bind(self, *args, **kwargs).arguments
+        raw = {name: named.get(name) for name in REQUEST_PARAMETERS}
+        engine: str | None = named.get("engine")
+        api_token: str | None = named.get("api_token")
         service = self.studio.service
         owner = api_owner(self.studio.settings.shared)
         engine = (engine or "").strip().lower() or None
@@ -105,6 +101,7 @@ GENERATE_RETURNS = (
     "The audio file, and the run's record: library_id, prediction_id, status, seed used, "
     "predict_time, engine, checkpoint, device, realtime_factor, error."
 )
+GenerateApi.generate.__signature__ = GENERATE_SIGNATURE  # type: ignore[attr-defined]
 GenerateApi.generate.__doc__ = docstring(
     "Make one take of music with MusicGen from a description (and optionally a melody to "
     "follow or a clip to continue). Refused inputs raise an error naming each field; nothing "
@@ -162,30 +159,27 @@ def api_record(summary: dict[str, Any], owner: str | None) -> dict[str, Any]:
     return {**summary, "access_key": owner} if owner else summary
 
 
+def _api_component(spec: InputField) -> gr.components.Component:
+    """A hidden input named and defaulted as the model's input `spec`."""
+    if spec.kind == "file":
+        return gr.Audio(label=spec.name, type="filepath", sources=["upload"])
+    if spec.kind == "switch":
+        return gr.Checkbox(spec.default, label=spec.name)
+    if spec.kind in ("whole", "number"):
+        return gr.Number(spec.default, label=spec.name)
+    if spec.kind == "choice":
+        # Text, not dropdowns: a value outside the choices then reaches our validation,
+        # which names the field and its allowed values (Gradio's own refusal does not).
+        if spec.input.per_engine:  # empty: the engine's own default
+            return gr.Textbox("", label=spec.name, info=f"Replicate: {', '.join(spec.choices)}")
+        return gr.Textbox(spec.default, label=spec.name, info=", ".join(spec.choices))
+    return gr.Textbox(spec.default or "", label=spec.name)
+
+
 def model_input_components() -> list[gr.components.Component]:
     """Hidden inputs named and defaulted as the model's inputs, then `engine` (in that order)."""
     return [
-        gr.Textbox(label="prompt"),
-        gr.Audio(label="input_audio", type="filepath", sources=["upload"]),
-        gr.Number(8, label="duration"),
-        gr.Checkbox(False, label="continuation"),
-        gr.Number(0, label="continuation_start"),
-        gr.Number(None, label="continuation_end"),
-        # Text, not dropdowns: a value outside the choices then reaches our validation,
-        # which names the field and its allowed values (Gradio's own refusal does not).
-        gr.Textbox("", label="model_version", info=f"Replicate: {', '.join(MODEL_VERSIONS)}"),
-        gr.Checkbox(False, label="multi_band_diffusion"),
-        gr.Textbox(
-            "loudness",
-            label="normalization_strategy",
-            info=", ".join(NORMALIZATION_STRATEGIES),
-        ),
-        gr.Textbox("wav", label="output_format", info=", ".join(OUTPUT_FORMATS)),
-        gr.Number(None, label="seed"),
-        gr.Number(1.0, label="temperature"),
-        gr.Number(250, label="top_k"),
-        gr.Number(0.0, label="top_p"),
-        gr.Number(3, label="classifier_free_guidance"),
+        *(_api_component(spec) for spec in INPUTS),
         gr.Textbox("", label="engine", info="local, replicate, or empty for the default"),
     ]
 

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from services.request import COHERENT_MAX_SECONDS, MELODY_MODELS, STEREO_MODELS
+from services.request import COHERENT_MAX_SECONDS, MELODY_MODELS, STEREO_MODELS, GenerationRequest
 from services.validation import DURATION_MAX, DURATION_MIN
 
 # "Longer than 30 s" unlocks durations up to the request's own limit.
@@ -38,28 +38,31 @@ class ControlState:
     force_value: bool = False
 
 
+_MODEL = GenerationRequest()  # the model's defaults
+
+
 @dataclass(frozen=True)
 class FormValues:
-    """The form as the page holds it (labels, switches and sliders)."""
+    """The form as the page holds it (labels, switches and sliders); the model's defaults."""
 
-    prompt: str = ""
-    model_version: str = "stereo-melody-large"
-    duration: float = 8
+    prompt: str = _MODEL.prompt
+    model_version: str = _MODEL.model_version
+    duration: float = _MODEL.duration
     long_mode: bool = False
-    input_audio: str | None = None
+    input_audio: str | None = _MODEL.input_audio
     audio_use: str = USE_MELODY
-    continuation_start: float = 0
+    continuation_start: float = _MODEL.continuation_start
     continuation_end: float = 0
     to_end: bool = True
-    top_k: float = 250
-    top_p: float = 0.0
-    temperature: float = 1.0
-    classifier_free_guidance: float = 3
+    top_k: float = _MODEL.top_k
+    top_p: float = _MODEL.top_p
+    temperature: float = _MODEL.temperature
+    classifier_free_guidance: float = _MODEL.classifier_free_guidance
     random_seed: bool = True
-    seed: float | None = None
-    normalization_strategy: str = "loudness"
-    output_format: str = "wav"
-    multi_band_diffusion: bool = False
+    seed: float | None = _MODEL.seed
+    normalization_strategy: str = _MODEL.normalization_strategy
+    output_format: str = _MODEL.output_format
+    multi_band_diffusion: bool = _MODEL.multi_band_diffusion
 
 
 def request_values(form: FormValues) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from services.errors import FieldError
+from services.musicgen import INPUTS
 from services.request import MODEL_VERSIONS
 
 REPLICATE_RUN_URL = "https://replicate.com/p/{id}"
@@ -32,22 +33,14 @@ STATUS_LABELS: dict[str, str] = {
     "aborted": "Aborted",
     "lost": "Lost",
 }
+# A refused field, named as the page names it: the model input's label, or the control's
+# where the page shows it differently.
 FIELD_LABELS: dict[str, str] = {
-    "prompt": "Prompt",
-    "input_audio": "Input audio",
-    "duration": "Duration",
+    **{spec.name: spec.label for spec in INPUTS},
     "continuation": "Use of the clip",
     "continuation_start": "Continue from",
     "continuation_end": "Continue until",
-    "model_version": "Model",
-    "multi_band_diffusion": "Multi-band diffusion",
-    "normalization_strategy": "Normalization",
-    "top_k": "Top-k",
-    "top_p": "Top-p",
-    "temperature": "Temperature",
     "classifier_free_guidance": "Guidance",
-    "output_format": "Output format",
-    "seed": "Seed",
 }
 
 

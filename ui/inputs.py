@@ -1,25 +1,17 @@
-"""The form: every model input with its default, range and one line of help."""
+"""The form: every model input with its default, range and one line of help.
+
+Labels, help lines, defaults, ranges, steps and choices come from the fields of
+`services.musicgen.GenerationRequest`; this module only lays them out.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import gradio as gr
 
-from services.request import (
-    COHERENT_MAX_SECONDS,
-    MODEL_VERSIONS,
-    NORMALIZATION_STRATEGIES,
-    OUTPUT_FORMATS,
-)
-from services.validation import (
-    DURATION_MIN,
-    GUIDANCE_MAX,
-    PROMPT_MAX_CHARS,
-    TEMPERATURE_MAX,
-    TOP_K_MAX,
-    TOP_P_MAX,
-)
+from services.musicgen import BY_NAME, COHERENT_MAX_SECONDS, MODEL_VERSIONS
 from ui import form_rules
 from ui.form_rules import USE_CHOICES, USE_MELODY, FormValues
 
@@ -38,7 +30,7 @@ NORMALIZATION_HELP = {
     "rms": "even average level",
 }
 # The temperature must be above 0: its slider starts one step up.
-TEMPERATURE_STEP = 0.05
+TEMPERATURE_STEP = BY_NAME["temperature"].input.step
 WAVEFORM = gr.WaveformOptions(waveform_color="#9ca3af", waveform_progress_color="#f97316")
 
 
@@ -74,16 +66,50 @@ class Form:
         return [getattr(self, f.name) for f in fields(FormValues)]
 
 
+def _slider(name: str, **layout: Any) -> gr.Slider:
+    """A slider over the field's own limit, default, step, label and help line.
+
+    `layout` sets the rest (elem_id, width) and may narrow the range (`minimum`/`maximum`)
+    where the page shows less than the request accepts (durations beyond 30 s, the clip).
+    """
+    spec = BY_NAME[name]
+    limit = spec.limit
+    if limit is None:
+        raise ValueError(f"{name} has no limit to make a slider of")
+    step = spec.input.step
+    options: dict[str, Any] = {
+        # A range open at its low end starts one step up.
+        "minimum": limit.low + step if limit.low_open else limit.low,
+        "maximum": limit.high,
+        "value": spec.default,
+        "step": step,
+        "label": spec.page_label,
+        "info": spec.page_info,
+    }
+    options.update(layout)
+    return gr.Slider(**options)
+
+
+def _choices(name: str, words: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """The field's choices, each shown with a few words when there are some."""
+    spec = BY_NAME[name]
+    if words is None:
+        return [(choice, choice) for choice in spec.choices]
+    return [(f"{choice}: {words[choice]}", choice) for choice in spec.choices]
+
+
 def build_form() -> Form:
     """Lay out the form inside the current Blocks context."""
     defaults = FormValues()
+    prompt_spec = BY_NAME["prompt"]
     prompt = gr.Textbox(
-        label="Prompt",
-        info="Describe the music: genre, instruments, mood, tempo. Ctrl/Cmd+Enter generates.",
+        value=defaults.prompt,
+        label=prompt_spec.page_label,
+        info=prompt_spec.page_info,
         placeholder=EXAMPLE_PROMPTS[0],
         lines=3,
         max_lines=8,
-        max_length=PROMPT_MAX_CHARS,
+        max_length=int(prompt_spec.limit.high) if prompt_spec.limit else None,
         elem_id="prompt",
     )
     gr.Examples(
@@ -96,18 +122,15 @@ def build_form() -> Form:
     model_version = gr.Radio(
         MODEL_CHOICES,
         value=defaults.model_version,
-        label="Model",
-        info="All are the large (3.3B) MusicGen. Stereo sounds wider; melody models can also "
-        "follow a tune you give them.",
+        label=BY_NAME["model_version"].page_label,
+        info=BY_NAME["model_version"].page_info,
         elem_id="model-version",
     )
     with gr.Row():
-        duration = gr.Slider(
-            DURATION_MIN,
-            COHERENT_MAX_SECONDS,
+        duration = _slider(
+            "duration",
+            maximum=COHERENT_MAX_SECONDS,  # "Longer than 30 s" unlocks the rest
             value=defaults.duration,
-            step=1,
-            label="Duration (seconds)",
             info=form_rules.duration_limits(False, defaults.duration)[2],
             elem_id="duration-slider",
             scale=3,
@@ -125,7 +148,7 @@ def build_form() -> Form:
     input_audio = gr.Audio(
         sources=["upload", "microphone"],
         type="filepath",
-        label="Input audio (optional): a melody to follow or a clip to continue",
+        label=BY_NAME["input_audio"].page_label,
         waveform_options=WAVEFORM,
         elem_id="input-audio",
     )
@@ -141,24 +164,20 @@ def build_form() -> Form:
     )
     reason = form_rules.continuation_state(False, False, None)
     with gr.Row():
-        continuation_start = gr.Slider(
-            0,
-            COHERENT_MAX_SECONDS,
-            value=0,
-            step=1,
-            label="Continue from (s)",
+        # Within the clip: the ranges follow the clip once there is one.
+        continuation_start = _slider(
+            "continuation_start",
+            maximum=COHERENT_MAX_SECONDS,
+            value=defaults.continuation_start,
             info=reason,
             interactive=False,
             elem_id="continuation-start",
             min_width=200,
         )
-        continuation_end = gr.Slider(
-            0,
-            COHERENT_MAX_SECONDS,
+        continuation_end = _slider(
+            "continuation_end",
+            maximum=COHERENT_MAX_SECONDS,
             value=COHERENT_MAX_SECONDS,
-            step=1,
-            label="Continue until (s)",
-            info="The part of the clip ends here.",
             interactive=False,
             elem_id="continuation-end",
             min_width=200,
@@ -171,46 +190,28 @@ def build_form() -> Form:
     )
     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
         with gr.Row():
-            top_k = gr.Slider(
-                0,
-                TOP_K_MAX,
+            top_k = _slider(
+                "top_k",
                 value=defaults.top_k,
-                step=1,
-                label="Top-k",
-                info="Picks each step among the k likeliest sounds. Lower: safer; higher: "
-                "more varied. Default 250.",
                 elem_id="top-k",
                 min_width=220,
             )
-            top_p = gr.Slider(
-                0,
-                TOP_P_MAX,
+            top_p = _slider(
+                "top_p",
                 value=defaults.top_p,
-                step=0.01,
-                label="Top-p",
-                info="0 uses top-k. Otherwise picks among the likeliest sounds covering this "
-                "share of probability.",
                 elem_id="top-p",
                 min_width=220,
             )
         with gr.Row():
-            temperature = gr.Slider(
-                TEMPERATURE_STEP,
-                TEMPERATURE_MAX,
+            temperature = _slider(
+                "temperature",
                 value=defaults.temperature,
-                step=TEMPERATURE_STEP,
-                label="Temperature",
-                info="Lower: more predictable; higher: more adventurous. Default 1.",
                 elem_id="temperature",
                 min_width=220,
             )
-            classifier_free_guidance = gr.Slider(
-                0,
-                GUIDANCE_MAX,
+            classifier_free_guidance = _slider(
+                "classifier_free_guidance",
                 value=defaults.classifier_free_guidance,
-                step=1,
-                label="Guidance",
-                info="How closely to follow the prompt (classifier-free guidance). Default 3.",
                 elem_id="guidance",
                 min_width=220,
             )
@@ -223,9 +224,9 @@ def build_form() -> Form:
                 min_width=160,
             )
             seed = gr.Number(
-                value=None,
-                label="Seed",
-                info="A whole number; the same seed and settings give the same music.",
+                value=defaults.seed,
+                label=BY_NAME["seed"].page_label,
+                info=BY_NAME["seed"].page_info,
                 precision=0,
                 interactive=False,
                 elem_id="seed",
@@ -234,25 +235,25 @@ def build_form() -> Form:
             dice = gr.Button("⚄ Roll a seed", size="sm", elem_id="dice", min_width=120)
         with gr.Row():
             normalization_strategy = gr.Dropdown(
-                [(f"{s}: {NORMALIZATION_HELP[s]}", s) for s in NORMALIZATION_STRATEGIES],
+                _choices("normalization_strategy", NORMALIZATION_HELP),
                 value=defaults.normalization_strategy,
-                label="Normalization",
-                info="How the result's level is set.",
+                label=BY_NAME["normalization_strategy"].page_label,
+                info=BY_NAME["normalization_strategy"].page_info,
                 elem_id="normalization",
                 min_width=220,
             )
             output_format = gr.Radio(
-                list(OUTPUT_FORMATS),
+                _choices("output_format"),
                 value=defaults.output_format,
-                label="Output format",
-                info="wav: lossless, larger. mp3: smaller.",
+                label=BY_NAME["output_format"].page_label,
+                info=BY_NAME["output_format"].page_info,
                 elem_id="output-format",
                 min_width=160,
             )
         mbd = form_rules.mbd_state(defaults.model_version)
         multi_band_diffusion = gr.Checkbox(
-            value=False,
-            label="Multi-band diffusion",
+            value=defaults.multi_band_diffusion,
+            label=BY_NAME["multi_band_diffusion"].page_label,
             info=mbd.info,
             interactive=mbd.interactive,
             elem_id="multi-band-diffusion",
