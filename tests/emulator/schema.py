@@ -1,4 +1,10 @@
-"""meta/musicgen's input schema (cog-musicgen 647e795) and Replicate's 422 checks against it."""
+"""meta/musicgen's input schema and Replicate's 422 checks against it.
+
+The schema is the one the studio's request model produces (`replicate_input_schema`): the
+model's own types, defaults, choices and bounds, as cog publishes them (cog-musicgen 647e795),
+and not the studio's stricter limits: the emulator plays Replicate, which accepts what the
+model accepts.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-MODEL_VERSIONS = ["stereo-melody-large", "stereo-large", "melody-large", "large"]
-NORMALIZATION_STRATEGIES = ["loudness", "clip", "peak", "rms"]
-OUTPUT_FORMATS = ["wav", "mp3"]
+from services.musicgen import replicate_input_schema
 
-# The `Input` schema as cog publishes it: types, defaults, choices and bounds.
-INPUT_SCHEMA: dict[str, dict[str, Any]] = {
-    "model_version": {"type": "string", "enum": MODEL_VERSIONS, "default": "stereo-melody-large"},
-    "prompt": {"type": "string"},
-    "input_audio": {"type": "string", "format": "uri"},
-    "duration": {"type": "integer", "default": 8},
-    "continuation": {"type": "boolean", "default": False},
-    "continuation_start": {"type": "integer", "minimum": 0, "default": 0},
-    "continuation_end": {"type": "integer", "minimum": 0},
-    "multi_band_diffusion": {"type": "boolean", "default": False},
-    "normalization_strategy": {
-        "type": "string",
-        "enum": NORMALIZATION_STRATEGIES,
-        "default": "loudness",
-    },
-    "top_k": {"type": "integer", "default": 250},
-    "top_p": {"type": "number", "default": 0.0},
-    "temperature": {"type": "number", "default": 1.0},
-    "classifier_free_guidance": {"type": "integer", "default": 3},
-    "output_format": {"type": "string", "enum": OUTPUT_FORMATS, "default": "wav"},
-    "seed": {"type": "integer"},
-}
+# The `Input` schema's properties: name -> type, default, enum, bounds, format.
+INPUT_SCHEMA: dict[str, dict[str, Any]] = replicate_input_schema()["properties"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +98,16 @@ def validate_input(payload: Any) -> list[InvalidField]:
                     "number_gte", field, f"Must be greater than or equal to {spec['minimum']}"
                 )
             )
+        if "exclusiveMinimum" in spec and value <= spec["exclusiveMinimum"]:
+            problems.append(
+                InvalidField("number_gt", field, f"Must be greater than {spec['exclusiveMinimum']}")
+            )
+        if "maximum" in spec and value > spec["maximum"]:
+            problems.append(
+                InvalidField(
+                    "number_lte", field, f"Must be less than or equal to {spec['maximum']}"
+                )
+            )
         if spec.get("format") == "uri" and not _is_uri(value):
             problems.append(InvalidField("format", field, "Does not match format 'uri'"))
     return problems
@@ -123,9 +117,7 @@ def with_defaults(payload: dict[str, Any]) -> dict[str, Any]:
     """The arguments the model's predict() receives: given values over the schema defaults."""
     merged: dict[str, Any] = {name: spec.get("default") for name, spec in INPUT_SCHEMA.items()}
     merged.update(payload)
-    for name in ("duration", "continuation_start", "continuation_end", "top_k", "seed"):
-        if isinstance(merged.get(name), float):
+    for name, spec in INPUT_SCHEMA.items():
+        if spec["type"] == "integer" and isinstance(merged.get(name), float):
             merged[name] = int(merged[name])
-    if isinstance(merged.get("classifier_free_guidance"), float):
-        merged["classifier_free_guidance"] = int(merged["classifier_free_guidance"])
     return merged
