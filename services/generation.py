@@ -36,6 +36,7 @@ from services.library.records import INNER_KINDS
 from services.orphans import BEFORE_RECORD_S, FILE_APART, WINDOW_S, OrphanCheck, Stray
 from services.replicate_engine import ReplicateEngine, ReplicateModel
 from services.request import GenerationRequest
+from services.run_signals import RunEnd, RunSignals, RunWatch
 from services.settings import Settings
 from services.validation import check_request, limit_errors, parse_request, warnings
 
@@ -62,6 +63,51 @@ NO_LOCAL_TO_RESUME = (
 _REPLICATE_MODEL = ReplicateModel()
 
 
+class _Canceled:
+    """A cancel was requested while the engine's follow was waiting."""
+
+
+async def _next_unless(
+    updates: AsyncIterator[RunUpdate], cancel: asyncio.Event | None
+) -> RunUpdate | _Canceled | None:
+    """The engine's next update (None at its end), or _Canceled as soon as `cancel` is set.
+
+    The engine's step is interrupted then (a follower asleep until its next poll wakes at
+    once); when this call itself is cancelled, so is the step.
+    """
+    if cancel is None:
+        return await anext(updates, None)
+    if cancel.is_set():
+        return _Canceled()
+
+    async def step() -> RunUpdate | None:
+        return await anext(updates, None)
+
+    stepping = asyncio.ensure_future(step())
+    waiting = asyncio.ensure_future(cancel.wait())
+    try:
+        await asyncio.wait({stepping, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        if not stepping.done():
+            stepping.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StudioError):
+                await stepping
+    if stepping.cancelled() or not stepping.done():
+        return _Canceled()
+    return stepping.result()
+
+
+def _end(run_id: str, update: RunUpdate, engine: str) -> RunEnd:
+    return RunEnd(
+        run_id=run_id,
+        status=update.status,
+        error=update.error,
+        prediction_id=update.prediction_id,
+        engine=engine,
+    )
+
+
 class GenerationService:
     """Runs generations for any number of visitors at once; holds no per-visitor state."""
 
@@ -80,6 +126,8 @@ class GenerationService:
         self._orphan_check = orphan_check or OrphanCheck()
         # Orphan sweeps started after unclear creates (held so they are not collected).
         self._sweeps: set[asyncio.Task[list[str]]] = set()
+        # The runs this process follows: their cancel requests and their ends.
+        self._signals = RunSignals()
 
     @property
     def engines(self) -> Engines:
@@ -169,6 +217,7 @@ class GenerationService:
         record = self._library.create_pending(
             owner, stored, parent_id=parent_run_id, engine=eng.name, kind=kind
         )
+        watch = self._signals.watch(record.id, owner)
         run: EngineRun | None = None
 
         def stage(status: str, **kw: Any) -> RunUpdate:
@@ -188,24 +237,60 @@ class GenerationService:
                 if run.state.get("unclear_create"):
                     self._sweep_later(token, record)
                 self._note_started(record.id, run)
-                async for update in self._follow_and_file(eng, record.id, run, started, workdir):
+                follow = self._follow_and_file(eng, record.id, run, started, workdir, watch)
+                async for update in follow:
                     finished = update.finished or update.status == "lost"
                     yield update
         except (asyncio.CancelledError, GeneratorExit):
             # A cancelled task, or a consumer that closed the generator mid-run (Gradio may
             # do either): the run must not go on unseen, costing money or a device.
             if not finished:
-                await self._cancel_run(eng, record.id, run)
+                await self._stop(eng, record.id, run, watch)
             raise
         except StudioError as err:
             if isinstance(err, CreateUnclear):
                 self._sweep_later(token, record)
             with contextlib.suppress(RunNotFound):  # deleted from the history meanwhile
                 self._library.update(record.id, status="failed", error=str(err))
-            yield stage("failed", prediction_id=run.id if run else None, error=str(err))
+            failed = stage("failed", prediction_id=run.id if run else None, error=str(err))
+            self._signals.ended(_end(record.id, failed, eng.name))
+            yield failed
         finally:
+            self._signals.drop(record.id)  # no-op once its end is filed
             with contextlib.suppress(Exception):
                 await eng.aclose()
+
+    # -- cancel ---------------------------------------------------------------------------
+
+    def cancel(self, run_id: str, owner: str | None) -> bool:
+        """Cancel `owner`'s run `run_id` now: its follower wakes at once, cancels it on its
+        engine and files it. False when this process follows no such run (it has ended, or an
+        earlier process started it); Gradio's own cancel of the page's event still reaches it.
+        """
+        return self._signals.request_cancel(run_id, owner)
+
+    def watch_entry(self, entry_id: str, owner: str | None) -> None:
+        """A composition's entry (a loop) made of runs of this service: `cancel` and `wait_end`
+        reach it too, `link_part` ties its runs to it and `entry_ended` files its end."""
+        self._signals.watch(entry_id, owner)
+
+    def link_part(self, entry_id: str, run_id: str) -> None:
+        """Run `run_id` is made for entry `entry_id`: a cancel of the entry cancels it too."""
+        self._signals.link(entry_id, run_id)
+
+    def entry_ended(self, entry_id: str, status: str, error: str | None = None) -> None:
+        """A composition's entry is filed in its final state (see `watch_entry`)."""
+        self._signals.ended(RunEnd(run_id=entry_id, status=status, error=error))
+
+    def entry_dropped(self, entry_id: str) -> None:
+        """A composition's entry is no longer followed here (no-op once it ended)."""
+        self._signals.drop(entry_id)
+
+    async def wait_end(self, run_id: str, owner: str | None) -> RunEnd | None:
+        """How `owner`'s run `run_id` ended, as soon as it is filed (no database reads); None
+        when this process does not follow it or it is left in flight. Bound it with a timeout.
+        """
+        return await self._signals.wait_end(run_id, owner)
 
     # -- cost -----------------------------------------------------------------------------
 
@@ -274,11 +359,25 @@ class GenerationService:
         scratch.mkdir(parents=True, exist_ok=True)
         return scratch
 
-    async def _cancel_run(self, engine: Engine, run_id: str, run: EngineRun | None) -> None:
-        """Cancel the run (if it was started) and record it as canceled.
+    async def _stop(
+        self, engine: Engine, run_id: str, run: EngineRun | None, watch: RunWatch
+    ) -> RunUpdate | None:
+        """The one cancel of a run, however it was asked for (the signal, a cancelled or closed
+        consumer): a task of the service's, so that it completes even when its caller is
+        cancelled meanwhile."""
+        if watch.stopping is None:
+            cancel = self._cancel_run(engine, run_id, run)
+            watch.stopping = asyncio.get_running_loop().create_task(cancel)
+        stopped: RunUpdate | None = await asyncio.shield(watch.stopping)
+        return stopped
 
-        A run that had already succeeded is left in flight instead, so that resume files
-        its audio: a cancel that came too late must not throw the music away.
+    async def _cancel_run(
+        self, engine: Engine, run_id: str, run: EngineRun | None
+    ) -> RunUpdate | None:
+        """Cancel the run (if it was started), record it as canceled; the terminal update.
+
+        A run that had already succeeded is left in flight instead (None), so that its audio
+        is filed: a cancel that came too late must not throw the music away.
         """
         error = "Canceled by you."
         if run is not None:
@@ -287,21 +386,50 @@ class GenerationService:
                     asyncio.shield(engine.cancel(run)), CANCEL_TIMEOUT_S
                 )
                 if status == "succeeded":
-                    return
+                    return None
             except (StudioError, TimeoutError) as err:
                 error = f"Canceled here, but {engine.label} did not confirm the cancel: {err}"
         with contextlib.suppress(RunNotFound):
             self._library.update(run_id, status="canceled", error=error)
+        update = RunUpdate(
+            "canceled", run_id=run_id, prediction_id=run.id if run else None, error=error
+        )
+        self._signals.ended(_end(run_id, update, engine.name))
+        return update
 
     async def _follow_and_file(
-        self, engine: Engine, run_id: str, run: EngineRun, started: float, workdir: Path
+        self,
+        engine: Engine,
+        run_id: str,
+        run: EngineRun,
+        started: float,
+        workdir: Path,
+        watch: RunWatch | None = None,
     ) -> AsyncIterator[RunUpdate]:
-        """Follow the run, mirror its changes into the library, then file its audio."""
+        """Follow the run, mirror its changes into the library, then file its audio.
+
+        A cancel requested on `watch` interrupts the engine's follow at once (its wait for the
+        next poll or event included), cancels the run and files it.
+        """
         logs: list[str] = []
         final: RunUpdate | None = None
         written: tuple[Any, ...] | None = None
         written_at = 0.0
-        async for update in engine.follow(run, started=started, workdir=workdir):
+        updates = engine.follow(run, started=started, workdir=workdir)
+        while True:
+            update = await _next_unless(updates, watch.cancel if watch is not None else None)
+            if update is None:
+                break
+            if isinstance(update, _Canceled):
+                assert watch is not None
+                stopped = await self._stop(engine, run_id, run, watch)
+                if stopped is not None:
+                    yield stopped
+                    return
+                # The cancel came after the run had succeeded: file its audio after all.
+                async for late in self._follow_and_file(engine, run_id, run, started, workdir):
+                    yield late
+                return
             logs.extend(update.new_logs)
             ended = update.finished or update.status == "lost"
             facts = (update.status, update.seed, update.prediction.get("started_at"))
@@ -317,7 +445,9 @@ class GenerationService:
             yield replace(update, run_id=run_id)
         if final is None:  # the engine ended without a verdict
             final = RunUpdate("failed", prediction_id=run.id, error="Lost track of the run.")
-        yield await self._finish(run_id, replace(final, run_id=run_id))
+        filed = await self._finish(run_id, replace(final, run_id=run_id))
+        self._signals.ended(_end(run_id, filed, engine.name))
+        yield filed
 
     def _record_progress(self, run_id: str, update: RunUpdate, logs: list[str]) -> None:
         changes: dict[str, Any] = {"logs_tail": "\n".join(logs)[-LOGS_TAIL_CHARS:]}
@@ -469,11 +599,25 @@ class GenerationService:
             with contextlib.suppress(StudioError):
                 await engine.cancel(run)
         self._library.update(record.id, prediction_id=run.id, checkpoint=run.checkpoint)
-        with tempfile.TemporaryDirectory(dir=self._scratch_dir()) as tmp:
-            workdir = Path(tmp)
-            async for _ in self._follow_and_file(engine, record.id, run, time.monotonic(), workdir):
-                pass
+        await self._follow_here(engine, record, run)
         return record.id
+
+    async def _follow_here(
+        self, engine: Engine, record: RunRecord, run: EngineRun, workdir: Path | None = None
+    ) -> None:
+        """Follow a run that no visitor's click is consuming (resumed, adopted) and file it;
+        its owner may still cancel it (see `cancel`)."""
+        watch = self._signals.watch(record.id, record.owner)
+        try:
+            with tempfile.TemporaryDirectory(dir=self._scratch_dir()) as tmp:
+                folder = workdir or Path(tmp)
+                follow = self._follow_and_file(
+                    engine, record.id, run, time.monotonic(), folder, watch
+                )
+                async for _ in follow:
+                    pass
+        finally:
+            self._signals.drop(record.id)
 
     def _sweep_later(self, token: str | None, record: RunRecord) -> None:
         """After an unclear create: look for a stray run of this click once it has landed."""
@@ -519,8 +663,7 @@ class GenerationService:
                 self._library.update(record.id, status="failed", error=NEVER_STARTED[engine.name])
                 return
             self._note_started(record.id, run)
-            async for _ in self._follow_and_file(engine, record.id, run, time.monotonic(), workdir):
-                pass
+            await self._follow_here(engine, record, run, workdir)
 
     async def import_account(self, *, token: str | None, owner: str | None) -> ImportReport:
         """Add the account's earlier meta/musicgen runs that the library does not have yet."""

@@ -8,7 +8,7 @@ outputs after about an hour) and checked to be the audio that was asked for.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -130,6 +130,9 @@ class ReplicateEngine(ReplicateModel):
 
     async def cancel(self, run: EngineRun) -> str:
         answer = await self._client.predictions.cancel(run.id)
+        if isinstance(run.state, MutableMapping) and answer.get("id") == run.id:
+            # The newest view of the run: a follow after a late cancel starts from its end.
+            run.state["prediction"] = answer
         return str(answer.get("status") or "canceled")
 
     async def resume(self, record: RunRecord, *, workdir: Path) -> EngineRun | None:

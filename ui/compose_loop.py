@@ -264,7 +264,10 @@ class LoopHandlers:
             **done,
         }
 
-    def cancel_pressed(self) -> Updates:
+    async def cancel_pressed(self, run_id: str | None, owner_value: Any) -> Updates:
+        """Cancel the loop's take now; Gradio then also cancels the event."""
+        if run_id:
+            self.studio.service.cancel(run_id, self.studio.owner(owner_value))
         return {
             self.view.status: status_html("canceling"),
             self.view.cancel: gr.update(interactive=False),
@@ -274,11 +277,12 @@ class LoopHandlers:
         """Cancel was pressed: wait until the loop entry is recorded as ended, then say so."""
         v = self.view
         owner = self.studio.owner(owner_value)
-        record = await settled(self.studio.library, run_id, owner)
-        status = record.status if record is not None and record.finished else "canceled"
-        error = record.error if record is not None else "Canceled by you."
+        end = await settled(self.studio.service, self.studio.library, run_id, owner)
         return {
-            v.status: status_html(status, error=error),
+            v.status: status_html(
+                end.status if end is not None else "canceled",
+                error=end.error if end is not None else "Canceled by you.",
+            ),
             v.current: None,
             **self._buttons(running=False),
         }
@@ -356,7 +360,7 @@ def wire_loop(
     )
     view.cancel.click(
         handlers.cancel_pressed,
-        None,
+        [view.current, owner],
         [view.status, view.cancel],
         cancels=[making],
         queue=False,

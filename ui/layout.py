@@ -199,7 +199,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
         # returned, so that handler is instant; waiting for the run to settle comes after.
         controls.cancel.click(
             runs.cancel_pressed,
-            None,
+            [view.current_run, owner],
             [view.status, controls.cancel],
             cancels=[generation],
             queue=False,

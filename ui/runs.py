@@ -12,7 +12,9 @@ import gradio as gr
 from services.engine import LOCAL
 from services.errors import RequestInvalid, StudioError
 from services.events import Progress, RunUpdate
-from services.library import Library, RunRecord
+from services.generation import GenerationService
+from services.library import Library
+from services.run_signals import RunEnd
 from ui.context import Studio
 from ui.engine_picker import model_for
 from ui.form_rules import FormValues, request_values
@@ -28,7 +30,6 @@ from ui.run_panel import Controls, RunView
 
 LOG_LINES_SHOWN = 400
 SETTLE_TIMEOUT_S = 15.0
-SETTLE_POLL_S = 0.1
 
 Updates = dict[gr.components.Component, Any]
 
@@ -55,18 +56,33 @@ def _progress(progress: Progress | None, *, complete: bool = False) -> str:
     return progress_html(done, progress.total)
 
 
-async def settled(library: Library, run_id: str | None, owner: str | None) -> RunRecord | None:
-    """The entry once it is recorded as ended (after a cancel), or as it is after a while."""
-    record = None
-    if run_id:
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + SETTLE_TIMEOUT_S
-        while loop.time() < give_up:
-            record = library.get(run_id, owner)
-            if record is None or record.finished:
-                break
-            await asyncio.sleep(SETTLE_POLL_S)
-    return record
+async def settled(
+    service: GenerationService, library: Library, run_id: str | None, owner: str | None
+) -> RunEnd | None:
+    """How the run ended once it is filed (after a cancel), awaited from its follower.
+
+    Only a run this process does not follow (it ended long ago, or never ran here) is looked
+    up in the library, once; one still unfiled after SETTLE_TIMEOUT_S is reported canceled.
+    """
+    if not run_id:
+        return None
+    try:
+        async with asyncio.timeout(SETTLE_TIMEOUT_S):
+            end = await service.wait_end(run_id, owner)
+    except TimeoutError:
+        return RunEnd(run_id, "canceled", "Canceled by you.")
+    if end is not None:
+        return end
+    record = library.get(run_id, owner)
+    if record is None:
+        return None
+    return RunEnd(
+        record.id,
+        record.status if record.finished else "canceled",
+        record.error,
+        record.prediction_id,
+        record.engine,
+    )
 
 
 class RunHandlers:
@@ -248,8 +264,11 @@ class RunHandlers:
         finally:
             self._resuming.discard(key)
 
-    def cancel_pressed(self) -> Updates:
-        """Instant feedback; Gradio sends the cancel itself once this handler has returned."""
+    async def cancel_pressed(self, run_id: str | None, owner_value: Any) -> Updates:
+        """Cancel the run now and give instant feedback; Gradio then also cancels the event
+        (which stops a click still waiting in the queue, before its run exists)."""
+        if run_id:
+            self.studio.service.cancel(run_id, self.studio.owner(owner_value))
         return {
             self.view.status: status_html("canceling"),
             self.controls.cancel: gr.update(interactive=False),
@@ -259,16 +278,14 @@ class RunHandlers:
         """Cancel was pressed: wait until the run is recorded as ended, then say so."""
         v = self.view
         owner = self.studio.owner(owner_value)
-        record = await settled(self.studio.library, run_id, owner)
-        status = record.status if record is not None and record.finished else "canceled"
-        error = record.error if record is not None else "Canceled by you."
+        end = await settled(self.studio.service, self.studio.library, run_id, owner)
         return {
             v.status: status_html(
-                status,
+                end.status if end is not None else "canceled",
                 prediction_id=(
-                    record.prediction_id if record is not None and record.engine != LOCAL else None
+                    end.prediction_id if end is not None and end.engine != LOCAL else None
                 ),
-                error=error,
+                error=end.error if end is not None else "Canceled by you.",
             ),
             v.current_run: None,
             **self._buttons(running=False),

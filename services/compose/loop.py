@@ -343,72 +343,78 @@ class LoopMaker:
         warming.add_done_callback(lambda f: f.cancelled() or f.exception())
         compose: dict[str, Any] = {"bpm": spec.bpm, "bars": spec.bars, "source_run": None}
         loop = self._library.create_pending(owner, take.to_dict(), kind="loop", compose=compose)
-        updates = self._service.generate(
-            take,
-            token=token,
-            owner=owner,
-            engine=engine,
-            parent_run_id=loop.id,
-            kind="loop-source",
-            quota_pool=quota_pool,
-        )
-        last: RunUpdate | None = None
-        status = "pending"
+        self._service.watch_entry(loop.id, owner)
         try:
-            async for update in updates:
-                if last is None and update.run_id:
-                    compose["source_run"] = update.run_id
-                    self._library.update(loop.id, compose=compose)
-                last = update
-                if update.finished or update.status == "lost":
-                    continue
-                if update.status in ("starting", "processing") and update.status != status:
-                    status = update.status
-                    self._library.update(loop.id, status=status)
-                yield replace(update, run_id=loop.id, audio_path=None)
-        except (asyncio.CancelledError, GeneratorExit):
-            with contextlib.suppress(BaseException):
-                await updates.aclose()  # the service then cancels the take if it still runs
-            self._settle(loop.id, "canceled", _CANCELED)
-            raise
-        except StudioError:
-            if last is None:  # refused before anything was stored or sent
-                self._library.delete(loop.id, owner)
-            else:
-                self._settle(loop.id, "failed", "The loop's take failed.")
-            raise
-        if last is None or not last.finished or last.status != "succeeded":
-            final = last or RunUpdate("failed", error="The take ended without news.")
-            status = (
-                final.status
-                if final.status in ("failed", "canceled", "aborted", "lost")
-                else "failed"
+            updates = self._service.generate(
+                take,
+                token=token,
+                owner=owner,
+                engine=engine,
+                parent_run_id=loop.id,
+                kind="loop-source",
+                quota_pool=quota_pool,
             )
-            error = final.error or "The loop's take did not succeed."
-            self._settle(loop.id, status, error)
-            yield replace(
-                final,
-                status=status,
-                error=error,
-                run_id=loop.id,
-                audio_path=None,
-                elapsed=time.monotonic() - started,
-            )
-            return
-        try:
-            yield RunUpdate(
-                "processing",
-                prediction_id=last.prediction_id,
-                seed=last.seed,
-                run_id=loop.id,
-                elapsed=time.monotonic() - started,
-                new_logs=(f"Cutting {spec.bars} bar(s) at {spec.bpm:g} BPM from the take…",),
-            )
-            final = await self._finish(loop.id, last, spec, started)
-        except (asyncio.CancelledError, GeneratorExit):
-            self._settle(loop.id, "canceled", _CANCELED)
-            raise
-        yield final
+            last: RunUpdate | None = None
+            status = "pending"
+            try:
+                async for update in updates:
+                    if last is None and update.run_id:
+                        self._service.link_part(loop.id, update.run_id)
+                        compose["source_run"] = update.run_id
+                        self._library.update(loop.id, compose=compose)
+                    last = update
+                    if update.finished or update.status == "lost":
+                        continue
+                    if update.status in ("starting", "processing") and update.status != status:
+                        status = update.status
+                        self._library.update(loop.id, status=status)
+                    yield replace(update, run_id=loop.id, audio_path=None)
+            except (asyncio.CancelledError, GeneratorExit):
+                with contextlib.suppress(BaseException):
+                    await updates.aclose()  # the service then cancels the take if it still runs
+                self._settle(loop.id, "canceled", _CANCELED)
+                raise
+            except StudioError:
+                if last is None:  # refused before anything was stored or sent
+                    self._library.delete(loop.id, owner)
+                else:
+                    self._settle(loop.id, "failed", "The loop's take failed.")
+                raise
+            if last is None or not last.finished or last.status != "succeeded":
+                final = last or RunUpdate("failed", error="The take ended without news.")
+                status = (
+                    final.status
+                    if final.status in ("failed", "canceled", "aborted", "lost")
+                    else "failed"
+                )
+                error = final.error or "The loop's take did not succeed."
+                self._settle(loop.id, status, error)
+                yield replace(
+                    final,
+                    status=status,
+                    error=error,
+                    run_id=loop.id,
+                    audio_path=None,
+                    elapsed=time.monotonic() - started,
+                )
+                return
+            try:
+                yield RunUpdate(
+                    "processing",
+                    prediction_id=last.prediction_id,
+                    seed=last.seed,
+                    run_id=loop.id,
+                    elapsed=time.monotonic() - started,
+                    new_logs=(f"Cutting {spec.bars} bar(s) at {spec.bpm:g} BPM from the take…",),
+                )
+                final = await self._finish(loop.id, last, spec, started)
+            except (asyncio.CancelledError, GeneratorExit):
+                self._settle(loop.id, "canceled", _CANCELED)
+                raise
+            self._service.entry_ended(loop.id, final.status, final.error)
+            yield final
+        finally:
+            self._service.entry_dropped(loop.id)
 
     async def _finish(
         self, loop_id: str, take: RunUpdate, spec: LoopSpec, started: float
@@ -490,6 +496,7 @@ class LoopMaker:
     def _settle(self, loop_id: str, status: str, error: str) -> None:
         with contextlib.suppress(RunNotFound):
             self._library.update(loop_id, status=status, error=error)
+        self._service.entry_ended(loop_id, status, error)
 
     def settle_left_over(self) -> list[str]:
         """Loops an earlier process left unfinished: cut those whose take is filed, record
