@@ -44,6 +44,7 @@ class HistoryView:
     state: gr.State  # the page shown: {"page", "pages", "total", "search", "cards"}
     pending_delete: gr.State
     timer: gr.Timer  # ticks only while a run on the page is in flight (e.g. being resumed)
+    seen: gr.State  # the library's revision when a tick last listed the page
 
 
 IMPORT_OFF = (
@@ -108,6 +109,7 @@ def build_history_view(*, can_import: bool) -> HistoryView:
         state=gr.State(None),
         pending_delete=gr.State(None),
         timer=gr.Timer(IN_FLIGHT_REFRESH_S, active=False),
+        seen=gr.State(None),
     )
 
 
@@ -183,6 +185,25 @@ class HistoryHandlers:
         self, owner_value: Any, search: str | None, fav: bool, state: dict | None
     ) -> tuple[Any, ...]:
         return self.show(owner_value, search, fav, (state or {}).get("page", 1))
+
+    def tick(
+        self,
+        owner_value: Any,
+        search: str | None,
+        fav: bool,
+        state: dict | None,
+        seen: int | None,
+    ) -> tuple[Any, ...]:
+        """The timer: nothing at all unless the library changed since this visitor's last tick,
+        and the page only if its cards did (outputs: `listing_outputs()` and `view.seen`)."""
+        unchanged = (gr.skip(),) * len(self.listing_outputs())
+        revision = self.studio.library.revision()
+        if revision == seen:
+            return (*unchanged, gr.skip())
+        shown = self.same(owner_value, search, fav, state)
+        if state is not None and shown[0] == state:  # someone else's runs changed
+            return (*unchanged, revision)
+        return (*shown, revision)
 
     def newer(
         self, owner_value: Any, search: str | None, fav: bool, state: dict | None

@@ -232,7 +232,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
         )
         hv.favourites_only.input(history.first, listing_inputs, listing_outputs, **PRIVATE)
         hv.refresh.click(history.same, current, listing_outputs, **PRIVATE)
-        hv.timer.tick(history.same, current, listing_outputs, **PRIVATE)
+        hv.timer.tick(history.tick, [*current, hv.seen], [*listing_outputs, hv.seen], **PRIVATE)
         hv.previous.click(history.newer, current, listing_outputs, **PRIVATE)
         hv.next.click(history.older, current, listing_outputs, **PRIVATE)
         hv.import_runs.click(history.import_runs, [owner, token], [hv.notice], **PRIVATE).then(

@@ -31,6 +31,7 @@ import json
 import math
 import shutil
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -180,12 +181,25 @@ class Library:
         # write (~8 ms). One idle connection kept open for the library's lifetime avoids it.
         self._anchor: sqlite3.Connection | None = connect(self.db_path, check_same_thread=False)
         self._anchor.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+        self._anchor_lock = threading.Lock()  # it also answers `revision`, from any thread
 
     def close(self) -> None:
         """Release the library's idle connection (calls made afterwards still work)."""
-        anchor, self._anchor = self._anchor, None
+        with self._anchor_lock:
+            anchor, self._anchor = self._anchor, None
         if anchor is not None:
             anchor.close()
+
+    def revision(self) -> int:
+        """A number that differs from the one returned before whenever the library was written
+        in between, by this process or another: a check far cheaper than a listing, for pages
+        that refresh only on a change. (SQLite's `data_version` on the idle connection, which
+        never writes itself; once closed, every call answers as if something changed.)"""
+        with self._anchor_lock:
+            if self._anchor is None:
+                return time.monotonic_ns()
+            row = self._anchor.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
 
     def __enter__(self) -> Library:
         return self
