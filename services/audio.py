@@ -106,7 +106,8 @@ def _ffprobe(path: Path) -> dict[str, Any]:
         raise _Unreadable("reading it took far too long; it may be damaged.") from None
     if done.returncode != 0:
         raise _Unreadable(f"it isn't in an audio format we know ({_KNOWN}), or it is damaged.")
-    return json.loads(done.stdout or b"{}")
+    parsed: dict[str, Any] = json.loads(done.stdout or b"{}")
+    return parsed
 
 
 def _decoded_seconds(

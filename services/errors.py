@@ -6,6 +6,7 @@ None of them ever holds an API token: the client redacts headers before building
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class StudioError(Exception):
@@ -49,7 +50,7 @@ class ApiError(StudioError):
         *,
         status: int | None = None,
         title: str | None = None,
-        invalid_fields: list[dict] | None = None,
+        invalid_fields: list[dict[str, Any]] | None = None,
         retry_after: float | None = None,
     ):
         if status is not None:

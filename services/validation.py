@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from services.audio import CLIP_MAX_SECONDS, MAX_UPLOAD_BYTES, too_large_message, too_long_message
+from services.audio import CLIP_MAX_SECONDS, too_large_message, too_long_message
 from services.errors import FieldError, RequestInvalid
 from services.musicgen import (
     COHERENT_MAX_SECONDS,
@@ -34,6 +34,7 @@ from services.musicgen import (
     InputField,
     Limit,
 )
+from services.replicate.files import MAX_UPLOAD_BYTES
 
 __all__ = [
     "CHOICES",

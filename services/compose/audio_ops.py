@@ -56,7 +56,7 @@ def matched(segment: AudioSegment, like: AudioSegment) -> AudioSegment:
 
 
 def seconds(segment: AudioSegment) -> float:
-    return segment.frame_count() / segment.frame_rate
+    return float(segment.frame_count()) / float(segment.frame_rate)
 
 
 def frames(segment: AudioSegment, start: float, end: float | None = None) -> AudioSegment:

@@ -124,7 +124,9 @@ def _audio_format(url: str, request: Mapping[str, Any]) -> str:
     return str(request.get("output_format") or "wav")
 
 
-async def _add(library: Library, owner: str | None, request: dict, **fields: Any) -> RunRecord:
+async def _add(
+    library: Library, owner: str | None, request: dict[str, Any], **fields: Any
+) -> RunRecord:
     return await asyncio.to_thread(library.add_run, owner, request, source="import", **fields)
 
 

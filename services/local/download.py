@@ -37,7 +37,7 @@ def progress_class(checkpoint: str, log: Callable[[str], None]) -> type[Any]:
 
     last = {"at": 0.0}
 
-    class Reporter(tqdm):
+    class Reporter(tqdm):  # type: ignore[misc]  # tqdm ships no types
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.pop("name", None)
             kwargs["file"] = io.StringIO()  # nothing on the server's terminal
@@ -45,7 +45,7 @@ def progress_class(checkpoint: str, log: Callable[[str], None]) -> type[Any]:
             super().__init__(*args, **kwargs)
 
         def update(self, n: float | None = 1) -> bool | None:
-            shown = super().update(n)
+            shown: bool | None = super().update(n)
             if self.unit == "B" and self.total:
                 now = time.monotonic()
                 done = self.n >= self.total

@@ -447,7 +447,7 @@ def _is_melody(checkpoint: str) -> bool:
     config = Path(checkpoint).expanduser() / "config.json"
     if config.is_file():
         try:
-            return json.loads(config.read_text()).get("model_type") == MELODY_TYPE
+            return bool(json.loads(config.read_text()).get("model_type") == MELODY_TYPE)
         except (OSError, ValueError):
             return False
     return "melody" in checkpoint.rsplit("/", 1)[-1]

@@ -45,7 +45,8 @@ def normalize(samples: np.ndarray, strategy: str, sampling_rate: int) -> np.ndar
         return samples
     if strategy == "clip":
         limit = _db(-PEAK_HEADROOM_DB)
-        return np.clip(samples, -limit, limit)
+        clipped: np.ndarray = np.clip(samples, -limit, limit)
+        return clipped
     if strategy == "peak":
         peak = float(np.abs(samples).max())
         return samples * (_db(-PEAK_HEADROOM_DB) / peak) if peak > 0 else samples

@@ -51,7 +51,7 @@ class SynthResult:
 
     @property
     def seconds(self) -> float:
-        return self.samples.shape[-1] / self.sampling_rate
+        return float(self.samples.shape[-1]) / float(self.sampling_rate)
 
 
 def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:

@@ -329,8 +329,9 @@ def _stream_error_message(event: ServerSentEvent) -> str:
         return event.data.strip() or "The run failed."
     if isinstance(data, dict):
         for key in ("detail", "error", "message"):
-            if isinstance(data.get(key), str) and data[key]:
-                return data[key]
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                return value
     return event.data.strip() or "The run failed."
 
 

@@ -45,7 +45,8 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Capped exponential delay after failed try number `attempt` (1-based), with jitter."""
-        return min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1)
+        delay = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        return float(delay * random.uniform(0.5, 1))
 
 
 # Downloads: a bad or cut-off file is fetched again a few times, a little more patiently.
