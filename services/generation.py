@@ -502,9 +502,10 @@ class GenerationService:
             seconds = info.seconds
         fmt = source.suffix.lstrip(".").lower() or request.output_format
         self._library.update(run_id, **timing)
-        # Copy and fsync off the event loop: other visitors' runs go on meanwhile.
+        # Renamed into the library (the scratch folder is beside it) and synced off the event
+        # loop: other visitors' runs go on meanwhile.
         stored = await asyncio.to_thread(
-            self._library.attach_audio, run_id, source, fmt=fmt, seconds=seconds
+            self._library.attach_audio, run_id, source, fmt=fmt, seconds=seconds, move=True
         )
         path = self._library.audio_file(stored)
         assert path is not None

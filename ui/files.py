@@ -1,11 +1,11 @@
-"""Handing library files to Gradio without exposing the data folder.
+"""Handing library files to Gradio without copying them.
 
-Gradio copies every file a handler returns into its own cache (under a random directory) and
-serves it from there. It only agrees to copy files from the working directory, the system's
-temporary directory or `allowed_paths`; and `allowed_paths` would also serve that whole
-folder to anyone who asks for a path in it. So the data folder is never made an allowed path:
-a library file outside the working and temporary directories is first copied to a private
-staging folder inside the temporary directory.
+Gradio serves a file a handler returns from its own cache (a copy under a random directory)
+unless it lies in a static path, which it serves in place. The library's audio and input
+folders are made static paths (`serve_library`): files there are played and downloaded where
+they are, never copied. Those folders hold only audio named by unguessable run ids; the data
+folder itself (the database) is never served. Files made for download (exports) go to a
+private staging folder inside the temporary directory.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+
+import gradio as gr
 
 STAGED_MAX_AGE_S = 3600.0
 
@@ -29,15 +32,31 @@ def _inside(path: Path, folder: Path) -> bool:
     return True
 
 
-class FileServer:
-    """Makes library files returnable by handlers; owns one staging folder."""
+def serve_library(folders: Sequence[Path]) -> FileServer:
+    """Have Gradio serve `folders` in place (static paths, for every app of this process) and
+    return the FileServer that hands their files to handlers."""
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    gr.set_static_paths(list(folders))
+    return FileServer(served=folders)
 
-    def __init__(self) -> None:
+
+class FileServer:
+    """Makes library files returnable by handlers; owns one staging folder.
+
+    `served`: folders Gradio serves in place (see `serve_library`); their files are returned
+    as they are.
+    """
+
+    def __init__(self, served: Sequence[Path] = ()) -> None:
         self._temp = Path(tempfile.gettempdir()).resolve()
         self._staging = self._temp / f"musicgen-studio-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._served = [Path(folder).resolve() for folder in served]
 
     def _direct(self, path: Path) -> bool:
-        return _inside(path, Path.cwd().resolve()) or _inside(path, self._temp)
+        return any(_inside(path, folder) for folder in self._served) or (
+            _inside(path, Path.cwd().resolve()) or _inside(path, self._temp)
+        )
 
     def servable(self, path: Path | str | None) -> str | None:
         """A path Gradio will accept for `path` (the file itself, or a staged copy)."""

@@ -24,7 +24,7 @@ from ui.compose_variations import VariationsHandlers, build_variations, wire_var
 from ui.context import Studio
 from ui.cost_line import build_cost_line, wire_cost_line
 from ui.engine_picker import build_engine_picker, wire_engine_picker
-from ui.files import FileServer
+from ui.files import serve_library
 from ui.form_events import wire_form
 from ui.formats import build_format_buttons, build_library_formats
 from ui.formatting import message_html, token_banner_html
@@ -55,7 +55,8 @@ HEADER = (
 
 def build(settings: Settings, service: GenerationService, library: Library) -> gr.Blocks:
     """The whole page; launch it with `launch_options(settings)`."""
-    studio = Studio(settings=settings, service=service, library=library, files=FileServer())
+    files = serve_library(library.served_dirs)  # played in place, never copied
+    studio = Studio(settings=settings, service=service, library=library, files=files)
     with gr.Blocks(title="MusicGen Studio") as demo:
         owner = gr.BrowserState("", storage_key=OWNER_KEY, secret=OWNER_SECRET)
         clip_seconds = gr.State(None)

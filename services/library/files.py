@@ -7,6 +7,7 @@ never a partial file under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -55,6 +56,28 @@ def copy_atomic(src: Path, dest: Path) -> Path:
             shutil.copyfileobj(inp, out, 1024 * 1024)
 
     return write_atomic(dest, fill)
+
+
+def move_atomic(src: Path, dest: Path) -> Path:
+    """Move `src` to `dest` by a rename when both are on one filesystem (else an atomic copy,
+    then `src` is removed); the file and the rename are made durable either way."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(src, 0o644)
+        os.replace(src, dest)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        copy_atomic(src, dest)
+        src.unlink(missing_ok=True)
+        return dest
+    _fsync_dir(dest.parent)
+    return dest
 
 
 def remove_stale_parts(folder: Path, *, older_than: float = 3600.0) -> int:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from services.library.export import write_export
-from services.library.files import copy_atomic, remove_stale_parts
+from services.library.files import copy_atomic, move_atomic, remove_stale_parts
 from services.library.records import (
     FINISHED_STATUSES,
     IN_FLIGHT_STATUSES,
@@ -189,6 +189,12 @@ class Library:
             anchor, self._anchor = self._anchor, None
         if anchor is not None:
             anchor.close()
+
+    @property
+    def served_dirs(self) -> list[Path]:
+        """The folders whose files a page plays in place: the audio and the kept input clips
+        (files named by unguessable run ids); never the data folder itself (the database)."""
+        return [self.audio_dir, self.data_dir / INPUTS_DIR]
 
     def revision(self) -> int:
         """A number that differs from the one returned before whenever the library was written
@@ -354,10 +360,13 @@ class Library:
         seconds: float,
         completed_at: float | None = None,
         version: int | None = None,
+        move: bool = False,
     ) -> RunRecord:
         """Copy `src` into the library atomically and mark the run succeeded.
 
-        The caller keeps `src` (delete it yourself). Raises RunNotFound if the run was
+        The caller keeps `src` (delete it yourself); with `move` it is renamed into the library
+        instead (a file the caller no longer needs, e.g. a download in a scratch folder on the
+        same filesystem: no copy), durably either way. Raises RunNotFound if the run was
         deleted meanwhile; the copy is then removed again. An entry whose audio changes (a
         piece that grows) passes a new `version` each time: the file gets a new name, so no
         player or cache mistakes the new audio for the old; the old file is removed.
@@ -367,7 +376,7 @@ class Library:
         dest = self.audio_dir / f"{stem}.{fmt}"
         if self.get(run_id) is None:
             raise RunNotFound(run_id)
-        copy_atomic(Path(src), dest)
+        (move_atomic if move else copy_atomic)(Path(src), dest)
         try:
             with self._write() as conn:
                 current = self._row(conn, run_id, None)

@@ -1,0 +1,90 @@
+"""A run's audio is served from the library where it lies, through Gradio's file route, even
+when the data folder is outside the temporary directory: no staged copy, no cache copy, and
+the download in the scratch folder is renamed into the library, not copied."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client
+
+from services.library import Library
+from tests.browser_support import (
+    AppProcess,
+    app_env,
+    module_emulator,  # noqa: F401 - fixture
+    running_app,
+)
+from tests.emulator import Emulator
+from tests.support.audio_files import make_tone
+
+AUDIO = {".wav", ".mp3", ".flac", ".ogg"}
+
+
+def audio_files(folder: Path) -> list[Path]:
+    found = [Path(d) / f for d, _, names in os.walk(folder) for f in names]
+    return [path for path in found if path.suffix in AUDIO]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("serve")
+
+
+@pytest.fixture(scope="module")
+def app(module_emulator: Emulator, root: Path) -> Iterator[AppProcess]:  # noqa: F811
+    # The app's temporary directory is elsewhere: the data folder is outside it (and the cwd).
+    (root / "systmp").mkdir()
+    env = app_env(
+        module_emulator,
+        root / "data",
+        REPLICATE_API_TOKEN=module_emulator.token,
+        GRADIO_TEMP_DIR=str(root / "gradio-cache"),
+        TMPDIR=str(root / "systmp"),
+    )
+    with running_app(env, root / "app.log") as running:
+        yield running
+
+
+def test_a_runs_audio_is_served_in_place_and_never_copied(app: AppProcess, root: Path) -> None:
+    client = Client(app.url, verbose=False)
+    _audio, record = client.predict(
+        prompt="serve me in place", duration=2, output_format="wav", api_name="/generate"
+    )
+    assert record["status"] == "succeeded", record
+
+    library = Library(root / "data")
+    stored = library.audio_file(library.get(record["library_id"]))
+    assert stored is not None and stored.is_file()
+    # Through Gradio's file route, from the library itself.
+    answer = httpx.get(f"{app.url}gradio_api/file={stored}", timeout=30)
+    assert answer.status_code == 200
+    assert answer.content == stored.read_bytes()
+
+    # The only copy of the take is the library's: nothing staged or cached, no scratch left.
+    assert audio_files(root / "data") == [stored]
+    assert audio_files(root / "systmp") == []
+    assert audio_files(root / "gradio-cache") == []
+    # The database is never served.
+    refused = httpx.get(f"{app.url}gradio_api/file={library.db_path}", timeout=30)
+    assert refused.status_code in (403, 404)
+
+
+def test_a_downloaded_file_is_renamed_into_the_library_not_copied(tmp_path: Path) -> None:
+    library = Library(tmp_path)
+    record = library.create_pending(None, {"prompt": "rename me", "duration": 1})
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    source = make_tone(scratch / "out.wav", seconds=1.0)
+    inode = source.stat().st_ino
+
+    stored = library.attach_audio(record.id, source, fmt="wav", seconds=1.0, move=True)
+
+    path = library.audio_file(stored)
+    assert path is not None and path.stat().st_ino == inode  # the same file, renamed
+    assert not source.exists() and stored.status == "succeeded"
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
