@@ -216,14 +216,16 @@ def _header_seconds(probed: dict[str, Any], stream: dict[str, Any]) -> float | N
 
 
 @dataclass(frozen=True)
-class _Inspected:
+class MeasuredClip:
+    """A clip as measured once by decoding: what validation and the upload both need."""
+
     info: AudioInfo
     format_name: str  # ffprobe's raw format name
     whole_wav: bool  # a WAV whose header understates its sound: read to the end of the file
     past_limit: bool  # decoding stopped after the limit: the clip is longer than that
 
 
-def _inspect(path: Path, max_seconds: float | None = None) -> _Inspected:
+def _inspect(path: Path, max_seconds: float | None = None) -> MeasuredClip:
     """Probe and decode (all of it, or until just past `max_seconds`)."""
     try:
         size = path.stat().st_size
@@ -266,19 +268,24 @@ def _inspect(path: Path, max_seconds: float | None = None) -> _Inspected:
         format=_friendly(format_name),
         size_bytes=size,
     )
-    return _Inspected(info, format_name, whole_wav, past_limit)
+    return MeasuredClip(info, format_name, whole_wav, past_limit)
 
 
-def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> AudioInfo:
+def measure(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> MeasuredClip:
     """Measure an audio file by decoding it; AudioError if it is not audio we can read.
 
     With `max_seconds`, decoding stops just past it, so a file that is too long is found out
     quickly: its `seconds` is then above `max_seconds` but not its full length.
     """
     try:
-        return _inspect(Path(path), max_seconds).info
+        return _inspect(Path(path), max_seconds)
     except _Unreadable as why:
         raise AudioError(f"This file isn't audio we can read: {why}") from None
+
+
+def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> AudioInfo:
+    """`measure`'s facts about the sound: length, channels, rate, codec, size."""
+    return measure(path, max_seconds=max_seconds).info
 
 
 # -- input clips ---------------------------------------------------------------------------
@@ -372,6 +379,7 @@ def prepare_input_audio(
     *,
     max_bytes: int = MAX_UPLOAD_BYTES,
     max_seconds: float = CLIP_MAX_SECONDS,
+    measured: MeasuredClip | None = None,
 ) -> PreparedAudio:
     """Make a clip ready to upload: wav/mp3/flac as they are, anything else as FLAC.
 
@@ -379,17 +387,14 @@ def prepare_input_audio(
     `max_seconds` (measured by decoding, which stops just past the limit), and anything that
     isn't audio. A WAV whose header understates its sound is sent as FLAC of all of it, so
     the model gets exactly what was measured. New files (conversions, rightly named copies)
-    go into `workdir`.
+    go into `workdir`. `measured`: the clip as validation already measured it (not decoded again).
     """
     source, folder = Path(path), Path(workdir)
     try:
         _check_size(source.stat().st_size, max_bytes)
     except OSError:
         raise AudioError("This file isn't audio we can read: it could not be found.") from None
-    try:
-        inspected = _inspect(source, max_seconds)
-    except _Unreadable as why:
-        raise AudioError(f"This file isn't audio we can read: {why}") from None
+    inspected = measured or measure(source, max_seconds=max_seconds)
     if inspected.past_limit:
         raise AudioError(too_long_message(max_seconds))
     info, format_name = inspected.info, inspected.format_name

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from services.audio import MeasuredClip
 from services.errors import FieldError
 from services.events import RunUpdate
 from services.library.records import RunRecord
@@ -64,8 +65,13 @@ class EngineRules(Protocol):
 class Engine(EngineRules, Protocol):
     """What the generation service needs from an engine; both engines implement exactly this."""
 
-    async def start(self, request: GenerationRequest, *, workdir: Path) -> EngineRun:
-        """Start (or queue) a run of `request`; `workdir` is this run's scratch folder."""
+    async def start(
+        self, request: GenerationRequest, *, workdir: Path, clip: MeasuredClip | None = None
+    ) -> EngineRun:
+        """Start (or queue) a run of `request`; `workdir` is this run's scratch folder.
+
+        `clip`: the input clip as validation measured it, so that it is not decoded again.
+        """
 
     def follow(self, run: EngineRun, *, started: float, workdir: Path) -> AsyncIterator[RunUpdate]:
         """Every change of `run` until it ends; the last update is terminal.

@@ -13,11 +13,11 @@ import logging
 import tempfile
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from services.audio import CLIP_MAX_SECONDS, check_output, probe
+from services.audio import CLIP_MAX_SECONDS, MeasuredClip, check_output, measure
 from services.cost import Estimate, estimate, free_estimate, run_cost
 from services.engine import LOCAL, REPLICATE, Engine, EngineRules, EngineRun
 from services.engines import Engines
@@ -98,6 +98,18 @@ async def _next_unless(
     return stepping.result()
 
 
+@dataclass(frozen=True)
+class PreparedRun:
+    """One click's run, checked once on its way down: the request, the engine it was checked
+    for, its clip as measured by decoding (never decoded again to upload it) and the notes
+    (warnings) to show. Give it to `GenerationService.generate` as it is."""
+
+    request: GenerationRequest
+    engine: str
+    clip: MeasuredClip | None = None
+    notes: tuple[str, ...] = ()
+
+
 def _end(run_id: str, update: RunUpdate, engine: str) -> RunEnd:
     return RunEnd(
         run_id=run_id,
@@ -146,9 +158,7 @@ class GenerationService:
 
     # -- validation -----------------------------------------------------------------------
 
-    def prepare(
-        self, raw: Mapping[str, Any], engine: str | None = None
-    ) -> tuple[GenerationRequest, list[str]]:
+    def prepare(self, raw: Mapping[str, Any], engine: str | None = None) -> PreparedRun:
         """Parse and check a form's values for `engine`, including the clip's real length.
 
         Raises RequestInvalid, listing every problem, before anything is sent.
@@ -157,23 +167,31 @@ class GenerationService:
         request = parse_request(
             raw, models=rules.model_choices(), default_model=rules.default_model()
         )
-        self.check(request, engine)
-        return request, warnings(request)
+        return self.prepare_request(request, engine)
 
-    def check(self, request: GenerationRequest, engine: str | None = None) -> None:
-        """Apply the model's and the engine's rules; raises RequestInvalid with every refusal."""
+    def prepare_request(self, request: GenerationRequest, engine: str | None = None) -> PreparedRun:
+        """Check a request (one built in code, or parsed) for `engine`: see `check`."""
+        name = self._rules(engine).name
+        clip = self.check(request, engine)
+        return PreparedRun(request, name, clip, tuple(warnings(request)))
+
+    def check(self, request: GenerationRequest, engine: str | None = None) -> MeasuredClip | None:
+        """Apply the model's and the engine's rules; raises RequestInvalid with every refusal.
+
+        Returns the clip as measured (decoded once, here), for the run to use as it is.
+        """
         rules = self._rules(engine)
         # A request built in code (a composition's part) was never parsed: same limits.
         refused = limit_errors(request, rules.model_choices())
         if refused:
             raise RequestInvalid(refused)
-        seconds = None
+        clip = None
         if request.input_audio:
             try:
-                clip = Path(request.input_audio)
-                seconds = probe(clip, max_seconds=CLIP_MAX_SECONDS).seconds
+                clip = measure(Path(request.input_audio), max_seconds=CLIP_MAX_SECONDS)
             except AudioError as err:
                 raise RequestInvalid([FieldError("input_audio", str(err))]) from err
+        seconds = clip.info.seconds if clip is not None else None
 
         def engine_rules(req: GenerationRequest, skip: frozenset[str]) -> list[FieldError]:
             return [e for e in rules.check(req) if e.field not in skip]
@@ -181,12 +199,13 @@ class GenerationService:
         errors = check_request(request, seconds, engine_rules)
         if errors:
             raise RequestInvalid(errors)
+        return clip
 
     # -- one run --------------------------------------------------------------------------
 
     async def generate(
         self,
-        request: GenerationRequest,
+        run_of: GenerationRequest | PreparedRun,
         *,
         token: str | None,
         owner: str | None,
@@ -195,7 +214,10 @@ class GenerationService:
         kind: str = "take",
         quota_pool: str | None = None,
     ) -> AsyncGenerator[RunUpdate, None]:
-        """Run `request` on `engine` (None: the default) and yield an update for every change.
+        """Run a request on `engine` (None: the default) and yield an update for every change.
+
+        A PreparedRun (from `prepare`) for this engine is used as it is; a bare request is
+        checked here first.
 
         The last update is terminal. Refusals (RequestInvalid, an engine that cannot run here,
         a missing token) are raised before anything is stored or sent. `kind` and
@@ -205,7 +227,11 @@ class GenerationService:
         """
         eng = self._engines.open(engine, token)
         try:
-            await asyncio.to_thread(self.check, request, eng.name)
+            prepared = run_of
+            if not isinstance(prepared, PreparedRun) or prepared.engine != eng.name:
+                request = run_of.request if isinstance(run_of, PreparedRun) else run_of
+                prepared = await asyncio.to_thread(self.prepare_request, request, eng.name)
+            request = prepared.request
             # No await from here to create_pending: two clicks cannot both slip under a limit.
             self.guard(request, owner, eng.name, pool=quota_pool, click=kind not in INNER_KINDS)
         except BaseException:
@@ -233,7 +259,7 @@ class GenerationService:
                         self._library.keep_input, record.id, Path(request.input_audio)
                     )
                 yield stage("creating")
-                run = await eng.start(request, workdir=workdir)
+                run = await eng.start(request, workdir=workdir, clip=prepared.clip)
                 if run.state.get("unclear_create"):
                     self._sweep_later(token, record)
                 self._note_started(record.id, run)

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from services.audio import AudioInfo, check_output, prepare_input_audio
+from services.audio import AudioInfo, MeasuredClip, check_output, prepare_input_audio
 from services.cost import cancel_after_seconds
 from services.engine import REPLICATE, EngineRun
 from services.errors import FieldError, OutputExpired, StudioError
@@ -54,13 +54,15 @@ class ReplicateEngine(ReplicateModel):
         self._client = client
         self._deployment = deployment
 
-    async def start(self, request: GenerationRequest, *, workdir: Path) -> EngineRun:
+    async def start(
+        self, request: GenerationRequest, *, workdir: Path, clip: MeasuredClip | None = None
+    ) -> EngineRun:
         audio_uri = None
         if request.input_audio:
             # Converted where the model needs it (browser recordings), then sent as a data URL
             # or through the files API.
             prepared = await asyncio.to_thread(
-                prepare_input_audio, Path(request.input_audio), workdir
+                prepare_input_audio, Path(request.input_audio), workdir, measured=clip
             )
             audio_uri = await self._client.files.upload(prepared.path, prepared.content_type)
         created = await self._client.predictions.start(

@@ -41,7 +41,7 @@ def service_for(local: LocalEngine, data_dir: Path) -> tuple[GenerationService, 
 
 async def test_extend_on_this_machine(local: LocalEngine, tmp_path: Path) -> None:
     service, library = service_for(local, tmp_path)
-    prepared, _ = service.prepare({"prompt": "calm piano", "duration": 2, "seed": 3}, "local")
+    prepared = service.prepare({"prompt": "calm piano", "duration": 2, "seed": 3}, "local").request
     take = [u async for u in service.generate(prepared, token=None, owner=None, engine="local")]
     assert take[-1].status == "succeeded", take[-1].error
     original = audio_ops.samples(audio_ops.load(Path(take[-1].audio_path)))
@@ -69,7 +69,7 @@ async def test_variations_on_this_machine_queue_for_the_device(
     local: LocalEngine, tmp_path: Path
 ) -> None:
     service, library = service_for(local, tmp_path)
-    prepared, _ = service.prepare({"prompt": "calm piano", "duration": 1}, "local")
+    prepared = service.prepare({"prompt": "calm piano", "duration": 1}, "local").request
 
     updates = [
         u async for u in Variations(service, library).run(prepared, 2, token=None, owner=None)

@@ -490,7 +490,9 @@ async def test_a_run_on_this_machine_costs_nothing_and_shows_no_estimate(tmp_pat
         assert cost_html(studio, "local", "", 8) == ""
         assert "$" in cost_html(studio, "replicate", "stereo-large", 8)
 
-        request, _ = service.prepare({"prompt": "calm piano", "duration": 1, "seed": 7}, "local")
+        request = service.prepare(
+            {"prompt": "calm piano", "duration": 1, "seed": 7}, "local"
+        ).request
         updates = [u async for u in service.generate(request, token=None, owner=None)]
     finally:
         local.shutdown()

@@ -101,9 +101,9 @@ def test_each_engine_validates_its_own_models_before_anything_runs(tmp_path, loc
         service.prepare({"prompt": "x", "model_version": "facebook/musicgen-small"}, "replicate")
     assert [e.field for e in refused.value.errors] == ["model_version"]
     # Left empty, each engine's default is used.
-    request, _ = service.prepare({"prompt": "x"}, "local")
+    request = service.prepare({"prompt": "x"}, "local").request
     assert request.model_version == local.default_model()
-    request, _ = service.prepare({"prompt": "x"}, "replicate")
+    request = service.prepare({"prompt": "x"}, "replicate").request
     assert request.model_version == "stereo-melody-large"
     # Multi-band diffusion exists only on Replicate.
     with pytest.raises(RequestInvalid) as refused:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from services import audio
 from services.audio import probe
 from services.errors import RequestInvalid, StudioError
 from services.generation import GenerationService
@@ -101,6 +102,38 @@ async def test_a_large_clip_goes_through_the_files_api(emulator, tmp_path):
     assert create.json["input"]["input_audio"].startswith(emulator.base_url + "/v1/files/")
     # In continuation mode the model returns the prompt slice plus the new audio: 16 s in all.
     assert probe(Path(updates[-1].audio_path)).seconds == pytest.approx(16, abs=0.3)
+
+
+async def test_one_click_decodes_its_clip_once_and_sends_one_upload_and_one_create(
+    emulator, tmp_path, monkeypatch
+):
+    """The page's path (prepare the form's values, then generate what was prepared): the clip
+    is measured by validation and that measure is what the upload uses."""
+    clip = make_tone(tmp_path / "long.wav", 12.0, channels=2)  # above the data-URL limit
+    service = make_service(emulator, tmp_path / "data")
+    measured: list[Path] = []
+    real_measure = audio.measure
+
+    def counting_measure(path, **kw):
+        measured.append(Path(path))
+        return real_measure(path, **kw)
+
+    monkeypatch.setattr(audio, "measure", counting_measure)
+    monkeypatch.setattr("services.generation.measure", counting_measure)
+    raw = {"prompt": "continue", "duration": 16, "continuation": True, "input_audio": str(clip)}
+
+    prepared = service.prepare(raw, "replicate")
+    updates = [
+        u
+        async for u in service.generate(
+            prepared, token=emulator.token, owner=None, engine="replicate"
+        )
+    ]
+
+    assert updates[-1].status == "succeeded", updates[-1].error
+    assert measured == [clip]
+    assert emulator.count("POST", "/v1/files") == 1
+    assert emulator.count("POST", "/v1/predictions") == 1
 
 
 async def test_a_refused_request_costs_nothing(emulator, tmp_path):

@@ -79,10 +79,10 @@ class GenerateApi:
         owner = api_owner(self.studio.settings.shared)
         engine = (engine or "").strip().lower() or None
         with api_errors():
-            request, _ = await asyncio.to_thread(service.prepare, raw, engine)
+            prepared = await asyncio.to_thread(service.prepare, raw, engine)
             last = None
             async for update in service.generate(
-                request,
+                prepared,
                 token=self.studio.token(api_token),
                 owner=owner,
                 engine=engine,

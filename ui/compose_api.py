@@ -101,9 +101,9 @@ class ComposeApi:
         owner = api_owner(self.studio.settings.shared)
         last = None
         with api_errors():
-            request, _ = await asyncio.to_thread(service.prepare, raw, engine)
+            prepared = await asyncio.to_thread(service.prepare, raw, engine)
             async for update in self._variations.run(
-                request,
+                prepared.request,
                 MIN_TAKES if named.get("n") is None else named["n"],
                 token=self.studio.token(named.get("api_token")),
                 owner=owner,

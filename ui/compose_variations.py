@@ -145,7 +145,7 @@ class VariationsHandlers:
         model_for(engine, local_model, values)
         idle = {v.make: gr.update(interactive=True), v.cancel: gr.update(interactive=False)}
         try:
-            request, _ = await asyncio.to_thread(self.studio.service.prepare, values, engine)
+            prepared = await asyncio.to_thread(self.studio.service.prepare, values, engine)
         except RequestInvalid as err:
             yield {v.status: errors_html(err.errors)}
             return
@@ -161,7 +161,11 @@ class VariationsHandlers:
             layout[slot.label] = slot_label(i, None, "waiting")
             layout[slot.keep] = gr.update(value="☆ Keep")
         updates = self.variations.run(
-            request, count, token=self.studio.token(token_value), owner=owner, engine=engine
+            prepared.request,
+            count,
+            token=self.studio.token(token_value),
+            owner=owner,
+            engine=engine,
         )
         try:
             async for update in updates:

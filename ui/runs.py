@@ -143,12 +143,12 @@ class RunHandlers:
         values = request_values(FormValues(*form))
         model_for(engine, local_model, values)
         try:
-            request, notes = await asyncio.to_thread(self.studio.service.prepare, values, engine)
+            prepared = await asyncio.to_thread(self.studio.service.prepare, values, engine)
         except RequestInvalid as err:
             yield {c.errors: errors_html(err.errors), v.status: status_html("idle")}
             return
         yield {
-            c.errors: warnings_html(notes),
+            c.errors: warnings_html(list(prepared.notes)),
             v.status: status_html("validating"),
             v.progress: progress_html(None, None),
             v.preview: gr.update(value=None, visible=False),
@@ -160,7 +160,7 @@ class RunHandlers:
         last: RunUpdate | None = None
         link = engine != LOCAL  # a Replicate prediction has a page on replicate.com
         updates = self.studio.service.generate(
-            request, token=token, owner=owner, engine=engine, parent_run_id=parent_run or None
+            prepared, token=token, owner=owner, engine=engine, parent_run_id=parent_run or None
         )
         try:
             async for update in updates:

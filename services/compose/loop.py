@@ -304,7 +304,7 @@ class LoopMaker:
         if spec:
             values["prompt"] = loop_prompt(str(values.get("prompt") or ""), spec.bpm)
         try:
-            request, _ = self._service.prepare(values, engine)
+            request = self._service.prepare(values, engine).request
         except RequestInvalid as err:
             errors.extend(err.errors)
         if errors:
@@ -334,7 +334,7 @@ class LoopMaker:
         # rules, the visitor's limits (the loop is one entry of the history, like a take).
         chosen = self._service.engines.open(engine, token)
         try:
-            await asyncio.to_thread(self._service.check, take, chosen.name)
+            prepared = await asyncio.to_thread(self._service.prepare_request, take, chosen.name)
             self._service.guard(take, owner, chosen.name, pool=quota_pool)
         finally:
             await chosen.aclose()
@@ -346,7 +346,7 @@ class LoopMaker:
         self._service.watch_entry(loop.id, owner)
         try:
             updates = self._service.generate(
-                take,
+                prepared,
                 token=token,
                 owner=owner,
                 engine=engine,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.audio import check_output
+from services.audio import MeasuredClip, check_output
 from services.engine import LOCAL, Engine, EngineRun
 from services.errors import FieldError, StudioError
 from services.events import Progress, RunUpdate
@@ -165,8 +165,13 @@ class LocalEngine:
 
     # -- runs ----------------------------------------------------------------------------------
 
-    async def start(self, request: GenerationRequest, *, workdir: Path) -> EngineRun:
-        """Queue `request`; it starts as soon as the device is free."""
+    async def start(
+        self, request: GenerationRequest, *, workdir: Path, clip: MeasuredClip | None = None
+    ) -> EngineRun:
+        """Queue `request`; it starts as soon as the device is free.
+
+        The model reads the clip's samples itself (`clip`'s measure is not needed).
+        """
         errors = self.check(request)
         if errors:
             raise StudioError("\n".join(str(e) for e in errors))
