@@ -14,7 +14,7 @@ import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypedDict, cast
+from typing import Any, TypedDict, Unpack, cast
 
 import httpx
 
@@ -127,6 +127,15 @@ def cancel_after_header(seconds: float) -> str:
     return "".join(f"{n}{unit}" for n, unit in parts if n) or "0s"
 
 
+class StartOptions(TypedDict, total=False):
+    """How `Predictions.start` creates a run (its keyword arguments)."""
+
+    wait: int | None
+    cancel_after: float | None
+    webhook: str | None
+    webhook_events: tuple[str, ...]
+
+
 def _nothing_created(exc: StudioError) -> StudioError:
     """The error for a create that kept failing while the listing showed nothing made."""
     message = f"{exc} The account's listing shows that no run was started; try again later."
@@ -162,24 +171,9 @@ class Predictions:
         self.find_pages = find_pages
         self._known_ids: set[str] = set()  # runs already created or adopted here
 
-    async def create(
-        self,
-        input: dict[str, Any],
-        *,
-        wait: int | None = None,
-        cancel_after: float | None = None,
-        webhook: str | None = None,
-        webhook_events: tuple[str, ...] = ("completed",),
-    ) -> Prediction:
-        """Start a run (POST), blocking up to `wait` seconds for it to end."""
-        created = await self.start(
-            input,
-            wait=wait,
-            cancel_after=cancel_after,
-            webhook=webhook,
-            webhook_events=webhook_events,
-        )
-        return created.prediction
+    async def create(self, input: dict[str, Any], **options: Unpack[StartOptions]) -> Prediction:
+        """Start a run (POST), blocking up to `wait` seconds for it to end (see `start`)."""
+        return (await self.start(input, **options)).prediction
 
     async def start(
         self,
