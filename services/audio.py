@@ -6,7 +6,6 @@ them off the event loop. Formats are decided by decoding the content, never by f
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from services.errors import AudioError
-from services.replicate.files import DATA_URL_MAX_BYTES, MAX_UPLOAD_BYTES
+from services.replicate.files import MAX_UPLOAD_BYTES
 
 # The longest input clip sent to the model, measured by decoding (never read from a header).
 CLIP_MAX_SECONDS = 600
@@ -72,10 +71,6 @@ class PreparedAudio:
     seconds: float
     original_format: str  # "container/codec" of what the user gave, e.g. "webm/opus"
     converted: bool
-
-    @property
-    def fits_data_url(self) -> bool:
-        return self.size_bytes <= DATA_URL_MAX_BYTES
 
 
 class _Unreadable(Exception):
@@ -410,12 +405,6 @@ def prepare_input_audio(
     size = target.stat().st_size
     _check_size(size, max_bytes, converted=True)
     return PreparedAudio(target, _CONVERTED_TYPE, size, info.seconds, original, True)
-
-
-def to_data_url(path: str | os.PathLike[str], content_type: str) -> str:
-    """The file inlined as a base64 data URL (meant for files up to DATA_URL_MAX_BYTES)."""
-    encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f"data:{content_type};base64,{encoded}"
 
 
 # -- outputs -------------------------------------------------------------------------------

@@ -105,12 +105,3 @@ class SpendingLimit(StudioError):
 
 class OutputExpired(StudioError):
     """The run's output was removed by Replicate before it could be downloaded."""
-
-
-class RunFailed(StudioError):
-    """The run ended failed/canceled/aborted; `status` says which, the message is the API's."""
-
-    def __init__(self, message: str, *, status: str = "failed", prediction_id: str | None = None):
-        self.status = status
-        self.prediction_id = prediction_id
-        super().__init__(message)

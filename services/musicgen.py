@@ -262,10 +262,6 @@ class GenerationRequest(BaseModel):
         return data
 
     @property
-    def is_stereo(self) -> bool:
-        return self.model_version in STEREO_MODELS
-
-    @property
     def uses_melody(self) -> bool:
         return bool(self.input_audio) and not self.continuation
 
@@ -406,10 +402,6 @@ INPUTS: tuple[InputField, ...] = tuple(
 )
 INPUT_NAMES: tuple[str, ...] = tuple(spec.name for spec in INPUTS)
 BY_NAME: Mapping[str, InputField] = {spec.name: spec for spec in INPUTS}
-
-
-def input_field(name: str) -> InputField:
-    return BY_NAME[name]
 
 
 # -- the model's own schema, as Replicate publishes it --------------------------------------------

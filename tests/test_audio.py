@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import struct
 import subprocess
@@ -13,12 +12,10 @@ from pydub.generators import Sine
 
 from services.audio import (
     CLIP_MAX_SECONDS,
-    DATA_URL_MAX_BYTES,
     MAX_UPLOAD_BYTES,
     check_output,
     prepare_input_audio,
     probe,
-    to_data_url,
 )
 from services.errors import AudioError
 
@@ -321,28 +318,6 @@ def test_a_conversion_above_the_limit_is_refused(clips, tmp_path):
     limit = source.stat().st_size + 1
     with pytest.raises(AudioError, match=r"Converted for the model, this clip becomes .* limit"):
         prepare_input_audio(source, tmp_path, max_bytes=limit)
-
-
-# -- data URLs -----------------------------------------------------------------------------
-
-
-def test_data_url_round_trips_the_file(clips, tmp_path):
-    prepared = prepare_input_audio(clips / "recording.webm", tmp_path)
-    assert prepared.fits_data_url == (prepared.size_bytes <= DATA_URL_MAX_BYTES)
-    url = to_data_url(prepared.path, prepared.content_type)
-    header, encoded = url.split(",", 1)
-    assert header == "data:audio/flac;base64"
-    decoded = tmp_path / "decoded.flac"
-    decoded.write_bytes(base64.b64decode(encoded))
-    assert ffprobe(decoded)["seconds"] == pytest.approx(SECONDS, abs=0.1)
-
-
-def test_data_url_limit_is_256_kb(clips, tmp_path):
-    assert DATA_URL_MAX_BYTES == 256 * 1024
-    long_wav = tmp_path / "long.wav"
-    ffmpeg("-f", "lavfi", "-i", "sine=duration=4", "-ac", "1", str(long_wav))  # ~345 KB
-    assert not prepare_input_audio(long_wav, tmp_path).fits_data_url
-    assert prepare_input_audio(clips / "tone.mp3", tmp_path).fits_data_url
 
 
 # -- outputs -------------------------------------------------------------------------------

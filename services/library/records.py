@@ -26,7 +26,6 @@ IN_FLIGHT_STATUSES = frozenset({"pending", "starting", "processing"})
 # piece; one take of a group of variations; the raw take a loop is cut from. Compositions (made
 # by the studio from runs, listed in the history with their runs inside): the rest.
 RUN_KINDS = ("take", "part", "variation", "loop-source")
-COMPOSITION_KINDS = ("extend", "variations", "loop")
 # Runs shown inside their composition rather than as entries of their own.
 INNER_KINDS = ("part", "variation", "loop-source")
 FINISHED_STATUSES = frozenset(STATUSES) - IN_FLIGHT_STATUSES
