@@ -263,7 +263,9 @@ class GenerationService:
                 if run.state.get("unclear_create"):
                     self._sweep_later(token, record)
                 self._note_started(record.id, run)
-                follow = self._follow_and_file(eng, record.id, run, started, workdir, watch)
+                follow = self._follow_and_file(
+                    eng, record.id, request, run, started, workdir, watch
+                )
                 async for update in follow:
                     finished = update.finished or update.status == "lost"
                     yield update
@@ -427,12 +429,13 @@ class GenerationService:
         self,
         engine: Engine,
         run_id: str,
+        request: GenerationRequest,
         run: EngineRun,
         started: float,
         workdir: Path,
         watch: RunWatch | None = None,
     ) -> AsyncIterator[RunUpdate]:
-        """Follow the run, mirror its changes into the library, then file its audio.
+        """Follow the run of `request`, mirror its changes into the library, then file its audio.
 
         A cancel requested on `watch` interrupts the engine's follow at once (its wait for the
         next poll or event included), cancels the run and files it.
@@ -453,7 +456,8 @@ class GenerationService:
                     yield stopped
                     return
                 # The cancel came after the run had succeeded: file its audio after all.
-                async for late in self._follow_and_file(engine, run_id, run, started, workdir):
+                late_updates = self._follow_and_file(engine, run_id, request, run, started, workdir)
+                async for late in late_updates:
                     yield late
                 return
             logs.extend(update.new_logs)
@@ -471,7 +475,7 @@ class GenerationService:
             yield replace(update, run_id=run_id)
         if final is None:  # the engine ended without a verdict
             final = RunUpdate("failed", prediction_id=run.id, error="Lost track of the run.")
-        filed = await self._finish(run_id, replace(final, run_id=run_id))
+        filed = await self._finish(run_id, replace(final, run_id=run_id), engine.name, request)
         self._signals.ended(_end(run_id, filed, engine.name))
         yield filed
 
@@ -486,20 +490,20 @@ class GenerationService:
             changes["started_at"] = started_at
         self._library.update(run_id, **changes)
 
-    def _timing(self, run_id: str, final: RunUpdate) -> dict[str, Any]:
+    def _timing(self, final: RunUpdate, engine: str) -> dict[str, Any]:
         """The run's measured GPU time and what it cost (nothing on this machine)."""
-        record = self._library.get(run_id)
-        paid = record is None or record.engine == REPLICATE
-        price = self._settings.gpu_price_per_second if paid else 0.0
+        price = self._settings.gpu_price_per_second if engine == REPLICATE else 0.0
         return {
             "predict_time": final.predict_time,
             "realtime_factor": final.realtime_factor,
             "cost_usd": run_cost(final.predict_time, price),
         }
 
-    async def _finish(self, run_id: str, final: RunUpdate) -> RunUpdate:
-        """File a finished run: check and store its audio, or record why it ended."""
-        timing = self._timing(run_id, final)
+    async def _finish(
+        self, run_id: str, final: RunUpdate, engine: str, request: GenerationRequest
+    ) -> RunUpdate:
+        """File a finished run of `request`: check and store its audio, or say why it ended."""
+        timing = self._timing(final, engine)
         if final.status == "lost":  # paid for, so its GPU time and cost are kept too
             self._library.update(
                 run_id, status="lost", error=final.error, data_removed=True, **timing
@@ -512,10 +516,6 @@ class GenerationService:
             )
             self._library.update(run_id, status=status, error=error, **timing)
             return replace(final, status=status, error=error)
-        record = self._library.get(run_id)
-        if record is None:
-            raise RunNotFound(run_id)
-        request = GenerationRequest.from_dict(record.request)
         source = Path(final.audio_path)
         seconds = final.audio_seconds
         if seconds is None:  # the engine did not say it checked the file: check it here
@@ -638,8 +638,9 @@ class GenerationService:
         try:
             with tempfile.TemporaryDirectory(dir=self._scratch_dir()) as tmp:
                 folder = workdir or Path(tmp)
+                request = GenerationRequest.from_dict(record.request)
                 follow = self._follow_and_file(
-                    engine, record.id, run, time.monotonic(), folder, watch
+                    engine, record.id, request, run, time.monotonic(), folder, watch
                 )
                 async for _ in follow:
                     pass
