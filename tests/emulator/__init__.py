@@ -5,7 +5,7 @@ synthesised tones, never real music. Use `run_emulator()` in tests or `python -m
 """
 
 from .app import create_app
-from .config import DEFAULT_TOKEN, MUSICGEN_VERSION, EmulatorConfig, Fault
+from .config import DEFAULT_TOKEN, MUSICGEN_VERSION, EmulatorConfig, Fault, WebhookFault
 from .server import Emulator, run_emulator
 from .state import EmulatorState
 
@@ -16,6 +16,7 @@ __all__ = [
     "EmulatorConfig",
     "EmulatorState",
     "Fault",
+    "WebhookFault",
     "create_app",
     "run_emulator",
 ]

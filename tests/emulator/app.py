@@ -19,11 +19,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .audio import AudioDecodeError, DecodedAudio, decode_audio
-from .config import Fault
+from .config import Fault, WebhookFault
 from .origin import base_of
 from .schema import validate_input, with_defaults
 from .sse import stream_endpoint
 from .state import TERMINAL, EmulatorState, RecordedRequest, StoredFile, data_url_bytes
+from .webhooks import watch
 
 EMULATOR_HEADER = "x-replicate-emulator"
 EMULATOR_NOTICE = "local emulator; outputs are synthetic tones, not real music"
@@ -252,6 +253,18 @@ async def _create(request: Request, deployment_version: str | None = None) -> Re
                 '"start", "output", "logs", "completed"',
             }
         )
+    webhook = body.get("webhook")
+    if webhook is not None and (
+        not isinstance(webhook, str) or urlsplit(webhook).scheme not in ("http", "https")
+    ):
+        # Replicate asks for an https URL; the emulator also takes http, for loopback tests.
+        root_problems.append(
+            {
+                "type": "format",
+                "field": "webhook",
+                "description": "Does not match format 'uri'",
+            }
+        )
     if root_problems:
         return input_problem(root_problems)
     match = VERSION_RE.match(str(body["version"])) if isinstance(body["version"], str) else None
@@ -284,9 +297,10 @@ async def _create(request: Request, deployment_version: str | None = None) -> Re
         audio=audio,
         audio_error=audio_error,
         deadline_seconds=deadline,
-        webhook=body.get("webhook"),
+        webhook=webhook,
         webhook_events_filter=filters,
     )
+    watch(state, prediction, base_of(request, config))
 
     headers: dict[str, str] = {}
     status_code = 201
@@ -549,9 +563,10 @@ async def account(request: Request) -> Response:
 
 
 async def webhook_secret(request: Request) -> Response:
-    if token_of(request) is None:
+    token = token_of(request)
+    if token is None:
         return problem(UNAUTHENTICATED)
-    return JSONResponse({"key": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+    return JSONResponse({"key": state_of(request).webhook_secret(token)})
 
 
 async def not_found(request: Request) -> Response:
@@ -585,6 +600,23 @@ async def control_faults(request: Request) -> Response:
             return JSONResponse({"detail": str(exc)}, status_code=400)
     with state.lock:
         return JSONResponse({"faults": [fault.to_dict() for fault in state.faults]})
+
+
+async def control_webhooks(request: Request) -> Response:
+    """GET: every webhook delivery attempt; POST: add a webhook fault (WebhookFault fields)."""
+    state = state_of(request)
+    if request.method == "POST":
+        try:
+            state.add_webhook_fault(WebhookFault(**(await request.json())))
+        except (TypeError, ValueError) as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=400)
+    with state.lock:
+        return JSONResponse(
+            {
+                "webhooks": [sent.to_dict() for sent in state.webhooks],
+                "faults": [fault.to_dict() for fault in state.webhook_faults],
+            }
+        )
 
 
 async def control_reset(request: Request) -> Response:
@@ -640,6 +672,7 @@ ROUTES = [
     Route("/_emulator/requests", control_requests, methods=["GET"]),
     Route("/_emulator/config", control_config, methods=["GET", "POST"]),
     Route("/_emulator/faults", control_faults, methods=["GET", "POST"]),
+    Route("/_emulator/webhooks", control_webhooks, methods=["GET", "POST"]),
     Route("/_emulator/reset", control_reset, methods=["POST"]),
     Route("/_emulator/expire", control_expire, methods=["POST"]),
     Route("/_emulator/predictions", control_predictions, methods=["GET"]),

@@ -54,6 +54,15 @@ class EmulatorConfig:
     # A new prediction shows in `GET /v1/predictions` only this long after it was created
     # (the real listing may lag behind a create); GET by id sees it at once.
     listing_lag_seconds: float = 0.0
+    # Webhooks: `logs`/`output` events at most once per `webhook_throttle_seconds`; a delivery
+    # answered non-2xx (or not at all) is tried `webhook_attempts` times in all, waiting
+    # `webhook_backoff_seconds` x 2^n between tries. Each token's signing secret is made up
+    # on first use unless given in `webhook_secrets` (token -> "whsec_...").
+    webhook_throttle_seconds: float = 0.5
+    webhook_attempts: int = 4
+    webhook_backoff_seconds: float = 0.2
+    webhook_timeout_seconds: float = 5.0
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def fast(cls, **changes: Any) -> EmulatorConfig:
@@ -139,6 +148,40 @@ class Fault:
         if self.times is not None and self.fired >= self.times:
             return False
         return self.method in ("*", method.upper()) and path.startswith(self.path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+WEBHOOK_FAULT_KINDS = ("drop", "delay", "bad_signature", "unsigned")
+
+
+@dataclass
+class WebhookFault:
+    """A misbehaviour of the webhooks the emulator sends, for events in `events` (empty: any).
+
+    kinds: `drop` never sends the delivery (no retry either: the webhook is lost);
+    `delay` waits `delay` seconds before sending it; `bad_signature` signs it with another
+    secret; `unsigned` sends it without the webhook-* headers.
+    The fault fires `times` times (None: forever); `fired` counts how often it did.
+    """
+
+    kind: str = "drop"
+    events: list[str] = field(default_factory=list)
+    times: int | None = 1
+    delay: float = 0.0
+    fired: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in WEBHOOK_FAULT_KINDS:
+            raise ValueError(
+                f"unknown webhook fault kind {self.kind!r}; one of {WEBHOOK_FAULT_KINDS}"
+            )
+
+    def matches(self, event: str) -> bool:
+        if self.times is not None and self.fired >= self.times:
+            return False
+        return not self.events or event in self.events
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

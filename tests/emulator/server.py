@@ -14,10 +14,11 @@ from typing import Any
 import uvicorn
 
 from .app import create_app
-from .config import EmulatorConfig, Fault
+from .config import EmulatorConfig, Fault, WebhookFault
 from .model import traceback
 from .schema import with_defaults
 from .state import TERMINAL, EmulatorState, Prediction, RecordedRequest
+from .webhooks import SentWebhook
 
 DEFAULT_SEED_INPUT = {"prompt": "seeded run: lo-fi piano", "duration": 2}
 
@@ -61,6 +62,16 @@ class Emulator:
     def faults(self) -> list[Fault]:
         with self.state.lock:
             return list(self.state.faults)
+
+    @property
+    def webhooks(self) -> list[SentWebhook]:
+        """Every webhook delivery attempt made so far, oldest first."""
+        with self.state.lock:
+            return list(self.state.webhooks)
+
+    def webhook_secret(self, token: str | None = None) -> str:
+        """The signing secret of `token`'s account (default: the first valid token)."""
+        return self.state.webhook_secret(token or self.token)
 
     def url(self, path: str) -> str:
         """An absolute URL on the emulator, e.g. url("/v1/predictions")."""
@@ -115,9 +126,14 @@ class Emulator:
         """Inject a fault: add_fault("status", status=503, path="/v1/predictions", times=2)."""
         return self.state.add_fault(Fault(kind=kind, **options))
 
+    def add_webhook_fault(self, kind: str = "drop", **options: Any) -> WebhookFault:
+        """Misbehave on outgoing webhooks: add_webhook_fault("drop", times=None)."""
+        return self.state.add_webhook_fault(WebhookFault(kind=kind, **options))
+
     def clear_faults(self) -> None:
         with self.state.lock:
             self.state.faults.clear()
+            self.state.webhook_faults.clear()
 
     def reset(self, config: EmulatorConfig | None = None) -> None:
         """Forget predictions, files, requests and faults (and optionally replace the config)."""

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .audio import DecodedAudio, render_output
-from .config import MUSICGEN_MODEL, MUSICGEN_VERSION, EmulatorConfig, Fault
+from .config import MUSICGEN_MODEL, MUSICGEN_VERSION, EmulatorConfig, Fault, WebhookFault
 from .model import RunPlan, plan_run
 
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
@@ -238,6 +238,8 @@ class EmulatorState:
         self.lock = threading.RLock()
         self.rng = random.Random()
         self.server: Any = None  # the uvicorn.Server, used to drop connections
+        self.webhook_tasks: set[Any] = set()  # deliveries in flight (asyncio tasks), held
+        self.webhook_client: Any = None  # httpx.AsyncClient on the server's loop, for webhooks
         self._clear()
 
     def _clear(self) -> None:
@@ -249,6 +251,9 @@ class EmulatorState:
         self.mbd_loaded = False
         self.creates = 0
         self.rate_windows: dict[tuple[str, str], RateWindow] = {}
+        self.webhook_faults: list[WebhookFault] = []
+        self.webhooks: list[Any] = []  # webhooks.SentWebhook, every delivery attempt
+        self.webhook_secrets: dict[str, str] = {}  # token -> secret made up on first use
 
     def reset(self, config: EmulatorConfig | None = None) -> None:
         """Forget everything (and optionally swap in a new config), as if freshly started."""
@@ -275,6 +280,34 @@ class EmulatorState:
                     fault.fired += 1
                     return fault
         return None
+
+    def add_webhook_fault(self, fault: WebhookFault) -> WebhookFault:
+        with self.lock:
+            self.webhook_faults.append(fault)
+        return fault
+
+    def take_webhook_fault(self, event: str) -> WebhookFault | None:
+        """The first webhook fault matching `event`, counted as fired."""
+        with self.lock:
+            for fault in self.webhook_faults:
+                if fault.matches(event):
+                    fault.fired += 1
+                    return fault
+        return None
+
+    def record_webhook(self, sent: Any) -> None:
+        with self.lock:
+            self.webhooks.append(sent)
+
+    def webhook_secret(self, token: str) -> str:
+        """The account's signing secret (`GET /v1/webhooks/default/secret`), one per token."""
+        from .webhooks import new_secret
+
+        with self.lock:
+            given = self.config.webhook_secrets.get(token)
+            if given:
+                return given
+            return self.webhook_secrets.setdefault(token, new_secret())
 
     def rate_limit(self, token: str, bucket: str, now: float) -> tuple[int, int, bool]:
         """(remaining, seconds to reset, allowed) for one request in a per-minute window."""
