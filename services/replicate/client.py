@@ -18,6 +18,7 @@ from services.replicate.follow import FollowPolicy, Nudges, follow_run
 from services.replicate.http import DEFAULT_BASE_URL, Api, HttpPool, Timeouts
 from services.replicate.predictions import DEFAULT_WAIT_SECONDS, Prediction, Predictions
 from services.replicate.retry import CreateCheck, RetryPolicy
+from services.replicate.webhooks import Webhooks
 
 
 class ReplicateClient:
@@ -66,6 +67,7 @@ class ReplicateClient:
             find_pages=find_pages,
         )
         self.files = Files(self.api, download_retry=download_retry)
+        self.webhooks = Webhooks(self.api)
         self.follow_policy = follow_policy or FollowPolicy()
 
     @property
@@ -100,15 +102,18 @@ class ReplicateClient:
         *,
         started: float | None = None,
         nudges: Nudges | None = None,
+        policy: FollowPolicy | None = None,
     ) -> AsyncIterator[RunUpdate]:
         """Updates for every change of the run until it ends; the last one is terminal.
 
-        `nudges` hands the follower news between its polls (a webhook, a cancel).
+        `nudges` hands the follower news between its polls (a webhook, a cancel); `policy`
+        replaces the client's follow policy for this run (e.g. sparser polls when a webhook
+        will tell the end).
         """
         return follow_run(
             self.predictions,
             prediction,
             started=time.monotonic() if started is None else started,
-            policy=self.follow_policy,
+            policy=policy or self.follow_policy,
             nudges=nudges,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -237,6 +238,8 @@ class Api:
         self.unknown_clock_slack = unknown_clock_slack
         self.origin = origin(httpx.URL(self.base_url))
         self._auth = BearerAuth(token.strip(), self.origin)
+        # Names the account (for per-account caches) without holding or revealing its token.
+        self.account = hashlib.sha256(f"{self.base_url}\n{token.strip()}".encode()).hexdigest()
         self._clock_offset: float | None = None  # server clock minus ours, from Date headers
 
     def __repr__(self) -> str:
