@@ -82,7 +82,9 @@ def main() -> None:
     settings = Settings.from_env()
     demo, service, library = build_app(settings)
     lifespan = startup(service, library, settings)
-    demo.launch(**ui.launch_options(settings), app_kwargs={"lifespan": lifespan})
+    # Gradio's FastAPI app takes our routes before its own: Replicate's webhooks land there.
+    routes = ui.webhook_routes(service.engines.webhooks)
+    demo.launch(**ui.launch_options(settings), app_kwargs={"lifespan": lifespan, "routes": routes})
 
 
 if __name__ == "__main__":

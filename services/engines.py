@@ -15,6 +15,7 @@ from services.engine import LOCAL, REPLICATE, Engine
 from services.errors import StudioError
 from services.replicate import HttpPool, ReplicateClient
 from services.replicate_engine import ReplicateEngine
+from services.replicate_webhooks import WebhookRegistry
 from services.settings import Settings
 
 NO_TOKEN_MESSAGE = (
@@ -45,12 +46,16 @@ class Engines:
         local: Engine | None,
         *,
         client_factory: Callable[[str], ReplicateClient] | None = None,
+        webhooks: WebhookRegistry | None = None,
     ):
         self._settings = settings
         self._local = local if settings.engine != REPLICATE else None
         self._client_factory = client_factory or self._client
         # Every Replicate run of every visitor shares these connections (one pool per process).
         self.pool = HttpPool()
+        # Replicate runs waiting for a webhook (armed by MUSICGEN_PUBLIC_URL); the app's
+        # webhook route hands deliveries to it.
+        self.webhooks = webhooks or WebhookRegistry(settings.public_url)
 
     def _client(self, token: str) -> ReplicateClient:
         return ReplicateClient(
@@ -103,7 +108,11 @@ class Engines:
         resolved = self._settings.api_token or (token or "").strip()
         if not resolved:
             raise StudioError(NO_TOKEN_MESSAGE)
-        return ReplicateEngine(self._client_factory(resolved), deployment=self._settings.deployment)
+        return ReplicateEngine(
+            self._client_factory(resolved),
+            deployment=self._settings.deployment,
+            webhooks=self.webhooks,
+        )
 
     def shutdown(self) -> None:
         """At the process's end: stop the local engine's worker (a run on it ends canceled)."""

@@ -8,6 +8,8 @@ outputs after about an hour) and checked to be the audio that was asked for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -22,13 +24,18 @@ from services.events import RunUpdate, output_url, parse_seed, split_log_lines
 from services.library.records import RunRecord
 from services.orphans import OrphanCheck, Stray, find_strays, sent_input
 from services.replicate import ReplicateClient
+from services.replicate.follow import Nudges
 from services.replicate.predictions import PRESENT, Prediction, same_input
+from services.replicate.webhooks import WebhookSecret
+from services.replicate_webhooks import WebhookRegistry
 from services.request import MODEL_VERSIONS, GenerationRequest
 from services.validation import replicate_model_errors
 
 DEFAULT_MODEL = "stereo-melody-large"
 EXPIRED_MESSAGE = "Replicate no longer has this run's audio (it keeps outputs ~1 hour)."
 LOST_MESSAGE = "The run was paid for, but its audio expired before it could be downloaded."
+
+log = logging.getLogger(__name__)
 
 
 class ReplicateModel:
@@ -50,9 +57,16 @@ class ReplicateModel:
 class ReplicateEngine(ReplicateModel):
     """One visitor's (or the server's) Replicate account, as an `Engine`."""
 
-    def __init__(self, client: ReplicateClient, *, deployment: str | None = None):
+    def __init__(
+        self,
+        client: ReplicateClient,
+        *,
+        deployment: str | None = None,
+        webhooks: WebhookRegistry | None = None,
+    ):
         self._client = client
         self._deployment = deployment
+        self._webhooks = webhooks
 
     async def start(
         self, request: GenerationRequest, *, workdir: Path, clip: MeasuredClip | None = None
@@ -65,10 +79,31 @@ class ReplicateEngine(ReplicateModel):
                 prepare_input_audio, Path(request.input_audio), workdir, measured=clip
             )
             audio_uri = await self._client.files.upload(prepared.path, prepared.content_type)
+        # A webhook only once the account's secret is known: one that cannot be checked is
+        # worth nothing, and the run is then followed by polling alone.
+        webhook = None
+        if self._webhooks is not None and await self._webhook_secret() is not None:
+            webhook = self._webhooks.url
         created = await self._client.predictions.start(
-            request.to_api_input(audio_uri), cancel_after=cancel_after_seconds(request.duration)
+            request.to_api_input(audio_uri),
+            cancel_after=cancel_after_seconds(request.duration),
+            webhook=webhook,
+            webhook_events=self._webhooks.events if self._webhooks else (),
         )
-        return self._run(created.prediction, request, unclear=bool(created.unclear))
+        run = self._run(created.prediction, request, unclear=bool(created.unclear))
+        if webhook is not None and isinstance(run.state, MutableMapping):
+            run.state["webhook"] = True
+        return run
+
+    async def _webhook_secret(self) -> WebhookSecret | None:
+        """The account's webhook secret when webhooks are armed and it can be had, else None."""
+        if self._webhooks is None or not self._webhooks.armed:
+            return None
+        try:
+            return await self._webhooks.secret(self._client)
+        except StudioError as exc:
+            log.warning("no webhooks for now: the account's webhook secret is unavailable: %s", exc)
+            return None
 
     def _run(
         self, prediction: Prediction, request: GenerationRequest, *, unclear: bool = False
@@ -86,11 +121,23 @@ class ReplicateEngine(ReplicateModel):
     ) -> AsyncIterator[RunUpdate]:
         prediction = run.state.get("prediction") or await self._client.predictions.get(run.id)
         final: RunUpdate | None = None
-        async for update in self._client.follow(prediction, started=started):
-            if update.finished:
-                final = update
-                break
-            yield update
+        secret = await self._webhook_secret()
+        with contextlib.ExitStack() as stack:
+            nudges: Nudges | None = None
+            policy = None
+            if secret is not None and self._webhooks is not None:
+                # Webhooks for this run reach the follower (a resumed run's too, if it asked for
+                # them); polling becomes the rare fallback when this process asked for them.
+                nudges = stack.enter_context(self._webhooks.watching(run.id, secret))
+                if run.state.get("webhook"):
+                    policy = self._webhooks.fallback_policy(self._client.follow_policy)
+            async for update in self._client.follow(
+                prediction, started=started, nudges=nudges, policy=policy
+            ):
+                if update.finished:
+                    final = update
+                    break
+                yield update
         if final is None:  # the follower ended without a verdict
             yield RunUpdate("failed", prediction_id=run.id, error="Lost track of the run.")
             return

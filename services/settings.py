@@ -30,6 +30,7 @@ class Settings:
     `shared` turns on per-browser owners (automatic on Hugging Face Spaces, where SPACE_ID is set).
     `engine` is MUSICGEN_ENGINE (auto, local or replicate); `deployment` (owner/name) sends
     Replicate runs to a deployment instead of the public model's version.
+    `public_url` (MUSICGEN_PUBLIC_URL) is where Replicate can reach the app's webhook route.
     Spending: `gpu_price_per_second` (MUSICGEN_GPU_PRICE_PER_SECOND, dollars) prices Replicate
     runs; `max_gpu_seconds_per_visitor` (MUSICGEN_MAX_GPU_SECONDS_PER_VISITOR, per 24 h) and
     `max_runs_in_flight` (MUSICGEN_MAX_RUNS_IN_FLIGHT; 4 by default on a shared deployment, no
@@ -47,6 +48,9 @@ class Settings:
     gpu_price_per_second: float = DEFAULT_GPU_PRICE_PER_SECOND
     max_gpu_seconds_per_visitor: float | None = None  # per day; None: no daily cap
     max_runs_in_flight: int | None = None  # per visitor; None: no cap
+    # MUSICGEN_PUBLIC_URL: the app's public origin (a Space's URL); Replicate runs then ask for
+    # a webhook to it, and polling becomes the fallback.
+    public_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -69,8 +73,19 @@ class Settings:
             max_library_mb=float(cap) if cap else None,
             engine=engine,
             deployment=deployment,
+            public_url=_public_url(env.get("MUSICGEN_PUBLIC_URL", "")),
             **_spending(env, shared=_flag(env.get("MUSICGEN_SHARED")) or bool(env.get("SPACE_ID"))),
         )
+
+
+def _public_url(text: str) -> str | None:
+    """MUSICGEN_PUBLIC_URL without its trailing slash, or None when unset."""
+    url = text.strip().rstrip("/")
+    if not url:
+        return None
+    if not url.startswith(("https://", "http://")) or "?" in url or "#" in url:
+        raise ValueError(f"MUSICGEN_PUBLIC_URL must be an http(s) URL (it is {text.strip()!r}).")
+    return url
 
 
 def _number(env: Mapping[str, str], name: str) -> float | None:
