@@ -103,7 +103,7 @@ class ComposeApi:
         with api_errors():
             prepared = await asyncio.to_thread(service.prepare, raw, engine)
             async for update in self._variations.run(
-                prepared.request,
+                prepared,
                 MIN_TAKES if named.get("n") is None else named["n"],
                 token=self.studio.token(named.get("api_token")),
                 owner=owner,

@@ -161,7 +161,7 @@ class VariationsHandlers:
             layout[slot.label] = slot_label(i, None, "waiting")
             layout[slot.keep] = gr.update(value="☆ Keep")
         updates = self.variations.run(
-            prepared.request,
+            prepared,
             count,
             token=self.studio.token(token_value),
             owner=owner,

@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from services.errors import FieldError, RequestInvalid, StudioError
 from services.events import RunUpdate
-from services.generation import GenerationService
+from services.generation import GenerationService, PreparedRun
 from services.library import Library, RunNotFound, RunRecord
 from services.request import GenerationRequest
 from services.validation import SEED_MAX
@@ -78,7 +78,7 @@ class Variations:
 
     async def run(
         self,
-        request: GenerationRequest,
+        run_of: GenerationRequest | PreparedRun,
         n: Any,
         *,
         token: str | None,
@@ -86,15 +86,22 @@ class Variations:
         engine: str | None = None,
         quota_pool: str | None = None,
     ) -> AsyncIterator[VariationUpdate]:
-        """Start `n` takes of `request` at once; yield every change of each, then the end.
+        """Start `n` takes of a request at once; yield every change of each, then the end.
 
         Refusals come before anything is stored or sent. Cancelling the consumer cancels
-        every take. `quota_pool` as for `GenerationService.generate` (API callers).
+        every take. `quota_pool` as for `GenerationService.generate` (API callers). The
+        request is checked (its clip measured) once for all the takes.
         """
         count = check_takes(n)
         chosen = self._service.engines.open(engine, token)
         try:
-            await asyncio.to_thread(self._service.check, request, chosen.name)
+            prepared = run_of
+            if not isinstance(prepared, PreparedRun) or prepared.engine != chosen.name:
+                request = run_of.request if isinstance(run_of, PreparedRun) else run_of
+                prepared = await asyncio.to_thread(
+                    self._service.prepare_request, request, chosen.name
+                )
+            request = prepared.request
             # The group is one entry of the history: one click against the visitor's limits.
             self._service.guard(request, owner, chosen.name, pool=quota_pool)
         finally:
@@ -115,7 +122,7 @@ class Variations:
                 self._take(
                     queue,
                     slot,
-                    request.replace(seed=seed),
+                    replace(prepared, request=request.replace(seed=seed)),
                     group.id,
                     token,
                     owner,
@@ -151,7 +158,7 @@ class Variations:
         self,
         queue: asyncio.Queue[tuple[int, RunUpdate | None]],
         slot: int,
-        request: GenerationRequest,
+        take: PreparedRun,
         group_id: str,
         token: str | None,
         owner: str | None,
@@ -160,7 +167,7 @@ class Variations:
     ) -> None:
         try:
             async for update in self._service.generate(
-                request,
+                take,
                 token=token,
                 owner=owner,
                 engine=engine,
