@@ -77,6 +77,18 @@ def parse_progress(lines: list[str]) -> Progress | None:
     return None
 
 
+def progress_reading(line: str) -> Progress | None:
+    """MusicGen's progress reading on one log line ("    NN /    TOTAL"), if it is one."""
+    m = PROGRESS_LINE.match(line)
+    return Progress(int(m.group(1)), int(m.group(2))) if m else None
+
+
+def seed_reading(line: str) -> int | None:
+    """The seed MusicGen reports on one log line ("Using seed N"), if it is that line."""
+    m = SEED_LINE.match(line)
+    return int(m.group(1)) if m else None
+
+
 def parse_seed(lines: list[str]) -> int | None:
     """The seed the model reported with `Using seed N`, if any."""
     for line in lines:

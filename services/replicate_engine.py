@@ -20,7 +20,14 @@ from services.audio import AudioInfo, MeasuredClip, check_output, prepare_input_
 from services.cost import cancel_after_seconds
 from services.engine import REPLICATE, EngineRun
 from services.errors import FieldError, OutputExpired, StudioError
-from services.events import RunUpdate, output_url, parse_seed, split_log_lines
+from services.events import (
+    RunUpdate,
+    output_url,
+    parse_seed,
+    progress_reading,
+    seed_reading,
+    split_log_lines,
+)
 from services.library.records import RunRecord
 from services.orphans import OrphanCheck, Stray, find_strays, sent_input
 from services.replicate import ReplicateClient
@@ -132,7 +139,12 @@ class ReplicateEngine(ReplicateModel):
                 if run.state.get("webhook"):
                     policy = self._webhooks.fallback_policy(self._client.follow_policy)
             async for update in self._client.follow(
-                prediction, started=started, nudges=nudges, policy=policy
+                prediction,
+                started=started,
+                nudges=nudges,
+                policy=policy,
+                progress=progress_reading,
+                seed=seed_reading,
             ):
                 if update.finished:
                     final = update

@@ -14,7 +14,13 @@ import httpx
 
 from services.events import RunUpdate
 from services.replicate.files import Files
-from services.replicate.follow import FollowPolicy, Nudges, follow_run
+from services.replicate.follow import (
+    FollowPolicy,
+    Nudges,
+    ProgressReader,
+    SeedReader,
+    follow_run,
+)
 from services.replicate.http import DEFAULT_BASE_URL, Api, HttpPool, Timeouts
 from services.replicate.predictions import DEFAULT_WAIT_SECONDS, Prediction, Predictions
 from services.replicate.retry import CreateCheck, RetryPolicy
@@ -103,12 +109,14 @@ class ReplicateClient:
         started: float | None = None,
         nudges: Nudges | None = None,
         policy: FollowPolicy | None = None,
+        progress: ProgressReader | None = None,
+        seed: SeedReader | None = None,
     ) -> AsyncIterator[RunUpdate]:
         """Updates for every change of the run until it ends; the last one is terminal.
 
         `nudges` hands the follower news between its polls (a webhook, a cancel); `policy`
         replaces the client's follow policy for this run (e.g. sparser polls when a webhook
-        will tell the end).
+        will tell the end). `progress` and `seed` read the model's log lines (see follow_run).
         """
         return follow_run(
             self.predictions,
@@ -116,4 +124,6 @@ class ReplicateClient:
             started=time.monotonic() if started is None else started,
             policy=policy or self.follow_policy,
             nudges=nudges,
+            progress=progress,
+            seed=seed,
         )

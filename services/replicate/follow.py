@@ -1,6 +1,8 @@
-"""Following one run to its end: the SSE stream when offered, else polling timed by progress.
+"""Following one run to its end: the SSE stream when offered, else polling aimed by progress.
 
-Every change (status, new log lines) becomes a RunUpdate; the last update is terminal.
+Every change (status, new log lines) becomes a RunUpdate; the last update is terminal. The
+follower knows no model: the caller may hand it readers of the model's log lines (`progress`:
+a "done / total" reading; `seed`), and polls are then aimed at the run's end (see schedule).
 """
 
 from __future__ import annotations
@@ -10,23 +12,28 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.errors import ConnectionFailed, StudioError
-from services.events import (
-    PROGRESS_LINE,
-    TERMINAL_STATUSES,
-    Progress,
-    RunUpdate,
-    parse_progress,
-    parse_seed,
-    split_log_lines,
-)
+from services.events import TERMINAL_STATUSES, Progress, RunUpdate, split_log_lines
 from services.replicate.predictions import Prediction
 from services.replicate.retry import TRANSIENT_ERRORS
+from services.replicate.schedule import FollowPolicy, PollSchedule
 from services.replicate.stream import ServerSentEvent, StreamUnavailable
+
+__all__ = [
+    "FollowPolicy",
+    "Nudges",
+    "PollSchedule",
+    "ProgressReader",
+    "RunSource",
+    "RunTracker",
+    "SeedReader",
+    "final_error",
+    "follow_run",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +42,13 @@ log = logging.getLogger(__name__)
 _TRANSIENT = TRANSIENT_ERRORS
 
 
-@dataclass(frozen=True)
-class FollowPolicy:
-    """Timing of a follow, in seconds."""
+# Readers of one log line: a progress reading ("done / total") or the seed the model used.
+ProgressReader = Callable[[str], Progress | None]
+SeedReader = Callable[[str], int | None]
 
-    timeout: float = 30 * 60  # Replicate's own limit; the follow gives up (and cancels) after it
-    first_poll: float = 0.5  # a quick first look: a short run may already be over
-    # While progress flows: often enough that the UI's progress is never 2 s old.
-    progress_interval: float = 1.6
-    idle_interval: float = 1.0  # while queued or loading (no progress yet), growing ...
-    idle_growth: float = 1.5
-    starting_max: float = 5.0  # ... up to this while starting without logs
-    loading_max: float = 3.0  # ... up to this while processing without progress
-    settle: float = 0.1  # polled this long after the predicted end of the tokens
-    end_interval: float = 0.3  # then at short, growing intervals (encoding, upload)
-    stream_attempts: int = 5  # stream (re)connections in a row without an event, then polling
-    stream_backoff: float = 0.5
-    poll_failures: int = 5  # failed polls in a row (each already retried) before giving up
+
+def _no_reading(line: str) -> None:
+    return None
 
 
 class RunSource(Protocol):
@@ -88,28 +85,37 @@ def final_error(prediction: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _settled(text: str) -> str:
+def _settled(text: str, progress: ProgressReader) -> str:
     """The logs without an unfinished last line, unless that line is a whole progress reading.
 
-    The model prints progress as "\\r  NN / TOTAL" with no line end until the next one, so
-    the newest reading is always the unterminated tail.
+    A model may print progress as "\\r  NN / TOTAL" with no line end until the next one, so
+    the newest reading is then always the unterminated tail.
     """
     cut = max(text.rfind("\n"), text.rfind("\r"))
     tail = text[cut + 1 :]
-    return text if not tail or PROGRESS_LINE.match(tail) else text[: cut + 1]
+    return text if not tail or progress(tail) is not None else text[: cut + 1]
 
 
 class RunTracker:
     """Turns successive observations of one run into RunUpdates carrying only what is new."""
 
-    def __init__(self, prediction: Prediction, started: float):
+    def __init__(
+        self,
+        prediction: Prediction,
+        started: float,
+        *,
+        progress: ProgressReader | None = None,
+        seed: SeedReader | None = None,
+    ):
         self.prediction_id: str = prediction["id"]
         self.started = started
         self.prediction = prediction
+        self.read_progress: ProgressReader = progress or _no_reading
+        self.read_seed: SeedReader = seed or _no_reading
         self.status: str | None = None
         self.lines: list[str] = []
         self.progress: Progress | None = None
-        self.progress_step = 1  # tokens between the model's last two progress readings
+        self.progress_step: int | None = None  # tokens between the last two readings, once seen
         self.seed: int | None = None
 
     @property
@@ -122,7 +128,7 @@ class RunTracker:
         status = str(prediction.get("status") or "starting")
         terminal = status in TERMINAL_STATUSES
         text = prediction.get("logs") or ""
-        new = self._new_lines(text if terminal else _settled(text))
+        new = self._new_lines(text if terminal else _settled(text, self.read_progress))
         error = final_error(prediction) if terminal else None
         if terminal and hint and status != "succeeded" and not prediction.get("error"):
             error = hint
@@ -167,15 +173,17 @@ class RunTracker:
         self.status = status
         if new:
             self.lines.extend(new)
-            previous = self.progress.done if self.progress else None
-            for match in filter(None, map(PROGRESS_LINE.match, new)):
-                done = int(match.group(1))
-                if previous is not None and done > previous:
-                    self.progress_step = done - previous
-                previous = done
-            self.progress = parse_progress(new) or self.progress
-            if self.seed is None:
-                self.seed = parse_seed(new)
+            for line in new:
+                reading = self.read_progress(line)
+                if reading is None:
+                    continue
+                if self.progress is not None and reading.done > self.progress.done:
+                    self.progress_step = reading.done - self.progress.done
+                self.progress = reading
+            for line in new:
+                if self.seed is not None:
+                    break
+                self.seed = self.read_seed(line)
         return RunUpdate(
             status=status,
             prediction_id=self.prediction_id,
@@ -186,64 +194,6 @@ class RunTracker:
             error=error,
             prediction=self.prediction,
         )
-
-
-class PollSchedule:
-    """When to poll next: quick while progress flows, right at the predicted end, slow when idle."""
-
-    def __init__(self, policy: FollowPolicy):
-        self.policy = policy
-        self._idle = policy.idle_interval
-        self._end = policy.end_interval
-        self._status: str | None = None
-        self._polled: float | None = None  # when the previous poll was answered
-        self._first: tuple[float, int] | None = None  # (time seen, tokens done): first reading
-        self._last: tuple[float, int] | None = None  # the newest reading
-        self._unseen_at: float | None = None  # the poll before the newest reading showed
-
-    def predicted_end(self, total: int, step: int) -> float | None:
-        """When the last token is due, from the token rate seen so far."""
-        if self._first is None or self._last is None:
-            return None
-        (t0, d0), (t1, d1) = self._first, self._last
-        if t1 <= t0 or d1 <= d0:
-            return None
-        rate = (d1 - d0) / (t1 - t0)
-        # A reading was printed before the poll that saw it: at most one print interval
-        # (`step` tokens) earlier and after the poll before; take the middle of that window.
-        window = step / rate
-        if self._unseen_at is not None:
-            window = min(window, t1 - self._unseen_at)
-        return t1 - window / 2 + max(0, total - d1) / rate
-
-    def next_poll(
-        self, polled_at: float, status: str | None, progress: Progress | None, step: int = 1
-    ) -> float:
-        """The monotonic time of the next poll after one that started at `polled_at`."""
-        p = self.policy
-        now = time.monotonic()
-        previous_poll, self._polled = self._polled, now
-        if status != self._status:
-            self._status, self._idle = status, p.idle_interval
-        if progress is None:
-            cap = p.starting_max if status == "starting" else p.loading_max
-            delay, self._idle = self._idle, min(cap, self._idle * p.idle_growth)
-            return polled_at + delay
-        if self._last is None or progress.done < self._last[1]:
-            self._first = self._last = (now, progress.done)
-            self._unseen_at = previous_poll
-        elif progress.done > self._last[1]:
-            self._last = (now, progress.done)
-            self._unseen_at = previous_poll
-        end = self.predicted_end(progress.total, step)
-        if progress.done >= progress.total or (end is not None and end + p.settle <= now):
-            # The tokens are done: the model now encodes and uploads; look often, briefly.
-            delay, self._end = self._end, min(p.progress_interval, self._end * p.idle_growth)
-            return now + delay
-        regular = polled_at + p.progress_interval
-        if end is not None and end + p.settle < regular:
-            return end + p.settle
-        return regular
 
 
 class Nudges:
@@ -286,12 +236,16 @@ async def follow_run(
     started: float,
     policy: FollowPolicy,
     nudges: Nudges | None = None,
+    progress: ProgressReader | None = None,
+    seed: SeedReader | None = None,
 ) -> AsyncIterator[RunUpdate]:
     """Yield an update for every change of the run until it ends; the last one is terminal.
 
-    `nudges` lets a webhook or a cancel hand the follower news between its polls.
+    `nudges` lets a webhook or a cancel hand the follower news between its polls. `progress`
+    and `seed` read the model's log lines (none: the run shows no progress and no seed, and
+    polls are not aimed at its end).
     """
-    tracker = RunTracker(prediction, started)
+    tracker = RunTracker(prediction, started, progress=progress, seed=seed)
     deadline = started + policy.timeout
     first = tracker.observe(prediction)
     if first is not None:
@@ -410,14 +364,13 @@ async def _poll(
     hint: str | None,
     nudges: Nudges,
 ) -> AsyncIterator[RunUpdate]:
-    schedule = PollSchedule(policy)
-    next_at = time.monotonic() + first_delay
-    if tracker.progress:
-        # The create's answer already carried a reading: start the rate estimate from it, so
-        # the next readings can put a poll right at the run's end.
-        schedule.next_poll(
-            time.monotonic(), tracker.status, tracker.progress, tracker.progress_step
-        )
+    schedule = PollSchedule(policy, started=tracker.started)
+    # The run as first seen (the create's answer) is a look too: made after `started`.
+    next_at = schedule.next_poll(
+        tracker.started, time.monotonic(), tracker.status, tracker.progress, tracker.progress_step
+    )
+    if tracker.progress is None or first_delay <= 0:
+        next_at = time.monotonic() + first_delay
     failures = 0
     while True:
         if next_at >= deadline:
@@ -426,10 +379,10 @@ async def _poll(
                 yield update
             return
         news = await nudges.until(next_at)
-        polled_at = time.monotonic()
+        sent: float | None = time.monotonic()
         try:
             if isinstance(news, dict):
-                prediction = news
+                prediction, sent = news, None  # pushed: when it was seen is not known
             else:
                 prediction = await source.get(tracker.prediction_id)
         except _TRANSIENT as exc:
@@ -446,7 +399,7 @@ async def _poll(
         if tracker.finished:
             return
         next_at = schedule.next_poll(
-            polled_at, tracker.status, tracker.progress, tracker.progress_step
+            sent, time.monotonic(), tracker.status, tracker.progress, tracker.progress_step
         )
 
 
