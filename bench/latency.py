@@ -56,9 +56,14 @@ class RunSample:
     prediction_id: str | None = None
     requests: float = 0.0
     request_kinds: dict[str, float] = field(default_factory=dict)
-    # ours only: when progress readings reached the caller, seconds after the request
+    # ours only: when progress readings reached the caller, seconds after the request, and
+    # the share of the run each one showed
     progress_at: list[float] = field(default_factory=list)
+    progress_shown: list[float] = field(default_factory=list)
     progress_gap: float | None = None
+    # the longest time between two of this run's polls while it was processing (from the
+    # emulator's own record of the requests)
+    poll_gap: float | None = None
     error: str | None = None
 
 
@@ -67,19 +72,27 @@ def make_request(seed: int, duration: int) -> GenerationRequest:
 
 
 def progress_gap(sample: RunSample) -> float | None:
-    """The longest time the caller's progress stayed unchanged while new progress existed.
+    """The longest time the caller's progress was stale: a newer reading had been printed and
+    was not yet shown.
 
-    The emulator's first progress line is due `queue + run/20` after the create; from then
-    until the last reading the gaps between refreshes are measured.
+    The emulator prints reading j (of PROGRESS_STEPS) exactly `queue + run * j / PROGRESS_STEPS`
+    after the create. Just before each refresh the page showed the previous reading; the one
+    after it had been printed since some moment, and the page was that much behind. (A poll that
+    finds no new reading shows nothing new, but nothing newer existed: the page was current.)
     """
     if sample.client != OURS:
         return None
-    first_due = sample.queue + sample.run_seconds / PROGRESS_STEPS
-    points = [first_due, *sorted(t for t in sample.progress_at if t >= first_due)]
+    period = sample.run_seconds / PROGRESS_STEPS
     end = sample.queue + sample.run_seconds
-    if len(points) == 1:  # no progress was ever shown: stale for the whole run
-        return end - first_due
-    return max(b - a for a, b in itertools.pairwise(points))
+    shown = 0  # readings shown so far
+    worst = 0.0
+    refreshes = sorted(zip(sample.progress_at, sample.progress_shown, strict=True))
+    for at, share in [*refreshes, (end, 1.0)]:
+        due = sample.queue + (shown + 1) * period  # the first reading not yet shown
+        if due < min(at, end) and shown + 1 < PROGRESS_STEPS:
+            worst = max(worst, min(at, end) - due)
+        shown = max(shown, round(share * PROGRESS_STEPS))
+    return worst
 
 
 # ---- one run, per client ---------------------------------------------------------------------
@@ -103,6 +116,7 @@ async def _ours_one(
         if update.progress is not None and update.progress.done != last_done:
             last_done = update.progress.done
             sample.progress_at.append(time.perf_counter() - start)
+            sample.progress_shown.append(update.progress.fraction)
         final = update
     sample.e2e = time.perf_counter() - start
     if final is None or final.status != "succeeded" or not final.audio_path:
@@ -280,6 +294,7 @@ def _attribute_requests(emulator: EmulatorProcess, samples: list[RunSample]) -> 
         if isinstance(output, str) and "/delivery/" in output:
             by_key[output.split("/")[-2]] = sample
     counts: dict[int, Counter[str]] = {id(s): Counter() for s in samples}
+    polled: dict[int, list[float]] = {id(s): [] for s in samples}
     for r in emulator.requests():
         path, method = r["path"], r["method"]
         kind = request_kind(method, path)
@@ -292,6 +307,8 @@ def _attribute_requests(emulator: EmulatorProcess, samples: list[RunSample]) -> 
             owner = by_key.get(path.split("/")[3])
         if owner is not None:
             counts[id(owner)][kind] += 1
+            if kind in ("get", "create"):
+                polled[id(owner)].append(float(r["time"]))
         else:  # e.g. the model-version lookup, which names no run: shared by all
             for sample in samples:
                 counts[id(sample)][kind] += 1 / len(samples)
@@ -299,6 +316,12 @@ def _attribute_requests(emulator: EmulatorProcess, samples: list[RunSample]) -> 
         kinds = counts[id(sample)]
         sample.request_kinds = dict(kinds)
         sample.requests = sum(kinds.values())
+        # Polls while progress flows: from the first reading's print to the end.
+        created, *gets = sorted(polled[id(sample)]) or [0.0]
+        flowing = sample.queue + sample.run_seconds / PROGRESS_STEPS
+        times = [t for t in gets if t - created >= flowing]
+        if len(times) > 1:
+            sample.poll_gap = max(b - a for a, b in itertools.pairwise(times))
 
 
 def summarise(samples: list[RunSample]) -> dict[str, Any]:
@@ -306,6 +329,7 @@ def summarise(samples: list[RunSample]) -> dict[str, Any]:
 
     ok = [s for s in samples if s.error is None]
     gaps = [s.progress_gap for s in ok if s.progress_gap is not None]
+    polls = [s.poll_gap for s in ok if s.poll_gap is not None and s.client == OURS]
     kinds: Counter[str] = Counter()
     for s in ok:
         kinds.update(s.request_kinds)
@@ -319,6 +343,7 @@ def summarise(samples: list[RunSample]) -> dict[str, Any]:
         "request_kinds_mean": {k: v / len(ok) for k, v in sorted(kinds.items())} if ok else {},
         "progress_gap_max": max(gaps) if gaps else None,
         "progress_gap_p50": p50(gaps) if gaps else None,
+        "poll_gap_max": max(polls) if polls else None,
     }
 
 
