@@ -25,7 +25,7 @@ from services.musicgen import (
 )
 from services.validation import LIMITS, parse_request
 from tests.emulator.schema import validate_input, with_defaults
-from ui.form_rules import FormValues, request_values
+from ui.form_rules import EXTRA_INPUTS, FormValues, request_values
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,10 +158,11 @@ def test_replace_checks_like_a_new_request_and_old_rows_load() -> None:
 
 
 def test_every_model_input_has_a_place_on_the_page() -> None:
-    """The page lays the inputs out by hand: a new input fails here until it has a control."""
+    """Laid out by hand, or (an input the layout does not know yet) a control of its kind."""
     assert set(request_values(FormValues())) == set(INPUT_NAMES)
-    page = {f.name for f in fields(FormValues)}
-    assert set(INPUT_NAMES) - {"continuation"} <= page  # continuation: the "Use the clip as"
+    page = {f.name for f in fields(FormValues)} | {"continuation"}  # "Use the clip as"
+    assert set(INPUT_NAMES) <= page | set(EXTRA_INPUTS)
+    assert EXTRA_INPUTS == ()  # today every input has its hand-made place
     defaults = GenerationRequest()
     assert parse_request(request_values(FormValues())) == defaults
 
@@ -200,6 +201,16 @@ except RequestInvalid as err:
     out["refusal"] = [str(e) for e in err.errors]
 out["parsed"] = parse_request({"prompt": "x", "bpm": "90"}).bpm
 out["sent"] = GenerationRequest(prompt="x", bpm=90).to_api_input()["bpm"]
+from dataclasses import fields
+from ui.form_rules import EXTRA_INPUTS, FormValues, form_values, request_values
+from ui.inputs import build_form
+with gr.Blocks():
+    form = build_form()
+out["page_extras"] = list(EXTRA_INPUTS)
+out["page_controls"] = [c.label for c in form.extras]
+laid_out = [getattr(FormValues(), f.name) for f in fields(FormValues) if f.name != "extras"]
+out["page_value"] = request_values(form_values([*laid_out, 96]))["bpm"]
+out["page_default"] = request_values(FormValues())["bpm"]
 print(json.dumps(out))
 """
 
@@ -233,6 +244,9 @@ def test_adding_an_input_is_one_edit(tmp_path: Path) -> None:
     assert out["doc"]
     assert out["help"] == ("The tempo in beats per minute. It is a whole number from 40 to 200.")
     assert out["components"][-2:] == ["bpm", "engine"]
+    # The page: a control of its kind under "More inputs", its value sent as "bpm".
+    assert out["page_extras"] == ["bpm"] and out["page_controls"] == ["Tempo"]
+    assert (out["page_value"], out["page_default"]) == (96, 120)
     assert out["schema"] == {
         "title": "Bpm",
         "type": "integer",

@@ -43,7 +43,7 @@ from ui.api import (
 )
 from ui.context import Studio
 from ui.engine_picker import model_for
-from ui.form_rules import FormValues, request_values
+from ui.form_rules import form_values, request_values
 from ui.formats import FormatButtons, build_format_buttons
 from ui.formatting import (
     errors_html,
@@ -54,7 +54,7 @@ from ui.formatting import (
     status_html,
 )
 from ui.identity import API_PREFIX, api_owner
-from ui.runs import cancel_inner, settled
+from ui.runs import cancel_inner, cancel_now, ended_status
 
 PRIVATE: Mapping[str, Any] = MappingProxyType(
     {"api_visibility": "private", "show_progress": "hidden"}
@@ -180,7 +180,7 @@ class LoopHandlers:
         """Check (nothing is sent if refused), make the take, cut the loop, show every step."""
         v = self.view
         owner = self.studio.owner(owner_value)
-        values = request_values(FormValues(*form))
+        values = request_values(form_values(form))
         model_for(engine, local_model, values)
         try:
             request, spec = await asyncio.to_thread(self.maker.prepare, values, bpm, bars, engine)
@@ -266,24 +266,13 @@ class LoopHandlers:
 
     async def cancel_pressed(self, run_id: str | None, owner_value: Any) -> Updates:
         """Cancel the loop's take now; Gradio then also cancels the event."""
-        if run_id:
-            self.studio.service.cancel(run_id, self.studio.owner(owner_value))
-        return {
-            self.view.status: status_html("canceling"),
-            self.view.cancel: gr.update(interactive=False),
-        }
+        return cancel_now(self.studio, run_id, owner_value, self.view.status, self.view.cancel)
 
     async def after_cancel(self, run_id: str | None, owner_value: Any) -> Updates:
         """Cancel was pressed: wait until the loop entry is recorded as ended, then say so."""
-        v = self.view
-        owner = self.studio.owner(owner_value)
-        end = await settled(self.studio.service, self.studio.library, run_id, owner)
         return {
-            v.status: status_html(
-                end.status if end is not None else "canceled",
-                error=end.error if end is not None else "Canceled by you.",
-            ),
-            v.current: None,
+            self.view.status: await ended_status(self.studio, run_id, owner_value),
+            self.view.current: None,
             **self._buttons(running=False),
         }
 

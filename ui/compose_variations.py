@@ -16,7 +16,7 @@ from services.errors import RequestInvalid, StudioError
 from services.library import RunRecord
 from ui.context import Studio
 from ui.engine_picker import model_for
-from ui.form_rules import FormValues, request_values
+from ui.form_rules import form_values, request_values
 from ui.formatting import errors_html, esc, message_html
 from ui.inputs import WAVEFORM
 from ui.reuse import Reuse
@@ -141,7 +141,7 @@ class VariationsHandlers:
     ) -> AsyncIterator[Updates]:
         v = self.view
         owner = self.studio.owner(owner_value)
-        values = request_values(FormValues(*form))
+        values = request_values(form_values(form))
         model_for(engine, local_model, values)
         idle = {v.make: gr.update(interactive=True), v.cancel: gr.update(interactive=False)}
         try:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from services.musicgen import BY_NAME
 from services.request import COHERENT_MAX_SECONDS, MELODY_MODELS, STEREO_MODELS, GenerationRequest
 from services.validation import DURATION_MAX, DURATION_MIN
 
@@ -63,6 +65,22 @@ class FormValues:
     normalization_strategy: str = _MODEL.normalization_strategy
     output_format: str = _MODEL.output_format
     multi_band_diffusion: bool = _MODEL.multi_band_diffusion
+    # Inputs the page has no hand-made control for (see EXTRA_INPUTS), by name.
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+# The inputs the form above lays out by hand ("continuation" is its "Use the clip as" choice).
+LAID_OUT = frozenset({f.name for f in fields(FormValues)} | {"continuation"})
+# A model input added to the schema and not (yet) laid out by hand still gets a control of its
+# kind, under "More inputs": adding an input to services/musicgen.py is all it takes.
+EXTRA_INPUTS: tuple[str, ...] = tuple(name for name in BY_NAME if name not in LAID_OUT)
+
+
+def form_values(components: Sequence[Any]) -> FormValues:
+    """The handler's inputs (the form's components' values, in `Form.components` order)."""
+    laid_out = len(fields(FormValues)) - 1  # every field but `extras`
+    extras = dict(zip(EXTRA_INPUTS, components[laid_out:], strict=True))
+    return FormValues(*components[:laid_out], extras=extras)
 
 
 def request_values(form: FormValues) -> dict[str, Any]:
@@ -89,6 +107,7 @@ def request_values(form: FormValues) -> dict[str, Any]:
         "classifier_free_guidance": form.classifier_free_guidance,
         "output_format": form.output_format,
         "seed": None if form.random_seed or form.seed in (None, "") else form.seed,
+        **{name: form.extras.get(name, BY_NAME[name].default) for name in EXTRA_INPUTS},
     }
 
 

@@ -6,7 +6,7 @@ Labels, help lines, defaults, ranges, steps and choices come from the fields of
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import gradio as gr
@@ -60,10 +60,36 @@ class Form:
     dice: gr.Button
     clip_info: gr.HTML
     duration_note: gr.HTML
+    # One generic control per input of EXTRA_INPUTS, in that order.
+    extras: list[gr.components.Component] = field(default_factory=list)
 
     def components(self) -> list[gr.components.Component]:
         """The request's components, in `FormValues` order (the handlers' input list)."""
-        return [getattr(self, f.name) for f in fields(FormValues)]
+        laid_out = [getattr(self, f.name) for f in fields(FormValues) if f.name != "extras"]
+        return [*laid_out, *self.extras]
+
+
+def _extra_control(name: str) -> gr.components.Component:
+    """A control of the input's kind, from its declaration alone."""
+    spec = BY_NAME[name]
+    common: dict[str, Any] = {
+        "label": spec.page_label,
+        "info": spec.page_info,
+        "elem_id": f"extra-{name}",
+    }
+    if spec.kind == "switch":
+        return gr.Checkbox(value=bool(spec.default), **common)
+    if spec.kind == "choice":
+        return gr.Dropdown(list(spec.choices), value=spec.default, **common)
+    if spec.kind in ("whole", "number") and spec.limit is not None:
+        return _slider(name, elem_id=common["elem_id"])
+    if spec.kind in ("whole", "number"):
+        return gr.Number(
+            value=spec.default, precision=0 if spec.kind == "whole" else None, **common
+        )
+    if spec.kind == "file":
+        return gr.Audio(type="filepath", label=spec.page_label, elem_id=common["elem_id"])
+    return gr.Textbox(value=spec.default or "", **common)
 
 
 def _slider(name: str, **layout: Any) -> gr.Slider:
@@ -258,6 +284,8 @@ def build_form() -> Form:
             interactive=mbd.interactive,
             elem_id="multi-band-diffusion",
         )
+    with gr.Accordion("More inputs", open=False, visible=bool(form_rules.EXTRA_INPUTS)):
+        extras = [_extra_control(name) for name in form_rules.EXTRA_INPUTS]
     return Form(
         prompt=prompt,
         model_version=model_version,
@@ -280,4 +308,5 @@ def build_form() -> Form:
         dice=dice,
         clip_info=clip_info,
         duration_note=duration_note,
+        extras=extras,
     )

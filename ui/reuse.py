@@ -149,6 +149,8 @@ class Reuse:
             self.parent_run: None,
             self.notice: message_html(note, kind="info"),
         }
+        for name, control in zip(form_rules.EXTRA_INPUTS, f.extras, strict=True):
+            updates[control] = getattr(req, name)
         if req.continuation_end is not None:
             updates[f.continuation_end] = gr.update(
                 value=req.continuation_end,

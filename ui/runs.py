@@ -17,7 +17,7 @@ from services.library import Library
 from services.run_signals import RunEnd
 from ui.context import Studio
 from ui.engine_picker import model_for
-from ui.form_rules import FormValues, request_values
+from ui.form_rules import form_values, request_values
 from ui.formatting import (
     errors_html,
     facts_html,
@@ -54,6 +54,25 @@ def _progress(progress: Progress | None, *, complete: bool = False) -> str:
         return progress_html(None, None)
     done = progress.total if complete else progress.done
     return progress_html(done, progress.total)
+
+
+def cancel_now(
+    studio: Studio, run_id: str | None, owner_value: Any, status: Any, button: Any
+) -> Updates:
+    """Cancel the run now and give instant feedback; Gradio then also cancels the event
+    (which stops a click still waiting in the queue, before its run exists)."""
+    if run_id:
+        studio.service.cancel(run_id, studio.owner(owner_value))
+    return {status: status_html("canceling"), button: gr.update(interactive=False)}
+
+
+async def ended_status(studio: Studio, run_id: str | None, owner_value: Any) -> str:
+    """After a cancel: the run's status line once it is filed (see `settled`)."""
+    end = await settled(studio.service, studio.library, run_id, studio.owner(owner_value))
+    if end is None:
+        return status_html("canceled", error="Canceled by you.")
+    link = end.prediction_id if end.engine != LOCAL else None
+    return status_html(end.status, prediction_id=link, error=end.error)
 
 
 async def settled(
@@ -140,7 +159,7 @@ class RunHandlers:
         c, v = self.controls, self.view
         owner = self.studio.owner(owner_value)
         token = self.studio.token(token_value)
-        values = request_values(FormValues(*form))
+        values = request_values(form_values(form))
         model_for(engine, local_model, values)
         try:
             prepared = await asyncio.to_thread(self.studio.service.prepare, values, engine)
@@ -265,28 +284,12 @@ class RunHandlers:
             self._resuming.discard(key)
 
     async def cancel_pressed(self, run_id: str | None, owner_value: Any) -> Updates:
-        """Cancel the run now and give instant feedback; Gradio then also cancels the event
-        (which stops a click still waiting in the queue, before its run exists)."""
-        if run_id:
-            self.studio.service.cancel(run_id, self.studio.owner(owner_value))
-        return {
-            self.view.status: status_html("canceling"),
-            self.controls.cancel: gr.update(interactive=False),
-        }
+        return cancel_now(self.studio, run_id, owner_value, self.view.status, self.controls.cancel)
 
     async def after_cancel(self, run_id: str | None, owner_value: Any) -> Updates:
         """Cancel was pressed: wait until the run is recorded as ended, then say so."""
-        v = self.view
-        owner = self.studio.owner(owner_value)
-        end = await settled(self.studio.service, self.studio.library, run_id, owner)
         return {
-            v.status: status_html(
-                end.status if end is not None else "canceled",
-                prediction_id=(
-                    end.prediction_id if end is not None and end.engine != LOCAL else None
-                ),
-                error=end.error if end is not None else "Canceled by you.",
-            ),
-            v.current_run: None,
+            self.view.status: await ended_status(self.studio, run_id, owner_value),
+            self.view.current_run: None,
             **self._buttons(running=False),
         }
