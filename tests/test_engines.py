@@ -168,3 +168,29 @@ def test_a_library_from_before_the_engines_keeps_its_runs_as_replicate_runs(tmp_
         "cpu",
         2.5,
     )
+
+
+async def test_every_run_of_every_visitor_shares_the_processs_connections(emulator, tmp_path):
+    """One pool per process: runs (here of two visitors' tokens) reuse its kept-alive
+    connections instead of opening their own; closing it at shutdown closes them all."""
+    emulator.configure(run_seconds=0.2)
+    service = GenerationService(
+        settings(tmp_path, REPLICATE_BASE_URL=emulator.base_url, MUSICGEN_ENGINE="replicate"),
+        Library(tmp_path),
+    )
+    tokens = [emulator.token, "r8_second_visitor_000000000000000000000"]
+    emulator.configure(tokens=tokens)
+    for i in range(20):
+        request = GenerationRequest(prompt=f"take {i}", duration=1, seed=i + 1)
+        run = service.generate(request, token=tokens[i % 2], owner=f"visitor-{i % 2}")
+        updates = [u async for u in run]
+        assert updates[-1].status == "succeeded", updates[-1].error
+
+    peers = {r.peer for r in emulator.requests}
+    assert len(emulator.requests) >= 40  # a create and a download per run at least
+    # Connections are kept and reused: at most one per shard of the pool (16), not one per
+    # request or per run.
+    assert len(peers) <= 16
+    clients = service.engines.pool.client(), service.engines.pool.client()
+    await service.engines.aclose()
+    assert all(client.is_closed for client in clients)

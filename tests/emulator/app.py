@@ -717,6 +717,7 @@ class EmulatorMiddleware:
             auth_scheme=scheme,
             json=parsed,
             time=time.time(),
+            peer=":".join(str(part) for part in scope.get("client") or ()),
         )
         state.record(record)
 

@@ -44,6 +44,7 @@ class RecordedRequest:
     time: float
     fault: str | None = None
     status: int | None = None
+    peer: str = ""  # the client's address and port: one per connection
 
     def to_dict(self) -> dict[str, Any]:
         return {
