@@ -260,8 +260,8 @@ def test_cancel_stops_the_run_mid_way(
         page.locator("#cancel-btn").click()
         assert wait_status(page, "canceled") == "canceled"
     assert emulator.wait_for(prediction_id, "canceled", timeout=10) == "canceled"
-    assert page.locator("#generate-btn").is_enabled()
-    assert not page.locator("#cancel-btn").is_enabled()
+    expect(page.locator("#generate-btn")).to_be_enabled()
+    expect(page.locator("#cancel-btn")).to_be_disabled()
     canceled = wait_card(page, prompt, "canceled")
     assert "Canceled" in canceled.inner_text()
     shot(page, "07-canceled")

@@ -218,8 +218,8 @@ def _service(emulator: Emulator, data_dir: Path) -> GenerationService:
 
 async def _as_the_api_does(service: GenerationService, raw: dict, token: str) -> list:
     """What `/generate` and the page do: parse and check, then run."""
-    request, _ = await asyncio.to_thread(service.prepare, raw)
-    return [u async for u in service.generate(request, token=token, owner=None)]
+    prepared = await asyncio.to_thread(service.prepare, raw)
+    return [u async for u in service.generate(prepared, token=token, owner=None)]
 
 
 def _out_of_range(name: str) -> st.SearchStrategy[Any]:
@@ -309,9 +309,10 @@ async def test_a_clip_over_ten_minutes_is_refused_on_input_audio_and_nothing_is_
 async def test_a_clip_of_ten_minutes_is_accepted(emulator, tmp_path):
     service = _service(emulator, tmp_path / "data")
     clip = _tone(tmp_path / "ten-minutes.flac", CLIP_MAX_SECONDS)
-    request, _ = await asyncio.to_thread(
+    prepared = await asyncio.to_thread(
         service.prepare, {"prompt": "strings", "input_audio": str(clip), "duration": 2}
     )
+    request = prepared.request
     assert request.input_audio == str(clip)
 
 

@@ -198,8 +198,9 @@ class RunHandlers:
                     v.logs: "\n".join(logs[-LOG_LINES_SHOWN:]),
                     v.current_run: update.run_id,
                     # Every update carries the buttons' state: a page that merged or missed
-                    # the first one still lets the musician cancel.
-                    **self._buttons(running=True),
+                    # the first one still lets the musician cancel; the last one (a cancel may
+                    # end the handler right after it) frees Generate.
+                    **self._buttons(running=not update.finished),
                 }
                 if update.preview_path:
                     changes[v.preview] = gr.update(value=update.preview_path, visible=True)
