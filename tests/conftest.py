@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -38,3 +39,20 @@ def tiny_musicgen(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoints:
     from tests.support.tiny_musicgen import build_all
 
     return build_all(tmp_path_factory.mktemp("checkpoints"))
+
+
+@pytest.fixture
+def measured_clips(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every clip the app measures by decoding (validation and uploads alike), in order."""
+    from services import audio
+
+    measured: list[Path] = []
+    real_measure = audio.measure
+
+    def counting_measure(path: Any, **options: Any) -> Any:
+        measured.append(Path(path))
+        return real_measure(path, **options)
+
+    monkeypatch.setattr(audio, "measure", counting_measure)
+    monkeypatch.setattr("services.generation.measure", counting_measure)
+    return measured

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from services import audio
 from services.audio import probe
 from services.errors import RequestInvalid, StudioError
 from services.generation import GenerationService
@@ -105,21 +104,12 @@ async def test_a_large_clip_goes_through_the_files_api(emulator, tmp_path):
 
 
 async def test_one_click_decodes_its_clip_once_and_sends_one_upload_and_one_create(
-    emulator, tmp_path, monkeypatch
+    emulator, tmp_path, measured_clips
 ):
     """The page's path (prepare the form's values, then generate what was prepared): the clip
     is measured by validation and that measure is what the upload uses."""
     clip = make_tone(tmp_path / "long.wav", 12.0, channels=2)  # above the data-URL limit
     service = make_service(emulator, tmp_path / "data")
-    measured: list[Path] = []
-    real_measure = audio.measure
-
-    def counting_measure(path, **kw):
-        measured.append(Path(path))
-        return real_measure(path, **kw)
-
-    monkeypatch.setattr(audio, "measure", counting_measure)
-    monkeypatch.setattr("services.generation.measure", counting_measure)
     raw = {"prompt": "continue", "duration": 16, "continuation": True, "input_audio": str(clip)}
 
     prepared = service.prepare(raw, "replicate")
@@ -131,7 +121,7 @@ async def test_one_click_decodes_its_clip_once_and_sends_one_upload_and_one_crea
     ]
 
     assert updates[-1].status == "succeeded", updates[-1].error
-    assert measured == [clip]
+    assert measured_clips == [clip]
     assert emulator.count("POST", "/v1/files") == 1
     assert emulator.count("POST", "/v1/predictions") == 1
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from services import audio
 from services.compose.variations import Variations
 from services.errors import RequestInvalid, StudioError
 from services.generation import GenerationService
@@ -58,26 +57,17 @@ async def test_three_variations_run_at_once_with_three_seeds_as_one_entry(emulat
 
 
 async def test_a_group_with_a_melody_measures_its_clip_once_for_every_take(
-    emulator, tmp_path, monkeypatch
+    emulator, tmp_path, measured_clips
 ):
     clip = make_tone(tmp_path / "melody.wav", 2.0)
     variations, _ = make(emulator, tmp_path / "data")
-    measured: list[Path] = []
-    real_measure = audio.measure
-
-    def counting_measure(path, **kw):
-        measured.append(Path(path))
-        return real_measure(path, **kw)
-
-    monkeypatch.setattr(audio, "measure", counting_measure)
-    monkeypatch.setattr("services.generation.measure", counting_measure)
     request = GenerationRequest(prompt="hum along", duration=3, input_audio=str(clip))
 
     updates = [u async for u in variations.run(request, 3, token=emulator.token, owner=None)]
 
     assert updates[-1].status == "succeeded", updates[-1].error
     assert emulator.count("POST", "/v1/predictions") == 3
-    assert measured == [clip]
+    assert measured_clips == [clip]
 
 
 async def test_one_cancel_stops_every_take(emulator, tmp_path):
