@@ -68,15 +68,6 @@ def split_log_lines(text: str) -> list[str]:
     return [ln for ln in re.split(r"\r\n|\r|\n", text) if ln.strip()]
 
 
-def parse_progress(lines: list[str]) -> Progress | None:
-    """The latest `NN / TOTAL` progress among `lines`, if any."""
-    for line in reversed(lines):
-        m = PROGRESS_LINE.match(line)
-        if m:
-            return Progress(int(m.group(1)), int(m.group(2)))
-    return None
-
-
 def progress_reading(line: str) -> Progress | None:
     """MusicGen's progress reading on one log line ("    NN /    TOTAL"), if it is one."""
     m = PROGRESS_LINE.match(line)
@@ -91,11 +82,7 @@ def seed_reading(line: str) -> int | None:
 
 def parse_seed(lines: list[str]) -> int | None:
     """The seed the model reported with `Using seed N`, if any."""
-    for line in lines:
-        m = SEED_LINE.match(line)
-        if m:
-            return int(m.group(1))
-    return None
+    return next((seed for seed in map(seed_reading, lines) if seed is not None), None)
 
 
 def output_url(prediction: Mapping[str, Any]) -> str | None:

@@ -175,6 +175,15 @@ class GenerationService:
         clip = self.check(request, engine)
         return PreparedRun(request, name, clip, tuple(warnings(request)))
 
+    async def prepared_for(
+        self, run_of: GenerationRequest | PreparedRun, engine: str
+    ) -> PreparedRun:
+        """`run_of` as it is when it was prepared for `engine`; else checked here (off the loop)."""
+        if isinstance(run_of, PreparedRun) and run_of.engine == engine:
+            return run_of
+        request = run_of.request if isinstance(run_of, PreparedRun) else run_of
+        return await asyncio.to_thread(self.prepare_request, request, engine)
+
     def check(self, request: GenerationRequest, engine: str | None = None) -> MeasuredClip | None:
         """Apply the model's and the engine's rules; raises RequestInvalid with every refusal.
 
@@ -227,10 +236,7 @@ class GenerationService:
         """
         eng = self._engines.open(engine, token)
         try:
-            prepared = run_of
-            if not isinstance(prepared, PreparedRun) or prepared.engine != eng.name:
-                request = run_of.request if isinstance(run_of, PreparedRun) else run_of
-                prepared = await asyncio.to_thread(self.prepare_request, request, eng.name)
+            prepared = await self.prepared_for(run_of, eng.name)
             request = prepared.request
             # No await from here to create_pending: two clicks cannot both slip under a limit.
             self.guard(request, owner, eng.name, pool=quota_pool, click=kind not in INNER_KINDS)

@@ -13,7 +13,6 @@ import pytest
 from services.events import (
     TERMINAL_STATUSES,
     Progress,
-    parse_progress,
     progress_reading,
     seed_reading,
     split_log_lines,
@@ -253,7 +252,7 @@ async def test_a_30_s_run_followed_by_polling_costs_few_requests_and_refreshes_e
     assert final.progress == Progress(1500, 1500)
 
     gets = emulator.count("GET", f"/v1/predictions/{prediction['id']}")
-    progress_at = [u.elapsed for u in updates if parse_progress(list(u.new_logs))]
+    progress_at = [u.elapsed for u in updates if any(map(progress_reading, u.new_logs))]
     gaps = [b - a for a, b in itertools.pairwise(progress_at)]
     print(f"\n30 s run: {gets} GETs, {len(progress_at)} progress updates, gap {max(gaps):.2f} s")
     # The official client polls every 0.5 s: about 61 GETs, 63 requests with the create and the

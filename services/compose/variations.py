@@ -95,12 +95,7 @@ class Variations:
         count = check_takes(n)
         chosen = self._service.engines.open(engine, token)
         try:
-            prepared = run_of
-            if not isinstance(prepared, PreparedRun) or prepared.engine != chosen.name:
-                request = run_of.request if isinstance(run_of, PreparedRun) else run_of
-                prepared = await asyncio.to_thread(
-                    self._service.prepare_request, request, chosen.name
-                )
+            prepared = await self._service.prepared_for(run_of, chosen.name)
             request = prepared.request
             # The group is one entry of the history: one click against the visitor's limits.
             self._service.guard(request, owner, chosen.name, pool=quota_pool)
