@@ -322,13 +322,13 @@ async def test_the_registry_hands_only_genuine_webhooks_to_the_run() -> None:
         assert registry.receive(stale, body).status == 401
         assert registry.receive(signed(VECTOR_SECRET, stranger), stranger).status == 404
         assert registry.receive({}, b"not json").status == 400
-        assert await nudges.until(time.monotonic() + 0.05) is False  # nothing reached the run
+        assert await nudges.until(time.monotonic() + 0.05) is None  # nothing reached the run
 
         genuine = signed(VECTOR_SECRET, body)
         assert registry.receive(genuine, body).status == 200
         assert registry.receive(genuine, body).status == 200  # a retry: taken once
         assert (await nudges.until(time.monotonic() + 1))["status"] == "succeeded"
-        assert await nudges.until(time.monotonic() + 0.05) is False
+        assert await nudges.until(time.monotonic() + 0.05) is None
     # After the run: a late delivery is acknowledged (no more retries) and goes nowhere.
     assert registry.receive(signed(VECTOR_SECRET, body, "msg_2"), body).status == 200
     assert registry.receive(signed(forged, body, "msg_3"), body).status == 401

@@ -198,29 +198,22 @@ class RunTracker:
 
 class Nudges:
     """News of one run that reaches its follower between polls, so it need not wait for the
-    next one: a prediction pushed by a webhook (or by a cancel's answer), or a request to look
-    at the run right now."""
+    next one: a prediction pushed by a webhook."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[Prediction | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Prediction] = asyncio.Queue()
 
     def push(self, prediction: Prediction) -> None:
         """The run as someone else just saw it: the follower takes it as a poll's answer."""
         self._queue.put_nowait(prediction)
 
-    def look_now(self) -> None:
-        """Have the follower poll at once (e.g. after a cancel was sent)."""
-        self._queue.put_nowait(None)
-
-    async def until(self, at: float) -> Prediction | bool:
-        """Wait until monotonic time `at` or the next nudge: False when none came, True for a
-        request to look now, else the pushed prediction."""
+    async def until(self, at: float) -> Prediction | None:
+        """The next pushed prediction, or None when none came by monotonic time `at`."""
         try:
             async with asyncio.timeout_at(_loop_time(at)):
-                news = await self._queue.get()
+                return await self._queue.get()
         except TimeoutError:
-            return False
-        return True if news is None else news
+            return None
 
 
 def _loop_time(monotonic_at: float) -> float:
@@ -381,7 +374,7 @@ async def _poll(
         news = await nudges.until(next_at)
         sent: float | None = time.monotonic()
         try:
-            if isinstance(news, dict):
+            if news is not None:
                 prediction, sent = news, None  # pushed: when it was seen is not known
             else:
                 prediction = await source.get(tracker.prediction_id)
