@@ -114,7 +114,7 @@ class ReplicateClient:
     ) -> AsyncIterator[RunUpdate]:
         """Updates for every change of the run until it ends; the last one is terminal.
 
-        `nudges` hands the follower news between its polls (a webhook, a cancel); `policy`
+        `nudges` hands the follower news between its polls (a webhook); `policy`
         replaces the client's follow policy for this run (e.g. sparser polls when a webhook
         will tell the end). `progress` and `seed` read the model's log lines (see follow_run).
         """

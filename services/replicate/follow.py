@@ -234,7 +234,7 @@ async def follow_run(
 ) -> AsyncIterator[RunUpdate]:
     """Yield an update for every change of the run until it ends; the last one is terminal.
 
-    `nudges` lets a webhook or a cancel hand the follower news between its polls. `progress`
+    `nudges` lets a webhook hand the follower news between its polls. `progress`
     and `seed` read the model's log lines (none: the run shows no progress and no seed, and
     polls are not aimed at its end).
     """
