@@ -18,7 +18,7 @@ import ui
 from services.compose.extend import Extender
 from services.compose.loop import LoopMaker
 from services.compose.variations import Variations
-from services.engines import local_engine
+from services.engines.registry import local_engine
 from services.generation import GenerationService
 from services.library import Library
 from services.settings import Settings

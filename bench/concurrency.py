@@ -26,7 +26,7 @@ from bench.stats import p50, p95
 from services.events import TERMINAL_STATUSES
 from services.generation import GenerationService
 from services.library import Library
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 from services.settings import DEFAULT_VERSION, Settings
 
 QUEUE_SECONDS = 0.2

@@ -27,7 +27,7 @@ from bench.emulator import STREAM_POLL_SECONDS, EmulatorProcess
 from bench.proposed import make_service
 from services.generation import GenerationService
 from services.library import Library
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 from services.settings import DEFAULT_VERSION, Settings
 
 QUEUE_SECONDS = 0.2

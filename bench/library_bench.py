@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from services.library import Library
-from services.request import MODEL_VERSIONS, GenerationRequest
+from services.musicgen import MODEL_VERSIONS, GenerationRequest
 
 WORDS = (
     "lo-fi",

@@ -37,7 +37,7 @@ def _peak_rss_mb() -> float:
 
 
 def _request(seconds: int) -> Any:
-    from services.request import GenerationRequest
+    from services.musicgen import GenerationRequest
 
     return GenerationRequest(
         prompt=PROMPT, duration=seconds, model_version="", seed=SEED, output_format="wav"
@@ -49,7 +49,7 @@ def run_direct(folder: str, seconds: int, reps: int) -> dict[str, Any]:
     import torch
     from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
-    from services.local.synth import sampling_kwargs
+    from services.engines.local.synth import sampling_kwargs
 
     model = MusicgenForConditionalGeneration.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -71,7 +71,7 @@ def run_direct(folder: str, seconds: int, reps: int) -> dict[str, Any]:
 
 def run_engine(folder: str, seconds: int, reps: int, preview_seconds: float) -> dict[str, Any]:
     """The same take through LocalEngine, as the generation service drives it."""
-    from services.local import LocalConfig, LocalEngine
+    from services.engines.local import LocalConfig, LocalEngine
 
     engine = LocalEngine(
         LocalConfig(default_model=folder, device="cpu", preview_seconds=preview_seconds)
@@ -119,8 +119,8 @@ def run_interleaved(folder: str, seconds: int, reps: int) -> dict[str, Any]:
 
     import torch
 
-    from services.local import LocalConfig, LocalEngine
-    from services.local.synth import sampling_kwargs
+    from services.engines.local import LocalConfig, LocalEngine
+    from services.engines.local.synth import sampling_kwargs
 
     engine = LocalEngine(LocalConfig(default_model=folder, device="cpu"))
     loaded = engine.preload()

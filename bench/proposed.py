@@ -16,7 +16,7 @@ No fix is proposed at present: `--variant proposed` runs the current service.
 
 from __future__ import annotations
 
-from services.engines import Engines
+from services.engines.registry import Engines
 from services.generation import GenerationService
 from services.library import Library
 from services.replicate import ReplicateClient

@@ -19,8 +19,9 @@ from typing import Any
 
 from services.audio import CLIP_MAX_SECONDS, MeasuredClip, check_output, measure
 from services.cost import Estimate, estimate, free_estimate, run_cost
-from services.engine import LOCAL, REPLICATE, Engine, EngineRules, EngineRun
-from services.engines import Engines
+from services.engines.protocol import LOCAL, REPLICATE, Engine, EngineRules, EngineRun
+from services.engines.registry import Engines
+from services.engines.replicate.engine import ReplicateEngine, ReplicateModel
 from services.errors import (
     AudioError,
     CreateUnclear,
@@ -33,9 +34,8 @@ from services.events import TERMINAL_STATUSES, RunUpdate
 from services.library import Library, RunNotFound, RunRecord
 from services.library.importer import ImportReport, import_account
 from services.library.records import INNER_KINDS
+from services.musicgen import GenerationRequest
 from services.orphans import BEFORE_RECORD_S, FILE_APART, WINDOW_S, OrphanCheck, Stray
-from services.replicate_engine import ReplicateEngine, ReplicateModel
-from services.request import GenerationRequest
 from services.run_signals import RunEnd, RunSignals, RunWatch
 from services.settings import Settings
 from services.validation import check_request, limit_errors, parse_request, warnings

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.library.records import RunRecord, to_epoch
+from services.musicgen import GenerationRequest
 from services.replicate.predictions import Prediction
-from services.request import GenerationRequest
 
 ADOPT = "adopt"
 FILE_APART = "file apart"

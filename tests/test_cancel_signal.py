@@ -15,11 +15,11 @@ from typing import Any
 
 import gradio as gr
 
-from services.engines import Engines
+from services.engines.registry import Engines
 from services.events import RunUpdate
 from services.generation import GenerationService
 from services.library import Library
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 from services.settings import Settings
 from tests.client_support import FAST_FOLLOW, make_client
 from tests.emulator import Emulator

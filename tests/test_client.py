@@ -24,10 +24,10 @@ from services.errors import (
     Unauthenticated,
 )
 from services.events import seed_reading
+from services.musicgen import GenerationRequest
 from services.replicate import ReplicateClient, Timeouts
 from services.replicate.http import USER_AGENT
 from services.replicate.retry import RetryPolicy, parse_retry_after
-from services.request import GenerationRequest
 from tests.client_support import collect, make_client, write_wav
 from tests.emulator import MUSICGEN_VERSION, EmulatorConfig, run_emulator
 

@@ -16,7 +16,7 @@ from services.compose.formats import FORMATS, FormatCache, download_name, slug
 from services.compose.loop import LoopMaker
 from services.generation import GenerationService
 from services.library import Library, RunRecord
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 from services.settings import Settings
 from tests.emulator import Emulator
 

@@ -13,9 +13,9 @@ import pytest
 from services.compose import audio_ops
 from services.compose.extend import Extender, parts_summary
 from services.compose.variations import Variations
+from services.engines.local import LocalConfig, LocalEngine
 from services.generation import GenerationService
 from services.library import Library
-from services.local import LocalConfig, LocalEngine
 from services.settings import Settings
 
 

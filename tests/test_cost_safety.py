@@ -24,15 +24,15 @@ from services.cost import (
     HISTORY,
     cancel_after_seconds,
 )
-from services.engine import REPLICATE
-from services.engines import Engines
+from services.engines.protocol import REPLICATE
+from services.engines.registry import Engines
 from services.errors import OutputExpired, SpendingLimit
 from services.generation import GenerationService
 from services.library import Library
+from services.musicgen import GenerationRequest
 from services.orphans import OrphanCheck
 from services.replicate import Timeouts
 from services.replicate.predictions import cancel_after_header
-from services.request import GenerationRequest
 from services.settings import Settings
 from tests.client_support import make_client
 from tests.emulator import Emulator
@@ -472,7 +472,7 @@ def test_generate_endpoint_is_held_to_the_same_spending_limit(emulator, tmp_path
 
 
 async def test_a_run_on_this_machine_costs_nothing_and_shows_no_estimate(tmp_path, tiny_musicgen):
-    from services.local import LocalConfig, LocalEngine
+    from services.engines.local import LocalConfig, LocalEngine
     from ui.context import Studio
     from ui.cost_line import cost_html
     from ui.files import FileServer

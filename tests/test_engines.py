@@ -11,14 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from services.engine import Engine
-from services.engines import NO_LOCAL_MESSAGE, NO_TOKEN_MESSAGE, REPLICATE_OFF_MESSAGE, Engines
+from services.engines.local import LocalConfig, LocalEngine
+from services.engines.protocol import Engine
+from services.engines.registry import (
+    NO_LOCAL_MESSAGE,
+    NO_TOKEN_MESSAGE,
+    REPLICATE_OFF_MESSAGE,
+    Engines,
+)
 from services.errors import RequestInvalid, StudioError
 from services.generation import GenerationService
 from services.library import Library
 from services.library.schema import MIGRATIONS
-from services.local import LocalConfig, LocalEngine
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 from services.settings import Settings
 from tests.emulator.config import DEFAULT_DEPLOYMENT
 

@@ -20,7 +20,7 @@ from services.compose.extend import Extender, parts_summary, plan_parts
 from services.errors import RequestInvalid
 from services.generation import GenerationService
 from services.library import Library
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 from services.settings import Settings
 
 

@@ -16,7 +16,7 @@ from services.audio import probe
 from services.errors import RequestInvalid, StudioError
 from services.generation import GenerationService
 from services.library import Library
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 from services.settings import Settings
 from tests.emulator import Emulator
 from tests.support.audio_files import FORMATS, make_tone

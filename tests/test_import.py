@@ -10,9 +10,9 @@ import pytest
 
 from services.library import Library
 from services.library.importer import ImportReport, import_account, request_from_input
+from services.musicgen import GenerationRequest
 from services.replicate import ReplicateClient
 from services.replicate.retry import RetryPolicy
-from services.request import GenerationRequest
 from tests.emulator import MUSICGEN_VERSION, EmulatorConfig
 
 TOKEN = "r8_" + "Qw7eR4tY1uI9oP3aS6dF2gH5jK8lZ0xC4vB7n"  # fake; split so secret scanners skip it

@@ -18,7 +18,7 @@ from pydub import AudioSegment
 from services.library import AlreadyInLibrary, Library, LibraryError, RunNotFound
 from services.library.files import write_atomic
 from services.library.schema import SCHEMA_VERSION
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "r8_" + "Zk3xQ9vB7mT2pL5wR8yN4cF6hJ1dG0sA3eU7i"  # fake; split so secret scanners skip it

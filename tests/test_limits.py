@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from services.errors import RequestInvalid
 from services.generation import GenerationService
 from services.library import Library
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 from services.settings import Settings
 from services.validation import (
     CHOICES,

@@ -21,13 +21,13 @@ pytest.importorskip("transformers")
 import torch
 from pydub import AudioSegment
 
-from services.engine import Engine, EngineRun
+from services.engines.local import LocalConfig, LocalEngine, local_engine_available
+from services.engines.local.download import progress_class
+from services.engines.local.normalize import loudness_lufs, normalize
+from services.engines.protocol import Engine, EngineRun
 from services.events import RunUpdate
 from services.library.records import RunRecord
-from services.local import LocalConfig, LocalEngine, local_engine_available
-from services.local.download import progress_class
-from services.local.normalize import loudness_lufs, normalize
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 from tests.support.audio_files import make_tone
 from tests.support.tiny_musicgen import TinyCheckpoints
 

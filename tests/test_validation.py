@@ -8,7 +8,7 @@ import re
 import pytest
 
 from services.errors import FieldError, RequestInvalid
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 from services.validation import (
     check_request,
     is_long,

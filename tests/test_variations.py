@@ -11,7 +11,7 @@ from services.compose.variations import Variations
 from services.errors import RequestInvalid, StudioError
 from services.generation import GenerationService
 from services.library import Library
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 from services.settings import Settings
 from tests.support.audio_files import make_tone
 

@@ -27,13 +27,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from services.engines import Engines
+from services.engines.registry import Engines
+from services.engines.replicate.webhooks import WEBHOOK_PATH, WebhookRegistry
 from services.generation import GenerationService
 from services.library import Library
+from services.musicgen import GenerationRequest
 from services.replicate.follow import FollowPolicy
 from services.replicate.webhooks import WebhookRejected, WebhookSecret
-from services.replicate_webhooks import WEBHOOK_PATH, WebhookRegistry
-from services.request import GenerationRequest
 from services.settings import Settings
 from tests.client_support import make_client
 from tests.emulator import MUSICGEN_VERSION, Emulator, EmulatorConfig

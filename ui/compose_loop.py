@@ -28,7 +28,7 @@ from services.compose.loop import (
     loop_summary,
     parse_loop,
 )
-from services.engine import LOCAL
+from services.engines.protocol import LOCAL
 from services.errors import RequestInvalid, StudioError
 from services.events import Progress, RunUpdate
 from services.input_help import docstring

@@ -11,8 +11,8 @@ from typing import Any
 
 import gradio as gr
 
-from services.engine import LOCAL
-from services.engines import Engines
+from services.engines.protocol import LOCAL
+from services.engines.registry import Engines
 
 
 @dataclass

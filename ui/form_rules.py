@@ -12,8 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from services.musicgen import BY_NAME
-from services.request import COHERENT_MAX_SECONDS, MELODY_MODELS, STEREO_MODELS, GenerationRequest
+from services.musicgen import (
+    BY_NAME,
+    COHERENT_MAX_SECONDS,
+    MELODY_MODELS,
+    STEREO_MODELS,
+    GenerationRequest,
+)
 from services.validation import DURATION_MAX, DURATION_MIN
 
 # "Longer than 30 s" unlocks durations up to the request's own limit.

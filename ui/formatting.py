@@ -12,8 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from services.errors import FieldError
-from services.musicgen import INPUTS
-from services.request import MODEL_VERSIONS
+from services.musicgen import INPUTS, MODEL_VERSIONS
 
 REPLICATE_RUN_URL = "https://replicate.com/p/{id}"
 

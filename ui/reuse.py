@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from services.request import COHERENT_MAX_SECONDS, MODEL_VERSIONS, GenerationRequest
+from services.musicgen import COHERENT_MAX_SECONDS, MODEL_VERSIONS, GenerationRequest
 from ui import form_rules
 from ui.form_rules import USE_CONTINUATION, USE_MELODY
 from ui.formatting import message_html

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from services.engine import LOCAL
+from services.engines.protocol import LOCAL
 from services.errors import RequestInvalid, StudioError
 from services.events import Progress, RunUpdate
 from services.generation import GenerationService

@@ -11,7 +11,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from services.replicate_webhooks import MAX_BODY_BYTES, WebhookRegistry
+from services.engines.replicate.webhooks import MAX_BODY_BYTES, WebhookRegistry
 
 
 def webhook_routes(registry: WebhookRegistry) -> list[BaseRoute]:

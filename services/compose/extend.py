@@ -30,7 +30,7 @@ from services.errors import FieldError, RequestInvalid, StudioError
 from services.events import RunUpdate
 from services.generation import GenerationService
 from services.library import Library, RunNotFound, RunRecord
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 
 MAX_TOTAL_SECONDS = 300
 PART_MAX_SECONDS = 30  # one run's coherent window: longer runs drift

@@ -35,7 +35,7 @@ from services.errors import FieldError, RequestInvalid, StudioError
 from services.events import RunUpdate
 from services.generation import GenerationService
 from services.library import Library, RunNotFound, RunRecord
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 
 BPM_MIN, BPM_MAX = 40.0, 240.0
 BARS_MIN, BARS_MAX = 1, 16

@@ -20,7 +20,7 @@ from services.errors import FieldError, RequestInvalid, StudioError
 from services.events import RunUpdate
 from services.generation import GenerationService, PreparedRun
 from services.library import Library, RunNotFound, RunRecord
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 from services.validation import SEED_MAX
 
 MIN_TAKES = 2

@@ -26,8 +26,8 @@ from services.errors import AudioError, OutputExpired, StudioError
 from services.events import TERMINAL_STATUSES, output_url, parse_seed, split_log_lines
 from services.library import AlreadyInLibrary, Library, RunRecord
 from services.library.records import to_epoch
+from services.musicgen import GenerationRequest
 from services.replicate import ReplicateClient
-from services.request import GenerationRequest
 
 MODEL = "meta/musicgen"
 REMOVED_NOTE = (

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 
 STATUSES = (
     "pending",  # written before the prediction is created

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from services.generation import GenerationService
 from services.library import Library
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 from services.settings import Settings
 
 

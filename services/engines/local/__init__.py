@@ -3,7 +3,7 @@
 Importing this package imports neither torch nor transformers; they load with the first run.
 """
 
-from services.local.config import LocalConfig, local_engine_available
-from services.local.engine import LocalEngine
+from services.engines.local.config import LocalConfig, local_engine_available
+from services.engines.local.engine import LocalEngine
 
 __all__ = ["LocalConfig", "LocalEngine", "local_engine_available"]

@@ -18,7 +18,8 @@ from typing import Any
 
 from services.audio import AudioInfo, MeasuredClip, check_output, prepare_input_audio
 from services.cost import cancel_after_seconds
-from services.engine import REPLICATE, EngineRun
+from services.engines.protocol import REPLICATE, EngineRun
+from services.engines.replicate.webhooks import WebhookRegistry
 from services.errors import FieldError, OutputExpired, StudioError
 from services.events import (
     RunUpdate,
@@ -29,13 +30,12 @@ from services.events import (
     split_log_lines,
 )
 from services.library.records import RunRecord
+from services.musicgen import MODEL_VERSIONS, GenerationRequest
 from services.orphans import OrphanCheck, Stray, find_strays, sent_input
 from services.replicate import ReplicateClient
 from services.replicate.follow import Nudges
 from services.replicate.predictions import PRESENT, Prediction, same_input
 from services.replicate.webhooks import WebhookSecret
-from services.replicate_webhooks import WebhookRegistry
-from services.request import MODEL_VERSIONS, GenerationRequest
 from services.validation import replicate_model_errors
 
 DEFAULT_MODEL = "stereo-melody-large"

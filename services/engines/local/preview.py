@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from services.local.audio_io import write_audio
-from services.local.loader import LoadedModel
+from services.engines.local.audio_io import write_audio
+from services.engines.local.loader import LoadedModel
 
 # Already-sent audio decoded again before each chunk, so the chunk starts as it would in a
 # full decode. Half a second keeps decoding cost a few percent of generation on a CPU.

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from services.engines.local.audio_io import read_clip
+from services.engines.local.chroma import chroma_features
+from services.engines.local.loader import LoadedModel
+from services.engines.local.normalize import normalize
+from services.engines.local.preview import PreviewDecoder
 from services.errors import StudioError
-from services.local.audio_io import read_clip
-from services.local.chroma import chroma_features
-from services.local.loader import LoadedModel
-from services.local.normalize import normalize
-from services.local.preview import PreviewDecoder
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 
 # The join between the original continuation slice and the new audio is crossfaded over this.
 JOIN_SECONDS = 0.02

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from services.local.loader import ChromaSettings
+from services.engines.local.loader import ChromaSettings
 
 
 def chroma_features(mono: np.ndarray, settings: ChromaSettings) -> Any:

@@ -11,11 +11,11 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from services.engine import LOCAL, REPLICATE, Engine
+from services.engines.protocol import LOCAL, REPLICATE, Engine
+from services.engines.replicate.engine import ReplicateEngine
+from services.engines.replicate.webhooks import WebhookRegistry
 from services.errors import StudioError
 from services.replicate import HttpPool, ReplicateClient
-from services.replicate_engine import ReplicateEngine
-from services.replicate_webhooks import WebhookRegistry
 from services.settings import Settings
 
 NO_TOKEN_MESSAGE = (
@@ -139,7 +139,7 @@ def local_engine(settings: Settings, env: Mapping[str, str] | None = None) -> En
     """
     if settings.engine == REPLICATE:
         return None
-    from services.local import LocalConfig, LocalEngine, local_engine_available
+    from services.engines.local import LocalConfig, LocalEngine, local_engine_available
 
     if not local_engine_available():
         if settings.engine == LOCAL:

@@ -17,7 +17,7 @@ from services.audio import MeasuredClip
 from services.errors import FieldError
 from services.events import RunUpdate
 from services.library.records import RunRecord
-from services.request import GenerationRequest
+from services.musicgen import GenerationRequest
 
 REPLICATE = "replicate"
 LOCAL = "local"

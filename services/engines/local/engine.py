@@ -26,16 +26,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.audio import MeasuredClip, check_output
-from services.engine import LOCAL, Engine, EngineRun
+from services.engines.local.audio_io import write_audio
+from services.engines.local.checkpoints import KNOWN_CHECKPOINTS, Device, choose_device, describe
+from services.engines.local.config import LocalConfig
+from services.engines.local.loader import MELODY_TYPE, LoadedModel, load
+from services.engines.local.synth import Canceled, Hooks, synthesize
+from services.engines.protocol import LOCAL, Engine, EngineRun
 from services.errors import FieldError, StudioError
 from services.events import Progress, RunUpdate
 from services.library.records import RunRecord
-from services.local.audio_io import write_audio
-from services.local.checkpoints import KNOWN_CHECKPOINTS, Device, choose_device, describe
-from services.local.config import LocalConfig
-from services.local.loader import MELODY_TYPE, LoadedModel, load
-from services.local.synth import Canceled, Hooks, synthesize
-from services.request import COHERENT_MAX_SECONDS, GenerationRequest
+from services.musicgen import COHERENT_MAX_SECONDS, GenerationRequest
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.engines.local.checkpoints import Device
+from services.engines.local.download import fetch
 from services.errors import StudioError
-from services.local.checkpoints import Device
-from services.local.download import fetch
 
 MELODY_TYPE = "musicgen_melody"
 TEXT_TYPE = "musicgen"
@@ -117,7 +117,7 @@ def _load_folder(checkpoint: str, folder: Path, device: Device) -> LoadedModel:
     model = cls.from_pretrained(folder, dtype=dtype).to(device.name)
     model.eval()
     # The tokenizer alone: the melody processor needs torchaudio just for its chroma, which the
-    # engine computes itself (services.local.chroma), and audio prompts are encoded directly.
+    # engine computes itself (engines.local.chroma), and audio prompts are encoded directly.
     tokenizer = AutoTokenizer.from_pretrained(folder)
     codec = config.audio_encoder
     decoder = config.decoder
