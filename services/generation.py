@@ -38,7 +38,7 @@ from services.musicgen import GenerationRequest
 from services.orphans import BEFORE_RECORD_S, FILE_APART, WINDOW_S, OrphanCheck, Stray
 from services.run_signals import RunEnd, RunSignals, RunWatch
 from services.settings import Settings
-from services.validation import check_request, limit_errors, parse_request, warnings
+from services.validation import check_request, warnings
 
 log = logging.getLogger(__name__)
 WEB_URL = "https://replicate.com/p/{id}"
@@ -164,7 +164,7 @@ class GenerationService:
         Raises RequestInvalid, listing every problem, before anything is sent.
         """
         rules = self._rules(engine)
-        request = parse_request(
+        request = GenerationRequest.parse(
             raw, models=rules.model_choices(), default_model=rules.default_model()
         )
         return self.prepare_request(request, engine)
@@ -190,10 +190,6 @@ class GenerationService:
         Returns the clip as measured (decoded once, here), for the run to use as it is.
         """
         rules = self._rules(engine)
-        # A request built in code (a composition's part) was never parsed: same limits.
-        refused = limit_errors(request, rules.model_choices())
-        if refused:
-            raise RequestInvalid(refused)
         clip = None
         if request.input_audio:
             try:

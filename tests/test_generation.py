@@ -126,6 +126,34 @@ async def test_one_click_decodes_its_clip_once_and_sends_one_upload_and_one_crea
     assert emulator.count("POST", "/v1/predictions") == 1
 
 
+async def test_one_click_parses_its_request_once(emulator, tmp_path, monkeypatch):
+    """The form's values are read into a request once: checking, running and filing it use
+    that request as it is, never parsing or validating it again."""
+    import services.musicgen as schema
+
+    prompts_read: list[object] = []
+    real_loosen = schema._loosen
+
+    def counting(spec, value):
+        if spec.name == "prompt":
+            prompts_read.append(value)
+        return real_loosen(spec, value)
+
+    monkeypatch.setattr(schema, "_loosen", counting)
+    service = make_service(emulator, tmp_path / "data")
+
+    prepared = service.prepare({"prompt": "one parse", "duration": "4"}, "replicate")
+    updates = [
+        u
+        async for u in service.generate(
+            prepared, token=emulator.token, owner=None, engine="replicate"
+        )
+    ]
+
+    assert updates[-1].status == "succeeded", updates[-1].error
+    assert prompts_read == ["one parse"]
+
+
 async def test_a_refused_request_costs_nothing(emulator, tmp_path):
     service = make_service(emulator, tmp_path)
     request = GenerationRequest(prompt="", duration=8, multi_band_diffusion=True)

@@ -30,7 +30,7 @@ from services.events import (
     split_log_lines,
 )
 from services.library.records import RunRecord
-from services.musicgen import MODEL_VERSIONS, GenerationRequest
+from services.musicgen import DEFAULT_MODEL, MODEL_VERSIONS, GenerationRequest
 from services.orphans import OrphanCheck, Stray, find_strays, sent_input
 from services.replicate import ReplicateClient
 from services.replicate.follow import Nudges
@@ -38,7 +38,6 @@ from services.replicate.predictions import PRESENT, Prediction, same_input
 from services.replicate.webhooks import WebhookSecret
 from services.validation import replicate_model_errors
 
-DEFAULT_MODEL = "stereo-melody-large"
 EXPIRED_MESSAGE = "Replicate no longer has this run's audio (it keeps outputs ~1 hour)."
 LOST_MESSAGE = "The run was paid for, but its audio expired before it could be downloaded."
 
