@@ -280,8 +280,12 @@ class GenerationRequest(BaseModel):
                 values[name] = value
             elif spec.optional:
                 values[name] = None
-            elif spec.input.per_engine and default_model is not None:
-                values[name] = default_model
+            elif spec.input.per_engine and info.context is None:
+                values[name] = value  # built in code: left empty for the engine's default
+        if default_model is not None:  # parsed for an engine: its default, when not given
+            for spec in INPUTS:
+                if spec.input.per_engine and spec.name not in values:
+                    values[spec.name] = default_model
         return values
 
     @field_validator("*", mode="before")

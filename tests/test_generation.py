@@ -17,16 +17,9 @@ from services.errors import RequestInvalid, StudioError
 from services.generation import GenerationService
 from services.library import Library
 from services.musicgen import GenerationRequest
-from services.settings import Settings
 from tests.emulator import Emulator
 from tests.support.audio_files import FORMATS, make_tone
-
-
-def make_service(emulator: Emulator, data_dir: Path, **env: str) -> GenerationService:
-    settings = Settings.from_env(
-        {"MUSICGEN_DATA_DIR": str(data_dir), "REPLICATE_BASE_URL": emulator.base_url, **env}
-    )
-    return GenerationService(settings, Library(data_dir))
+from tests.support.services import make_service
 
 
 async def run_all(service: GenerationService, request: GenerationRequest, token: str, **kw):

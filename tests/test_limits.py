@@ -26,7 +26,6 @@ from services.errors import RequestInvalid
 from services.generation import GenerationService
 from services.library import Library
 from services.musicgen import CHOICES, LIMITS, PROMPT_MAX_CHARS, SEED_MAX, GenerationRequest
-from services.settings import Settings
 from services.validation import validate
 from tests.browser_support import (
     AppProcess,
@@ -36,6 +35,7 @@ from tests.browser_support import (
     running_app,
 )
 from tests.emulator import Emulator
+from tests.support.services import make_service
 
 FIELDS = list(GenerationRequest.model_fields)
 NUMERIC = [name for name in LIMITS if name not in ("prompt", "input_audio")]
@@ -203,12 +203,7 @@ def test_the_limits_are_the_ones_announced():
 
 
 def _service(emulator: Emulator, data_dir: Path) -> GenerationService:
-    env = {
-        "MUSICGEN_DATA_DIR": str(data_dir),
-        "REPLICATE_BASE_URL": emulator.base_url,
-        "MUSICGEN_ENGINE": "replicate",
-    }
-    return GenerationService(Settings.from_env(env), Library(data_dir))
+    return make_service(emulator, data_dir, MUSICGEN_ENGINE="replicate")
 
 
 async def _as_the_api_does(service: GenerationService, raw: dict, token: str) -> list:

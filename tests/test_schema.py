@@ -264,9 +264,17 @@ def test_adding_an_input_is_one_edit(tmp_path: Path) -> None:
     assert out["parsed"] == 90 and out["sent"] == 90
 
 
-def test_the_api_help_comes_from_the_descriptions() -> None:
-    for spec in INPUTS:
-        assert help_text(spec.name).startswith(spec.description), spec.name
+def test_the_api_help_says_what_each_input_means_and_takes() -> None:
+    """What an API caller or an MCP client reads for a parameter: its meaning, then its range
+    or choices, as the musician's words and the studio's own limits."""
+    assert help_text("duration") == (
+        "Length of the result in seconds (with continuation: including the clip). "
+        "It is a whole number of seconds from 1 to 300."
+    )
+    assert help_text("output_format") == "The file format of the result. One of: wav, mp3."
+    assert help_text("prompt").endswith("At most 1000 characters.")
+    assert help_text("input_audio").endswith("At most 10 minutes long.")
+    assert help_text("temperature").endswith("It is a number above 0 and at most 5.")
 
 
 def test_the_page_controls_read_the_declaration() -> None:

@@ -172,9 +172,7 @@ def test_the_page_takes_its_ranges_from_the_request_limits():
         ("classifier_free_guidance", form.classifier_free_guidance),
     ]:
         for value in (slider.minimum, slider.maximum):
-            assert GenerationRequest.parse({"prompt": "x", name: value}) is not None
+            assert getattr(GenerationRequest.parse({"prompt": "x", name: value}), name) == value
     long_max = form_rules.duration_limits(True, 8)[0]
-    assert (
-        GenerationRequest.parse({"prompt": "x" * PROMPT_MAX_CHARS, "duration": long_max})
-        is not None
-    )
+    longest = GenerationRequest.parse({"prompt": "x" * PROMPT_MAX_CHARS, "duration": long_max})
+    assert (len(longest.prompt), longest.duration) == (PROMPT_MAX_CHARS, long_max)

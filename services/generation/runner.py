@@ -1,8 +1,8 @@
-"""One run end to end, on any engine: validate -> start -> follow -> check and file the audio.
+"""One run end to end, on any engine: start -> follow -> check and file the audio; cancel.
 
-Also picks up runs left in flight by an earlier process and imports an account's history.
 Cancelling the task that consumes `generate()` cancels the run on its engine: Gradio's
 `cancels=` does that for one visitor's session only, so one visitor can never stop another's run.
+A run no click consumes (resumed, adopted by the recovery) is followed by `follow_here`.
 """
 
 from __future__ import annotations
@@ -12,55 +12,28 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from services.audio import CLIP_MAX_SECONDS, MeasuredClip, check_output, measure
-from services.cost import Estimate, estimate, free_estimate, run_cost
-from services.engines.protocol import LOCAL, REPLICATE, Engine, EngineRules, EngineRun
+from services.audio import check_output
+from services.cost import run_cost
+from services.engines.protocol import REPLICATE, Engine, EngineRun
 from services.engines.registry import Engines
-from services.engines.replicate.engine import ReplicateEngine, ReplicateModel
-from services.errors import (
-    AudioError,
-    CreateUnclear,
-    FieldError,
-    RequestInvalid,
-    SpendingLimit,
-    StudioError,
-)
+from services.errors import CreateUnclear, StudioError
 from services.events import TERMINAL_STATUSES, RunUpdate
+from services.generation.policy import Policy, PreparedRun
 from services.library import Library, RunNotFound, RunRecord
-from services.library.importer import ImportReport, import_account
 from services.library.records import INNER_KINDS
 from services.musicgen import GenerationRequest
-from services.orphans import BEFORE_RECORD_S, FILE_APART, WINDOW_S, OrphanCheck, Stray
 from services.run_signals import RunEnd, RunSignals, RunWatch
 from services.settings import Settings
-from services.validation import check_request, warnings
 
 log = logging.getLogger(__name__)
-WEB_URL = "https://replicate.com/p/{id}"
 LOGS_TAIL_CHARS = 4000
 PROGRESS_WRITE_S = 2.0
 CANCEL_TIMEOUT_S = 30.0
-SPENDING_WINDOW_S = 24 * 3600.0  # the daily GPU-seconds cap counts the last 24 hours
-# Runs counted as in flight: younger than Replicate's 30-minute limit with room to spare, so a
-# record stranded by a crash (and not yet resumed) never blocks its visitor for good.
-IN_FLIGHT_WINDOW_S = 2 * 3600.0
-NEVER_STARTED = {
-    REPLICATE: "The app stopped before this run reached Replicate; nothing was made.",
-    LOCAL: (
-        "The app stopped while this machine was making this run, before its seed was known; "
-        "nothing was kept. Generate it again."
-    ),
-}
-NO_LOCAL_TO_RESUME = (
-    "This run was being made on this machine by an earlier start, and this start has no local "
-    "engine to make it again."
-)
-_REPLICATE_MODEL = ReplicateModel()
 
 
 class _Canceled:
@@ -98,18 +71,6 @@ async def _next_unless(
     return stepping.result()
 
 
-@dataclass(frozen=True)
-class PreparedRun:
-    """One click's run, checked once on its way down: the request, the engine it was checked
-    for, its clip as measured by decoding (never decoded again to upload it) and the notes
-    (warnings) to show. Give it to `GenerationService.generate` as it is."""
-
-    request: GenerationRequest
-    engine: str
-    clip: MeasuredClip | None = None
-    notes: tuple[str, ...] = ()
-
-
 def _end(run_id: str, update: RunUpdate, engine: str) -> RunEnd:
     return RunEnd(
         run_id=run_id,
@@ -120,91 +81,25 @@ def _end(run_id: str, update: RunUpdate, engine: str) -> RunEnd:
     )
 
 
-class GenerationService:
+class Runner:
     """Runs generations for any number of visitors at once; holds no per-visitor state."""
 
     def __init__(
         self,
         settings: Settings,
         library: Library,
-        *,
-        local: Engine | None = None,
-        engines: Engines | None = None,
-        orphan_check: OrphanCheck | None = None,
+        engines: Engines,
+        policy: Policy,
+        on_unclear: Callable[[str | None, RunRecord], None],
     ):
         self._settings = settings
         self._library = library
-        self._engines = engines or Engines(settings, local)
-        self._orphan_check = orphan_check or OrphanCheck()
-        # Orphan sweeps started after unclear creates (held so they are not collected).
-        self._sweeps: set[asyncio.Task[list[str]]] = set()
+        self._engines = engines
+        self._policy = policy
+        # After a create with no clear answer: the recovery looks for its run once it landed.
+        self._on_unclear = on_unclear
         # The runs this process follows: their cancel requests and their ends.
         self._signals = RunSignals()
-
-    @property
-    def engines(self) -> Engines:
-        return self._engines
-
-    @property
-    def server_token_set(self) -> bool:
-        return self._engines.server_token_set
-
-    def _rules(self, engine: str | None) -> EngineRules:
-        """What `engine` accepts, known without a token (Replicate's model, or the local one)."""
-        name = (engine or "").strip().lower() or self._engines.default_name()
-        if name == LOCAL and self._engines.local is not None:
-            return self._engines.local
-        return _REPLICATE_MODEL
-
-    # -- validation -----------------------------------------------------------------------
-
-    def prepare(self, raw: Mapping[str, Any], engine: str | None = None) -> PreparedRun:
-        """Parse and check a form's values for `engine`, including the clip's real length.
-
-        Raises RequestInvalid, listing every problem, before anything is sent.
-        """
-        rules = self._rules(engine)
-        request = GenerationRequest.parse(
-            raw, models=rules.model_choices(), default_model=rules.default_model()
-        )
-        return self.prepare_request(request, engine)
-
-    def prepare_request(self, request: GenerationRequest, engine: str | None = None) -> PreparedRun:
-        """Check a request (one built in code, or parsed) for `engine`: see `check`."""
-        name = self._rules(engine).name
-        clip = self.check(request, engine)
-        return PreparedRun(request, name, clip, tuple(warnings(request)))
-
-    async def prepared_for(
-        self, run_of: GenerationRequest | PreparedRun, engine: str
-    ) -> PreparedRun:
-        """`run_of` as it is when it was prepared for `engine`; else checked here (off the loop)."""
-        if isinstance(run_of, PreparedRun) and run_of.engine == engine:
-            return run_of
-        request = run_of.request if isinstance(run_of, PreparedRun) else run_of
-        return await asyncio.to_thread(self.prepare_request, request, engine)
-
-    def check(self, request: GenerationRequest, engine: str | None = None) -> MeasuredClip | None:
-        """Apply the model's and the engine's rules; raises RequestInvalid with every refusal.
-
-        Returns the clip as measured (decoded once, here), for the run to use as it is.
-        """
-        rules = self._rules(engine)
-        clip = None
-        if request.input_audio:
-            try:
-                clip = measure(Path(request.input_audio), max_seconds=CLIP_MAX_SECONDS)
-            except AudioError as err:
-                raise RequestInvalid([FieldError("input_audio", str(err))]) from err
-        seconds = clip.info.seconds if clip is not None else None
-
-        def engine_rules(req: GenerationRequest, skip: frozenset[str]) -> list[FieldError]:
-            return [e for e in rules.check(req) if e.field not in skip]
-
-        errors = check_request(request, seconds, engine_rules)
-        if errors:
-            raise RequestInvalid(errors)
-        return clip
 
     # -- one run --------------------------------------------------------------------------
 
@@ -232,10 +127,12 @@ class GenerationService:
         """
         eng = self._engines.open(engine, token)
         try:
-            prepared = await self.prepared_for(run_of, eng.name)
+            prepared = await self._policy.prepared_for(run_of, eng.name)
             request = prepared.request
             # No await from here to create_pending: two clicks cannot both slip under a limit.
-            self.guard(request, owner, eng.name, pool=quota_pool, click=kind not in INNER_KINDS)
+            self._policy.guard(
+                request, owner, eng.name, pool=quota_pool, click=kind not in INNER_KINDS
+            )
         except BaseException:
             await eng.aclose()
             raise
@@ -253,7 +150,7 @@ class GenerationService:
 
         finished = False
         try:
-            with tempfile.TemporaryDirectory(dir=self._scratch_dir()) as tmp:
+            with tempfile.TemporaryDirectory(dir=self.scratch_dir()) as tmp:
                 workdir = Path(tmp)
                 if request.input_audio:
                     yield stage("preparing")
@@ -262,9 +159,9 @@ class GenerationService:
                     )
                 yield stage("creating")
                 run = await eng.start(request, workdir=workdir, clip=prepared.clip)
-                if run.state.get("unclear_create"):
-                    self._sweep_later(token, record)
-                self._note_started(record.id, run)
+                if run.unclear_create:
+                    self._on_unclear(token, record)
+                self.note_started(record.id, run)
                 follow = self._follow_and_file(
                     eng, record.id, request, run, started, workdir, watch
                 )
@@ -279,7 +176,7 @@ class GenerationService:
             raise
         except StudioError as err:
             if isinstance(err, CreateUnclear):
-                self._sweep_later(token, record)
+                self._on_unclear(token, record)
             with contextlib.suppress(RunNotFound):  # deleted from the history meanwhile
                 self._library.update(record.id, status="failed", error=str(err))
             failed = stage("failed", prediction_id=run.id if run else None, error=str(err))
@@ -322,69 +219,15 @@ class GenerationService:
         """
         return await self._signals.wait_end(run_id, owner)
 
-    # -- cost -----------------------------------------------------------------------------
-
-    def estimate(self, model_version: str, duration: float, engine: str | None = None) -> Estimate:
-        """The GPU seconds and price a run would cost, from the library's own measured runs
-        of that model, else from published figures; nothing on this machine."""
-        rules = self._rules(engine)
-        if rules.name == LOCAL:
-            return free_estimate()
-        model = model_version or rules.default_model()
-        rates = self._library.predict_rates(model)
-        return estimate(model, duration, self._settings.gpu_price_per_second, rates)
-
-    def guard(
-        self,
-        request: GenerationRequest,
-        owner: str | None,
-        engine: str,
-        *,
-        pool: str | None = None,
-        click: bool = True,
-    ) -> None:
-        """Refuse a run past the visitor's limits (SpendingLimit), before anything is sent.
-
-        Runs in flight count entries of the history (a take, or a whole composition), so only a
-        `click` (not a part or take inside a composition already counted) is held to that
-        limit; every Replicate run is held to the daily GPU seconds.
-        """
-        s = self._settings
-        now = time.time()
-        used, running = self._library.spending(
-            owner,
-            since=now - SPENDING_WINDOW_S,
-            in_flight_since=now - IN_FLIGHT_WINDOW_S,
-            pool=pool,
-        )
-        if click and s.max_runs_in_flight is not None and running >= s.max_runs_in_flight:
-            raise SpendingLimit(
-                f"You already have {running} runs in progress, the most this server allows at "
-                "once. Wait for one to finish, then press Generate again. Nothing was sent."
-            )
-        cap = s.max_gpu_seconds_per_visitor
-        if engine != REPLICATE or cap is None:
-            return
-        expected = self.estimate(request.model_version, request.duration, engine).gpu_seconds
-        if used + expected > cap:
-            raise SpendingLimit(
-                f"This run (≈ {expected:.0f} s of GPU time) would take you past this server's "
-                f"limit of {cap:g} GPU seconds on Replicate per visitor per day (you have used "
-                f"{used:.0f} s in the last 24 hours). Try a shorter duration or come back later. "
-                "Nothing was sent."
-            )
-
-    def _note_started(self, run_id: str, run: EngineRun) -> None:
+    def note_started(self, run_id: str, run: EngineRun) -> None:
         """Record the engine's id of the run, what makes it and where, as soon as it exists."""
-        prediction = run.state.get("prediction") or {}
-        status = prediction.get("status", "starting")
         # A terminal status is recorded by _finish, once the outcome is filed.
-        live = {} if status in TERMINAL_STATUSES else {"status": status}
+        live = {} if run.status in TERMINAL_STATUSES else {"status": run.status}
         self._library.update(
             run_id, prediction_id=run.id, checkpoint=run.checkpoint, device=run.device, **live
         )
 
-    def _scratch_dir(self) -> Path:
+    def scratch_dir(self) -> Path:
         scratch = self._settings.data_dir / "tmp"
         scratch.mkdir(parents=True, exist_ok=True)
         return scratch
@@ -549,96 +392,14 @@ class GenerationService:
             f"the {self._settings.max_library_mb:g} MB limit."
         ]
 
-    # -- resume and import ----------------------------------------------------------------
-
-    async def resume_in_flight(
-        self, *, token: str | None = None, owner: str | None = None
-    ) -> list[str]:
-        """Pick up runs an earlier process left in flight; returns the run ids settled.
-
-        Local runs are remade on this machine from their seed. Replicate runs: with a
-        server-wide token every owner's are resumed; with a visitor's token, only that
-        visitor's (their token is never stored, so only they can resume theirs).
-        """
-        settled: list[str] = []
-        for record in self._library.in_flight():
-            if not self._may_resume(record, owner):
-                continue
-            try:
-                engine = self._engines.open(record.engine, token)
-            except StudioError:
-                if record.engine == LOCAL:
-                    with contextlib.suppress(RunNotFound):
-                        self._library.update(record.id, status="failed", error=NO_LOCAL_TO_RESUME)
-                    settled.append(record.id)
-                continue  # Replicate without a token: its owner may bring one later
-            try:
-                with contextlib.suppress(StudioError):
-                    await self._resume_one(engine, record)
-                    settled.append(record.id)
-            finally:
-                await engine.aclose()
-        # Runs the account holds that no record learned of (a crash mid-create, a create that
-        # got no clear answer, a visitor who gave up meanwhile): filed or canceled now.
-        everyone = bool(self._settings.api_token) or not self._settings.shared
-        if everyone or owner is not None:  # a visitor's own token sweeps their records only
-            with contextlib.suppress(StudioError):
-                scope = None if everyone else owner
-                settled += await self.sweep_orphans(token=token, owner=scope)
-        return settled
-
-    # -- orphans ----------------------------------------------------------------------------
-
-    async def sweep_orphans(
-        self, *, token: str | None = None, owner: str | None = None, since: float | None = None
-    ) -> list[str]:
-        """Find the account's runs made by the studio that no library holds (services.orphans)
-        and file them, canceling those whose visitor gave up; returns the library ids filed.
-
-        `owner` limits it to one visitor's records (a visitor's own token); `since` (epoch)
-        defaults to orphans.WINDOW_S ago.
-        """
-        try:
-            engine = self._engines.open(REPLICATE, token)
-        except StudioError:
-            return []
-        try:
-            if not isinstance(engine, ReplicateEngine):
-                return []
-            start = time.time() - WINDOW_S if since is None else since
-            records = self._library.replicate_runs_since(start - BEFORE_RECORD_S, owner)
-            if not records:
-                return []
-            known = self._library.known_predictions()
-            strays = await engine.strays(records, known, start, self._orphan_check)
-            return [await self._file_stray(engine, stray) for stray in strays]
-        finally:
-            await engine.aclose()
-
-    async def _file_stray(self, engine: ReplicateEngine, stray: Stray) -> str:
-        """Adopt an orphan into its record (or an entry of its own), stop it if nobody wants
-        it, and follow it to its end so that any audio paid for is filed."""
-        record = stray.record
-        if stray.action == FILE_APART:
-            record = self._library.create_pending(
-                record.owner, record.request, engine=REPLICATE, source="recovered"
-            )
-        run = engine.adopt(stray.prediction, record)
-        if stray.cancel_first and stray.prediction.get("status") not in TERMINAL_STATUSES:
-            with contextlib.suppress(StudioError):
-                await engine.cancel(run)
-        self._library.update(record.id, prediction_id=run.id, checkpoint=run.checkpoint)
-        await self._follow_here(engine, record, run)
-        return record.id
-
-    async def _follow_here(
+    async def follow_here(
         self, engine: Engine, record: RunRecord, run: EngineRun, workdir: Path | None = None
     ) -> None:
         """Follow a run that no visitor's click is consuming (resumed, adopted) and file it;
         its owner may still cancel it (see `cancel`)."""
         watch = self._signals.watch(record.id, record.owner)
         try:
-            with tempfile.TemporaryDirectory(dir=self._scratch_dir()) as tmp:
+            with tempfile.TemporaryDirectory(dir=self.scratch_dir()) as tmp:
                 folder = workdir or Path(tmp)
                 request = GenerationRequest.from_dict(record.request)
                 follow = self._follow_and_file(
@@ -648,90 +409,3 @@ class GenerationService:
                     pass
         finally:
             self._signals.drop(record.id)
-
-    def _sweep_later(self, token: str | None, record: RunRecord) -> None:
-        """After an unclear create: look for a stray run of this click once it has landed."""
-
-        async def sweep() -> list[str]:
-            await asyncio.sleep(self._orphan_check.delay)
-            try:
-                return await self.sweep_orphans(
-                    token=token, owner=record.owner, since=record.created_at
-                )
-            except StudioError as err:
-                log.warning("Looking for the run of an unclear create failed: %s", err)
-                return []
-
-        task = asyncio.get_running_loop().create_task(sweep())
-        self._sweeps.add(task)
-        task.add_done_callback(self._sweeps.discard)
-
-    async def settle_sweeps(self) -> list[str]:
-        """Wait for the orphan sweeps under way; the library ids they filed."""
-        filed: list[str] = []
-        while self._sweeps:
-            for ids in await asyncio.gather(*list(self._sweeps)):
-                filed += ids
-        return filed
-
-    def _may_resume(self, record: RunRecord, owner: str | None) -> bool:
-        """A server token (or this machine) resumes everyone's runs; a visitor's token theirs."""
-        if record.engine == LOCAL:
-            return owner is None  # the app's own start resumes local runs, once
-        if self._settings.api_token or not self._settings.shared:
-            return True
-        return owner is not None and record.owner == owner
-
-    async def _resume_one(self, engine: Engine, record: RunRecord) -> None:
-        with tempfile.TemporaryDirectory(dir=self._scratch_dir()) as tmp:
-            workdir = Path(tmp)
-            kept = self._library.input_file(record)
-            if kept is not None:  # the engine reads the library's copy of the clip
-                record = replace(record, request={**record.request, "input_audio": str(kept)})
-            run = await engine.resume(record, workdir=workdir)
-            if run is None:
-                self._library.update(record.id, status="failed", error=NEVER_STARTED[engine.name])
-                return
-            self._note_started(record.id, run)
-            await self._follow_here(engine, record, run, workdir)
-
-    async def import_account(self, *, token: str | None, owner: str | None) -> ImportReport:
-        """Add the account's earlier meta/musicgen runs that the library does not have yet."""
-        client = self._engines.replicate_client(token)
-        try:
-            return await import_account(
-                client, self._library, owner, version=self._settings.version
-            )
-        finally:
-            await client.aclose()
-
-    # -- reporting ------------------------------------------------------------------------
-
-    def summary(self, run_id: str, owner: str | None) -> dict[str, Any]:
-        """The JSON record of a run, as the /generate API and the result panel show it."""
-        record = self._library.get(run_id, owner)
-        if record is None:
-            return {"library_id": run_id, "status": "unknown", "error": "No such run."}
-        request = record.request
-        return {
-            "library_id": record.id,
-            "prediction_id": record.prediction_id,
-            "status": record.status,
-            "seed": record.seed,
-            "predict_time": record.predict_time,
-            "error": record.error,
-            "model_version": request.get("model_version"),
-            "duration": request.get("duration"),
-            "audio_seconds": record.audio_seconds,
-            "output_format": record.audio_format,
-            "engine": record.engine,
-            "checkpoint": record.checkpoint,
-            "device": record.device,
-            "realtime_factor": record.realtime_factor,
-            "cost_usd": record.cost_usd,
-            "web_url": (
-                WEB_URL.format(id=record.prediction_id)
-                if record.prediction_id and record.engine == REPLICATE
-                else None
-            ),
-        }
