@@ -12,7 +12,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,17 +27,16 @@ from services.errors import (
     CreateUnclear,
     FieldError,
     RequestInvalid,
-    SpendingLimit,
     StudioError,
 )
 from services.events import TERMINAL_STATUSES, RunUpdate
 from services.library import Library, RunNotFound, RunRecord
 from services.library.importer import ImportReport, import_account
-from services.library.records import INNER_KINDS
 from services.musicgen import GenerationRequest
 from services.orphans import BEFORE_RECORD_S, FILE_APART, WINDOW_S, OrphanCheck, Stray
 from services.run_signals import RunEnd, RunSignals, RunWatch
 from services.settings import Settings
+from services.spending import Claim, SpendingGuard, Ticket, Tickets
 from services.validation import check_request, limit_errors, parse_request, warnings
 
 log = logging.getLogger(__name__)
@@ -45,10 +44,6 @@ WEB_URL = "https://replicate.com/p/{id}"
 LOGS_TAIL_CHARS = 4000
 PROGRESS_WRITE_S = 2.0
 CANCEL_TIMEOUT_S = 30.0
-SPENDING_WINDOW_S = 24 * 3600.0  # the daily GPU-seconds cap counts the last 24 hours
-# Runs counted as in flight: younger than Replicate's 30-minute limit with room to spare, so a
-# record stranded by a crash (and not yet resumed) never blocks its visitor for good.
-IN_FLIGHT_WINDOW_S = 2 * 3600.0
 NEVER_STARTED = {
     REPLICATE: "The app stopped before this run reached Replicate; nothing was made.",
     LOCAL: (
@@ -140,6 +135,9 @@ class GenerationService:
         self._sweeps: set[asyncio.Task[list[str]]] = set()
         # The runs this process follows: their cancel requests and their ends.
         self._signals = RunSignals()
+        # Groups' takes promised before they start, and the caps they are held to.
+        self._tickets = Tickets()
+        self._spending = SpendingGuard(settings, library, self._tickets)
 
     @property
     def engines(self) -> Engines:
@@ -221,7 +219,8 @@ class GenerationService:
         engine: str | None = None,
         parent_run_id: str | None = None,
         kind: str = "take",
-        quota_pool: str | None = None,
+        payer: str | None = None,
+        ticket: Ticket | None = None,
     ) -> AsyncGenerator[RunUpdate, None]:
         """Run a request on `engine` (None: the default) and yield an update for every change.
 
@@ -231,24 +230,36 @@ class GenerationService:
         The last update is terminal. Refusals (RequestInvalid, an engine that cannot run here,
         a missing token) are raised before anything is stored or sent. `kind` and
         `parent_run_id` file the run as part of a composition (a part of a long piece, one
-        of a group of variations). The spending limits are counted per `owner`, or over every
-        owner starting with `quota_pool` (API callers, who have no identity of their own).
+        of a group of variations). The spending caps are counted per `payer` (a signed-in
+        account or a client address; None on a local install); a take of a group draws on the
+        group's `ticket` (see `reserve`), which has been held to them already.
         """
         eng = self._engines.open(engine, token)
         try:
             prepared = await self.prepared_for(run_of, eng.name)
             request = prepared.request
-            # No await from here to create_pending: two clicks cannot both slip under a limit.
-            self.guard(request, owner, eng.name, pool=quota_pool, click=kind not in INNER_KINDS)
+            # No await from here to create_pending: two clicks cannot both slip under a cap.
+            reserved = self._gpu_estimate(request, eng.name)
+            if ticket is None:
+                self._spending.check(Claim(payer, owner, (reserved,)))
         except BaseException:
             await eng.aclose()
             raise
         started = time.monotonic()
         # The clip's path is this server's upload folder: the library keeps its own copy.
         stored = {**request.to_dict(), "input_audio": None}
+        # The run holds its estimate from now until it is filed with its measured time.
         record = self._library.create_pending(
-            owner, stored, parent_id=parent_run_id, engine=eng.name, kind=kind
+            owner,
+            stored,
+            parent_id=parent_run_id,
+            engine=eng.name,
+            kind=kind,
+            payer=ticket.payer if ticket is not None else payer,
+            reserved_gpu_s=reserved,
         )
+        if ticket is not None:
+            ticket.draw(reserved)
         watch = self._signals.watch(record.id, owner)
         run: EngineRun | None = None
 
@@ -291,6 +302,8 @@ class GenerationService:
             yield failed
         finally:
             self._signals.drop(record.id)  # no-op once its end is filed
+            if ticket is not None:
+                ticket.ended()
             with contextlib.suppress(Exception):
                 await eng.aclose()
 
@@ -338,45 +351,44 @@ class GenerationService:
         rates = self._library.predict_rates(model)
         return estimate(model, duration, self._settings.gpu_price_per_second, rates)
 
+    def _gpu_estimate(self, request: GenerationRequest, engine: str) -> float:
+        """The GPU seconds a run reserves when it starts: its estimate on Replicate, else 0."""
+        if engine != REPLICATE:
+            return 0.0
+        return self.estimate(request.model_version, request.duration, engine).gpu_seconds
+
     def guard(
         self,
-        request: GenerationRequest,
+        requests: GenerationRequest | Sequence[GenerationRequest],
         owner: str | None,
         engine: str,
         *,
-        pool: str | None = None,
-        click: bool = True,
+        payer: str | None = None,
+        parallel: int = 1,
     ) -> None:
-        """Refuse a run past the visitor's limits (SpendingLimit), before anything is sent.
+        """Refuse a click past a cap (SpendingLimit naming the cap and when it frees up),
+        before anything is stored or sent: the history's size cap for `owner`, the runs in
+        flight (`parallel` of the takes at once) and the daily GPU seconds for `payer` and for
+        the whole deployment."""
+        takes = [requests] if isinstance(requests, GenerationRequest) else list(requests)
+        estimates = tuple(self._gpu_estimate(r, engine) for r in takes)
+        self._spending.check(Claim(payer, owner, estimates, parallel))
 
-        Runs in flight count entries of the history (a take, or a whole composition), so only a
-        `click` (not a part or take inside a composition already counted) is held to that
-        limit; every Replicate run is held to the daily GPU seconds.
-        """
-        s = self._settings
-        now = time.time()
-        used, running = self._library.spending(
-            owner,
-            since=now - SPENDING_WINDOW_S,
-            in_flight_since=now - IN_FLIGHT_WINDOW_S,
-            pool=pool,
-        )
-        if click and s.max_runs_in_flight is not None and running >= s.max_runs_in_flight:
-            raise SpendingLimit(
-                f"You already have {running} runs in progress, the most this server allows at "
-                "once. Wait for one to finish, then press Generate again. Nothing was sent."
-            )
-        cap = s.max_gpu_seconds_per_visitor
-        if engine != REPLICATE or cap is None:
-            return
-        expected = self.estimate(request.model_version, request.duration, engine).gpu_seconds
-        if used + expected > cap:
-            raise SpendingLimit(
-                f"This run (≈ {expected:.0f} s of GPU time) would take you past this server's "
-                f"limit of {cap:g} GPU seconds on Replicate per visitor per day (you have used "
-                f"{used:.0f} s in the last 24 hours). Try a shorter duration or come back later. "
-                "Nothing was sent."
-            )
+    def reserve(
+        self,
+        requests: Sequence[GenerationRequest],
+        owner: str | None,
+        engine: str,
+        *,
+        payer: str | None = None,
+        parallel: int = 1,
+    ) -> Ticket:
+        """Hold a group's takes to every cap before any starts (see `guard`) and keep them
+        held until each starts (`generate(ticket=...)`); `close()` the ticket when the group
+        ends, whatever way it ends."""
+        self.guard(requests, owner, engine, payer=payer, parallel=parallel)
+        estimates = [self._gpu_estimate(r, engine) for r in requests]
+        return self._tickets.open(Ticket(payer, sum(estimates), len(estimates), parallel))
 
     def _note_started(self, run_id: str, run: EngineRun) -> None:
         """Record the engine's id of the run, what makes it and where, as soon as it exists."""
@@ -541,16 +553,20 @@ class GenerationService:
         )
         path = self._library.audio_file(stored)
         assert path is not None
-        notes = self._enforce_cap()
+        notes = self._enforce_cap(run_id)
         return replace(final, audio_path=str(path), new_logs=final.new_logs + tuple(notes))
 
-    def _enforce_cap(self) -> list[str]:
-        removed = self._library.enforce_cap()
+    def _enforce_cap(self, run_id: str) -> list[str]:
+        """Make room under the size cap in the run's owner's share only (never another's)."""
+        record = self._library.get(run_id)
+        owner = record.owner if record is not None and self._settings.shared else None
+        removed = self._library.enforce_cap(owner, keep=[run_id])
         if not removed:
             return []
+        share = " per visitor" if owner is not None else ""
         return [
-            f"Library: removed the {len(removed)} oldest run(s) (not favourites) to stay under "
-            f"the {self._settings.max_library_mb:g} MB limit."
+            f"Library: removed your {len(removed)} oldest run(s) (not favourites) to stay under "
+            f"the {self._settings.max_library_mb:g} MB limit{share}."
         ]
 
     # -- resume and import ----------------------------------------------------------------

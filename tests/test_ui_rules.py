@@ -21,7 +21,7 @@ from ui import form_rules
 from ui.form_events import continuation_updates
 from ui.form_rules import USE_CONTINUATION, USE_MELODY, FormValues, request_values
 from ui.formatting import card_html, errors_html, facts_html, status_html
-from ui.identity import api_owner, ensure_identity, is_identity, new_identity, owner_for
+from ui.identity import api_visitor, ensure_identity, is_identity, new_identity, page_visitor
 
 HOSTILE = '<img src=x onerror="alert(1)"> & "quotes" ${1+1}'
 
@@ -38,15 +38,17 @@ def test_user_text_is_escaped_everywhere_it_is_shown() -> None:
 
 def test_a_shared_deployment_never_lists_everything() -> None:
     mine = new_identity()
-    assert owner_for(False, "anything") is None  # local install: one user sees all
-    assert owner_for(True, mine) == mine
+    # local install: one user sees all
+    assert page_visitor(False, "anything", behind_proxy=False).owner is None
+    assert page_visitor(True, mine, behind_proxy=False).owner == mine
     for forged in (None, "", "x", "0" * 32, mine.upper() + "z"):
-        owner = owner_for(True, forged)
+        owner = page_visitor(True, forged, behind_proxy=False).owner
         assert owner is not None and is_identity(owner) and owner != forged
     assert ensure_identity(mine) == mine
-    first, second = api_owner(True), api_owner(True)
+    first = api_visitor(True, behind_proxy=False).owner
+    second = api_visitor(True, behind_proxy=False).owner
     assert first and second and first != second
-    assert api_owner(False) is None
+    assert api_visitor(False, behind_proxy=False).owner is None
 
 
 def test_the_form_sends_only_what_applies() -> None:
