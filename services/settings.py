@@ -16,6 +16,7 @@ DEFAULT_VERSION = "671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eed
 DEFAULT_DATA_DIR = "musicgen-data"
 ENGINE_MODES = ("auto", "local", "replicate")
 DEFAULT_MAX_RUNS_IN_FLIGHT = 4
+DEFAULT_QUEUE_MAX_SIZE = 256  # events waiting in Gradio's queue before it says it is busy
 
 
 def _flag(value: str | None) -> bool:
@@ -56,6 +57,7 @@ class Settings:
     max_gpu_seconds_per_day: float | None = None  # the whole deployment; None: no cap
     sign_in: bool = False
     behind_proxy: bool = False
+    queue_max_size: int = DEFAULT_QUEUE_MAX_SIZE  # MUSICGEN_QUEUE_MAX_SIZE
     # MUSICGEN_PUBLIC_URL: the app's public origin (a Space's URL); Replicate runs then ask for
     # a webhook to it, and polling becomes the fallback.
     public_url: str | None = None
@@ -125,12 +127,15 @@ def _spending(env: Mapping[str, str], *, shared: bool) -> dict[str, Any]:
 
 
 def _visitors(env: Mapping[str, str]) -> dict[str, Any]:
-    """How visitors are told apart: sign-in on a Space with OAuth, the proxy's client address."""
+    """How visitors are told apart (sign-in on a Space with OAuth, the proxy's client address)
+    and how many events may wait in Gradio's queue."""
     on_space = bool(env.get("SPACE_ID"))
     proxy = env.get("MUSICGEN_BEHIND_PROXY", "").strip()
+    queue = _number(env, "MUSICGEN_QUEUE_MAX_SIZE")
     return {
         # Gradio's LoginButton off a Space mocks sign-in with this machine's own HF account
         # (and fails without one): it is shown only where the Space's OAuth app exists.
         "sign_in": on_space and bool(env.get("OAUTH_CLIENT_ID", "").strip()),
         "behind_proxy": _flag(proxy) if proxy else on_space,
+        "queue_max_size": DEFAULT_QUEUE_MAX_SIZE if queue is None else max(1, int(queue)),
     }

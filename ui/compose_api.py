@@ -29,7 +29,9 @@ EXTEND_DESCRIPTION = (
     "appended (equal-power crossfade). `run_id` is a library id (a take, or a piece made by "
     "/extend to go on with); `seconds` is the new audio to add; `prompt` defaults to the run's. "
     "Returns the whole track and a record whose `parts` list each part's prediction id and "
-    "time span. On a shared deployment pass the `access_key` of the call that made the run."
+    "time span, and whose `state` is done, or interrupted when a part failed (`stopped` says "
+    "why; what was made is kept). On a shared deployment pass the `access_key` of the call that "
+    "made the run."
 )
 VARIATIONS_DESCRIPTION = (
     "N takes (2-8) of one request at once, each with its own seed. Parameters are /generate's "
@@ -75,11 +77,14 @@ class ComposeApi:
         if entry is None:
             raise gr.Error("The piece is no longer in the library.")
         record = api_record(self.studio.service.summary(entry.id, owner), owner)
+        # Status and error are the entry's own, as the history shows them: a piece that
+        # stopped early keeps what was made (succeeded) and says why it stopped.
+        compose = entry.compose or {}
         record.update(
             parts=parts_summary(entry),
-            target_seconds=(entry.compose or {}).get("target_seconds"),
-            status=last.status,
-            error=last.error,
+            target_seconds=compose.get("target_seconds"),
+            state=compose.get("state"),
+            stopped=None if last.status == "succeeded" else last.error,
         )
         audio = self.studio.files.servable(last.audio_path) if last.audio_path else None
         return audio, record
