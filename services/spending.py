@@ -97,6 +97,10 @@ def in_words(seconds: float) -> str:
     return "about " + " ".join(parts)
 
 
+def _runs(count: int) -> str:
+    return f"{count} run" if count == 1 else f"{count} runs"
+
+
 def _frees_up(times: Sequence[tuple[float, float, bool]], excess: float, now: float) -> str:
     """When enough of the counted runs (created_at, seconds, in flight) leave the 24-hour
     window for `excess` seconds to fit again."""
@@ -175,7 +179,7 @@ class SpendingGuard:
         _, running = self._spent(claim.payer, now)
         if running + slots > cap:
             raise SpendingLimit(
-                f"You already have {running} run(s) in progress, and this server runs at most "
+                f"You already have {_runs(running)} in progress, and this server runs at most "
                 f"{cap} at once per visitor (this needs {slots}). A slot frees up as soon as one "
                 "of them finishes: try again then. " + NOTHING_SENT
             )

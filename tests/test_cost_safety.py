@@ -380,7 +380,7 @@ async def test_runs_in_flight_are_capped_per_visitor(emulator, tmp_path):
         async for update in run:
             if update.prediction_id:
                 break
-    with pytest.raises(SpendingLimit, match=r"4 run\(s\) in progress"):
+    with pytest.raises(SpendingLimit, match="4 runs in progress"):
         [
             u
             async for u in service.generate(

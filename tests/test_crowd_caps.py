@@ -131,7 +131,7 @@ async def test_ten_clicks_with_fresh_browser_ids_from_one_address_are_held_to_th
         except SpendingLimit as err:
             refused.append(str(err))
     assert len(runs) == 2 and emulator.creates == 2 and len(refused) == 8
-    assert "2 run(s) in progress" in refused[0] and "Nothing was sent" in refused[0]
+    assert "2 runs in progress" in refused[0] and "Nothing was sent" in refused[0]
     # Another address is not held by this one's load.
     other = service.generate(a_request(), token=emulator.token, owner="f" * 32, payer=OTHER)
     await first_create(other)
@@ -410,3 +410,46 @@ async def test_a_full_queue_says_busy_try_again_in_a_minute() -> None:
     finally:
         release.set()
         demo.close()
+
+
+def test_api_callers_are_held_by_address_not_by_one_pool_for_all(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    from gradio_client import Client
+
+    from tests.browser_support import app_env, running_app
+
+    emulator.configure(run_seconds=60.0)
+    env = app_env(
+        emulator,
+        tmp_path / "data",
+        REPLICATE_API_TOKEN=emulator.token,
+        MUSICGEN_SHARED="1",
+        MUSICGEN_MAX_RUNS_IN_FLIGHT="1",
+        GRADIO_TEMP_DIR=str(tmp_path / "gr"),
+    )
+
+    def wait_for_creates(count: int) -> None:
+        give_up = time.monotonic() + 60
+        while emulator.creates < count:
+            assert time.monotonic() < give_up, f"still {emulator.creates} creates"
+            time.sleep(0.05)
+
+    with running_app(env, tmp_path / "app.log") as app:
+        # The app sees loopback connections' X-Forwarded-For as the client (uvicorn's proxy
+        # headers, as behind a local proxy): each client below is a different address.
+        def client(address: str) -> Client:
+            return Client(app.url, verbose=False, headers={"X-Forwarded-For": address})
+
+        home = client("81.2.69.142")
+        busy = home.submit(prompt="long", duration=2, api_name="/generate")
+        wait_for_creates(1)
+        # Another call from the same address is a fresh identity, but not a fresh allowance.
+        with pytest.raises(Exception, match="1 run in progress"):
+            client("81.2.69.142").predict(prompt="more", duration=2, api_name="/generate")
+        # A caller from another address is not held by the first one's run.
+        other = client("81.2.69.160").submit(prompt="mine", duration=2, api_name="/generate")
+        wait_for_creates(2)
+        for job in (busy, other):
+            job.cancel()
+    assert emulator.creates == 2

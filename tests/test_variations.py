@@ -143,7 +143,7 @@ async def test_each_take_of_a_group_counts_against_the_visitors_runs_in_flight(e
     request = GenerationRequest(prompt="x", duration=2)
 
     # 2 runs in flight + 3 takes is past 4 at once.
-    with pytest.raises(StudioError, match=r"2 run\(s\) in progress.*this needs 3"):
+    with pytest.raises(StudioError, match=r"2 runs in progress.*this needs 3"):
         [u async for u in variations.run(request, 3, token="t", owner="ana", payer="addr:ana")]
 
     assert emulator.creates == 0
