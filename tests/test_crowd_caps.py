@@ -453,3 +453,18 @@ def test_api_callers_are_held_by_address_not_by_one_pool_for_all(
         for job in (busy, other):
             job.cancel()
     assert emulator.creates == 2
+
+
+def test_sign_in_and_the_proxy_are_read_from_the_environment(tmp_path: Path) -> None:
+    base = {"MUSICGEN_DATA_DIR": str(tmp_path)}
+    local = Settings.from_env(base)
+    assert not local.sign_in and not local.behind_proxy and local.max_gpu_seconds_per_day is None
+    # Gradio mocks sign-in off a Space with this machine's own account: never offered there.
+    assert not Settings.from_env({**base, "OAUTH_CLIENT_ID": "x"}).sign_in
+    space = Settings.from_env({**base, "SPACE_ID": "me/studio", "OAUTH_CLIENT_ID": "x"})
+    assert space.sign_in and space.behind_proxy and space.shared
+    assert not Settings.from_env({**base, "SPACE_ID": "me/studio"}).sign_in  # no hf_oauth
+    tuned = Settings.from_env(
+        {**base, "MUSICGEN_MAX_GPU_SECONDS_PER_DAY": "3600", "MUSICGEN_QUEUE_MAX_SIZE": "32"}
+    )
+    assert tuned.max_gpu_seconds_per_day == 3600 and tuned.queue_max_size == 32

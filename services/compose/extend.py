@@ -163,11 +163,14 @@ class Extender:
             new = float((record.compose or {}).get("target_seconds") or 0) - track_seconds
         new = min(new, MAX_TOTAL_SECONDS - track_seconds)
         planned = plan_parts(new, lap) if new > 0.05 else []
+        # An engine that cannot run here (no token) is refused before the piece is filed.
+        chosen = self._service.engines.open(engine or record.engine, token)
+        await chosen.aclose()
         # Every part is held to the caps before the first starts; they run one at a time.
         ticket = self._service.reserve(
             [base.replace(duration=lap + part) for part in planned],
             owner,
-            engine or record.engine,
+            chosen.name,
             payer=payer,
         )
         try:
