@@ -143,9 +143,14 @@ class SpendingGuard:
         can file the claim before any other click is checked)."""
         now = time.time()
         self._check_room(claim)
-        self._check_in_flight(claim, now)
+        s = self._settings
+        caps = (s.max_runs_in_flight, s.max_gpu_seconds_per_visitor, s.max_gpu_seconds_per_day)
+        if all(cap is None for cap in caps):
+            return  # no cap to hold: nothing to read
+        used, running = self._spent(claim.payer, now)
+        self._check_in_flight(claim, running)
         if claim.total > 0:
-            self._check_gpu(claim, now)
+            self._check_gpu(claim, used, now)
 
     def _spent(self, payer: str | None, now: float) -> tuple[float, int]:
         spent = self._library.spent(
@@ -166,7 +171,7 @@ class SpendingGuard:
             "room. Delete a run or un-star a favourite, then try again. " + NOTHING_SENT
         )
 
-    def _check_in_flight(self, claim: Claim, now: float) -> None:
+    def _check_in_flight(self, claim: Claim, running: int) -> None:
         cap = self._settings.max_runs_in_flight
         if cap is None:
             return
@@ -176,7 +181,6 @@ class SpendingGuard:
                 f"This makes {slots} takes at once, and this server runs at most {cap} at once "
                 f"per visitor: ask for {cap} or fewer. " + NOTHING_SENT
             )
-        _, running = self._spent(claim.payer, now)
         if running + slots > cap:
             raise SpendingLimit(
                 f"You already have {_runs(running)} in progress, and this server runs at most "
@@ -184,7 +188,7 @@ class SpendingGuard:
                 "of them finishes: try again then. " + NOTHING_SENT
             )
 
-    def _check_gpu(self, claim: Claim, now: float) -> None:
+    def _check_gpu(self, claim: Claim, payer_used: float, now: float) -> None:
         s = self._settings
         caps = [
             (claim.payer, s.max_gpu_seconds_per_visitor, "per visitor per day", "you have"),
@@ -193,7 +197,7 @@ class SpendingGuard:
         for payer, cap, scope, who in caps:
             if cap is None:
                 continue
-            used, _ = self._spent(payer, now)
+            used = payer_used if payer == claim.payer else self._spent(payer, now)[0]
             if used + claim.total <= cap + 1e-9:
                 continue
             head = (
