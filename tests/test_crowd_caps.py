@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gradio.context import LocalContext
 from starlette.requests import Request
 
 from services.compose.extend import Extender
@@ -111,6 +112,14 @@ def test_new_browser_ids_from_one_address_share_one_allowance_a_signed_in_accoun
     expired = _request({}, "81.2.69.142", {"oauth_info": {**info, "expires_at": 1.0}})
     assert signed_in_account(expired) is None
     assert page_visitor(False, "x", behind_proxy=False, request=signed).owner is None
+
+    # In a page event, the request is the one Gradio is handling (its context), as handlers
+    # never pass it themselves.
+    handling = LocalContext.request.set(signed)
+    try:
+        assert page_visitor(True, None, behind_proxy=False).payer == "hf:alice"
+    finally:
+        LocalContext.request.reset(handling)
 
 
 async def test_ten_clicks_with_fresh_browser_ids_from_one_address_are_held_to_the_caps(
