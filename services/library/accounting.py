@@ -88,6 +88,19 @@ def evictable(conn: sqlite3.Connection, owner: str | None, keep: set[str]) -> li
     return [r for r in rows if r["id"] not in keep]
 
 
+def kept_bytes(conn: sqlite3.Connection, owner: str | None) -> int:
+    """Bytes of audio of `owner` (everyone for None) that the size cap may not remove:
+    favourites and runs not finished."""
+    where, args = ("", []) if owner is None else (" AND owner = ?", [owner])
+    marks = ", ".join("?" for _ in FINISHED_STATUSES)
+    row = conn.execute(
+        f"SELECT COALESCE(SUM(audio_bytes), 0) FROM runs WHERE audio_bytes > 0"
+        f" AND (favourite != 0 OR status NOT IN ({marks})){where}",
+        [*sorted(FINISHED_STATUSES), *args],
+    ).fetchone()
+    return int(row[0])
+
+
 def stored_bytes(conn: sqlite3.Connection, owner: str | None) -> int:
     """Bytes of audio `owner` (everyone for None) keeps in the library."""
     where, args = ("", []) if owner is None else (" AND owner = ?", [owner])

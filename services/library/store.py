@@ -691,9 +691,8 @@ class Library:
         if self.max_mb is None:
             return None
         with self._read() as conn:
-            stored = accounting.stored_bytes(conn, owner)
-            freeable = sum(int(r["audio_bytes"]) for r in accounting.evictable(conn, owner, set()))
-        return int(self.max_mb * 1024 * 1024) - (stored - freeable)
+            kept = accounting.kept_bytes(conn, owner)
+        return int(self.max_mb * 1024 * 1024) - kept
 
     def enforce_cap(
         self, owner: str | None = None, *, keep: Iterable[str] = ()
