@@ -7,6 +7,7 @@ import pytest
 
 from services.errors import FieldError
 from services.validation import (
+    CONTINUE_MIN_SECONDS,
     DURATION_MAX,
     DURATION_MIN,
     GUIDANCE_MAX,
@@ -121,7 +122,7 @@ def test_a_short_clip_never_breaks_the_start_and_end_sliders(seconds, to_end):
     new_start, new_end = _applied(start, start_update), _applied(end, end_update)
     assert new_start.minimum < new_start.maximum and new_end.minimum < new_end.maximum
     assert to_end_update["interactive"] is True
-    if seconds <= 1:  # only a start of 0 lies inside the clip: it is held there
+    if seconds < 1 + CONTINUE_MIN_SECONDS:  # only a start of 0 leaves enough: held there
         assert start_update["interactive"] is False and start_update["value"] == 0
         assert "only" in start_update["info"] and "continued from its start" in start_update["info"]
         assert form_rules.start_choosable(seconds) is False
