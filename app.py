@@ -26,7 +26,6 @@ from services.settings import Settings
 log = logging.getLogger("musicgen_studio")
 
 QUEUE_CONCURRENCY = 8  # page events (listing, form updates) at once; runs have their own limit
-QUEUE_MAX_SIZE = 256
 
 
 def startup(
@@ -71,7 +70,9 @@ def build_app(settings: Settings) -> tuple[gr.Blocks, GenerationService, Library
     library = Library(settings.data_dir, max_mb=settings.max_library_mb)
     service = GenerationService(settings, library, local=local_engine(settings))
     demo = ui.build(settings, service, library)
-    demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
+    # Bounded: past it a click is refused at once ("busy, try again in a minute", ui.busy)
+    # rather than left waiting behind a crowd.
+    demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=settings.queue_max_size)
     return demo, service, library
 
 
@@ -84,7 +85,8 @@ def main() -> None:
     lifespan = startup(service, library, settings)
     # Gradio's FastAPI app takes our routes before its own: Replicate's webhooks land there.
     routes = ui.webhook_routes(service.engines.webhooks)
-    demo.launch(**ui.launch_options(settings), app_kwargs={"lifespan": lifespan, "routes": routes})
+    app_kwargs = {"lifespan": lifespan, "routes": routes, "middleware": ui.server_middleware()}
+    demo.launch(**ui.launch_options(settings), app_kwargs=app_kwargs)
 
 
 if __name__ == "__main__":

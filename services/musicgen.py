@@ -297,10 +297,16 @@ class GenerationRequest(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _limits(cls, value: Any, info: ValidationInfo) -> Any:
-        """The studio's limits, and the engine's model choices when parsing for one."""
+        """The studio's limits, and the engine's model choices when parsing for one.
+
+        A value already accepted once (a stored row's, one a copy keeps) is `trusted`; text the
+        studio wrote itself (`studio_chars`, a loop's tempo) is not the musician's to count."""
+        context = info.context or {}
         spec = BY_NAME[str(info.field_name)]
-        models = (info.context or {}).get("models")
-        if value is not None and not spec.admits(value, models):
+        if value is None or spec.name in context.get("trusted", ()):
+            return value
+        models = context.get("models")
+        if not spec.admits(value, models, extra_chars=context.get("studio_chars", 0)):
             raise ValueError(spec.rule(models))
         return value
 
@@ -330,11 +336,15 @@ class GenerationRequest(BaseModel):
     def uses_melody(self) -> bool:
         return bool(self.input_audio) and not self.continuation
 
-    def replace(self, **changes: Any) -> GenerationRequest:
-        """A copy with `changes`, checked like a new request (RequestInvalid if refused)."""
+    def replace(self, *, studio_chars: int = 0, **changes: Any) -> GenerationRequest:
+        """A copy with `changes`, checked like a new request (RequestInvalid if refused); the
+        values it keeps were accepted already. `studio_chars` of a new prompt are words the
+        studio writes itself (a loop's tempo), not counted against the musician's limit."""
         values = {**self.model_dump(), **changes}
+        kept = [name for name in type(self).model_fields if name not in changes]
+        context = {"trusted": kept, "studio_chars": studio_chars}
         try:
-            return type(self).model_validate(values)
+            return type(self).model_validate(values, context=context)
         except ValidationError as err:
             raise RequestInvalid(field_errors(err, values)) from None
 
@@ -350,11 +360,14 @@ class GenerationRequest(BaseModel):
         field's default rather than losing the whole row.
         """
         known = {k: v for k, v in data.items() if k in cls.model_fields}
+        # A stored request was held to the studio's limits when it was made (limits change).
+        context = {"trusted": list(cls.model_fields)}
         try:
-            return cls.model_validate(known)
+            return cls.model_validate(known, context=context)
         except ValidationError as err:
             bad = {str(e["loc"][0]) for e in err.errors() if e["loc"]}
-            return cls.model_validate({k: v for k, v in known.items() if k not in bad})
+            kept = {k: v for k, v in known.items() if k not in bad}
+            return cls.model_validate(kept, context=context)
 
     def to_api_input(self, audio_uri: str | None = None) -> dict[str, Any]:
         """The prediction's `input`: only the fields that are set.
@@ -484,11 +497,14 @@ class InputField:
             return tuple(models)
         return self.choices
 
-    def admits(self, value: Any, models: Mapping[str, str] | None = None) -> bool:
-        """Whether a typed value lies within the studio's limit (and the engine's choices)."""
+    def admits(
+        self, value: Any, models: Mapping[str, str] | None = None, *, extra_chars: int = 0
+    ) -> bool:
+        """Whether a typed value lies within the studio's limit (and the engine's choices);
+        `extra_chars` of a text are the studio's own, beyond the limit."""
         limit = self.limit
         if self.kind == "text":
-            return limit is None or len(value) <= limit.high
+            return limit is None or len(value) <= limit.high + extra_chars
         if self.kind in ("whole", "number"):
             return limit is None or limit.allows(value)
         if self.kind == "choice" and (models is not None or not self.input.per_engine):

@@ -16,6 +16,7 @@ DEFAULT_VERSION = "671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eed
 DEFAULT_DATA_DIR = "musicgen-data"
 ENGINE_MODES = ("auto", "local", "replicate")
 DEFAULT_MAX_RUNS_IN_FLIGHT = 4
+DEFAULT_QUEUE_MAX_SIZE = 256  # events waiting in Gradio's queue before it says it is busy
 
 
 def _flag(value: str | None) -> bool:
@@ -32,9 +33,14 @@ class Settings:
     Replicate runs to a deployment instead of the public model's version.
     `public_url` (MUSICGEN_PUBLIC_URL) is where Replicate can reach the app's webhook route.
     Spending: `gpu_price_per_second` (MUSICGEN_GPU_PRICE_PER_SECOND, dollars) prices Replicate
-    runs; `max_gpu_seconds_per_visitor` (MUSICGEN_MAX_GPU_SECONDS_PER_VISITOR, per 24 h) and
+    runs; `max_gpu_seconds_per_visitor` (MUSICGEN_MAX_GPU_SECONDS_PER_VISITOR, per 24 h),
+    `max_gpu_seconds_per_day` (MUSICGEN_MAX_GPU_SECONDS_PER_DAY, the whole deployment) and
     `max_runs_in_flight` (MUSICGEN_MAX_RUNS_IN_FLIGHT; 4 by default on a shared deployment, no
     cap on a private one; 0 for no cap) refuse further runs.
+    Who a visitor is (ui.identity): `sign_in` shows Hugging Face sign-in (on a Space whose
+    README asks for `hf_oauth: true`, which sets OAUTH_CLIENT_ID); `behind_proxy`
+    (MUSICGEN_BEHIND_PROXY, on by default on a Space) reads the client's address from the
+    proxy's X-Forwarded-For.
     """
 
     api_token: str | None
@@ -48,6 +54,10 @@ class Settings:
     gpu_price_per_second: float = DEFAULT_GPU_PRICE_PER_SECOND
     max_gpu_seconds_per_visitor: float | None = None  # per day; None: no daily cap
     max_runs_in_flight: int | None = None  # per visitor; None: no cap
+    max_gpu_seconds_per_day: float | None = None  # the whole deployment; None: no cap
+    sign_in: bool = False
+    behind_proxy: bool = False
+    queue_max_size: int = DEFAULT_QUEUE_MAX_SIZE  # MUSICGEN_QUEUE_MAX_SIZE
     # MUSICGEN_PUBLIC_URL: the app's public origin (a Space's URL); Replicate runs then ask for
     # a webhook to it, and polling becomes the fallback.
     public_url: str | None = None
@@ -75,6 +85,7 @@ class Settings:
             deployment=deployment,
             public_url=_public_url(env.get("MUSICGEN_PUBLIC_URL", "")),
             **_spending(env, shared=_flag(env.get("MUSICGEN_SHARED")) or bool(env.get("SPACE_ID"))),
+            **_visitors(env),
         )
 
 
@@ -110,5 +121,21 @@ def _spending(env: Mapping[str, str], *, shared: bool) -> dict[str, Any]:
     return {
         "gpu_price_per_second": DEFAULT_GPU_PRICE_PER_SECOND if price is None else price,
         "max_gpu_seconds_per_visitor": _number(env, "MUSICGEN_MAX_GPU_SECONDS_PER_VISITOR"),
+        "max_gpu_seconds_per_day": _number(env, "MUSICGEN_MAX_GPU_SECONDS_PER_DAY"),
         "max_runs_in_flight": (DEFAULT_MAX_RUNS_IN_FLIGHT if runs is None else (int(runs) or None)),
+    }
+
+
+def _visitors(env: Mapping[str, str]) -> dict[str, Any]:
+    """How visitors are told apart (sign-in on a Space with OAuth, the proxy's client address)
+    and how many events may wait in Gradio's queue."""
+    on_space = bool(env.get("SPACE_ID"))
+    proxy = env.get("MUSICGEN_BEHIND_PROXY", "").strip()
+    queue = _number(env, "MUSICGEN_QUEUE_MAX_SIZE")
+    return {
+        # Gradio's LoginButton off a Space mocks sign-in with this machine's own HF account
+        # (and fails without one): it is shown only where the Space's OAuth app exists.
+        "sign_in": on_space and bool(env.get("OAUTH_CLIENT_ID", "").strip()),
+        "behind_proxy": _flag(proxy) if proxy else on_space,
+        "queue_max_size": DEFAULT_QUEUE_MAX_SIZE if queue is None else max(1, int(queue)),
     }

@@ -31,6 +31,9 @@ from services.replicate.files import MAX_UPLOAD_BYTES
 # second past the clip's end just means "up to the end" to the model, so it is not refused.
 END_SLACK_SECONDS = 1.0
 
+# MusicGen hears audio as EnCodec frames, 50 a second (640 samples at 32 kHz): a part of a clip
+# to continue shorter than one frame encodes to nothing, and the run fails after its create.
+CONTINUE_MIN_SECONDS = 1 / 50
 _MELODY_CHOICES = " or ".join(sorted(MELODY_MODELS, reverse=True))
 _MONO_MODELS = ", ".join(m for m in MODEL_VERSIONS if m not in STEREO_MODELS)
 
@@ -150,9 +153,38 @@ def _clip_errors(
                     "leave it empty to use the clip up to its end.",
                 )
             )
+    if request.continuation and bounds_known and not errors:
+        errors.extend(_too_short_errors(request, audio_seconds))
     if request.continuation and bounds_known and "duration" not in skip:
         errors.extend(_slice_errors(request, audio_seconds))
     return errors
+
+
+def _too_short_errors(request: GenerationRequest, audio_seconds: float | None) -> list[FieldError]:
+    """A clip (or the part of it between start and end) too short for the model to continue."""
+    if audio_seconds is None:
+        return []
+    if audio_seconds < CONTINUE_MIN_SECONDS:
+        return [
+            FieldError(
+                "input_audio",
+                f"This clip lasts only {audio_seconds * 1000:.1f} ms: too short to continue. "
+                "The model hears audio in steps of 20 ms, so give a clip of at least that (a "
+                "few seconds make a musical start).",
+            )
+        ]
+    end = audio_seconds if request.continuation_end is None else request.continuation_end
+    piece = min(float(end), audio_seconds) - request.continuation_start
+    if 0 < piece < CONTINUE_MIN_SECONDS:
+        return [
+            FieldError(
+                "continuation_start",
+                f"From continuation start ({request.continuation_start} s) your clip has only "
+                f"{piece * 1000:.1f} ms left: too short to continue (the model hears audio in "
+                "steps of 20 ms). Pick an earlier start.",
+            )
+        ]
+    return []
 
 
 def _clip_limit_errors(path: str, audio_seconds: float | None) -> list[FieldError]:

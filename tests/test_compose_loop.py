@@ -174,7 +174,7 @@ async def test_a_loop_is_held_to_the_visitors_limits_before_anything_is_stored(
     request, spec = maker.prepare({"prompt": "drums"}, 120, 1)
     before = emulator.creates
 
-    with pytest.raises(StudioError, match="runs in progress"):
+    with pytest.raises(StudioError, match="1 run in progress"):
         async for _ in maker.make(request, spec, token=emulator.token, owner=None):
             pass
     with pytest.raises(StudioError, match="token"):

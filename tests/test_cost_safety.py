@@ -342,31 +342,46 @@ async def test_a_visitor_past_the_daily_gpu_limit_is_refused_before_anything_is_
         emulator, tmp_path, MUSICGEN_SHARED="1", MUSICGEN_MAX_GPU_SECONDS_PER_VISITOR="30"
     )
     library = Library(tmp_path)
-    spent = library.create_pending("a" * 32, {"prompt": "earlier"}, engine=REPLICATE)
+    spent = library.create_pending(
+        "a" * 32, {"prompt": "earlier"}, engine=REPLICATE, payer="addr:198.51.100.1"
+    )
     library.update(spent.id, status="failed", predict_time=20.0)
     request = GenerationRequest(prompt="one more", duration=8)  # ≈ 18 s by the figures
 
+    # A new browser id from the same address has no allowance of its own.
     with pytest.raises(SpendingLimit, match="limit of 30 GPU seconds"):
-        [u async for u in service.generate(request, token="test-token", owner="a" * 32)]
-    assert emulator.requests == [] and library.counts("a" * 32)["total"] == 1
+        run = service.generate(
+            request, token="test-token", owner="c" * 32, payer="addr:198.51.100.1"
+        )
+        [u async for u in run]
+    assert emulator.requests == [] and library.counts()["total"] == 1
 
-    # Another visitor has their own allowance.
-    updates = [u async for u in service.generate(request, token="test-token", owner="b" * 32)]
+    # Another address has its own allowance.
+    run = service.generate(request, token="test-token", owner="b" * 32, payer="addr:198.51.100.2")
+    updates = [u async for u in run]
     assert updates[-1].status == "succeeded"
 
 
 async def test_runs_in_flight_are_capped_per_visitor(emulator, tmp_path):
     emulator.configure(run_seconds=20.0)
     service = make_service(emulator, tmp_path, MUSICGEN_SHARED="1")  # default cap: 4
-    owner = "c" * 32
+    payer = "addr:198.51.100.3"
     request = GenerationRequest(prompt="many at once", duration=8)
-    runs = [service.generate(request, token="test-token", owner=owner) for _ in range(4)]
+    runs = [
+        service.generate(request, token="test-token", owner=f"{i}" * 32, payer=payer)
+        for i in range(4)
+    ]
     for run in runs:
         async for update in run:
             if update.prediction_id:
                 break
     with pytest.raises(SpendingLimit, match="4 runs in progress"):
-        [u async for u in service.generate(request, token="test-token", owner=owner)]
+        [
+            u
+            async for u in service.generate(
+                request, token="test-token", owner="e" * 32, payer=payer
+            )
+        ]
     assert len(emulator.predictions) == 4
     for run in runs:
         await run.aclose()  # cancels each on Replicate

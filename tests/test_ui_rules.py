@@ -15,12 +15,12 @@ from services.musicgen import (
     TOP_K_MAX,
     GenerationRequest,
 )
-from services.validation import validate
+from services.validation import CONTINUE_MIN_SECONDS, validate
 from ui import form_rules
 from ui.form_events import continuation_updates
 from ui.form_rules import USE_CONTINUATION, USE_MELODY, FormValues, request_values
 from ui.formatting import card_html, errors_html, facts_html, status_html
-from ui.identity import api_owner, ensure_identity, is_identity, new_identity, owner_for
+from ui.identity import api_visitor, ensure_identity, is_identity, new_identity, page_visitor
 
 HOSTILE = '<img src=x onerror="alert(1)"> & "quotes" ${1+1}'
 
@@ -37,15 +37,17 @@ def test_user_text_is_escaped_everywhere_it_is_shown() -> None:
 
 def test_a_shared_deployment_never_lists_everything() -> None:
     mine = new_identity()
-    assert owner_for(False, "anything") is None  # local install: one user sees all
-    assert owner_for(True, mine) == mine
+    # local install: one user sees all
+    assert page_visitor(False, "anything", behind_proxy=False).owner is None
+    assert page_visitor(True, mine, behind_proxy=False).owner == mine
     for forged in (None, "", "x", "0" * 32, mine.upper() + "z"):
-        owner = owner_for(True, forged)
+        owner = page_visitor(True, forged, behind_proxy=False).owner
         assert owner is not None and is_identity(owner) and owner != forged
     assert ensure_identity(mine) == mine
-    first, second = api_owner(True), api_owner(True)
+    first = api_visitor(True, behind_proxy=False).owner
+    second = api_visitor(True, behind_proxy=False).owner
     assert first and second and first != second
-    assert api_owner(False) is None
+    assert api_visitor(False, behind_proxy=False).owner is None
 
 
 def test_the_form_sends_only_what_applies() -> None:
@@ -118,7 +120,7 @@ def test_a_short_clip_never_breaks_the_start_and_end_sliders(seconds, to_end):
     new_start, new_end = _applied(start, start_update), _applied(end, end_update)
     assert new_start.minimum < new_start.maximum and new_end.minimum < new_end.maximum
     assert to_end_update["interactive"] is True
-    if seconds <= 1:  # only a start of 0 lies inside the clip: it is held there
+    if seconds < 1 + CONTINUE_MIN_SECONDS:  # only a start of 0 leaves enough: held there
         assert start_update["interactive"] is False and start_update["value"] == 0
         assert "only" in start_update["info"] and "continued from its start" in start_update["info"]
         assert form_rules.start_choosable(seconds) is False

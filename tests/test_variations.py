@@ -120,28 +120,32 @@ async def test_a_bad_number_of_variations_is_refused_before_anything_is_sent(emu
     assert emulator.creates == 0
 
 
-async def test_a_group_is_one_click_against_the_visitors_limit(emulator, tmp_path):
+async def test_each_take_of_a_group_counts_against_the_visitors_runs_in_flight(emulator, tmp_path):
     settings = Settings.from_env(
         {
             "MUSICGEN_DATA_DIR": str(tmp_path),
             "REPLICATE_BASE_URL": emulator.base_url,
             "MUSICGEN_ENGINE": "replicate",
-            "MUSICGEN_MAX_RUNS_IN_FLIGHT": "1",
+            "MUSICGEN_SHARED": "1",
+            "MUSICGEN_MAX_RUNS_IN_FLIGHT": "4",
         }
     )
     library = Library(tmp_path)
     variations = Variations(GenerationService(settings, library), library)
-    busy = library.create_pending("ana", {"prompt": "still running"})
-    library.update(busy.id, status="processing")
+    for _ in range(2):
+        busy = library.create_pending("ana", {"prompt": "still running"}, payer="addr:ana")
+        library.update(busy.id, status="processing")
     request = GenerationRequest(prompt="x", duration=2)
 
-    with pytest.raises(StudioError, match="in progress"):
-        [u async for u in variations.run(request, 3, token=emulator.token, owner="ana")]
+    # 2 runs in flight + 3 takes is past 4 at once.
+    with pytest.raises(StudioError, match=r"2 runs in progress.*this needs 3"):
+        [u async for u in variations.run(request, 3, token="t", owner="ana", payer="addr:ana")]
 
     assert emulator.creates == 0
-    assert [r.id for r in library.list("ana").items] == [busy.id]  # no group was filed
-    # Another visitor's group of 3 takes is one click: it runs.
-    updates = [u async for u in variations.run(request, 3, token=emulator.token, owner="bo")]
+    assert library.counts("ana")["total"] == 2  # no group was filed
+    # Another visitor's group of 3 takes fits their own allowance: it runs.
+    group = variations.run(request, 3, token=emulator.token, owner="bo", payer="addr:bo")
+    updates = [u async for u in group]
     assert updates[-1].status == "succeeded" and emulator.creates == 3
 
 

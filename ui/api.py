@@ -2,7 +2,8 @@
 
 It has hidden components of its own (so that Gradio checks uploaded files and types), no
 trigger on the page, and is the only public endpoint of the app. On a shared deployment each
-call gets a fresh owner identity: an API caller can never read another visitor's runs.
+call gets a fresh owner identity (an API caller can never read another visitor's runs) and
+spends the allowance of its client address (ui.identity).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from services.errors import RequestInvalid, StudioError
 from services.input_help import docstring
 from services.musicgen import INPUT_NAMES, INPUTS, InputField
 from ui.context import Studio
-from ui.identity import API_PREFIX, api_owner
 
 DESCRIPTION = (
     "Generate music with MusicGen. Parameters are the model's own inputs, plus `engine` "
@@ -76,7 +76,8 @@ class GenerateApi:
         engine: str | None = named.get("engine")
         api_token: str | None = named.get("api_token")
         service = self.studio.service
-        owner = api_owner(self.studio.settings.shared)
+        visitor = self.studio.api_visitor()
+        owner = visitor.owner
         with api_errors():
             prepared = await asyncio.to_thread(service.prepare, raw, engine)
             last = None
@@ -85,8 +86,7 @@ class GenerateApi:
                 token=self.studio.token(api_token),
                 owner=owner,
                 engine=engine,
-                # Callers have no identity of their own: they share one spending allowance.
-                quota_pool=API_PREFIX if owner is not None else None,
+                payer=visitor.payer,  # the caller's address (or account): never one for all
             ):
                 last = update
         if last is None or last.run_id is None:

@@ -22,7 +22,6 @@ from ui.api import (
     token_components,
 )
 from ui.context import Studio
-from ui.identity import API_PREFIX, api_owner, is_identity
 
 EXTEND_DESCRIPTION = (
     "Extend a result into a longer piece (up to 5 minutes) by chained continuation: each part "
@@ -30,7 +29,9 @@ EXTEND_DESCRIPTION = (
     "appended (equal-power crossfade). `run_id` is a library id (a take, or a piece made by "
     "/extend to go on with); `seconds` is the new audio to add; `prompt` defaults to the run's. "
     "Returns the whole track and a record whose `parts` list each part's prediction id and "
-    "time span. On a shared deployment pass the `access_key` of the call that made the run."
+    "time span, and whose `state` is done, or interrupted when a part failed (`stopped` says "
+    "why; what was made is kept). On a shared deployment pass the `access_key` of the call that "
+    "made the run."
 )
 VARIATIONS_DESCRIPTION = (
     "N takes (2-8) of one request at once, each with its own seed. Parameters are /generate's "
@@ -46,15 +47,6 @@ class ComposeApi:
         self._extender = extender
         self._variations = variations
 
-    def _owner(self, access_key: str | None) -> str | None:
-        """The caller's identity: its access key when it is one we issue, else a fresh one."""
-        if not self.studio.settings.shared:
-            return None
-        key = (access_key or "").strip()
-        if key.startswith(API_PREFIX) and is_identity(key[len(API_PREFIX) :]):
-            return key
-        return api_owner(True)
-
     async def extend(
         self,
         run_id: str,
@@ -65,7 +57,8 @@ class ComposeApi:
         api_token: str | None = None,
     ) -> tuple[str | None, dict[str, Any]]:
         """Extend `run_id` by `seconds`; returns (the whole track, its record with `parts`)."""
-        owner = self._owner(access_key)
+        visitor = self.studio.api_visitor(access_key)
+        owner = visitor.owner
         last = None
         with api_errors():
             async for update in self._extender.extend(
@@ -75,7 +68,7 @@ class ComposeApi:
                 owner=owner,
                 prompt=prompt or None,
                 overlap=DEFAULT_OVERLAP if overlap is None else overlap,
-                quota_pool=API_PREFIX if owner is not None else None,
+                payer=visitor.payer,
             ):
                 last = update
         if last is None:
@@ -84,11 +77,14 @@ class ComposeApi:
         if entry is None:
             raise gr.Error("The piece is no longer in the library.")
         record = api_record(self.studio.service.summary(entry.id, owner), owner)
+        # Status and error are the entry's own, as the history shows them: a piece that
+        # stopped early keeps what was made (succeeded) and says why it stopped.
+        compose = entry.compose or {}
         record.update(
             parts=parts_summary(entry),
-            target_seconds=(entry.compose or {}).get("target_seconds"),
-            status=last.status,
-            error=last.error,
+            target_seconds=compose.get("target_seconds"),
+            state=compose.get("state"),
+            stopped=None if last.status == "succeeded" else last.error,
         )
         audio = self.studio.files.servable(last.audio_path) if last.audio_path else None
         return audio, record
@@ -98,7 +94,8 @@ class ComposeApi:
         raw = {name: named.get(name) for name in REQUEST_PARAMETERS}
         engine = (named.get("engine") or "").strip().lower() or None
         service = self.studio.service
-        owner = api_owner(self.studio.settings.shared)
+        visitor = self.studio.api_visitor()
+        owner = visitor.owner
         last = None
         with api_errors():
             prepared = await asyncio.to_thread(service.prepare, raw, engine)
@@ -108,8 +105,7 @@ class ComposeApi:
                 token=self.studio.token(named.get("api_token")),
                 owner=owner,
                 engine=engine,
-                # API callers have no identity of their own: they share one allowance.
-                quota_pool=API_PREFIX if owner is not None else None,
+                payer=visitor.payer,
             ):
                 last = update
         if last is None:

@@ -190,7 +190,8 @@ class ExtendHandlers:
     ) -> AsyncIterator[Updates]:
         """Add `seconds` to the result shown (None: resume a piece to its length)."""
         v = self.view
-        owner = self.studio.owner(owner_value)
+        visitor = self.studio.visitor(owner_value)
+        owner = visitor.owner
         running = {v.extend: gr.update(interactive=False), v.cancel: gr.update(interactive=True)}
         idle = {v.extend: gr.update(interactive=True), v.cancel: gr.update(interactive=False)}
         updates = self.extender.extend(
@@ -200,6 +201,7 @@ class ExtendHandlers:
             owner=owner,
             prompt=prompt or None,
             overlap=overlap,
+            payer=visitor.payer,
         )
         last: ExtendUpdate | None = None
         try:

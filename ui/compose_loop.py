@@ -53,7 +53,6 @@ from ui.formatting import (
     seconds_text,
     status_html,
 )
-from ui.identity import API_PREFIX, api_owner
 from ui.runs import cancel_inner, cancel_now, ended_status
 
 PRIVATE: Mapping[str, Any] = MappingProxyType(
@@ -179,7 +178,8 @@ class LoopHandlers:
     ) -> AsyncIterator[Updates]:
         """Check (nothing is sent if refused), make the take, cut the loop, show every step."""
         v = self.view
-        owner = self.studio.owner(owner_value)
+        visitor = self.studio.visitor(owner_value)
+        owner = visitor.owner
         values = request_values(form_values(form))
         model_for(engine, local_model, values)
         try:
@@ -199,7 +199,12 @@ class LoopHandlers:
         last: RunUpdate | None = None
         link = engine != LOCAL
         updates = self.maker.make(
-            request, spec, token=self.studio.token(token_value), owner=owner, engine=engine
+            request,
+            spec,
+            token=self.studio.token(token_value),
+            owner=owner,
+            engine=engine,
+            payer=visitor.payer,
         )
         try:
             async for update in updates:
@@ -378,7 +383,8 @@ class LoopApi:
         """Make a loop to its end; returns (the loop's WAV named with bpm and bars, record)."""
         raw = {name: named.get(name) for name in REQUEST_PARAMETERS}
         bpm, bars, api_token = named.get("bpm"), named.get("bars"), named.get("api_token")
-        owner = api_owner(self.studio.settings.shared)
+        visitor = self.studio.api_visitor()
+        owner = visitor.owner
         engine = named.get("engine")
         last = None
         with api_errors():
@@ -389,8 +395,7 @@ class LoopApi:
                 token=self.studio.token(api_token),
                 owner=owner,
                 engine=engine,
-                # API callers have no identity of their own: they share one allowance.
-                quota_pool=API_PREFIX if owner is not None else None,
+                payer=visitor.payer,
             ):
                 last = update
         if last is None or last.run_id is None:

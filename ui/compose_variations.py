@@ -140,7 +140,8 @@ class VariationsHandlers:
         *form: Any,
     ) -> AsyncIterator[Updates]:
         v = self.view
-        owner = self.studio.owner(owner_value)
+        visitor = self.studio.visitor(owner_value)
+        owner = visitor.owner
         values = request_values(form_values(form))
         model_for(engine, local_model, values)
         idle = {v.make: gr.update(interactive=True), v.cancel: gr.update(interactive=False)}
@@ -166,6 +167,7 @@ class VariationsHandlers:
             token=self.studio.token(token_value),
             owner=owner,
             engine=engine,
+            payer=visitor.payer,
         )
         try:
             async for update in updates:
@@ -252,11 +254,13 @@ class VariationsHandlers:
             yield {v.status: message_html("Make variations first.")}
             return
         runs = list(group.get("runs") or [])
+        visitor = self.studio.visitor(owner_value)
         updates = self.variations.regenerate(
             group["group_id"],
             slot,
             token=self.studio.token(token_value),
-            owner=self.studio.owner(owner_value),
+            owner=visitor.owner,
+            payer=visitor.payer,
         )
         try:
             async for update in updates:

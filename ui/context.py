@@ -9,7 +9,7 @@ from services.generation import GenerationService
 from services.library import Library, RunRecord
 from services.settings import Settings
 from ui.files import FileServer
-from ui.identity import owner_for
+from ui.identity import Visitor, api_visitor, page_visitor
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,19 @@ class Studio:
     files: FileServer
 
     def owner(self, browser_value: object) -> str | None:
-        """The library owner for an event: None locally, the browser's identity when shared."""
-        return owner_for(self.settings.shared, browser_value)
+        """The library owner for a page event: None locally; when shared, the signed-in
+        account, else the browser's identity (see ui.identity)."""
+        return self.visitor(browser_value).owner
+
+    def visitor(self, browser_value: object) -> Visitor:
+        """Whose history a page event sees and whose allowance it spends (ui.identity)."""
+        s = self.settings
+        return page_visitor(s.shared, browser_value, behind_proxy=s.behind_proxy)
+
+    def api_visitor(self, access_key: object = None) -> Visitor:
+        """An API call's own runs (its access key, else fresh ones) and its allowance."""
+        s = self.settings
+        return api_visitor(s.shared, behind_proxy=s.behind_proxy, access_key=access_key)
 
     def token(self, pasted: object) -> str | None:
         """The visitor's pasted token, unless the server has its own (then it is ignored)."""

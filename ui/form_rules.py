@@ -21,6 +21,7 @@ from services.musicgen import (
     STEREO_MODELS,
     GenerationRequest,
 )
+from services.validation import CONTINUE_MIN_SECONDS
 
 DURATION_MIN = int(LIMITS["duration"].low)
 
@@ -212,12 +213,18 @@ def clip_bounds(clip_seconds: float | None) -> tuple[int, int]:
     if not clip_seconds:
         return (COHERENT_MAX_SECONDS, COHERENT_MAX_SECONDS)
     end_max = max(1, math.ceil(clip_seconds - 1e-6))
-    return (max(1, end_max - 1), end_max)
+    return (max(1, _last_start(clip_seconds)), end_max)
+
+
+def _last_start(clip_seconds: float) -> int:
+    """The latest whole-second start that leaves enough of the clip to continue."""
+    return math.floor(clip_seconds - CONTINUE_MIN_SECONDS + 1e-9)
 
 
 def start_choosable(clip_seconds: float | None) -> bool:
-    """Whether a start after 0 exists: starts are whole seconds, inside clips over 1 s."""
-    return not clip_seconds or clip_bounds(clip_seconds)[1] >= 2
+    """Whether a start after 0 exists: starts are whole seconds, and the part of the clip
+    after one must be long enough to continue (services.validation.CONTINUE_MIN_SECONDS)."""
+    return not clip_seconds or _last_start(clip_seconds) >= 1
 
 
 def random_seed_value() -> int:

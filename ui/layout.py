@@ -62,6 +62,8 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
         clip_seconds = gr.State(None)
         parent_run = gr.State(None)
         gr.HTML(HEADER)
+        if settings.sign_in:  # a Space with `hf_oauth: true`: the account is the visitor
+            gr.LoginButton(elem_id="sign-in")
         if settings.base_url != DEFAULT_BASE_URL:
             gr.HTML(
                 message_html(

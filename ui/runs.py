@@ -157,7 +157,8 @@ class RunHandlers:
     ) -> AsyncIterator[Updates]:
         """Validate (nothing is sent if refused), then run and show every change."""
         c, v = self.controls, self.view
-        owner = self.studio.owner(owner_value)
+        visitor = self.studio.visitor(owner_value)
+        owner = visitor.owner
         token = self.studio.token(token_value)
         values = request_values(form_values(form))
         model_for(engine, local_model, values)
@@ -179,7 +180,12 @@ class RunHandlers:
         last: RunUpdate | None = None
         link = engine != LOCAL  # a Replicate prediction has a page on replicate.com
         updates = self.studio.service.generate(
-            prepared, token=token, owner=owner, engine=engine, parent_run_id=parent_run or None
+            prepared,
+            token=token,
+            owner=owner,
+            engine=engine,
+            parent_run_id=parent_run or None,
+            payer=visitor.payer,
         )
         try:
             async for update in updates:

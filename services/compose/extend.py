@@ -31,6 +31,7 @@ from services.events import RunUpdate
 from services.generation import GenerationService
 from services.library import Library, RunNotFound, RunRecord
 from services.musicgen import GenerationRequest
+from services.spending import Ticket
 
 MAX_TOTAL_SECONDS = 300
 PART_MAX_SECONDS = 30  # one run's coherent window: longer runs drift
@@ -139,24 +140,55 @@ class Extender:
         prompt: str | None = None,
         overlap: Any = DEFAULT_OVERLAP,
         engine: str | None = None,
-        quota_pool: str | None = None,
+        payer: str | None = None,
     ) -> AsyncIterator[ExtendUpdate]:
         """Add `seconds` of new music to entry `run_id` (a take, or a chain to go on with).
 
         `seconds` None resumes a piece that stopped early: it goes on to its target length.
-        `quota_pool` as for `GenerationService.generate` (API callers).
+        Refusals (the fields, the new prompt, the spending caps of `payer` for every part)
+        come before anything is stored, written or sent.
         """
         record = self._library.get(run_id, owner)
         track_seconds = float(record.audio_seconds or 0) if record else 0.0
         new, lap = self._check(record, seconds, overlap, track_seconds)
         assert record is not None
-        # The piece is one entry of the history: one click against the visitor's limits.
-        self._service.guard(
-            GenerationRequest.from_dict(record.request),
+        base = GenerationRequest.from_dict(record.request)
+        if prompt is not None and prompt.strip():
+            base = base.replace(prompt=prompt.strip())  # RequestInvalid past the limit
+        if seconds is None:
+            new = float((record.compose or {}).get("target_seconds") or 0) - track_seconds
+        new = min(new, MAX_TOTAL_SECONDS - track_seconds)
+        planned = plan_parts(new, lap) if new > 0.05 else []
+        # An engine that cannot run here (no token) is refused before the piece is filed.
+        chosen = self._service.engines.open(engine or record.engine, token)
+        await chosen.aclose()
+        # Every part is held to the caps before the first starts; they run one at a time.
+        ticket = self._service.reserve(
+            [base.replace(duration=lap + part) for part in planned],
             owner,
-            engine or record.engine,
-            pool=quota_pool,
+            chosen.name,
+            payer=payer,
         )
+        try:
+            chain = self._chain(record, seconds, new, lap, prompt, token, owner, engine, ticket)
+            async for update in chain:
+                yield update
+        finally:
+            ticket.close()
+
+    async def _chain(
+        self,
+        record: RunRecord,
+        seconds: Any,
+        new: float,
+        lap: int,
+        prompt: str | None,
+        token: str | None,
+        owner: str | None,
+        engine: str | None,
+        ticket: Ticket,
+    ) -> AsyncIterator[ExtendUpdate]:
+        """The chain of parts after its checks: see `extend`."""
         entry = record if record.kind == "extend" else self._start_chain(record, owner, prompt)
         # A part that landed after the chain stopped (resumed by the app) is used, not remade.
         track = await asyncio.to_thread(self._adopt_pending, entry, owner)
@@ -188,7 +220,7 @@ class Extender:
                         engine=engine or entry.engine,
                         parent_run_id=entry.id,
                         kind="part",
-                        quota_pool=quota_pool,
+                        ticket=ticket,
                     )
                 ) as updates:
                     async for update in updates:

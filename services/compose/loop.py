@@ -33,9 +33,10 @@ from pydub import AudioSegment
 from services.compose import audio_ops
 from services.errors import FieldError, RequestInvalid, StudioError
 from services.events import RunUpdate
-from services.generation import GenerationService
+from services.generation import GenerationService, PreparedRun
 from services.library import Library, RunNotFound, RunRecord
 from services.musicgen import GenerationRequest
+from services.spending import Ticket
 
 BPM_MIN, BPM_MAX = 40.0, 240.0
 BARS_MIN, BARS_MAX = 1, 16
@@ -146,9 +147,9 @@ def loop_prompt(prompt: str, bpm: float) -> str:
 
 def source_request(request: GenerationRequest, spec: LoopSpec) -> GenerationRequest:
     """The take to ask the model for: the tempo in the prompt, long enough to cut from."""
-    return request.replace(
-        prompt=loop_prompt(request.prompt, spec.bpm), duration=spec.source_seconds
-    )
+    prompt = loop_prompt(request.prompt, spec.bpm)
+    written = max(0, len(prompt) - len(request.prompt))  # the tempo: the studio's own words
+    return request.replace(prompt=prompt, duration=spec.source_seconds, studio_chars=written)
 
 
 # -- finding the downbeat and cutting ---------------------------------------------------------
@@ -301,8 +302,10 @@ class LoopMaker:
             errors.extend(err.errors)
         values = dict(raw)
         values["duration"] = spec.source_seconds if spec else SOURCE_MAX_SECONDS
-        if spec:
-            values["prompt"] = loop_prompt(str(values.get("prompt") or ""), spec.bpm)
+        # The musician's own words are held to the prompt's limit; the tempo the loop writes
+        # into it (`make`) is not theirs to count.
+        words = _BPM_TEXT.sub("", str(values.get("prompt") or "")).strip()
+        values["prompt"] = words or (loop_prompt("", spec.bpm) if spec else "")
         try:
             request = self._service.prepare(values, engine).request
         except RequestInvalid as err:
@@ -320,24 +323,47 @@ class LoopMaker:
         token: str | None,
         owner: str | None,
         engine: str | None = None,
-        quota_pool: str | None = None,
+        payer: str | None = None,
     ) -> AsyncGenerator[RunUpdate, None]:
         """Make the take, cut the loop and file both; an update for every change.
 
         Updates carry the loop entry's id as `run_id`; the last is terminal, its `audio_path`
-        the filed loop. Refusals are raised before anything is stored or sent. `quota_pool`
-        as for `GenerationService.generate` (API callers share one allowance).
+        the filed loop. Refusals are raised before anything is stored or sent; the take is
+        held to the spending caps of `payer` before the loop is filed.
         """
         take = source_request(request, spec)
         started = time.monotonic()
         # Refusals come before the loop is filed: no engine here (no token), the engine's
-        # rules, the visitor's limits (the loop is one entry of the history, like a take).
+        # rules (checked on the musician's prompt: the tempo written into it is the loop's),
+        # the visitor's limits (the loop is one entry of the history, like a take).
         chosen = self._service.engines.open(engine, token)
         try:
-            prepared = await asyncio.to_thread(self._service.prepare_request, take, chosen.name)
-            self._service.guard(take, owner, chosen.name, pool=quota_pool)
+            own = request.replace(
+                duration=spec.source_seconds, prompt=request.prompt or take.prompt
+            )
+            prepared = await asyncio.to_thread(self._service.prepare_request, own, chosen.name)
+            prepared = replace(prepared, request=take)
         finally:
             await chosen.aclose()
+        ticket = self._service.reserve([take], owner, chosen.name, payer=payer)
+        try:
+            async for update in self._make(prepared, spec, started, token, owner, engine, ticket):
+                yield update
+        finally:
+            ticket.close()
+
+    async def _make(
+        self,
+        prepared: PreparedRun,
+        spec: LoopSpec,
+        started: float,
+        token: str | None,
+        owner: str | None,
+        engine: str | None,
+        ticket: Ticket,
+    ) -> AsyncGenerator[RunUpdate, None]:
+        """The loop after its checks: see `make`."""
+        take = prepared.request
         # librosa takes seconds to import the first time: do it while the model works.
         warming = asyncio.ensure_future(asyncio.to_thread(warm_up))
         warming.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -352,7 +378,7 @@ class LoopMaker:
                 engine=engine,
                 parent_run_id=loop.id,
                 kind="loop-source",
-                quota_pool=quota_pool,
+                ticket=ticket,
             )
             last: RunUpdate | None = None
             status = "pending"

@@ -21,6 +21,7 @@ from services.events import RunUpdate
 from services.generation import GenerationService, PreparedRun
 from services.library import Library, RunNotFound, RunRecord
 from services.musicgen import SEED_MAX, GenerationRequest
+from services.spending import Ticket
 
 MIN_TAKES = 2
 MAX_TAKES = 8
@@ -83,28 +84,47 @@ class Variations:
         token: str | None,
         owner: str | None,
         engine: str | None = None,
-        quota_pool: str | None = None,
+        payer: str | None = None,
     ) -> AsyncIterator[VariationUpdate]:
         """Start `n` takes of a request at once; yield every change of each, then the end.
 
-        Refusals come before anything is stored or sent. Cancelling the consumer cancels
-        every take. `quota_pool` as for `GenerationService.generate` (API callers). The
-        request is checked (its clip measured) once for all the takes.
+        Refusals come before anything is stored or sent: all `n` takes are held to the
+        spending caps of `payer` (see `GenerationService.reserve`) before the first starts.
+        Cancelling the consumer cancels every take. The request is checked (its clip
+        measured) once for all the takes.
         """
         count = check_takes(n)
         chosen = self._service.engines.open(engine, token)
         try:
             prepared = await self._service.prepared_for(run_of, chosen.name)
             request = prepared.request
-            # The group is one entry of the history: one click against the visitor's limits.
-            self._service.guard(request, owner, chosen.name, pool=quota_pool)
         finally:
             await chosen.aclose()
+        # No await from here to the takes' rows: every take is held before any starts.
+        ticket = self._service.reserve(
+            [request] * count, owner, chosen.name, payer=payer, parallel=count
+        )
+        try:
+            async for update in self._group(prepared, count, token, owner, engine, ticket):
+                yield update
+        finally:
+            ticket.close()
+
+    async def _group(
+        self,
+        prepared: PreparedRun,
+        count: int,
+        token: str | None,
+        owner: str | None,
+        engine: str | None,
+        ticket: Ticket,
+    ) -> AsyncIterator[VariationUpdate]:
+        request = prepared.request
         seeds = seeds_for(request, count)
         group = self._library.create_pending(
             owner,
             request.to_dict(),
-            engine=chosen.name,
+            engine=prepared.engine,
             kind="variations",
             compose={"n": count, "seeds": seeds, "takes": {}},
         )
@@ -121,7 +141,7 @@ class Variations:
                     token,
                     owner,
                     engine,
-                    quota_pool,
+                    ticket,
                 )
             )
             for slot, seed in enumerate(seeds)
@@ -157,7 +177,7 @@ class Variations:
         token: str | None,
         owner: str | None,
         engine: str | None,
-        quota_pool: str | None,
+        ticket: Ticket,
     ) -> None:
         try:
             async for update in self._service.generate(
@@ -167,7 +187,7 @@ class Variations:
                 engine=engine,
                 parent_run_id=group_id,
                 kind="variation",
-                quota_pool=quota_pool,
+                ticket=ticket,
             ):
                 await queue.put((slot, update))
         except StudioError as err:
@@ -195,11 +215,15 @@ class Variations:
         token: str | None,
         owner: str | None,
         engine: str | None = None,
+        payer: str | None = None,
     ) -> AsyncIterator[VariationUpdate]:
         """A new take, with a new seed, in place of one slot of the group."""
         group = self._library.get(group_id, owner)
         if group is None or group.kind != "variations":
             raise StudioError("That group of variations is not in your library.")
+        # Refused before the group is touched.
+        chosen = engine or group.engine
+        self._service.guard(GenerationRequest.from_dict(group.request), owner, chosen, payer=payer)
         compose = dict(group.compose or {})
         seeds = list(compose.get("seeds") or [])
         if not 0 <= slot < len(seeds):
@@ -216,9 +240,10 @@ class Variations:
                 request.replace(seed=seed),
                 token=token,
                 owner=owner,
-                engine=engine or group.engine,
+                engine=chosen,
                 parent_run_id=group_id,
                 kind="variation",
+                payer=payer,
             ):
                 if update.run_id and not update.finished:
                     self._note_take(group_id, owner, slot, update.run_id)

@@ -7,8 +7,7 @@ Every refusal (RequestInvalid, SpendingLimit) is raised here, so it costs nothin
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,16 +16,12 @@ from services.audio import CLIP_MAX_SECONDS, MeasuredClip, measure
 from services.cost import Estimate, estimate, free_estimate
 from services.engines.protocol import LOCAL, REPLICATE
 from services.engines.registry import Engines
-from services.errors import AudioError, FieldError, RequestInvalid, SpendingLimit
+from services.errors import AudioError, FieldError, RequestInvalid
 from services.library import Library
 from services.musicgen import GenerationRequest
 from services.settings import Settings
+from services.spending import Claim, SpendingGuard, Ticket, Tickets
 from services.validation import check_request, warnings
-
-SPENDING_WINDOW_S = 24 * 3600.0  # the daily GPU-seconds cap counts the last 24 hours
-# Runs counted as in flight: younger than Replicate's 30-minute limit with room to spare, so a
-# record stranded by a crash (and not yet resumed) never blocks its visitor for good.
-IN_FLIGHT_WINDOW_S = 2 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -42,12 +37,16 @@ class PreparedRun:
 
 
 class Policy:
-    """Checks runs against the engine's rules and the deployment's limits; holds no state."""
+    """Checks runs against the engine's rules and the deployment's caps; holds only the
+    groups' tickets (takes promised before they start)."""
 
     def __init__(self, settings: Settings, library: Library, engines: Engines):
         self._settings = settings
         self._library = library
         self._engines = engines
+        # Groups' takes promised before they start, and the caps they are held to.
+        self._tickets = Tickets()
+        self._spending = SpendingGuard(settings, library, self._tickets)
 
     # -- validation -----------------------------------------------------------------------
 
@@ -111,42 +110,41 @@ class Policy:
         rates = self._library.predict_rates(model)
         return estimate(model, duration, self._settings.gpu_price_per_second, rates)
 
+    def gpu_estimate(self, request: GenerationRequest, engine: str) -> float:
+        """The GPU seconds a run reserves when it starts: its estimate on Replicate, else 0."""
+        if engine != REPLICATE:
+            return 0.0
+        return self.estimate(request.model_version, request.duration, engine).gpu_seconds
+
     def guard(
         self,
-        request: GenerationRequest,
+        requests: GenerationRequest | Sequence[GenerationRequest],
         owner: str | None,
         engine: str,
         *,
-        pool: str | None = None,
-        click: bool = True,
+        payer: str | None = None,
+        parallel: int = 1,
     ) -> None:
-        """Refuse a run past the visitor's limits (SpendingLimit), before anything is sent.
+        """Refuse a click past a cap (SpendingLimit naming the cap and when it frees up),
+        before anything is stored or sent: the history's size cap for `owner`, the runs in
+        flight (`parallel` of the takes at once) and the daily GPU seconds for `payer` and for
+        the whole deployment."""
+        takes = [requests] if isinstance(requests, GenerationRequest) else list(requests)
+        estimates = tuple(self.gpu_estimate(r, engine) for r in takes)
+        self._spending.check(Claim(payer, owner, estimates, parallel))
 
-        Runs in flight count entries of the history (a take, or a whole composition), so only a
-        `click` (not a part or take inside a composition already counted) is held to that
-        limit; every Replicate run is held to the daily GPU seconds.
-        """
-        s = self._settings
-        now = time.time()
-        used, running = self._library.spending(
-            owner,
-            since=now - SPENDING_WINDOW_S,
-            in_flight_since=now - IN_FLIGHT_WINDOW_S,
-            pool=pool,
-        )
-        if click and s.max_runs_in_flight is not None and running >= s.max_runs_in_flight:
-            raise SpendingLimit(
-                f"You already have {running} runs in progress, the most this server allows at "
-                "once. Wait for one to finish, then press Generate again. Nothing was sent."
-            )
-        cap = s.max_gpu_seconds_per_visitor
-        if engine != REPLICATE or cap is None:
-            return
-        expected = self.estimate(request.model_version, request.duration, engine).gpu_seconds
-        if used + expected > cap:
-            raise SpendingLimit(
-                f"This run (≈ {expected:.0f} s of GPU time) would take you past this server's "
-                f"limit of {cap:g} GPU seconds on Replicate per visitor per day (you have used "
-                f"{used:.0f} s in the last 24 hours). Try a shorter duration or come back later. "
-                "Nothing was sent."
-            )
+    def reserve(
+        self,
+        requests: Sequence[GenerationRequest],
+        owner: str | None,
+        engine: str,
+        *,
+        payer: str | None = None,
+        parallel: int = 1,
+    ) -> Ticket:
+        """Hold a group's takes to every cap before any starts (see `guard`) and keep them
+        held until each starts (`generate(ticket=...)`); `close()` the ticket when the group
+        ends, whatever way it ends."""
+        self.guard(requests, owner, engine, payer=payer, parallel=parallel)
+        estimates = [self.gpu_estimate(r, engine) for r in requests]
+        return self._tickets.open(Ticket(payer, sum(estimates), len(estimates), parallel))

@@ -25,10 +25,10 @@ from services.errors import CreateUnclear, StudioError
 from services.events import TERMINAL_STATUSES, RunUpdate
 from services.generation.policy import Policy, PreparedRun
 from services.library import Library, RunNotFound, RunRecord
-from services.library.records import INNER_KINDS
 from services.musicgen import GenerationRequest
 from services.run_signals import RunEnd, RunSignals, RunWatch
 from services.settings import Settings
+from services.spending import Ticket
 
 log = logging.getLogger(__name__)
 LOGS_TAIL_CHARS = 4000
@@ -112,7 +112,8 @@ class Runner:
         engine: str | None = None,
         parent_run_id: str | None = None,
         kind: str = "take",
-        quota_pool: str | None = None,
+        payer: str | None = None,
+        ticket: Ticket | None = None,
     ) -> AsyncGenerator[RunUpdate, None]:
         """Run a request on `engine` (None: the default) and yield an update for every change.
 
@@ -122,26 +123,36 @@ class Runner:
         The last update is terminal. Refusals (RequestInvalid, an engine that cannot run here,
         a missing token) are raised before anything is stored or sent. `kind` and
         `parent_run_id` file the run as part of a composition (a part of a long piece, one
-        of a group of variations). The spending limits are counted per `owner`, or over every
-        owner starting with `quota_pool` (API callers, who have no identity of their own).
+        of a group of variations). The spending caps are counted per `payer` (a signed-in
+        account or a client address; None on a local install); a take of a group draws on the
+        group's `ticket` (see `Policy.reserve`), which has been held to them already.
         """
         eng = self._engines.open(engine, token)
         try:
             prepared = await self._policy.prepared_for(run_of, eng.name)
             request = prepared.request
-            # No await from here to create_pending: two clicks cannot both slip under a limit.
-            self._policy.guard(
-                request, owner, eng.name, pool=quota_pool, click=kind not in INNER_KINDS
-            )
+            # No await from here to create_pending: two clicks cannot both slip under a cap.
+            reserved = self._policy.gpu_estimate(request, eng.name)
+            if ticket is None:
+                self._policy.guard(request, owner, eng.name, payer=payer)
         except BaseException:
             await eng.aclose()
             raise
         started = time.monotonic()
         # The clip's path is this server's upload folder: the library keeps its own copy.
         stored = {**request.to_dict(), "input_audio": None}
+        # The run holds its estimate from now until it is filed with its measured time.
         record = self._library.create_pending(
-            owner, stored, parent_id=parent_run_id, engine=eng.name, kind=kind
+            owner,
+            stored,
+            parent_id=parent_run_id,
+            engine=eng.name,
+            kind=kind,
+            payer=ticket.payer if ticket is not None else payer,
+            reserved_gpu_s=reserved,
         )
+        if ticket is not None:
+            ticket.draw(reserved)
         watch = self._signals.watch(record.id, owner)
         run: EngineRun | None = None
 
@@ -184,6 +195,8 @@ class Runner:
             yield failed
         finally:
             self._signals.drop(record.id)  # no-op once its end is filed
+            if ticket is not None:
+                ticket.ended()
             with contextlib.suppress(Exception):
                 await eng.aclose()
 
@@ -380,16 +393,20 @@ class Runner:
         )
         path = self._library.audio_file(stored)
         assert path is not None
-        notes = self._enforce_cap()
+        notes = self._enforce_cap(run_id)
         return replace(final, audio_path=str(path), new_logs=final.new_logs + tuple(notes))
 
-    def _enforce_cap(self) -> list[str]:
-        removed = self._library.enforce_cap()
+    def _enforce_cap(self, run_id: str) -> list[str]:
+        """Make room under the size cap in the run's owner's share only (never another's)."""
+        record = self._library.get(run_id)
+        owner = record.owner if record is not None and self._settings.shared else None
+        removed = self._library.enforce_cap(owner, keep=[run_id])
         if not removed:
             return []
+        share = " per visitor" if owner is not None else ""
         return [
-            f"Library: removed the {len(removed)} oldest run(s) (not favourites) to stay under "
-            f"the {self._settings.max_library_mb:g} MB limit."
+            f"Library: removed your {len(removed)} oldest run(s) (not favourites) to stay under "
+            f"the {self._settings.max_library_mb:g} MB limit{share}."
         ]
 
     async def follow_here(

@@ -48,6 +48,7 @@ class GenerationService:
         self.check = self.policy.check
         self.estimate = self.policy.estimate
         self.guard = self.policy.guard
+        self.reserve = self.policy.reserve
         self.generate = self.runner.generate
         self.cancel = self.runner.cancel
         self.watch_entry = self.runner.watch_entry

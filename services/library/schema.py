@@ -14,7 +14,7 @@ from pathlib import Path
 
 from services.errors import StudioError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Seconds a connection waits for another writer (thread or process) before giving up.
 BUSY_TIMEOUT_SECONDS = 15.0
 
@@ -100,11 +100,24 @@ def _v3_to_v4(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX runs_owner_engine_created ON runs (owner, engine, created_at)")
 
 
+def _v4_to_v5(conn: sqlite3.Connection) -> None:
+    """Who pays for each run, and the GPU seconds a run in flight holds until it settles."""
+    # The allowance a run counts against: a signed-in account or a client address on a shared
+    # deployment (the history owner is the browser, or the account); NULL on a local install.
+    conn.execute("ALTER TABLE runs ADD COLUMN payer TEXT")
+    # Seconds of GPU time reserved when the run started (its estimate); while it is in flight
+    # the spending caps count this, once it ended its measured predict_time instead.
+    conn.execute("ALTER TABLE runs ADD COLUMN reserved_gpu_s REAL")
+    conn.execute("UPDATE runs SET payer = owner")  # until now the owner was the one who paid
+    conn.execute("CREATE INDEX runs_payer_created ON runs (payer, created_at)")
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _v0_to_v1,
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
+    4: _v4_to_v5,
 }
 
 

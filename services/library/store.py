@@ -7,7 +7,9 @@ Owners: `owner=None` means a local single-user install: every query sees every r
 deployment always passes the visitor's identity string; then every read, play (`get` +
 `audio_file`), favourite, export and delete is restricted to rows with exactly that owner, so a
 visitor can never touch another's run, even by guessing its id (it simply is not found).
-`in_flight` and `enforce_cap` are server-side housekeeping and span every owner.
+`in_flight` is server-side housekeeping and spans every owner; `enforce_cap` makes room in one
+owner's share (every owner's on a local install). Spending is counted per payer (a signed-in
+account or a client address, see services.library.accounting), not per owner.
 
 Lifecycle: `create_pending` before the prediction exists, `update` as it moves, `attach_audio`
 once the output is downloaded; only `attach_audio` (or `add_run` with audio) makes a run
@@ -38,6 +40,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from services.library import accounting
 from services.library.export import write_export
 from services.library.files import copy_atomic, move_atomic, remove_stale_parts
 from services.library.records import (
@@ -92,6 +95,8 @@ _UPDATABLE = frozenset(
         "kind",
         "compose",
         "cost_usd",
+        "payer",
+        "reserved_gpu_s",
     }
 )
 
@@ -157,7 +162,8 @@ def _clean_changes(changes: dict[str, Any]) -> dict[str, Any]:
                 clean[name] = to_epoch(clean[name])
             except ValueError as err:
                 raise ValueError(f"{name} must be epoch seconds or an ISO 8601 time") from err
-    for name, kind in (("predict_time", float), ("seed", int), ("cost_usd", float)):
+    numbers = (("predict_time", float), ("seed", int), ("cost_usd", float))
+    for name, kind in (*numbers, ("reserved_gpu_s", float)):
         if clean.get(name) is not None:
             clean[name] = kind(clean[name])
     return clean
@@ -619,29 +625,21 @@ class Library:
             ).fetchall()
         return [float(r[0]) for r in rows]
 
-    def spending(
-        self, owner: str | None, *, since: float, in_flight_since: float, pool: str | None = None
-    ) -> tuple[float, int]:
-        """(GPU seconds of Replicate runs created since `since`, entries in flight created since
-        `in_flight_since`: takes and compositions, not the runs inside one) of `owner`
-        (everyone's for None); with `pool`, of every owner whose identity starts with it."""
-        if pool is not None:
-            where, args = " AND substr(owner, 1, ?) = ?", [len(pool), pool]
-        else:
-            where, args = _owner_clause(owner)
-        marks = ", ".join("?" for _ in IN_FLIGHT_STATUSES)
+    def spent(self, payer: str | None, *, since: float, in_flight_since: float) -> accounting.Spent:
+        """GPU seconds (settled, or reserved while in flight) of `payer`'s Replicate runs
+        created since `since`, and their runs in flight (everyone's for None); see
+        services.library.accounting."""
         with self._read() as conn:
-            used = conn.execute(
-                "SELECT COALESCE(SUM(predict_time), 0) FROM runs WHERE engine = 'replicate'"
-                f" AND created_at >= ?{where}",
-                [since, *args],
-            ).fetchone()[0]
-            running = conn.execute(
-                f"SELECT COUNT(*) FROM runs WHERE status IN ({marks}) AND created_at >= ?"
-                f" AND kind NOT IN ({', '.join('?' for _ in INNER_KINDS)}){where}",
-                [*sorted(IN_FLIGHT_STATUSES), in_flight_since, *INNER_KINDS, *args],
-            ).fetchone()[0]
-        return float(used), int(running)
+            return accounting.spent(conn, payer, since=since, in_flight_since=in_flight_since)
+
+    def spending_times(
+        self, payer: str | None, *, since: float, in_flight_since: float
+    ) -> builtins.list[tuple[float, float, bool]]:
+        """(created_at, GPU seconds counted, in flight) of each of `payer`'s counted runs."""
+        with self._read() as conn:
+            return accounting.spending_times(
+                conn, payer, since=since, in_flight_since=in_flight_since
+            )
 
     def find_by_prediction(self, prediction_id: str, owner: str | None = None) -> RunRecord | None:
         """The run made by this prediction (for this owner when one is given)."""
@@ -687,34 +685,37 @@ class Library:
             raise RunNotFound(run_id)
         return write_export(record, self.audio_file(record), Path(dest_dir))
 
-    def enforce_cap(self, *, keep: Iterable[str] = ()) -> builtins.list[RunRecord]:
-        """With `max_mb`: delete the oldest finished, non-favourite runs that hold audio until
-        the stored audio fits; returns the removed runs so the caller can say so.
+    def room_left(self, owner: str | None) -> int | None:
+        """Bytes `owner` (everyone for None) may still store once the size cap has removed
+        all it may of theirs; None without a cap. At or below 0 nothing new fits."""
+        if self.max_mb is None:
+            return None
+        with self._read() as conn:
+            kept = accounting.kept_bytes(conn, owner)
+        return int(self.max_mb * 1024 * 1024) - kept
 
-        Spans every owner (the disk is shared). Runs in `keep` (e.g. the one just finished)
-        are never removed.
+    def enforce_cap(
+        self, owner: str | None = None, *, keep: Iterable[str] = ()
+    ) -> builtins.list[RunRecord]:
+        """With `max_mb`: delete `owner`'s oldest finished, non-favourite runs that hold audio
+        until their stored audio fits; returns the removed runs so the caller can say so.
+
+        On a shared deployment the cap is each visitor's (`owner`): making room never touches
+        another's runs. None spans every owner (a local install). Runs in `keep` (e.g. the one
+        just finished) are never removed.
         """
         if self.max_mb is None:
             return []
         cap = int(self.max_mb * 1024 * 1024)
-        keep_ids = set(keep)
         removed: list[RunRecord] = []
-        marks = ", ".join("?" for _ in FINISHED_STATUSES)
         with self._write() as conn:
-            total = conn.execute("SELECT COALESCE(SUM(audio_bytes), 0) FROM runs").fetchone()[0]
+            total = accounting.stored_bytes(conn, owner)
             if total <= cap:
                 return []
-            candidates = conn.execute(
-                f"SELECT * FROM runs WHERE favourite = 0 AND audio_bytes > 0"
-                f" AND status IN ({marks}) ORDER BY created_at, id",
-                sorted(FINISHED_STATUSES),
-            )
-            for row in candidates.fetchall():
+            for row in accounting.evictable(conn, owner, set(keep)):
                 if total <= cap:
                     break
                 record = RunRecord.from_row(row)
-                if record.id in keep_ids:
-                    continue
                 conn.execute("DELETE FROM runs WHERE id = ?", [record.id])
                 total -= record.audio_bytes or 0
                 removed.append(record)
