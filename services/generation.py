@@ -12,7 +12,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -338,6 +338,18 @@ class GenerationService:
         rates = self._library.predict_rates(model)
         return estimate(model, duration, self._settings.gpu_price_per_second, rates)
 
+    def estimate_runs(
+        self, model_version: str, durations: Sequence[float], engine: str | None = None
+    ) -> Estimate:
+        """The estimate for several runs of one model (a song's parts): their sum."""
+        each = [self.estimate(model_version, d, engine) for d in durations] or [
+            self.estimate(model_version, 0, engine)
+        ]
+        first = each[0]
+        return Estimate(
+            sum(e.gpu_seconds for e in each), sum(e.price for e in each), first.basis, first.samples
+        )
+
     def guard(
         self,
         request: GenerationRequest,
@@ -346,12 +358,14 @@ class GenerationService:
         *,
         pool: str | None = None,
         click: bool = True,
+        durations: Sequence[float] = (),
     ) -> None:
         """Refuse a run past the visitor's limits (SpendingLimit), before anything is sent.
 
         Runs in flight count entries of the history (a take, or a whole composition), so only a
         `click` (not a part or take inside a composition already counted) is held to that
-        limit; every Replicate run is held to the daily GPU seconds.
+        limit; every Replicate run is held to the daily GPU seconds. `durations`: every run a
+        composition will make (a song's parts), all counted at once; else the request's one.
         """
         s = self._settings
         now = time.time()
@@ -369,10 +383,12 @@ class GenerationService:
         cap = s.max_gpu_seconds_per_visitor
         if engine != REPLICATE or cap is None:
             return
-        expected = self.estimate(request.model_version, request.duration, engine).gpu_seconds
+        runs = list(durations) or [request.duration]
+        expected = self.estimate_runs(request.model_version, runs, engine).gpu_seconds
         if used + expected > cap:
+            what = "This run" if len(runs) == 1 else f"These {len(runs)} runs"
             raise SpendingLimit(
-                f"This run (≈ {expected:.0f} s of GPU time) would take you past this server's "
+                f"{what} (≈ {expected:.0f} s of GPU time) would take you past this server's "
                 f"limit of {cap:g} GPU seconds on Replicate per visitor per day (you have used "
                 f"{used:.0f} s in the last 24 hours). Try a shorter duration or come back later. "
                 "Nothing was sent."
