@@ -24,12 +24,13 @@ from services.musicgen import GenerationRequest
 from services.settings import Settings
 
 
-def make(emulator, data_dir: Path) -> tuple[GenerationService, Extender, Library]:
+def make(emulator, data_dir: Path, **env: str) -> tuple[GenerationService, Extender, Library]:
     settings = Settings.from_env(
         {
             "MUSICGEN_DATA_DIR": str(data_dir),
             "REPLICATE_BASE_URL": emulator.base_url,
             "MUSICGEN_ENGINE": "replicate",
+            **env,
         }
     )
     library = Library(data_dir)

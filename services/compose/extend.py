@@ -97,6 +97,16 @@ def overlap_error(overlap: Any) -> FieldError | None:
     return None
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who a chain's runs are made for, and how: passed to every part's generation."""
+
+    token: str | None
+    owner: str | None
+    engine: str | None
+    quota_pool: str | None = None
+
+
 def plan_parts(new_seconds: float, overlap: int) -> list[int]:
     """New seconds per part: as few parts as the 30 s window allows, whole seconds each."""
     per_part = PART_MAX_SECONDS - overlap
@@ -200,41 +210,32 @@ class Extender:
         base = GenerationRequest.from_dict(entry.request)
         if prompt is not None and prompt.strip():
             base = base.replace(prompt=prompt.strip())
-        compose.update(target_seconds=round(target, 3), overlap=lap, state="running")
+        compose.update(target_seconds=round(target, 3), overlap=lap)
         compose["prompt"] = base.prompt
-        self._library.update(entry.id, compose=compose, status="processing")
-        yield ExtendUpdate(entry.id, 1, max(1, len(plan)))
         steps = [Step(new_seconds, lap, target) for new_seconds in plan]
-        async for update in self._chain(
-            entry.id,
-            base,
-            track,
-            steps,
-            token=token,
-            owner=owner,
-            engine=engine or entry.engine,
-            quota_pool=quota_pool,
-        ):
+        caller = Caller(token, owner, engine or entry.engine, quota_pool)
+        async for update in self._chain(entry.id, compose, base, track, steps, caller):
             yield update
 
     async def _chain(
         self,
         entry_id: str,
+        compose: dict[str, Any],
         base: GenerationRequest,
         track: AudioSegment | None,
         steps: list[Step],
-        *,
-        token: str | None,
-        owner: str | None,
-        engine: str | None,
-        quota_pool: str | None,
+        caller: Caller,
     ) -> AsyncIterator[ExtendUpdate]:
-        """Run `steps` one after another, filing each part as it lands; then the chain's end.
+        """Mark the entry running (with `compose`), then run `steps` one after another, filing
+        each part as it lands; then the chain's end.
 
         A stop (the consumer closes it), a failure or a refusal ends the chain resumable, with
         every part made so far kept.
         """
+        owner = caller.owner
         count = max(1, len(steps))
+        self._library.update(entry_id, compose={**compose, "state": "running"}, status="processing")
+        yield ExtendUpdate(entry_id, 1, count, section=steps[0].section if steps else None)
         status, error = "succeeded", None
         try:
             for index, step in enumerate(steps, start=1):
@@ -244,12 +245,12 @@ class Extender:
                 async with contextlib.aclosing(
                     self._service.generate(
                         request,
-                        token=token,
+                        token=caller.token,
                         owner=owner,
-                        engine=engine,
+                        engine=caller.engine,
                         parent_run_id=entry_id,
                         kind="part",
-                        quota_pool=quota_pool,
+                        quota_pool=caller.quota_pool,
                     )
                 ) as updates:
                     async for update in updates:
