@@ -1,4 +1,4 @@
-"""The composing endpoints: `/extend` and `/variations`, beside `/generate`.
+"""The composing endpoints: `/extend`, `/variations` and `/arrange`, beside `/generate`.
 
 Like `/generate` they have hidden components of their own and no trigger on the page.
 """
@@ -10,7 +10,8 @@ from typing import Any
 
 import gradio as gr
 
-from services.compose.extend import DEFAULT_OVERLAP, Extender, parts_summary
+from services.compose.arrange import Arranger, section_spans
+from services.compose.extend import DEFAULT_OVERLAP, Extender, ExtendUpdate, parts_summary
 from services.compose.variations import MAX_TAKES, MIN_TAKES, Variations
 from services.input_help import docstring
 from ui.api import (
@@ -32,6 +33,17 @@ EXTEND_DESCRIPTION = (
     "Returns the whole track and a record whose `parts` list each part's prediction id and "
     "time span. On a shared deployment pass the `access_key` of the call that made the run."
 )
+ARRANGE_DESCRIPTION = (
+    'Make a song in sections (up to 5 minutes): `sections` is a JSON list of {"prompt", '
+    '"seconds"} (an optional "name" too, e.g. intro, verse). The first section is a plain '
+    "take; each later part continues the last `overlap` seconds of the song so far under its "
+    "own section's prompt (a section longer than 30 s takes several parts). Other parameters "
+    "are /generate's (their prompt, duration and input audio are the sections'). With "
+    "`song_id`: go on with a song that stopped, or with `from_section` (1-based) make it again "
+    "from that section on (the sections before it are kept; `sections`, if given, replace it "
+    "and the ones after). Returns the whole track and a record whose `sections` give each "
+    "section's prompt, start, end and run."
+)
 VARIATIONS_DESCRIPTION = (
     "N takes (2-8) of one request at once, each with its own seed. Parameters are /generate's "
     "plus `n`; returns the N audio files and their records (each with its seed)."
@@ -41,10 +53,13 @@ VARIATIONS_DESCRIPTION = (
 class ComposeApi:
     """The composing features for API callers (and MCP clients)."""
 
-    def __init__(self, studio: Studio, extender: Extender, variations: Variations):
+    def __init__(
+        self, studio: Studio, extender: Extender, variations: Variations, arranger: Arranger
+    ):
         self.studio = studio
         self._extender = extender
         self._variations = variations
+        self._arranger = arranger
 
     def _owner(self, access_key: str | None) -> str | None:
         """The caller's identity: its access key when it is one we issue, else a fresh one."""
@@ -89,6 +104,46 @@ class ComposeApi:
             target_seconds=(entry.compose or {}).get("target_seconds"),
             status=last.status,
             error=last.error,
+        )
+        audio = self.studio.files.servable(last.audio_path) if last.audio_path else None
+        return audio, record
+
+    async def arrange(self, named: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        """A song in sections (or one to go on with, or to make again from a section)."""
+        owner = self._owner(named.get("access_key"))
+        engine = (named.get("engine") or "").strip().lower() or None
+        token = self.studio.token(named.get("api_token"))
+        pool = API_PREFIX if owner is not None else None
+        song_id = (named.get("song_id") or "").strip()
+        sections = named.get("sections")
+        if song_id and named.get("from_section") is not None:
+            updates = self._arranger.redo(
+                song_id, named["from_section"], sections=sections or None, token=token,
+                owner=owner, engine=engine, quota_pool=pool,
+            )  # fmt: skip
+        elif song_id:
+            updates = self._arranger.resume(
+                song_id, token=token, owner=owner, engine=engine, quota_pool=pool
+            )
+        else:
+            settings = {name: named.get(name) for name in REQUEST_PARAMETERS}
+            overlap = named.get("overlap")
+            updates = self._arranger.arrange(
+                sections, settings, token=token, owner=owner, engine=engine, quota_pool=pool,
+                overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+            )  # fmt: skip
+        last: ExtendUpdate | None = None
+        with api_errors():
+            async for update in updates:
+                last = update
+        if last is None:
+            raise gr.Error("The song ended without a result.")
+        entry = self.studio.library.get(last.entry_id, owner)
+        if entry is None:
+            raise gr.Error("The song is no longer in the library.")
+        record = api_record(self.studio.service.summary(entry.id, owner), owner)
+        record.update(
+            kind="song", sections=section_spans(entry), status=last.status, error=last.error
         )
         audio = self.studio.files.servable(last.audio_path) if last.audio_path else None
         return audio, record
@@ -138,6 +193,26 @@ ComposeApi.extend.__doc__ = docstring(
     },
     "The whole track, and its record with `parts` (each part's prediction id and seconds).",
 )
+ARRANGE_EXTRA: dict[str, Any] = {
+    "sections": None,
+    "overlap": DEFAULT_OVERLAP,
+    "song_id": None,
+    "from_section": None,
+    "access_key": None,
+}
+ARRANGE_DOC = docstring(
+    ARRANGE_DESCRIPTION,
+    [*REQUEST_PARAMETERS, "engine", *ARRANGE_EXTRA, "api_token"],
+    {
+        "sections": 'The song\'s sections in order, as JSON: [{"name": "intro", "prompt": "soft '
+        'piano", "seconds": 8}, ...]; each 1-300 s, 300 s in all.',
+        "overlap": "Seconds of the song each part hears before it goes on (1 to 10).",
+        "song_id": "A song's library id: go on with it (or, with from_section, make it again).",
+        "from_section": "With song_id: make the song again from this section (1-based) on.",
+        "access_key": "On a shared server: the access_key of the record that made the song.",
+    },
+    "The whole track, and its record with `sections` (each one's prompt, start, end and run).",
+)
 VARIATIONS_DOC = docstring(
     VARIATIONS_DESCRIPTION,
     [*REQUEST_PARAMETERS, "engine", "n", "api_token"],
@@ -146,9 +221,11 @@ VARIATIONS_DOC = docstring(
 )
 
 
-def build_compose_api(studio: Studio, extender: Extender, variations: Variations) -> None:
-    """Hidden inputs and outputs of `/extend` and `/variations`."""
-    api = ComposeApi(studio, extender, variations)
+def build_compose_api(
+    studio: Studio, extender: Extender, variations: Variations, arranger: Arranger
+) -> None:
+    """Hidden inputs and outputs of `/extend`, `/variations` and `/arrange`."""
+    api = ComposeApi(studio, extender, variations, arranger)
     with gr.Column(visible=False):
         extend_inputs = [
             gr.Textbox(label="run_id"),
@@ -168,6 +245,16 @@ def build_compose_api(studio: Studio, extender: Extender, variations: Variations
             gr.File(label="takes", file_count="multiple"),
             gr.JSON(label="records"),
         ]
+        arrange_inputs = [
+            *model_input_components(),
+            gr.JSON(None, label="sections"),
+            gr.Number(DEFAULT_OVERLAP, label="overlap"),
+            gr.Textbox("", label="song_id"),
+            gr.Number(None, label="from_section"),
+            gr.Textbox("", label="access_key"),
+            *token_components(studio),
+        ]
+        arrange_outputs = [gr.Audio(label="audio", type="filepath"), gr.JSON(label="record")]
     gr.on(
         triggers=[],
         fn=api.extend,
@@ -184,5 +271,14 @@ def build_compose_api(studio: Studio, extender: Extender, variations: Variations
         outputs=variation_outputs,
         api_name="variations",
         api_description=VARIATIONS_DESCRIPTION,
+        show_progress="hidden",
+    )
+    gr.on(
+        triggers=[],
+        fn=request_endpoint(api.arrange, ARRANGE_EXTRA, ARRANGE_DOC),
+        inputs=arrange_inputs,
+        outputs=arrange_outputs,
+        api_name="arrange",
+        api_description=ARRANGE_DESCRIPTION,
         show_progress="hidden",
     )

@@ -45,23 +45,34 @@ class ExtendView:
     parts: gr.HTML
 
 
-def parts_html(record_compose: Mapping[str, Any] | None, spans: list[dict[str, Any]]) -> str:
-    """One bar with a segment per stretch of the track: who made which seconds."""
+def parts_html(
+    record_compose: Mapping[str, Any] | None,
+    spans: list[dict[str, Any]],
+    *,
+    bar_id: str = "ms-parts-bar",
+) -> str:
+    """One bar with a segment per stretch of the track: who made which seconds.
+
+    A span's `label` names it (a song's section), else "original" / "part N"; spans with a
+    `prompt` list it too.
+    """
     if not spans:
         return ""
     total = max(float(s.get("end") or 0) for s in spans) or 1.0
+    prompts = any("prompt" in s for s in spans)
     cells, rows = [], []
     for span in spans:
         start, end = float(span.get("start") or 0), float(span.get("end") or 0)
-        label = "original" if span["part"] == 0 else f"part {span['part']}"
+        label = span.get("label") or ("original" if span["part"] == 0 else f"part {span['part']}")
         width = 100.0 * (end - start) / total
         cells.append(
             f'<div class="ms-part ms-part-{span["part"] % 2}" style="width:{width:.2f}%" '
             f'data-part="{span["part"]}" data-start="{start:.2f}" data-end="{end:.2f}" '
             f'title="{esc(label)}: {start:.1f}–{end:.1f} s">{esc(label)}</div>'
         )
+        prompt = f"<td>{esc(span.get('prompt') or '')}</td>" if prompts else ""
         rows.append(
-            f"<tr><td>{esc(label)}</td><td>{start:.1f}–{end:.1f} s</td>"
+            f"<tr><td>{esc(label)}</td><td>{start:.1f}–{end:.1f} s</td>{prompt}"
             f"<td>{esc(span.get('prediction_id') or '–')}</td></tr>"
         )
     state = (record_compose or {}).get("state")
@@ -72,10 +83,11 @@ def parts_html(record_compose: Mapping[str, Any] | None, spans: list[dict[str, A
             f'<div class="ms-note">Stopped at {seconds_text(total)} of {seconds_text(target)}: '
             f"press Resume to go on ({seconds_text(target - total)} to go).</div>"
         )
+    head = "<th>Prompt</th>" if prompts else ""
     return (
-        f'<div class="ms-parts" id="ms-parts-bar">{"".join(cells)}</div>{note}'
+        f'<div class="ms-parts" id="{esc(bar_id)}">{"".join(cells)}</div>{note}'
         '<table class="ms-parts-table"><tr><th>Stretch</th><th>Seconds</th>'
-        f"<th>Prediction</th></tr>{''.join(rows)}</table>"
+        f"{head}<th>Prediction</th></tr>{''.join(rows)}</table>"
     )
 
 
