@@ -14,12 +14,19 @@ import numpy as np
 import pytest
 
 from services.compose import audio_ops
-from services.compose.arrange import Arranger, Section, plan_song, section_spans
+from services.compose.arrange import (
+    Arranger,
+    Section,
+    parse_sections,
+    plan_song,
+    section_spans,
+)
 from services.errors import RequestInvalid, SpendingLimit
 from services.generation import GenerationService
 from services.library import Library
 from tests.browser_support import creates
 from tests.test_extend import make as make_extender
+from ui.compose_arrange import sections_from_text
 
 SONG = [
     {"name": "intro", "prompt": "soft felt piano intro", "seconds": 3},
@@ -64,6 +71,22 @@ def test_a_song_plans_one_opening_take_then_continuations_per_section():
         (1, 20),
         (2, 3),
     ]
+
+
+def test_the_page_takes_one_section_per_line_and_a_bad_line_is_named():
+    text = "intro | soft piano | 8 s\n\nverse | drums | bass | 16\njust a prompt"
+    sections = sections_from_text(text)
+    assert sections[:2] == [
+        {"name": "intro", "prompt": "soft piano", "seconds": "8"},
+        {"name": "verse", "prompt": "drums | bass", "seconds": "16"},
+    ]
+    with pytest.raises(RequestInvalid) as refused:
+        parse_sections(sections)
+    assert [str(e.message) for e in refused.value.errors] == [
+        "section 3: its seconds must be a whole number from 1 to 300."
+    ]
+    pasted = '[{"prompt": "a", "seconds": 2}]'
+    assert sections_from_text(pasted) == pasted  # JSON goes to the service as it is
 
 
 async def test_a_song_is_its_sections_in_order_each_made_under_its_own_prompt(emulator, tmp_path):

@@ -218,6 +218,7 @@ def test_a_song_is_arranged_in_sections_named_on_its_track(
     assert audio_seconds(page, "#arrange-track") == pytest.approx(8, abs=0.1)
     # The sections can be made again from any one of them.
     assert page.locator("#arrange-redo").is_enabled()
+    assert not page.locator("#arrange-resume").is_enabled()  # nothing is left to make
     page.locator("#arrange-panel").scroll_into_view_if_needed()
     shot(page, "30-arrange-song-sections-1366", full_page=False)
     page.set_viewport_size({"width": 390, "height": 844})

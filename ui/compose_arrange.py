@@ -166,14 +166,20 @@ class ArrangeHandlers:
             v.arrange, v.cancel, v.resume, v.redo, self.last_run,
         ]  # fmt: skip
 
-    def _buttons(self, *, running: bool, song: bool) -> Updates:
+    def _buttons(self, *, running: bool, record: RunRecord | None = None) -> Updates:
+        """Arrange and Stop by whether a song is being made; Resume (while sections are left)
+        and Make again once there is a song to work on."""
         v = self.view
-        return {
+        out: Updates = {
             v.arrange: gr.update(interactive=not running),
             v.cancel: gr.update(interactive=running),
-            v.resume: gr.update(interactive=song and not running),
-            v.redo: gr.update(interactive=song and not running),
         }
+        if running:
+            out[v.resume] = out[v.redo] = gr.update(interactive=False)
+        elif record is not None:
+            left = any(not s["made"] for s in section_spans(record))
+            out.update({v.resume: gr.update(interactive=left), v.redo: gr.update(interactive=True)})
+        return out
 
     def cost(self, text: str, overlap: float, engine: Any, model_version: Any) -> str:
         """What the whole song should cost on Replicate ("" on this machine or while the
@@ -213,15 +219,15 @@ class ArrangeHandlers:
             return {}
         out = self._song(record)
         out.pop(self.last_run, None)  # it is the result already
-        return {**out, **self._buttons(running=False, song=True)}
+        return {**out, **self._buttons(running=False, record=record)}
 
     async def _follow(
         self, updates: AsyncIterator[ExtendUpdate], owner: str | None
     ) -> AsyncIterator[Updates]:
         """Each change of a song being made, then the song as it ended."""
         v = self.view
-        idle = self._buttons(running=False, song=False)
-        running = self._buttons(running=True, song=True)
+        idle = self._buttons(running=False)
+        running = self._buttons(running=True)
         last: ExtendUpdate | None = None
         names: list[str] = []
         try:
@@ -249,10 +255,10 @@ class ArrangeHandlers:
             "Done: the song is in your history." if done else (last.error or "Stopped."),
             kind="info" if done else "error",
         )
-        out: Updates = {v.status: message, **self._buttons(running=False, song=True)}
+        out: Updates = {v.status: message, **self._buttons(running=False)}
         record = self.studio.library.get(last.entry_id, owner)
         if record is not None:
-            out.update(self._song(record))
+            out.update({**self._song(record), **self._buttons(running=False, record=record)})
         yield out
 
     async def arrange(
@@ -316,16 +322,14 @@ class ArrangeHandlers:
         v = self.view
         record = self.studio.library.get(song, self.studio.owner(owner_value)) if song else None
         if record is None:
-            return {v.status: message_html("Stopped.", kind="info"), **self._buttons(
-                running=False, song=False
-            )}  # fmt: skip
+            return {v.status: message_html("Stopped.", kind="info"), **self._buttons(running=False)}
         return {
             v.status: message_html(
                 "Stopped: every section made so far is kept. Press Resume to go on.",
                 kind="info",
             ),
             **self._song(record),
-            **self._buttons(running=False, song=True),
+            **self._buttons(running=False, record=record),
         }
 
 
