@@ -86,8 +86,8 @@ def parts_html(
     head = "<th>Prompt</th>" if prompts else ""
     return (
         f'<div class="ms-parts" id="{esc(bar_id)}">{"".join(cells)}</div>{note}'
-        '<table class="ms-parts-table"><tr><th>Stretch</th><th>Seconds</th>'
-        f"{head}<th>Prediction</th></tr>{''.join(rows)}</table>"
+        '<div class="ms-parts-scroll"><table class="ms-parts-table"><tr><th>Stretch</th>'
+        f"<th>Seconds</th>{head}<th>Prediction</th></tr>{''.join(rows)}</table></div>"
     )
 
 
