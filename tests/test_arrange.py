@@ -26,6 +26,7 @@ from services.generation import GenerationService
 from services.library import Library
 from tests.browser_support import creates
 from tests.test_extend import make as make_extender
+from tests.test_extend import take
 from ui.compose_arrange import sections_from_text
 
 SONG = [
@@ -288,3 +289,29 @@ async def test_a_song_killed_mid_section_resumes_after_a_restart_without_paying_
     final = library2.get(entry.id)
     assert final.audio_seconds == pytest.approx(11, abs=0.1)
     assert [s["run"] for s in section_spans(final)][:2] == [parts[0].id, parts[1].id]
+
+
+async def test_a_song_can_start_from_a_result_its_first_section_continuing_it(emulator, tmp_path):
+    emulator.configure(max_wait_seconds=0.2)
+    service, arranger, library = make(emulator, tmp_path)
+    source = await take(service, emulator.token, seconds=4)
+    original = audio_ops.samples(audio_ops.load(library.audio_file(library.get(source))))
+    before = len(creates(emulator))
+
+    final = (await song(arranger, emulator.token, SONG[1:], from_run=source))[-1]
+
+    assert final.status == "succeeded", final.error
+    track = audio_ops.load(Path(final.audio_path))
+    assert audio_ops.seconds(track) == pytest.approx(12, abs=0.1)  # 4 + 4 + 4
+    head = audio_ops.samples(audio_ops.frames(track, 0, 3.9))
+    assert np.allclose(head, original[: len(head)], atol=2e-4)  # it starts with the result
+    inputs = sent(emulator)[before:]
+    assert [(i["prompt"], i["continuation"]) for i in inputs] == [
+        (SONG[1]["prompt"], True),  # the verse continues the result: no plain take
+        (SONG[2]["prompt"], True),
+    ]
+    spans = section_spans(library.get(final.entry_id))
+    assert [(s["start"], s["end"]) for s in spans] == [(4, 8), (8, 12)]
+    # A song that would pass 5 minutes with the result is refused before anything is sent.
+    with pytest.raises(RequestInvalid, match="at most 296 s"):
+        await song(arranger, "x", [{"prompt": "long", "seconds": 297}], from_run=source)

@@ -36,13 +36,14 @@ EXTEND_DESCRIPTION = (
 ARRANGE_DESCRIPTION = (
     'Make a song in sections (up to 5 minutes): `sections` is a JSON list of {"prompt", '
     '"seconds"} (an optional "name" too, e.g. intro, verse). The first section is a plain '
-    "take; each later part continues the last `overlap` seconds of the song so far under its "
-    "own section's prompt (a section longer than 30 s takes several parts). Other parameters "
-    "are /generate's (their prompt, duration and input audio are the sections'). With "
-    "`song_id`: go on with a song that stopped, or with `from_section` (1-based) make it again "
-    "from that section on (the sections before it are kept; `sections`, if given, replace it "
-    "and the ones after). Returns the whole track and a record whose `sections` give each "
-    "section's prompt, start, end and run."
+    "take (or, with `run_id`, continues that result); each later part continues the last "
+    "`overlap` seconds of the song so far under its own section's prompt (a section longer "
+    "than 30 s takes several parts). Other parameters are /generate's (their prompt, "
+    "duration and input audio are the sections'). With `song_id`: go on with a song that "
+    "stopped, or with `from_section` (1-based) make it again from that section on (the "
+    "sections before it are kept; `sections`, if given, replace it and the ones after). "
+    "Returns the whole track and a record whose `sections` give each section's prompt, "
+    "start, end and run."
 )
 VARIATIONS_DESCRIPTION = (
     "N takes (2-8) of one request at once, each with its own seed. Parameters are /generate's "
@@ -131,6 +132,7 @@ class ComposeApi:
             updates = self._arranger.arrange(
                 sections, settings, token=token, owner=owner, engine=engine, quota_pool=pool,
                 overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+                from_run=(named.get("run_id") or "").strip() or None,
             )  # fmt: skip
         last: ExtendUpdate | None = None
         with api_errors():
@@ -196,6 +198,7 @@ ComposeApi.extend.__doc__ = docstring(
 ARRANGE_EXTRA: dict[str, Any] = {
     "sections": None,
     "overlap": DEFAULT_OVERLAP,
+    "run_id": None,
     "song_id": None,
     "from_section": None,
     "access_key": None,
@@ -207,6 +210,7 @@ ARRANGE_DOC = docstring(
         "sections": 'The song\'s sections in order, as JSON: [{"name": "intro", "prompt": "soft '
         'piano", "seconds": 8}, ...]; each 1-300 s, 300 s in all.',
         "overlap": "Seconds of the song each part hears before it goes on (1 to 10).",
+        "run_id": "A result's library id to start from: the first section continues it.",
         "song_id": "A song's library id: go on with it (or, with from_section, make it again).",
         "from_section": "With song_id: make the song again from this section (1-based) on.",
         "access_key": "On a shared server: the access_key of the record that made the song.",
@@ -249,6 +253,7 @@ def build_compose_api(
             *model_input_components(),
             gr.JSON(None, label="sections"),
             gr.Number(DEFAULT_OVERLAP, label="overlap"),
+            gr.Textbox("", label="run_id"),
             gr.Textbox("", label="song_id"),
             gr.Number(None, label="from_section"),
             gr.Textbox("", label="access_key"),

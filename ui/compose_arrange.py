@@ -41,6 +41,7 @@ class ArrangeView:
     panel: gr.Accordion
     sections: gr.Textbox
     overlap: gr.Slider
+    from_result: gr.Checkbox
     cost: gr.HTML
     arrange: gr.Button
     cancel: gr.Button
@@ -89,6 +90,9 @@ def song_html(record: RunRecord) -> str:
         for s in section_spans(record)
         if s["run"]
     ]
+    source = (record.compose or {}).get("source")
+    if source:  # the result the song started from
+        spans.insert(0, {**source, "part": 0, "label": "start", "prompt": ""})
     return parts_html(record.compose, spans, bar_id="ms-song-bar")
 
 
@@ -125,6 +129,11 @@ def build_arrange(studio: Studio) -> ArrangeView:
             label="Overlap (seconds each part hears before it goes on)",
             elem_id="arrange-overlap",
         )  # fmt: skip
+        from_result = gr.Checkbox(
+            False,
+            label="Start from the result shown (the first section continues it)",
+            elem_id="arrange-from-result",
+        )
         cost = gr.HTML("", elem_id="arrange-cost")
         with gr.Row():
             arrange = gr.Button("Arrange", variant="primary", elem_id="arrange-btn", scale=2)
@@ -145,8 +154,8 @@ def build_arrange(studio: Studio) -> ArrangeView:
             buttons=["download"], elem_id="arrange-track",
         )  # fmt: skip
     return ArrangeView(
-        panel, sections, overlap, cost, arrange, cancel, resume, redo_from, redo, status,
-        track_sections, track, gr.State(None),
+        panel, sections, overlap, from_result, cost, arrange, cancel, resume, redo_from, redo,
+        status, track_sections, track, gr.State(None),
     )  # fmt: skip
 
 
@@ -267,11 +276,14 @@ class ArrangeHandlers:
         token_value: Any,
         text: str,
         overlap: float,
+        from_result: bool,
+        snap: dict[str, Any] | None,
         engine: str | None,
         local_model: str | None,
         *form: Any,
     ) -> AsyncIterator[Updates]:
-        """Make a new song from the sections typed, under the form's settings."""
+        """Make a new song from the sections typed, under the form's settings (starting from
+        the result shown, when asked)."""
         owner = self.studio.owner(owner_value)
         values = request_values(form_values(form))
         model_for(engine, local_model, values)
@@ -282,6 +294,8 @@ class ArrangeHandlers:
             owner=owner,
             overlap=overlap,
             engine=engine,
+            # No result shown: "-" is refused, naming the result to start from.
+            from_run=((snap or {}).get("run_id") or "-") if from_result else None,
         )
         async for out in self._follow(updates, owner):
             yield out
@@ -379,7 +393,7 @@ def wire_arrange(
     run = {"concurrency_limit": 8, "concurrency_id": "generation", "trigger_mode": "once"}
     made = v.arrange.click(
         handlers.arrange,
-        [owner, token, v.sections, v.overlap, *run_inputs],
+        [owner, token, v.sections, v.overlap, v.from_result, last_run, *run_inputs],
         outputs,
         **run,
         **PRIVATE,

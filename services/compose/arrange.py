@@ -35,6 +35,7 @@ from services.compose.extend import (
     Step,
     overlap_error,
     plan_parts,
+    source_span,
 )
 from services.cost import Estimate
 from services.errors import FieldError, RequestInvalid
@@ -136,14 +137,17 @@ def parse_sections(raw: Any) -> list[Section]:
     return sections
 
 
-def plan_song(sections: Sequence[Section], overlap: int, made: float = 0.0) -> list[Step]:
+def plan_song(
+    sections: Sequence[Section], overlap: int, made: float = 0.0, offset: float = 0.0
+) -> list[Step]:
     """The runs that make the song from `made` seconds on, section by section.
 
-    The opening is a plain take (at most one run's window); after it, each part continues
-    the song's last `overlap` seconds (fewer while the song is shorter than that).
+    The sections start at `offset` (the length of a result the song starts from, else 0).
+    A song's opening is a plain take (at most one run's window); after it, each part
+    continues the song's last `overlap` seconds (fewer while the song is shorter than that).
     """
     steps: list[Step] = []
-    start, track = 0.0, made
+    start, track = offset, max(made, offset)
     for index, section in enumerate(sections):
         end = start + section.seconds
         if end - max(track, start) > 0.05:
@@ -169,7 +173,7 @@ def section_spans(record: RunRecord) -> list[dict[str, Any]]:
     """
     compose = record.compose or {}
     parts = list(compose.get("parts") or [])
-    spans, start = [], 0.0
+    spans, start = [], song_offset(record)
     for index, raw in enumerate(compose.get("sections") or []):
         section = Section(**raw)
         mine = [p for p in parts if p.get("section") == index]
@@ -191,11 +195,21 @@ def section_spans(record: RunRecord) -> list[dict[str, Any]]:
     return spans
 
 
+def song_offset(record: RunRecord) -> float:
+    """Where a song's first section starts: after the result it started from, if any."""
+    return float(((record.compose or {}).get("source") or {}).get("end") or 0)
+
+
 class Arranger(Extender):
     """Makes songs in sections, part by part; one instance serves every visitor."""
 
     def _check_song(
-        self, raw_sections: Any, overlap: Any, settings: Mapping[str, Any], engine: str | None
+        self,
+        raw_sections: Any,
+        overlap: Any,
+        settings: Mapping[str, Any],
+        engine: str | None,
+        source: RunRecord | None,
     ) -> tuple[list[Section], int, PreparedRun]:
         """The sections, the overlap and the song's settings, or every refusal at once."""
         errors: list[FieldError] = []
@@ -204,6 +218,17 @@ class Arranger(Extender):
             sections = parse_sections(raw_sections)
         except RequestInvalid as err:
             errors += err.errors
+        if source is not None:
+            room = MAX_TOTAL_SECONDS - float(source.audio_seconds or 0)
+            total = sum(s.seconds for s in sections)
+            if total > room + 1e-6:
+                errors.append(
+                    FieldError(
+                        "sections",
+                        f"The result it starts from is {source.audio_seconds:.1f} s long: the "
+                        f"sections can add at most {max(0, math.floor(room))} s, not {total} s.",
+                    )
+                )
         refused = overlap_error(overlap)
         if refused is not None:
             errors.append(refused)
@@ -269,35 +294,54 @@ class Arranger(Extender):
         overlap: Any = DEFAULT_OVERLAP,
         engine: str | None = None,
         quota_pool: str | None = None,
+        from_run: str | None = None,
     ) -> AsyncIterator[ExtendUpdate]:
         """Make a song: `sections` (see `parse_sections`) under `settings` (/generate's inputs;
         their prompt, duration and clip are the sections'). Refusals come before anything is
-        stored or sent. `quota_pool` as for `GenerationService.generate` (API callers)."""
+        stored or sent. `quota_pool` as for `GenerationService.generate` (API callers).
+
+        `from_run`: a result (a library id) the song starts from; its first section continues
+        that result instead of opening with a plain take.
+        """
+        source = self._library.get(from_run.strip(), owner) if from_run else None
+        if from_run and (source is None or not source.has_audio):
+            raise RequestInvalid(
+                [FieldError("run_id", "A song can start from a finished result in your library.")]
+            )
         parsed, lap, prepared = await asyncio.to_thread(
-            self._check_song, sections, overlap, settings, engine
+            self._check_song, sections, overlap, settings, engine, source
         )
-        steps = plan_song(parsed, lap)
+        offset = float(source.audio_seconds or 0) if source else 0.0
+        steps = plan_song(parsed, lap, offset, offset)
         self._admit(prepared.request, steps, owner, prepared.engine, quota_pool)
-        total = sum(s.seconds for s in parsed)
+        total = offset + sum(s.seconds for s in parsed)
         stored = prepared.request.replace(
             prompt=" → ".join(s.prompt for s in parsed)[:PROMPT_MAX_CHARS], duration=total
         )
+        compose: dict[str, Any] = {
+            "sections": [asdict(s) for s in parsed],
+            "overlap": lap,
+            "target_seconds": total,
+            "parts": [],
+            "replaced": [],
+            "state": "running",
+        }
+        if source is not None:
+            compose["source"] = source_span(source)
         entry = self._library.create_pending(
             owner,
             stored.to_dict(),
+            parent_id=source.id if source else None,
             engine=prepared.engine,
             kind="song",
-            compose={
-                "sections": [asdict(s) for s in parsed],
-                "overlap": lap,
-                "target_seconds": total,
-                "parts": [],
-                "replaced": [],
-                "state": "running",
-            },
+            compose=compose,
         )
+        track = None
+        if source is not None:
+            await asyncio.to_thread(self._file_source, entry.id, source)
+            track = await asyncio.to_thread(self._build, entry, [], None)
         caller = Caller(token, owner, prepared.engine, quota_pool)
-        async for update in self._run(entry, None, steps, caller):
+        async for update in self._run(entry, track, steps, caller):
             yield update
 
     async def resume(
@@ -355,7 +399,7 @@ class Arranger(Extender):
                     [FieldError("sections", f"The sections end before section {number}.")]
                 )
             wanted = current[: number - 1] + given[number - 1 :]
-            if sum(s.seconds for s in wanted) > MAX_TOTAL_SECONDS:
+            if song_offset(entry) + sum(s.seconds for s in wanted) > MAX_TOTAL_SECONDS:
                 raise RequestInvalid(
                     [FieldError("sections", f"A song can be at most {MAX_TOTAL_SECONDS} s.")]
                 )
@@ -365,8 +409,9 @@ class Arranger(Extender):
         parts = list(compose.get("parts") or [])
         kept = [p for p in parts if int(p.get("section", 0)) < number - 1]
         lap = int(compose.get("overlap") or DEFAULT_OVERLAP)
-        made = float(kept[-1]["end"]) if kept else 0.0
-        steps = plan_song(wanted, lap, made)
+        offset = song_offset(entry)
+        made = float(kept[-1]["end"]) if kept else offset
+        steps = plan_song(wanted, lap, made, offset)
         self._admit(self._base(entry), steps, owner, engine or entry.engine or "", quota_pool)
         now = time.time()
         replaced = [{**p, "replaced_at": now} for p in parts if p not in kept]
@@ -374,7 +419,7 @@ class Arranger(Extender):
             sections=[asdict(s) for s in wanted],
             parts=kept,
             replaced=[*(compose.get("replaced") or []), *replaced],
-            target_seconds=sum(s.seconds for s in wanted),
+            target_seconds=offset + sum(s.seconds for s in wanted),
         )
         self._library.update(entry.id, compose=compose)
         track = await asyncio.to_thread(self._build, entry, kept, None)
@@ -403,7 +448,7 @@ class Arranger(Extender):
         compose = entry.compose or {}
         sections = [Section(**s) for s in compose.get("sections") or []]
         lap = int(compose.get("overlap") or DEFAULT_OVERLAP)
-        return plan_song(sections, lap, self._track_seconds(entry))
+        return plan_song(sections, lap, self._track_seconds(entry), song_offset(entry))
 
     async def _run(
         self, entry: RunRecord, track: AudioSegment | None, steps: list[Step], caller: Caller

@@ -287,12 +287,6 @@ class Extender:
         request = dict(source.request)
         if prompt is not None and prompt.strip():
             request["prompt"] = prompt.strip()
-        span = {
-            "run_id": source.id,
-            "prediction_id": source.prediction_id,
-            "start": 0.0,
-            "end": round(float(source.audio_seconds or 0), 3),
-        }
         entry = self._library.create_pending(
             owner,
             request,
@@ -300,16 +294,19 @@ class Extender:
             engine=source.engine,
             checkpoint=source.checkpoint,
             kind="extend",
-            compose={"source": span, "parts": []},
+            compose={"source": source_span(source), "parts": []},
         )
-        folder = self._folder(entry.id)
+        self._file_source(entry.id, source)
+        self._library.update(entry.id, status="processing")
+        return self._library.get(entry.id) or entry
+
+    def _file_source(self, entry_id: str, source: RunRecord) -> None:
+        """The source's audio becomes the composition's first stretch (and its track so far)."""
         audio = self._library.audio_file(source)
         assert audio is not None
         track = audio_ops.load(audio)
-        audio_ops.export(track, folder / SOURCE_FILE, "wav")
-        self._file_track(entry.id, track)
-        self._library.update(entry.id, status="processing")
-        return self._library.get(entry.id) or entry
+        audio_ops.export(track, self._folder(entry_id) / SOURCE_FILE, "wav")
+        self._file_track(entry_id, track)
 
     def _folder(self, entry_id: str) -> Path:
         folder = self._library.compose_dir(entry_id)
@@ -486,6 +483,16 @@ class Extender:
             self._stop(record.id, None, "interrupted")
             stopped.append(record.id)
         return stopped
+
+
+def source_span(source: RunRecord) -> dict[str, Any]:
+    """The stretch a composition starts from: a result's whole audio."""
+    return {
+        "run_id": source.id,
+        "prediction_id": source.prediction_id,
+        "start": 0.0,
+        "end": round(float(source.audio_seconds or 0), 3),
+    }
 
 
 def parts_summary(record: RunRecord) -> list[dict[str, Any]]:
