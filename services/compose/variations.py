@@ -20,8 +20,7 @@ from services.errors import FieldError, RequestInvalid, StudioError
 from services.events import RunUpdate
 from services.generation import GenerationService, PreparedRun
 from services.library import Library, RunNotFound, RunRecord
-from services.musicgen import GenerationRequest
-from services.validation import SEED_MAX
+from services.musicgen import SEED_MAX, GenerationRequest
 
 MIN_TAKES = 2
 MAX_TAKES = 8

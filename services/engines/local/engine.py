@@ -186,7 +186,7 @@ class LocalEngine:
             engine=LOCAL,
             checkpoint=checkpoint,
             device=device.name,
-            state={"seed": seed},
+            engine_state={"seed": seed},
         )
         job = _Job(run, request, seed, workdir, asyncio.get_running_loop(), notes)
         with self._lock:
