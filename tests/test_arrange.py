@@ -25,16 +25,10 @@ from services.errors import RequestInvalid, SpendingLimit
 from services.generation import GenerationService
 from services.library import Library
 from tests.browser_support import creates
+from tests.support.arrange_once import SETTINGS, SONG
 from tests.test_extend import make as make_extender
 from tests.test_extend import take
 from ui.compose_arrange import sections_from_text
-
-SONG = [
-    {"name": "intro", "prompt": "soft felt piano intro", "seconds": 3},
-    {"name": "verse", "prompt": "full band verse with drums", "seconds": 4},
-    {"name": "chorus", "prompt": "big chorus with brass", "seconds": 4},
-]
-SETTINGS = {"model_version": "stereo-large", "seed": 7}
 
 
 def make(emulator, data_dir: Path, **env: str) -> tuple[GenerationService, Arranger, Library]:

@@ -13,7 +13,14 @@ from services.compose.arrange import Arranger
 from services.generation import GenerationService
 from services.library import Library
 from services.settings import Settings
-from tests.test_arrange import SETTINGS, SONG
+
+# The song the arrange tests make: three short sections.
+SONG = [
+    {"name": "intro", "prompt": "soft felt piano intro", "seconds": 3},
+    {"name": "verse", "prompt": "full band verse with drums", "seconds": 4},
+    {"name": "chorus", "prompt": "big chorus with brass", "seconds": 4},
+]
+SETTINGS = {"model_version": "stereo-large", "seed": 7}
 
 
 async def main(data_dir: str, base_url: str, token: str) -> None:
