@@ -179,3 +179,48 @@ def test_variations_run_side_by_side_with_their_seeds_and_one_click_cancels_all(
     assert len(running) == 3
     for pid in running:
         emulator.wait_for(pid, "canceled")
+
+
+def test_a_song_is_arranged_in_sections_named_on_its_track(
+    browser: Any,  # noqa: F811
+    app: AppProcess,
+    emulator: Emulator,
+) -> None:
+    page = new_page(browser, app.url, width=1366, height=900)
+    open_panel(page, "arrange-panel")
+    sections = page.locator("#arrange-sections textarea")
+    sections.fill(
+        "intro | music box, slow | 2\nverse | music box and cello | 3\nchorus | full strings | 3"
+    )
+    set_number(page, "arrange-overlap", 1)
+    page.wait_for_function(
+        "() => (document.querySelector('#arrange-cost')?.innerText || '').includes('3 run')"
+    )
+    before = emulator.creates
+
+    done = act_and_wait_text(
+        page,
+        lambda: page.locator("#arrange-btn").click(),
+        "#arrange-status",
+        "Done",
+        timeout_ms=LONG_MS,
+    )
+
+    assert "history" in done
+    assert emulator.creates == before + 3  # one run per section
+    segments = page.locator("#arrange-track-sections .ms-part")
+    assert [s.inner_text() for s in segments.all()] == ["intro", "verse", "chorus"]
+    spans = [
+        (float(s.get_attribute("data-start")), float(s.get_attribute("data-end")))
+        for s in segments.all()
+    ]
+    assert spans == [pytest.approx(x, abs=0.05) for x in [(0, 2), (2, 5), (5, 8)]]
+    assert audio_seconds(page, "#arrange-track") == pytest.approx(8, abs=0.1)
+    # The sections can be made again from any one of them.
+    assert page.locator("#arrange-redo").is_enabled()
+    assert not page.locator("#arrange-resume").is_enabled()  # nothing is left to make
+    page.locator("#arrange-panel").scroll_into_view_if_needed()
+    shot(page, "30-arrange-song-sections-1366", full_page=False)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.locator("#arrange-track-sections").scroll_into_view_if_needed()
+    shot(page, "31-arrange-song-sections-390", full_page=False)

@@ -24,9 +24,9 @@ from services.musicgen import GenerationRequest
 from tests.support.services import make_service
 
 
-def make(emulator, data_dir: Path) -> tuple[GenerationService, Extender, Library]:
+def make(emulator, data_dir: Path, **env: str) -> tuple[GenerationService, Extender, Library]:
     library = Library(data_dir)
-    service = make_service(emulator, data_dir, library=library, MUSICGEN_ENGINE="replicate")
+    service = make_service(emulator, data_dir, library=library, MUSICGEN_ENGINE="replicate", **env)
     return service, Extender(service, library, data_dir), library
 
 

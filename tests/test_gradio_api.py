@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,7 +89,13 @@ def test_generate_is_named_with_the_model_inputs_and_runs_end_to_end(
     client = client_for(server_app)
     api = client.view_api(return_format="dict", print_info=False)
     # The public endpoints and nothing internal.
-    assert sorted(api["named_endpoints"]) == ["/extend", "/generate", "/loop", "/variations"]
+    assert sorted(api["named_endpoints"]) == [
+        "/arrange",
+        "/extend",
+        "/generate",
+        "/loop",
+        "/variations",
+    ]
     assert not api["unnamed_endpoints"]
     names = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
     # The model's inputs, then the engine; no api_token: the server has its own.
@@ -240,3 +247,44 @@ def test_variations_and_extend_through_the_api(server_app: AppProcess, emulator:
     assert [part["part"] for part in piece["parts"]] == [0, 1]
     assert piece["parts"][1]["start"] == pytest.approx(3, abs=0.05)
     assert piece["parts"][1]["prediction_id"] in emulator.predictions
+
+
+def test_a_song_in_sections_through_the_api(server_app: AppProcess, emulator: Emulator) -> None:
+    client = client_for(server_app)
+    sections = [
+        {"name": "intro", "prompt": "Music box intro", "seconds": 2},
+        {"name": "verse", "prompt": "Music box with strings", "seconds": 3},
+    ]
+    before = len(creates(emulator))
+
+    track, song = client.predict(sections=sections, overlap=1, seed=5, api_name="/arrange")
+
+    assert song["status"] == "succeeded", song
+    assert probe(track).seconds == pytest.approx(5, abs=0.1)
+    assert [(s["name"], s["prompt"], s["start"], s["end"]) for s in song["sections"]] == [
+        ("intro", "Music box intro", 0, 2),
+        ("verse", "Music box with strings", 2, 5),
+    ]
+    assert [c["input"]["prompt"] for c in creates(emulator)[before:]] == [
+        "Music box intro",
+        "Music box with strings",
+    ]
+    # The caller makes its verse again (a string of JSON is taken too); the intro is kept.
+    again = json.dumps([*sections[:1], {**sections[1], "prompt": "Music box with choir"}])
+    _, redone = client.predict(
+        sections=again,
+        song_id=song["library_id"],
+        from_section=2,
+        access_key=song["access_key"],
+        api_name="/arrange",
+    )
+    assert redone["status"] == "succeeded", redone
+    assert redone["sections"][0]["run"] == song["sections"][0]["run"]
+    assert redone["sections"][1]["run"] != song["sections"][1]["run"]
+    assert creates(emulator)[-1]["input"]["prompt"] == "Music box with choir"
+    # A refused song names its section and sends nothing.
+    sent = len(creates(emulator))
+    bad = json.dumps([{"prompt": "a", "seconds": 2}, {"prompt": "", "seconds": 2}])
+    with pytest.raises(Exception, match="section 2"):
+        client.predict(sections=bad, api_name="/arrange")
+    assert len(creates(emulator)) == sent

@@ -50,6 +50,7 @@ CSS = """
 .ms-part-1 { background: #fb923c; }
 .ms-part[data-part="0"] { background: #6b7280; }
 .ms-parts-table { font-size: 0.85em; width: 100%; }
+.ms-parts-scroll { overflow-x: auto; max-width: 100%; }  /* a phone scrolls the table */
 .ms-part-of { font-weight: 600; margin-bottom: 4px; }
 .ms-take { font-size: 0.9em; }
 .ms-card-actions button { flex: 1 1 auto; min-width: 0 !important; }

@@ -1,4 +1,4 @@
-"""The composing endpoints: `/extend` and `/variations`, beside `/generate`.
+"""The composing endpoints: `/extend`, `/variations` and `/arrange`, beside `/generate`.
 
 Like `/generate` they have hidden components of their own and no trigger on the page.
 """
@@ -10,7 +10,8 @@ from typing import Any
 
 import gradio as gr
 
-from services.compose.extend import DEFAULT_OVERLAP, Extender, parts_summary
+from services.compose.arrange import Arranger, section_spans
+from services.compose.extend import DEFAULT_OVERLAP, Extender, ExtendUpdate, parts_summary
 from services.compose.variations import MAX_TAKES, MIN_TAKES, Variations
 from services.input_help import docstring
 from ui.api import (
@@ -33,6 +34,18 @@ EXTEND_DESCRIPTION = (
     "why; what was made is kept). On a shared deployment pass the `access_key` of the call that "
     "made the run."
 )
+ARRANGE_DESCRIPTION = (
+    'Make a song in sections (up to 5 minutes): `sections` is a JSON list of {"prompt", '
+    '"seconds"} (an optional "name" too, e.g. intro, verse). The first section is a plain '
+    "take (or, with `run_id`, continues that result); each later part continues the last "
+    "`overlap` seconds of the song so far under its own section's prompt (a section longer "
+    "than 30 s takes several parts). Other parameters are /generate's (their prompt, "
+    "duration and input audio are the sections'). With `song_id`: go on with a song that "
+    "stopped, or with `from_section` (1-based) make it again from that section on (the "
+    "sections before it are kept; `sections`, if given, replace it and the ones after). "
+    "Returns the whole track and a record whose `sections` give each section's prompt, "
+    "start, end and run."
+)
 VARIATIONS_DESCRIPTION = (
     "N takes (2-8) of one request at once, each with its own seed. Parameters are /generate's "
     "plus `n`; returns the N audio files and their records (each with its seed)."
@@ -42,10 +55,13 @@ VARIATIONS_DESCRIPTION = (
 class ComposeApi:
     """The composing features for API callers (and MCP clients)."""
 
-    def __init__(self, studio: Studio, extender: Extender, variations: Variations):
+    def __init__(
+        self, studio: Studio, extender: Extender, variations: Variations, arranger: Arranger
+    ):
         self.studio = studio
         self._extender = extender
         self._variations = variations
+        self._arranger = arranger
 
     async def extend(
         self,
@@ -85,6 +101,47 @@ class ComposeApi:
             target_seconds=compose.get("target_seconds"),
             state=compose.get("state"),
             stopped=None if last.status == "succeeded" else last.error,
+        )
+        audio = self.studio.files.servable(last.audio_path) if last.audio_path else None
+        return audio, record
+
+    async def arrange(self, named: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        """A song in sections (or one to go on with, or to make again from a section)."""
+        visitor = self.studio.api_visitor(named.get("access_key"))
+        owner, payer = visitor.owner, visitor.payer
+        engine = named.get("engine")
+        token = self.studio.token(named.get("api_token"))
+        song_id = (named.get("song_id") or "").strip()
+        sections = named.get("sections")
+        if song_id and named.get("from_section") is not None:
+            updates = self._arranger.redo(
+                song_id, named["from_section"], sections=sections or None, token=token,
+                owner=owner, engine=engine, payer=payer,
+            )  # fmt: skip
+        elif song_id:
+            updates = self._arranger.resume(
+                song_id, token=token, owner=owner, engine=engine, payer=payer
+            )
+        else:
+            settings = {name: named.get(name) for name in REQUEST_PARAMETERS}
+            overlap = named.get("overlap")
+            updates = self._arranger.arrange(
+                sections, settings, token=token, owner=owner, engine=engine, payer=payer,
+                overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+                from_run=(named.get("run_id") or "").strip() or None,
+            )  # fmt: skip
+        last: ExtendUpdate | None = None
+        with api_errors():
+            async for update in updates:
+                last = update
+        if last is None:
+            raise gr.Error("The song ended without a result.")
+        entry = self.studio.library.get(last.entry_id, owner)
+        if entry is None:
+            raise gr.Error("The song is no longer in the library.")
+        record = api_record(self.studio.service.summary(entry.id, owner), owner)
+        record.update(
+            kind="song", sections=section_spans(entry), status=last.status, error=last.error
         )
         audio = self.studio.files.servable(last.audio_path) if last.audio_path else None
         return audio, record
@@ -134,6 +191,28 @@ ComposeApi.extend.__doc__ = docstring(
     },
     "The whole track, and its record with `parts` (each part's prediction id and seconds).",
 )
+ARRANGE_EXTRA: dict[str, Any] = {
+    "sections": None,
+    "overlap": DEFAULT_OVERLAP,
+    "run_id": None,
+    "song_id": None,
+    "from_section": None,
+    "access_key": None,
+}
+ARRANGE_DOC = docstring(
+    ARRANGE_DESCRIPTION,
+    [*REQUEST_PARAMETERS, "engine", *ARRANGE_EXTRA, "api_token"],
+    {
+        "sections": 'The song\'s sections in order, as JSON: [{"name": "intro", "prompt": "soft '
+        'piano", "seconds": 8}, ...]; each 1-300 s, 300 s in all.',
+        "overlap": "Seconds of the song each part hears before it goes on (1 to 10).",
+        "run_id": "A result's library id to start from: the first section continues it.",
+        "song_id": "A song's library id: go on with it (or, with from_section, make it again).",
+        "from_section": "With song_id: make the song again from this section (1-based) on.",
+        "access_key": "On a shared server: the access_key of the record that made the song.",
+    },
+    "The whole track, and its record with `sections` (each one's prompt, start, end and run).",
+)
 VARIATIONS_DOC = docstring(
     VARIATIONS_DESCRIPTION,
     [*REQUEST_PARAMETERS, "engine", "n", "api_token"],
@@ -142,9 +221,11 @@ VARIATIONS_DOC = docstring(
 )
 
 
-def build_compose_api(studio: Studio, extender: Extender, variations: Variations) -> None:
-    """Hidden inputs and outputs of `/extend` and `/variations`."""
-    api = ComposeApi(studio, extender, variations)
+def build_compose_api(
+    studio: Studio, extender: Extender, variations: Variations, arranger: Arranger
+) -> None:
+    """Hidden inputs and outputs of `/extend`, `/variations` and `/arrange`."""
+    api = ComposeApi(studio, extender, variations, arranger)
     with gr.Column(visible=False):
         extend_inputs = [
             gr.Textbox(label="run_id"),
@@ -164,6 +245,17 @@ def build_compose_api(studio: Studio, extender: Extender, variations: Variations
             gr.File(label="takes", file_count="multiple"),
             gr.JSON(label="records"),
         ]
+        arrange_inputs = [
+            *model_input_components(),
+            gr.JSON(None, label="sections"),
+            gr.Number(DEFAULT_OVERLAP, label="overlap"),
+            gr.Textbox("", label="run_id"),
+            gr.Textbox("", label="song_id"),
+            gr.Number(None, label="from_section"),
+            gr.Textbox("", label="access_key"),
+            *token_components(studio),
+        ]
+        arrange_outputs = [gr.Audio(label="audio", type="filepath"), gr.JSON(label="record")]
     gr.on(
         triggers=[],
         fn=api.extend,
@@ -180,5 +272,14 @@ def build_compose_api(studio: Studio, extender: Extender, variations: Variations
         outputs=variation_outputs,
         api_name="variations",
         api_description=VARIATIONS_DESCRIPTION,
+        show_progress="hidden",
+    )
+    gr.on(
+        triggers=[],
+        fn=request_endpoint(api.arrange, ARRANGE_EXTRA, ARRANGE_DOC),
+        inputs=arrange_inputs,
+        outputs=arrange_outputs,
+        api_name="arrange",
+        api_description=ARRANGE_DESCRIPTION,
         show_progress="hidden",
     )

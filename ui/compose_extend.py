@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,49 @@ from ui.formatting import errors_html, esc, message_html, progress_html, seconds
 from ui.inputs import WAVEFORM
 
 Updates = dict[gr.components.Component, Any]
+
+
+@dataclass
+class ChainEnd:
+    """How a chain streamed by `stream_chain` ended: its last update (None: it was refused)."""
+
+    last: ExtendUpdate | None = None
+
+
+async def stream_chain(
+    updates: AsyncIterator[ExtendUpdate],
+    status: gr.components.Component,
+    *,
+    progress: Callable[[ExtendUpdate], Updates],
+    idle: Updates,
+    end: ChainEnd,
+) -> AsyncIterator[Updates]:
+    """A piece's or a song's updates as the page shows them while it is made; a refusal shows
+    in `status` with the buttons `idle`. The chain is closed on any exit (a stop cancels its
+    running part). `end.last` is its finished update, if it got that far."""
+    try:
+        async for update in updates:
+            if update.finished:
+                end.last = update
+                break
+            yield progress(update)
+    except RequestInvalid as err:
+        yield {status: errors_html(err.errors), **idle}
+    except StudioError as err:
+        yield {status: message_html(str(err)), **idle}
+    finally:
+        with contextlib.suppress(Exception):
+            await updates.aclose()
+
+
+def end_message(last: ExtendUpdate, done: str) -> str:
+    """The status once a chain ended: `done`, or why it stopped early."""
+    finished = last.status == "succeeded"
+    return message_html(
+        done if finished else (last.error or "Stopped."), kind="info" if finished else "error"
+    )
+
+
 PRIVATE: Mapping[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
 
 
@@ -45,23 +88,34 @@ class ExtendView:
     parts: gr.HTML
 
 
-def parts_html(record_compose: Mapping[str, Any] | None, spans: list[dict[str, Any]]) -> str:
-    """One bar with a segment per stretch of the track: who made which seconds."""
+def parts_html(
+    record_compose: Mapping[str, Any] | None,
+    spans: list[dict[str, Any]],
+    *,
+    bar_id: str = "ms-parts-bar",
+) -> str:
+    """One bar with a segment per stretch of the track: who made which seconds.
+
+    A span's `label` names it (a song's section), else "original" / "part N"; spans with a
+    `prompt` list it too.
+    """
     if not spans:
         return ""
     total = max(float(s.get("end") or 0) for s in spans) or 1.0
+    prompts = any("prompt" in s for s in spans)
     cells, rows = [], []
     for span in spans:
         start, end = float(span.get("start") or 0), float(span.get("end") or 0)
-        label = "original" if span["part"] == 0 else f"part {span['part']}"
+        label = span.get("label") or ("original" if span["part"] == 0 else f"part {span['part']}")
         width = 100.0 * (end - start) / total
         cells.append(
             f'<div class="ms-part ms-part-{span["part"] % 2}" style="width:{width:.2f}%" '
             f'data-part="{span["part"]}" data-start="{start:.2f}" data-end="{end:.2f}" '
             f'title="{esc(label)}: {start:.1f}–{end:.1f} s">{esc(label)}</div>'
         )
+        prompt = f"<td>{esc(span.get('prompt') or '')}</td>" if prompts else ""
         rows.append(
-            f"<tr><td>{esc(label)}</td><td>{start:.1f}–{end:.1f} s</td>"
+            f"<tr><td>{esc(label)}</td><td>{start:.1f}–{end:.1f} s</td>{prompt}"
             f"<td>{esc(span.get('prediction_id') or '–')}</td></tr>"
         )
     state = (record_compose or {}).get("state")
@@ -72,10 +126,11 @@ def parts_html(record_compose: Mapping[str, Any] | None, spans: list[dict[str, A
             f'<div class="ms-note">Stopped at {seconds_text(total)} of {seconds_text(target)}: '
             f"press Resume to go on ({seconds_text(target - total)} to go).</div>"
         )
+    head = "<th>Prompt</th>" if prompts else ""
     return (
-        f'<div class="ms-parts" id="ms-parts-bar">{"".join(cells)}</div>{note}'
-        '<table class="ms-parts-table"><tr><th>Stretch</th><th>Seconds</th>'
-        f"<th>Prediction</th></tr>{''.join(rows)}</table>"
+        f'<div class="ms-parts" id="{esc(bar_id)}">{"".join(cells)}</div>{note}'
+        '<div class="ms-parts-scroll"><table class="ms-parts-table"><tr><th>Stretch</th>'
+        f"<th>Seconds</th>{head}<th>Prediction</th></tr>{''.join(rows)}</table></div>"
     )
 
 
@@ -203,30 +258,20 @@ class ExtendHandlers:
             overlap=overlap,
             payer=visitor.payer,
         )
-        last: ExtendUpdate | None = None
-        try:
-            async for update in updates:
-                last = update
-                if update.finished:
-                    break
-                yield {v.status: _progress(update), **running}
-        except RequestInvalid as err:
-            yield {v.status: errors_html(err.errors), **idle}
-            return
-        except StudioError as err:
-            yield {v.status: message_html(str(err)), **idle}
-            return
-        finally:
-            with contextlib.suppress(Exception):
-                await updates.aclose()
+        end = ChainEnd()
+        chain = stream_chain(
+            updates,
+            v.status,
+            progress=lambda update: {v.status: _progress(update), **running},
+            idle=idle,
+            end=end,
+        )
+        async for shown in chain:
+            yield shown
+        last = end.last
         if last is None:
             return
-        done = last.status == "succeeded"
-        message = message_html(
-            "Done: the piece is in your history." if done else (last.error or "Stopped."),
-            kind="info" if done else "error",
-        )
-        out: Updates = {v.status: message, **idle}
+        out: Updates = {v.status: end_message(last, "Done: the piece is in your history."), **idle}
         record = self.studio.library.get(last.entry_id, owner)
         if record is not None:
             out.update(self._show_piece(record))

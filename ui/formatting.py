@@ -40,6 +40,8 @@ FIELD_LABELS: dict[str, str] = {
     "continuation_start": "Continue from",
     "continuation_end": "Continue until",
     "classifier_free_guidance": "Guidance",
+    "sections": "Sections",
+    "overlap": "Overlap",
 }
 
 

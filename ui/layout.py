@@ -9,6 +9,7 @@ from typing import Any
 
 import gradio as gr
 
+from services.compose.arrange import Arranger
 from services.compose.extend import Extender
 from services.compose.variations import Variations
 from services.generation import GenerationService
@@ -18,6 +19,7 @@ from ui import assets
 from ui.api import build_api
 from ui.compare import build_compare
 from ui.compose_api import build_compose_api
+from ui.compose_arrange import ArrangeHandlers, build_arrange, wire_arrange
 from ui.compose_extend import ExtendHandlers, build_extend, wire_extend
 from ui.compose_loop import build_loop, build_loop_api, wire_loop
 from ui.compose_variations import VariationsHandlers, build_variations, wire_variations
@@ -107,6 +109,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 view = build_run_view()
                 build_format_buttons(studio, owner=owner, run=view.last_run, prefix="result")
                 extend_view = build_extend(studio)
+                arrange_view = build_arrange(studio)
         variations_view = build_variations()
         gr.HTML('<h2 id="history-title">History</h2>')
         history_view = build_history_view(can_import=import_allowed(studio))
@@ -136,7 +139,8 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
         build_api(studio)
         extender = Extender(service, library, settings.data_dir)
         variations = Variations(service, library)
-        build_compose_api(studio, extender, variations)
+        arranger = Arranger(service, library, settings.data_dir)
+        build_compose_api(studio, extender, variations, arranger)
         build_loop_api(studio)
 
         # -- page load: the visitor's identity (shared mode), their history, their token
@@ -187,7 +191,15 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             model_version=form.model_version,
             last_run=view.last_run,
         )
-        for event in [*extending, *takes]:
+        arranging = wire_arrange(
+            ArrangeHandlers(studio, arrange_view, arranger, view.last_run),
+            owner=owner,
+            token=token,
+            run_inputs=[picker.engine, picker.local_model, *form.components()],
+            engine=picker.engine,
+            model_version=form.model_version,
+        )
+        for event in [*extending, *takes, *arranging]:
             event.then(history.same, current, listing_outputs, **PRIVATE)
         looping = wire_loop(
             studio,

@@ -19,7 +19,7 @@ import math
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ DEFAULT_OVERLAP = 5
 MAX_OVERLAP = 10
 CROSSFADE_SECONDS = 0.08
 SOURCE_FILE = "source.wav"
+# Entries made of chained parts: a piece made by Extend, a song made by Arrange.
+CHAIN_KINDS = ("extend", "song")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,52 @@ class ExtendUpdate:
     status: str = "processing"
     error: str | None = None
     audio_path: str | None = None
+    section: int | None = None  # a song's section (0-based) the part belongs to
+
+
+@dataclass(frozen=True)
+class Step:
+    """One run of a chain: `new_seconds` of music after `overlap` s of the track so far.
+
+    `overlap` 0 is a plain take (a song's opening). `end` is the track's length once the part
+    is appended (a longer output is trimmed to it); `prompt` None keeps the chain's own.
+    """
+
+    new_seconds: int
+    overlap: int
+    end: float
+    prompt: str | None = None
+    section: int | None = None
+
+    @property
+    def duration(self) -> int:
+        """The run's `duration`: the model's output repeats the clip, then goes on."""
+        return self.overlap + self.new_seconds
+
+
+def overlap_error(overlap: Any) -> FieldError | None:
+    """Why `overlap` is refused (None: a whole number of seconds from 1 to MAX_OVERLAP)."""
+    try:
+        lap = int(overlap)
+        if lap != float(overlap) or not 1 <= lap <= MAX_OVERLAP:
+            raise ValueError
+    except (TypeError, ValueError):
+        return FieldError(
+            "overlap",
+            f"Overlap must be a whole number of seconds from 1 to {MAX_OVERLAP}: how much "
+            "of the track each part hears before it continues.",
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a chain's runs are made for, and how: passed to every part's generation."""
+
+    token: str | None
+    owner: str | None
+    engine: str | None
+    ticket: Ticket | None = None  # the composition's runs, held to the caps before the first
 
 
 def plan_parts(new_seconds: float, overlap: int) -> list[int]:
@@ -109,19 +157,10 @@ class Extender:
                     f"{track_seconds:.1f} s: add at most {max(0, math.floor(room))} s.",
                 )
             )
-        try:
-            lap = int(overlap)
-            if lap != float(overlap) or not 1 <= lap <= MAX_OVERLAP:
-                raise ValueError
-        except (TypeError, ValueError):
-            errors.append(
-                FieldError(
-                    "overlap",
-                    f"Overlap must be a whole number of seconds from 1 to {MAX_OVERLAP}: how much "
-                    "of the track each part hears before it continues.",
-                )
-            )
-            lap = DEFAULT_OVERLAP
+        refused = overlap_error(overlap)
+        if refused is not None:
+            errors.append(refused)
+        lap = DEFAULT_OVERLAP if refused is not None else int(overlap)
         if errors:
             raise RequestInvalid(errors)
         if track_seconds < lap:
@@ -170,30 +209,29 @@ class Extender:
             payer=payer,
         )
         try:
-            chain = self._chain(record, seconds, new, lap, prompt, token, owner, engine, ticket)
-            async for update in chain:
+            caller = Caller(token, owner, engine, ticket)
+            async for update in self._extend_chain(record, seconds, new, lap, prompt, caller):
                 yield update
         finally:
             ticket.close()
 
-    async def _chain(
+    async def _extend_chain(
         self,
         record: RunRecord,
         seconds: Any,
         new: float,
         lap: int,
         prompt: str | None,
-        token: str | None,
-        owner: str | None,
-        engine: str | None,
-        ticket: Ticket,
+        caller: Caller,
     ) -> AsyncIterator[ExtendUpdate]:
-        """The chain of parts after its checks: see `extend`."""
+        """The piece's parts after its checks: see `extend`."""
+        owner = caller.owner
         entry = record if record.kind == "extend" else self._start_chain(record, owner, prompt)
         # A part that landed after the chain stopped (resumed by the app) is used, not remade.
         track = await asyncio.to_thread(self._adopt_pending, entry, owner)
         entry = self._library.get(entry.id, owner) or entry
         compose = dict(entry.compose or {})
+        assert track is not None  # a piece always has its source
         track_seconds = audio_ops.seconds(track)
         if seconds is None:
             new = max(0.0, float(compose.get("target_seconds") or 0) - track_seconds)
@@ -202,50 +240,72 @@ class Extender:
         base = GenerationRequest.from_dict(entry.request)
         if prompt is not None and prompt.strip():
             base = base.replace(prompt=prompt.strip())
-        compose.update(target_seconds=round(target, 3), overlap=lap, state="running")
+        compose.update(target_seconds=round(target, 3), overlap=lap)
         compose["prompt"] = base.prompt
-        self._library.update(entry.id, compose=compose, status="processing")
-        yield ExtendUpdate(entry.id, 1, max(1, len(plan)))
+        steps = [Step(new_seconds, lap, target) for new_seconds in plan]
+        caller = replace(caller, engine=caller.engine or entry.engine)
+        async for update in self._chain(entry.id, compose, base, track, steps, caller):
+            yield update
+
+    async def _chain(
+        self,
+        entry_id: str,
+        compose: dict[str, Any],
+        base: GenerationRequest,
+        track: AudioSegment | None,
+        steps: list[Step],
+        caller: Caller,
+    ) -> AsyncIterator[ExtendUpdate]:
+        """Mark the entry running (with `compose`), then run `steps` one after another, filing
+        each part as it lands; then the chain's end.
+
+        A stop (the consumer closes it), a failure or a refusal ends the chain resumable, with
+        every part made so far kept.
+        """
+        owner = caller.owner
+        count = max(1, len(steps))
+        self._library.update(entry_id, compose={**compose, "state": "running"}, status="processing")
+        yield ExtendUpdate(entry_id, 1, count, section=steps[0].section if steps else None)
         status, error = "succeeded", None
         try:
-            for index, new_seconds in enumerate(plan, start=1):
-                request = self._part_request(base, entry.id, track, lap, new_seconds, index)
+            for index, step in enumerate(steps, start=1):
+                request = self._part_request(base, entry_id, track, step, index)
                 final: RunUpdate | None = None
                 # Closed at once on any exit, so that a stopped chain cancels its running part.
                 async with contextlib.aclosing(
                     self._service.generate(
                         request,
-                        token=token,
+                        token=caller.token,
                         owner=owner,
-                        engine=engine or entry.engine,
-                        parent_run_id=entry.id,
+                        engine=caller.engine,
+                        parent_run_id=entry_id,
                         kind="part",
-                        ticket=ticket,
+                        ticket=caller.ticket,
                     )
                 ) as updates:
                     async for update in updates:
                         if final is None and update.run_id:
-                            self._note_pending(entry.id, owner, update.run_id, lap)
+                            self._note_pending(entry_id, owner, update.run_id, step)
                         final = update
-                        yield ExtendUpdate(entry.id, index, len(plan), run=update)
+                        yield ExtendUpdate(entry_id, index, count, run=update, section=step.section)
                 if final is None or final.status != "succeeded" or not final.audio_path:
                     status = final.status if final else "failed"
                     error = (final.error if final else None) or "The part did not finish."
                     break
-                track = await asyncio.to_thread(self._append, entry.id, owner, final, target)
+                track = await asyncio.to_thread(self._append, entry_id, owner, final, step.end)
         except (asyncio.CancelledError, GeneratorExit):
-            self._stop(entry.id, owner, "interrupted")
+            self._stop(entry_id, owner, "interrupted")
             raise
         except StudioError as err:
             status, error = "failed", str(err)
         done = status == "succeeded"
-        self._stop(entry.id, owner, "done" if done else "interrupted")
-        current = self._library.get(entry.id, owner)
+        self._stop(entry_id, owner, "done" if done else "interrupted")
+        current = self._library.get(entry_id, owner)
         path = self._library.audio_file(current) if current else None
         yield ExtendUpdate(
-            entry.id,
-            max(1, len(plan)),
-            max(1, len(plan)),
+            entry_id,
+            count,
+            count,
             finished=True,
             status=status,
             error=None if done else f"Stopped before the target length: {error}",
@@ -257,12 +317,6 @@ class Extender:
         request = dict(source.request)
         if prompt is not None and prompt.strip():
             request["prompt"] = prompt.strip()
-        span = {
-            "run_id": source.id,
-            "prediction_id": source.prediction_id,
-            "start": 0.0,
-            "end": round(float(source.audio_seconds or 0), 3),
-        }
         entry = self._library.create_pending(
             owner,
             request,
@@ -270,16 +324,19 @@ class Extender:
             engine=source.engine,
             checkpoint=source.checkpoint,
             kind="extend",
-            compose={"source": span, "parts": []},
+            compose={"source": source_span(source), "parts": []},
         )
-        folder = self._folder(entry.id)
+        self._file_source(entry.id, source)
+        self._library.update(entry.id, status="processing")
+        return self._library.get(entry.id) or entry
+
+    def _file_source(self, entry_id: str, source: RunRecord) -> None:
+        """The source's audio becomes the composition's first stretch (and its track so far)."""
         audio = self._library.audio_file(source)
         assert audio is not None
         track = audio_ops.load(audio)
-        audio_ops.export(track, folder / SOURCE_FILE, "wav")
-        self._file_track(entry.id, track)
-        self._library.update(entry.id, status="processing")
-        return self._library.get(entry.id) or entry
+        audio_ops.export(track, self._folder(entry_id) / SOURCE_FILE, "wav")
+        self._file_track(entry_id, track)
 
     def _folder(self, entry_id: str) -> Path:
         folder = self._library.compose_dir(entry_id)
@@ -290,31 +347,40 @@ class Extender:
         self,
         base: GenerationRequest,
         entry_id: str,
-        track: AudioSegment,
-        overlap: int,
-        new_seconds: int,
+        track: AudioSegment | None,
+        step: Step,
         index: int,
     ) -> GenerationRequest:
-        """A continuation of the track's last `overlap` seconds by `new_seconds`."""
-        tail = audio_ops.frames(track, audio_ops.seconds(track) - overlap)
+        """A continuation of the track's last `step.overlap` seconds by `step.new_seconds`
+        (with no overlap, or no track yet: a plain take), under the step's prompt."""
+        if step.prompt is not None:
+            base = base.replace(prompt=step.prompt)
+        # Lossless parts: an mp3's encoder delay would shift the joint.
+        if track is None or step.overlap <= 0:
+            return base.replace(
+                input_audio=None, continuation=False, duration=step.new_seconds, output_format="wav"
+            )
+        tail = audio_ops.frames(track, audio_ops.seconds(track) - step.overlap)
         clip = audio_ops.export(tail, self._folder(entry_id) / f"tail-{index}.wav", "wav")
         return base.replace(
             input_audio=str(clip),
             continuation=True,
             continuation_start=0,
             continuation_end=None,
-            duration=overlap + new_seconds,
-            # Lossless parts: an mp3's encoder delay would shift the joint.
+            duration=step.duration,
             output_format="wav",
             seed=None,
         )
 
-    def _note_pending(self, entry_id: str, owner: str | None, run_id: str, overlap: int) -> None:
+    def _note_pending(self, entry_id: str, owner: str | None, run_id: str, step: Step) -> None:
         record = self._library.get(entry_id, owner)
         if record is None:
             return
         compose = dict(record.compose or {})
-        compose["pending"] = {"run_id": run_id, "overlap": overlap}
+        pending: dict[str, Any] = {"run_id": run_id, "overlap": step.overlap}
+        if step.section is not None:
+            pending["section"] = step.section
+        compose["pending"] = pending
         self._library.update(entry_id, compose=compose)
 
     def _append(
@@ -329,23 +395,27 @@ class Extender:
         part_record = self._library.get(final.run_id or "", owner)
         start = self._track_seconds(record)
         parts = list(compose.get("parts") or [])
-        parts.append(
-            {
-                "run_id": final.run_id,
-                "prediction_id": part_record.prediction_id if part_record else None,
-                "overlap": int(pending.get("overlap") or compose.get("overlap") or 0),
-                "start": round(start, 3),
-            }
-        )
+        overlap = pending["overlap"] if "overlap" in pending else compose.get("overlap")
+        part: dict[str, Any] = {
+            "run_id": final.run_id,
+            "prediction_id": part_record.prediction_id if part_record else None,
+            "overlap": int(overlap or 0),
+            "start": round(start, 3),
+        }
+        if "section" in pending:
+            part["section"] = pending["section"]
+        parts.append(part)
         track = self._build(record, parts, target)
+        assert track is not None  # it has a part
         parts[-1]["end"] = round(audio_ops.seconds(track), 3)
         compose["parts"] = parts
         self._file_track(entry_id, track)
         self._library.update(entry_id, compose=compose, status="processing")
         return track
 
-    def _adopt_pending(self, entry: RunRecord, owner: str | None) -> AudioSegment:
-        """The track, with a part that finished after its chain stopped appended first."""
+    def _adopt_pending(self, entry: RunRecord, owner: str | None) -> AudioSegment | None:
+        """The track, with a part that finished after its chain stopped appended first (None:
+        a song with no part made yet)."""
         compose = entry.compose or {}
         pending = compose.get("pending") or {}
         part = self._library.get(pending.get("run_id") or "", owner) if pending else None
@@ -357,6 +427,9 @@ class Extender:
             compose.pop("pending", None)
             self._library.update(entry.id, compose=compose)
         current = self._library.get(entry.id, owner)
+        compose = (current.compose if current else None) or {}
+        if not compose.get("source") and not compose.get("parts"):
+            return None
         audio = self._library.audio_file(current) if current else None
         if audio is None:
             raise StudioError("This piece's audio is missing from the library.")
@@ -364,9 +437,11 @@ class Extender:
 
     def _build(
         self, entry: RunRecord, parts: list[dict[str, Any]], target: float | None
-    ) -> AudioSegment:
-        """The track: the source, then each part's new audio joined at its overlap."""
-        track = audio_ops.load(self._library.compose_dir(entry.id) / SOURCE_FILE)
+    ) -> AudioSegment | None:
+        """The track: the source (if any), then each part's new audio joined at its overlap."""
+        track = None
+        if (entry.compose or {}).get("source"):
+            track = audio_ops.load(self._library.compose_dir(entry.id) / SOURCE_FILE)
         for part in parts:
             run = self._library.get(part["run_id"])
             audio = self._library.audio_file(run) if run else None
@@ -376,15 +451,18 @@ class Extender:
             # The output repeats the clip it was given (`overlap` s), then goes on: the joint
             # is mixed over the last moments of that repeat.
             lead_in = max(0.0, part["overlap"] - CROSSFADE_SECONDS)
-            track = audio_ops.equal_power_join(
-                track, audio_ops.frames(output, lead_in), min(CROSSFADE_SECONDS, lead_in)
-            )
-        if target is not None and audio_ops.seconds(track) > target:
+            new = audio_ops.frames(output, lead_in)
+            join = min(CROSSFADE_SECONDS, lead_in)
+            track = new if track is None else audio_ops.equal_power_join(track, new, join)
+        if track is not None and target is not None and audio_ops.seconds(track) > target:
             track = audio_ops.frames(track, 0, target)
         return track
 
     def _track_seconds(self, record: RunRecord) -> float:
-        return float(record.audio_seconds or 0)
+        """The track's length as its stretches say (its audio may be older: a song redone)."""
+        compose = record.compose or {}
+        last = (compose.get("parts") or [None])[-1] or compose.get("source") or {}
+        return float(last.get("end") or 0)
 
     def _file_track(self, entry_id: str, track: AudioSegment) -> None:
         """The track becomes the entry's audio, under a new name each time it changes."""
@@ -420,6 +498,7 @@ class Extender:
             raise StudioError("This piece has no added part left to undo.")
         parts.pop()
         track = self._build(record, parts, None)
+        assert track is not None  # a piece always has its source
         compose.update(parts=parts, state="interrupted")
         self._file_track(entry_id, track)
         self._library.update(entry_id, compose=compose, status="succeeded")
@@ -430,10 +509,20 @@ class Extender:
     def mark_interrupted(self) -> list[str]:
         """On start: chains an earlier process left running become resumable."""
         stopped = []
-        for record in self._library.in_flight(kinds=("extend",)):
+        for record in self._library.in_flight(kinds=CHAIN_KINDS):
             self._stop(record.id, None, "interrupted")
             stopped.append(record.id)
         return stopped
+
+
+def source_span(source: RunRecord) -> dict[str, Any]:
+    """The stretch a composition starts from: a result's whole audio."""
+    return {
+        "run_id": source.id,
+        "prediction_id": source.prediction_id,
+        "start": 0.0,
+        "end": round(float(source.audio_seconds or 0), 3),
+    }
 
 
 def parts_summary(record: RunRecord) -> list[dict[str, Any]]:

@@ -116,6 +116,18 @@ class Policy:
             return 0.0
         return self.estimate(request.model_version, request.duration, engine).gpu_seconds
 
+    def estimate_runs(
+        self, model_version: str, durations: Sequence[float], engine: str | None = None
+    ) -> Estimate:
+        """The estimate for several runs of one model (a song's parts): their sum."""
+        each = [self.estimate(model_version, d, engine) for d in durations] or [
+            self.estimate(model_version, 0, engine)
+        ]
+        first = each[0]
+        return Estimate(
+            sum(e.gpu_seconds for e in each), sum(e.price for e in each), first.basis, first.samples
+        )
+
     def guard(
         self,
         requests: GenerationRequest | Sequence[GenerationRequest],

@@ -47,6 +47,7 @@ class GenerationService:
         self.prepared_for = self.policy.prepared_for
         self.check = self.policy.check
         self.estimate = self.policy.estimate
+        self.estimate_runs = self.policy.estimate_runs
         self.guard = self.policy.guard
         self.reserve = self.policy.reserve
         self.generate = self.runner.generate
