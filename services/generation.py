@@ -12,7 +12,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from services.audio import CLIP_MAX_SECONDS, MeasuredClip, check_output, measure
 from services.cost import Estimate, estimate, free_estimate, run_cost
 from services.engines.protocol import LOCAL, REPLICATE, Engine, EngineRules, EngineRun
 from services.engines.registry import Engines
-from services.engines.replicate.engine import ReplicateEngine, ReplicateModel
+from services.engines.replicate.engine import DOWNLOADING, ReplicateEngine, ReplicateModel
 from services.errors import (
     AudioError,
     CreateUnclear,
@@ -49,6 +49,8 @@ SPENDING_WINDOW_S = 24 * 3600.0  # the daily GPU-seconds cap counts the last 24 
 # Runs counted as in flight: younger than Replicate's 30-minute limit with room to spare, so a
 # record stranded by a crash (and not yet resumed) never blocks its visitor for good.
 IN_FLIGHT_WINDOW_S = 2 * 3600.0
+RESUME_AT_ONCE = 8  # runs left in flight resumed side by side on start
+SWEEP_MAX_PAUSE_S = 300.0  # the longest pause between looks for an unclear create's run
 NEVER_STARTED = {
     REPLICATE: "The app stopped before this run reached Replicate; nothing was made.",
     LOCAL: (
@@ -136,7 +138,8 @@ class GenerationService:
         self._library = library
         self._engines = engines or Engines(settings, local)
         self._orphan_check = orphan_check or OrphanCheck()
-        # Orphan sweeps started after unclear creates (held so they are not collected).
+        # Background work (held so it is not collected): orphan sweeps after unclear creates,
+        # downloads of paid runs whose click left.
         self._sweeps: set[asyncio.Task[list[str]]] = set()
         # The runs this process follows: their cancel requests and their ends.
         self._signals = RunSignals()
@@ -255,7 +258,7 @@ class GenerationService:
         def stage(status: str, **kw: Any) -> RunUpdate:
             return RunUpdate(status, run_id=record.id, elapsed=time.monotonic() - started, **kw)
 
-        finished = False
+        finished = downloading = False
         try:
             with tempfile.TemporaryDirectory(dir=self._scratch_dir()) as tmp:
                 workdir = Path(tmp)
@@ -274,11 +277,15 @@ class GenerationService:
                 )
                 async for update in follow:
                     finished = update.finished or update.status == "lost"
+                    downloading = update.status == DOWNLOADING
                     yield update
         except (asyncio.CancelledError, GeneratorExit):
             # A cancelled task, or a consumer that closed the generator mid-run (Gradio may
-            # do either): the run must not go on unseen, costing money or a device.
-            if not finished:
+            # do either): the run must not go on unseen, costing money or a device. One that
+            # is paid for and only waits for its audio is fetched on in the background.
+            if downloading:
+                self._file_later(eng.name, token, record.id)
+            elif not finished:
                 await self._stop(eng, record.id, run, watch)
             raise
         except StudioError as err:
@@ -468,7 +475,7 @@ class GenerationService:
                 return
             logs.extend(update.new_logs)
             ended = update.finished or update.status == "lost"
-            facts = (update.status, update.seed, update.prediction.get("started_at"))
+            facts = (update.status, update.seed, update.prediction.get("started_at"), update.error)
             # A write per log line would be a transaction per progress step: new facts are
             # written at once, the growing logs at most every PROGRESS_WRITE_S.
             now = time.monotonic()
@@ -489,6 +496,8 @@ class GenerationService:
         changes: dict[str, Any] = {"logs_tail": "\n".join(logs)[-LOGS_TAIL_CHARS:]}
         if not update.finished and update.status != "lost":
             changes["status"] = update.status
+        if update.status == DOWNLOADING:  # "downloading (try n)", for the page and the API
+            changes["error"] = update.error
         if update.seed is not None:
             changes["seed"] = update.seed
         started_at = update.prediction.get("started_at")
@@ -533,7 +542,7 @@ class GenerationService:
                 return replace(final, status="failed", error=message, audio_path=None)
             seconds = info.seconds
         fmt = source.suffix.lstrip(".").lower() or request.output_format
-        self._library.update(run_id, **timing)
+        self._library.update(run_id, error=None, **timing)  # no "downloading (try n)" left
         # Renamed into the library (the scratch folder is beside it) and synced off the event
         # loop: other visitors' runs go on meanwhile.
         stored = await asyncio.to_thread(
@@ -562,26 +571,19 @@ class GenerationService:
 
         Local runs are remade on this machine from their seed. Replicate runs: with a
         server-wide token every owner's are resumed; with a visitor's token, only that
-        visitor's (their token is never stored, so only they can resume theirs).
+        visitor's (their token is never stored, so only they can resume theirs). Runs are
+        resumed side by side (RESUME_AT_ONCE at a time): one whose audio download keeps
+        failing (tried while its URL lives) holds up no other.
         """
-        settled: list[str] = []
-        for record in self._library.in_flight():
-            if not self._may_resume(record, owner):
-                continue
-            try:
-                engine = self._engines.open(record.engine, token)
-            except StudioError:
-                if record.engine == LOCAL:
-                    with contextlib.suppress(RunNotFound):
-                        self._library.update(record.id, status="failed", error=NO_LOCAL_TO_RESUME)
-                    settled.append(record.id)
-                continue  # Replicate without a token: its owner may bring one later
-            try:
-                with contextlib.suppress(StudioError):
-                    await self._resume_one(engine, record)
-                    settled.append(record.id)
-            finally:
-                await engine.aclose()
+        records = [r for r in self._library.in_flight() if self._may_resume(r, owner)]
+        gate = asyncio.Semaphore(RESUME_AT_ONCE)
+
+        async def one(record: RunRecord) -> bool:
+            async with gate:
+                return await self._resume_record(record, token)
+
+        done = await asyncio.gather(*(one(record) for record in records))
+        settled = [record.id for record, ok in zip(records, done, strict=True) if ok]
         # Runs the account holds that no record learned of (a crash mid-create, a create that
         # got no clear answer, a visitor who gave up meanwhile): filed or canceled now.
         everyone = bool(self._settings.api_token) or not self._settings.shared
@@ -590,6 +592,42 @@ class GenerationService:
                 scope = None if everyone else owner
                 settled += await self.sweep_orphans(token=token, owner=scope)
         return settled
+
+    async def _resume_record(self, record: RunRecord, token: str | None) -> bool:
+        """Resume one record left in flight; whether it was settled."""
+        try:
+            engine = self._engines.open(record.engine, token)
+        except StudioError:
+            if record.engine == LOCAL:
+                with contextlib.suppress(RunNotFound):
+                    self._library.update(record.id, status="failed", error=NO_LOCAL_TO_RESUME)
+                return True
+            return False  # Replicate without a token: its owner may bring one later
+        try:
+            with contextlib.suppress(StudioError):
+                await self._resume_one(engine, record)
+                return True
+            return False
+        finally:
+            await engine.aclose()
+
+    def _file_later(self, engine: str, token: str | None, run_id: str) -> None:
+        """A paid run whose audio is still being fetched, left by its click: fetched and filed
+        in the background (as a restart would), while its URL lives."""
+
+        async def carry_on() -> list[str]:
+            record = self._library.get(run_id)
+            if record is None or not record.in_flight:
+                return []
+            return [run_id] if await self._resume_record(record, token) else []
+
+        self._in_background(carry_on())
+
+    def _in_background(self, work: Coroutine[Any, Any, list[str]]) -> None:
+        """Run `work` as a task of the service's (held, so it is not collected)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._sweeps.add(task)
+        task.add_done_callback(self._sweeps.discard)
 
     # -- orphans ----------------------------------------------------------------------------
 
@@ -654,24 +692,35 @@ class GenerationService:
             self._signals.drop(record.id)
 
     def _sweep_later(self, token: str | None, record: RunRecord) -> None:
-        """After an unclear create: look for a stray run of this click once it has landed."""
+        """After an unclear create: look for a stray run of this click once it has landed,
+        and again, with a growing pause, while the account's listing cannot be read (for as
+        long as such a run could still be adopted): not only at the next restart."""
 
         async def sweep() -> list[str]:
-            await asyncio.sleep(self._orphan_check.delay)
-            try:
-                return await self.sweep_orphans(
-                    token=token, owner=record.owner, since=record.created_at
-                )
-            except StudioError as err:
-                log.warning("Looking for the run of an unclear create failed: %s", err)
-                return []
+            pause = self._orphan_check.delay
+            give_up = record.created_at + WINDOW_S
+            while True:
+                await asyncio.sleep(pause)
+                try:
+                    return await self.sweep_orphans(
+                        token=token, owner=record.owner, since=record.created_at
+                    )
+                except StudioError as err:
+                    pause = min(2 * pause, SWEEP_MAX_PAUSE_S)
+                    if time.time() + pause > give_up:
+                        log.warning("Looking for the run of an unclear create failed: %s", err)
+                        return []
+                    log.warning(
+                        "Looking for the run of an unclear create failed (%s); again in %.0f s",
+                        err,
+                        pause,
+                    )
 
-        task = asyncio.get_running_loop().create_task(sweep())
-        self._sweeps.add(task)
-        task.add_done_callback(self._sweeps.discard)
+        self._in_background(sweep())
 
     async def settle_sweeps(self) -> list[str]:
-        """Wait for the orphan sweeps under way; the library ids they filed."""
+        """Wait for the background work under way (orphan sweeps, runs whose audio is fetched
+        on after their click left); the library ids they filed."""
         filed: list[str] = []
         while self._sweeps:
             for ids in await asyncio.gather(*list(self._sweeps)):
