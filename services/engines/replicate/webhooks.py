@@ -218,7 +218,7 @@ class WebhookRegistry:
             return Verdict(200, "Already known.")
         watch.seen.add(msg_id)
         with contextlib.suppress(RuntimeError):  # the follower's loop has closed: nothing to do
-            watch.loop.call_soon_threadsafe(watch.nudges.push, cast(Prediction, prediction))
+            watch.loop.call_soon_threadsafe(watch.nudges.push, prediction)
         return Verdict(200, "Received.")
 
     def _refuse(self, verdict: Verdict, about: str = "") -> Verdict:
