@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, cast
 
+from services.replicate.budget import FALLBACK
 from services.replicate.client import ReplicateClient
 from services.replicate.follow import FollowPolicy, Nudges
 from services.replicate.predictions import Prediction
@@ -169,6 +170,8 @@ class WebhookRegistry:
             # Knobs of newer schedules, where present: no poll aimed at the end, no quick ones.
             "end_max": every,
             "aim": False,
+            # ... and held to the fallback's share of the token's read budget.
+            "budget_lane": FALLBACK,
         }
         known = {f.name for f in fields(policy)}
         return replace(policy, **{name: v for name, v in sparse.items() if name in known})
