@@ -595,6 +595,8 @@ class GenerationService:
 
     async def _resume_record(self, record: RunRecord, token: str | None) -> bool:
         """Resume one record left in flight; whether it was settled."""
+        if self._signals.get(record.id) is not None:
+            return False  # followed by this process already (a click, a download carried on)
         try:
             engine = self._engines.open(record.engine, token)
         except StudioError:
