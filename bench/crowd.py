@@ -12,8 +12,9 @@ fair local queue come from sibling branches).
 Visitors arrive evenly over `--arrival` seconds, each with gradio_client (a few shared Client
 objects, one thread per visitor): half are page-like (they load the page first, as a browser
 does), half are plain API callers. Three in four are light (one short take), one in four heavy
-(four takes at once); `--local-share` of the takes (default one in ten) run on the local engine,
-the rest on Replicate. Everything on loopback.
+(four takes at once); `--local-share` of the takes (default one in twenty) run on the local
+engine, the rest on Replicate. Everything on loopback. The crowd is bounded in time: a take still
+waiting `--patience` seconds after the last arrival is given up (and reported as such).
 
 Reported: errors (target 0: exceptions, or a take that did not succeed), the wait before a run
 starts (time to the result minus the model's own time, p50 and p95, light and heavy, next to one
@@ -44,6 +45,7 @@ from bench.stats import markdown_table, p50, p95, secs
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 8
 TAKE_TIMEOUT = 300.0
+UNFINISHED = "unfinished"  # still waiting when the crowd's time was up
 SETTLE_TIMEOUT = 120.0
 
 
@@ -86,10 +88,12 @@ class Report:
         ]
 
     def table(self) -> str:
-        errors = [t for t in self.takes if t.status != "succeeded"]
+        errors = [t for t in self.takes if t.status not in ("succeeded", UNFINISHED)]
+        unfinished = [t for t in self.takes if t.status == UNFINISHED]
         rows: list[list[object]] = [
             ["visitors / takes", f"{self.visitors} / {len(self.takes)}"],
             ["errors (target 0)", f"{len(errors)}"],
+            ["takes still waiting when the time was up", f"{len(unfinished)}"],
         ]
         for engine in ("replicate", "local"):
             light, heavy = self.waits(False, engine), self.waits(True, engine)
@@ -153,8 +157,9 @@ def _start_app(env: dict[str, str], log: Path) -> tuple[Any, str]:
     raise RuntimeError("app.py did not start in time")
 
 
-def _one_take(client: Any, take: Take, duration: int) -> Take:
+def _one_take(client: Any, take: Take, duration: int, deadline: float | None = None) -> Take:
     started = time.monotonic()
+    job = None
     try:
         job = client.submit(
             prompt="crowd: rock drums and piano",
@@ -162,7 +167,13 @@ def _one_take(client: Any, take: Take, duration: int) -> Take:
             engine=take.engine,
             api_name="/generate",
         )
-        _, record = job.result(timeout=TAKE_TIMEOUT)
+        wait = TAKE_TIMEOUT if deadline is None else max(0.1, deadline - time.monotonic())
+        try:
+            _, record = job.result(timeout=wait)
+        except TimeoutError:
+            take.status, take.elapsed = UNFINISHED, time.monotonic() - started
+            job.cancel()
+            return take
         take.status = record.get("status")
         take.error = record.get("error")
         take.predict_time = record.get("predict_time")
@@ -180,6 +191,7 @@ def _visitor(
     heavy: bool,
     page: bool,
     local_share: float,
+    deadline: float,
     rng: random.Random,
 ) -> list[Take]:
     client = clients[n % len(clients)]
@@ -192,11 +204,13 @@ def _visitor(
     takes = [Take(n, heavy, engine) for engine in engines]
     duration = 2 if heavy else 1
     with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
-        done = pool.map(lambda t: _one_take(client, t, duration), takes)
+        done = pool.map(lambda t: _one_take(client, t, duration, deadline), takes)
         return list(done)
 
 
-def run(visitors: int, arrival: float, local_share: float = 0.1, seed: int = 20) -> Report:
+def run(
+    visitors: int, arrival: float, patience: float, local_share: float = 0.05, seed: int = 20
+) -> Report:
     from gradio_client import Client
 
     from services.library import Library
@@ -251,6 +265,7 @@ def run(visitors: int, arrival: float, local_share: float = 0.1, seed: int = 20)
             report.rss_before_mb = _rss_mb(proc.pid)
             emulator.reset()
             started = time.monotonic()
+            deadline = started + arrival + patience
             plan = [(n, rng.random() < 0.25, rng.random() < 0.5) for n in range(visitors)]
             with concurrent.futures.ThreadPoolExecutor(max_workers=visitors) as pool:
                 futures = []
@@ -259,7 +274,15 @@ def run(visitors: int, arrival: float, local_share: float = 0.1, seed: int = 20)
                     time.sleep(max(0.0, at - time.monotonic()))
                     futures.append(
                         pool.submit(
-                            _visitor, clients, url, n, heavy, page, local_share, random.Random(n)
+                            _visitor,
+                            clients,
+                            url,
+                            n,
+                            heavy,
+                            page,
+                            local_share,
+                            deadline,
+                            random.Random(n),
                         )
                     )
                 for future in futures:
@@ -298,9 +321,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.crowd")
     parser.add_argument("--visitors", type=int, default=200)
     parser.add_argument("--arrival", type=float, default=40.0, help="seconds they arrive over")
-    parser.add_argument("--local-share", type=float, default=0.1, help="takes run locally")
+    parser.add_argument(
+        "--patience", type=float, default=180.0, help="seconds after the last arrival to finish"
+    )
+    parser.add_argument("--local-share", type=float, default=0.05, help="takes run locally")
     args = parser.parse_args()
-    report = run(args.visitors, args.arrival, args.local_share)
+    report = run(args.visitors, args.arrival, args.patience, args.local_share)
     print(report.table())
 
 
