@@ -32,6 +32,7 @@ import random
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,9 +120,9 @@ class Report:
             ["runs lost (target 0)", f"{self.lost} of {self.predictions} predictions"],
             ["wall", secs(self.wall, 0)],
         ]
-        if errors:
-            sample = "; ".join(f"{t.status}: {(t.error or '')[:80]}" for t in errors[:3])
-            rows.append(["first errors", sample])
+        kinds = Counter(f"{t.status}: {(t.error or '')[:60]}" for t in errors)
+        for kind, count in kinds.most_common(4):
+            rows.append([f"errors: {kind}", count])
         return markdown_table(["measure", "value"], rows)
 
 
