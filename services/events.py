@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
+# A paid run whose audio is fetched again and again while its URL lives (not yet terminal).
+DOWNLOADING = "downloading"
 
 # The model prints token progress as "    NN /    TOTAL" (50 tokens per second of audio).
 PROGRESS_LINE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")

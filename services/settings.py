@@ -17,6 +17,10 @@ DEFAULT_DATA_DIR = "musicgen-data"
 ENGINE_MODES = ("auto", "local", "replicate")
 DEFAULT_MAX_RUNS_IN_FLIGHT = 4
 DEFAULT_QUEUE_MAX_SIZE = 256  # events waiting in Gradio's queue before it says it is busy
+# Reads (polls, listings, cancels) each Replicate token may make a minute, all runs together:
+# Replicate allows 3,000; a fifth is left for the token's other users (the owner's scripts,
+# replicate.com) and for the create lookups that must not wait.
+DEFAULT_READS_PER_MINUTE = 2400
 
 
 def _flag(value: str | None) -> bool:
@@ -31,7 +35,10 @@ class Settings:
     `shared` turns on per-browser owners (automatic on Hugging Face Spaces, where SPACE_ID is set).
     `engine` is MUSICGEN_ENGINE (auto, local or replicate); `deployment` (owner/name) sends
     Replicate runs to a deployment instead of the public model's version.
-    `public_url` (MUSICGEN_PUBLIC_URL) is where Replicate can reach the app's webhook route.
+    `public_url` (MUSICGEN_PUBLIC_URL) is where Replicate can reach the app's webhook route; on
+    a Hugging Face Space it defaults to https://$SPACE_HOST, so webhooks are on there.
+    `reads_per_minute` (MUSICGEN_REPLICATE_READS_PER_MINUTE) is the budget of API reads that all
+    runs under one token share (Replicate allows 3,000 a minute).
     Spending: `gpu_price_per_second` (MUSICGEN_GPU_PRICE_PER_SECOND, dollars) prices Replicate
     runs; `max_gpu_seconds_per_visitor` (MUSICGEN_MAX_GPU_SECONDS_PER_VISITOR, per 24 h),
     `max_gpu_seconds_per_day` (MUSICGEN_MAX_GPU_SECONDS_PER_DAY, the whole deployment) and
@@ -61,6 +68,7 @@ class Settings:
     # MUSICGEN_PUBLIC_URL: the app's public origin (a Space's URL); Replicate runs then ask for
     # a webhook to it, and polling becomes the fallback.
     public_url: str | None = None
+    reads_per_minute: int = DEFAULT_READS_PER_MINUTE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -83,7 +91,9 @@ class Settings:
             max_library_mb=float(cap) if cap else None,
             engine=engine,
             deployment=deployment,
-            public_url=_public_url(env.get("MUSICGEN_PUBLIC_URL", "")),
+            public_url=_public_url(env.get("MUSICGEN_PUBLIC_URL", ""))
+            or _space_url(env.get("SPACE_HOST", "")),
+            reads_per_minute=_reads_per_minute(env),
             **_spending(env, shared=_flag(env.get("MUSICGEN_SHARED")) or bool(env.get("SPACE_ID"))),
             **_visitors(env),
         )
@@ -97,6 +107,25 @@ def _public_url(text: str) -> str | None:
     if not url.startswith(("https://", "http://")) or "?" in url or "#" in url:
         raise ValueError(f"MUSICGEN_PUBLIC_URL must be an http(s) URL (it is {text.strip()!r}).")
     return url
+
+
+def _space_url(host: str) -> str | None:
+    """A Hugging Face Space's public origin from its SPACE_HOST (e.g. owner-name.hf.space)."""
+    host = host.strip().strip("/")
+    if not host or any(c in host for c in "/?#@ "):
+        return None
+    return f"https://{host}"
+
+
+def _reads_per_minute(env: Mapping[str, str]) -> int:
+    value = _number(env, "MUSICGEN_REPLICATE_READS_PER_MINUTE")
+    if value is None:
+        return DEFAULT_READS_PER_MINUTE
+    if value < 60:
+        raise ValueError(
+            f"MUSICGEN_REPLICATE_READS_PER_MINUTE must be at least 60 (it is {value:g})."
+        )
+    return int(value)
 
 
 def _number(env: Mapping[str, str], name: str) -> float | None:

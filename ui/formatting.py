@@ -25,6 +25,8 @@ STATUS_LABELS: dict[str, str] = {
     "pending": "Waiting to be sent…",
     "starting": "Queued: waiting for a GPU (the model may need to load first)…",
     "processing": "Generating…",
+    # Paid for; its audio is fetched again while Replicate keeps it (the reason says try n).
+    "downloading": "Done on Replicate: downloading the audio…",
     "succeeded": "Done",
     "failed": "Failed",
     "canceling": "Canceling…",

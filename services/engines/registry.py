@@ -16,6 +16,7 @@ from services.engines.replicate.engine import ReplicateEngine, ReplicateModel
 from services.engines.replicate.webhooks import WebhookRegistry
 from services.errors import StudioError
 from services.replicate import HttpPool, ReplicateClient
+from services.replicate.budget import BudgetPolicy
 from services.settings import Settings
 
 NO_TOKEN_MESSAGE = (
@@ -52,8 +53,9 @@ class Engines:
         self._settings = settings
         self._local = local if settings.engine != REPLICATE else None
         self._client_factory = client_factory or self._client
-        # Every Replicate run of every visitor shares these connections (one pool per process).
-        self.pool = HttpPool()
+        # Every Replicate run of every visitor shares these connections (one pool per process),
+        # and the runs of one token share its budget of reads.
+        self.pool = HttpPool(budget=BudgetPolicy(per_minute=settings.reads_per_minute))
         # Replicate runs waiting for a webhook (armed by MUSICGEN_PUBLIC_URL); the app's
         # webhook route hands deliveries to it.
         self.webhooks = webhooks or WebhookRegistry(settings.public_url)

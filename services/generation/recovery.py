@@ -11,8 +11,10 @@ import contextlib
 import logging
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from services.engines.protocol import LOCAL, REPLICATE, Engine
 from services.engines.registry import Engines
@@ -26,6 +28,8 @@ from services.orphans import BEFORE_RECORD_S, FILE_APART, WINDOW_S, OrphanCheck,
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
+RESUME_AT_ONCE = 8  # runs left in flight resumed side by side on start
+SWEEP_MAX_PAUSE_S = 300.0  # the longest pause between looks for an unclear create's run
 NEVER_STARTED = {
     REPLICATE: "The app stopped before this run reached Replicate; nothing was made.",
     LOCAL: (
@@ -55,7 +59,8 @@ class Recovery:
         self._engines = engines
         self._runner = runner
         self._orphan_check = orphan_check
-        # Orphan sweeps started after unclear creates (held so they are not collected).
+        # Background work (held so it is not collected): orphan sweeps after unclear creates,
+        # downloads of paid runs whose click left.
         self._sweeps: set[asyncio.Task[list[str]]] = set()
 
     # -- runs an earlier process left in flight -------------------------------------------
@@ -67,26 +72,19 @@ class Recovery:
 
         Local runs are remade on this machine from their seed. Replicate runs: with a
         server-wide token every owner's are resumed; with a visitor's token, only that
-        visitor's (their token is never stored, so only they can resume theirs).
+        visitor's (their token is never stored, so only they can resume theirs). Runs are
+        resumed side by side (RESUME_AT_ONCE at a time): one whose audio download keeps
+        failing (tried while its URL lives) holds up no other.
         """
-        settled: list[str] = []
-        for record in self._library.in_flight():
-            if not self._may_resume(record, owner):
-                continue
-            try:
-                engine = self._engines.open(record.engine, token)
-            except StudioError:
-                if record.engine == LOCAL:
-                    with contextlib.suppress(RunNotFound):
-                        self._library.update(record.id, status="failed", error=NO_LOCAL_TO_RESUME)
-                    settled.append(record.id)
-                continue  # Replicate without a token: its owner may bring one later
-            try:
-                with contextlib.suppress(StudioError):
-                    await self._resume_one(engine, record)
-                    settled.append(record.id)
-            finally:
-                await engine.aclose()
+        records = [r for r in self._library.in_flight() if self._may_resume(r, owner)]
+        gate = asyncio.Semaphore(RESUME_AT_ONCE)
+
+        async def one(record: RunRecord) -> bool:
+            async with gate:
+                return await self._resume_record(record, token)
+
+        done = await asyncio.gather(*(one(record) for record in records))
+        settled = [record.id for record, ok in zip(records, done, strict=True) if ok]
         # Runs the account holds that no record learned of (a crash mid-create, a create that
         # got no clear answer, a visitor who gave up meanwhile): filed or canceled now.
         everyone = bool(self._settings.api_token) or not self._settings.shared
@@ -95,6 +93,44 @@ class Recovery:
                 scope = None if everyone else owner
                 settled += await self.sweep_orphans(token=token, owner=scope)
         return settled
+
+    async def _resume_record(self, record: RunRecord, token: str | None) -> bool:
+        """Resume one record left in flight; whether it was settled."""
+        if self._runner.follows(record.id):
+            return False  # followed by this process already (a click, a download carried on)
+        try:
+            engine = self._engines.open(record.engine, token)
+        except StudioError:
+            if record.engine == LOCAL:
+                with contextlib.suppress(RunNotFound):
+                    self._library.update(record.id, status="failed", error=NO_LOCAL_TO_RESUME)
+                return True
+            return False  # Replicate without a token: its owner may bring one later
+        try:
+            with contextlib.suppress(StudioError):
+                await self._resume_one(engine, record)
+                return True
+            return False
+        finally:
+            await engine.aclose()
+
+    def file_later(self, token: str | None, run_id: str) -> None:
+        """A paid run whose audio is still being fetched, left by its click: fetched and filed
+        in the background (as a restart would), while its URL lives."""
+
+        async def carry_on() -> list[str]:
+            record = self._library.get(run_id)
+            if record is None or not record.in_flight:
+                return []
+            return [run_id] if await self._resume_record(record, token) else []
+
+        self._in_background(carry_on())
+
+    def _in_background(self, work: Coroutine[Any, Any, list[str]]) -> None:
+        """Run `work` as a task of the service's (held, so it is not collected)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._sweeps.add(task)
+        task.add_done_callback(self._sweeps.discard)
 
     # -- orphans ----------------------------------------------------------------------------
 
@@ -141,21 +177,31 @@ class Recovery:
         return record.id
 
     def sweep_later(self, token: str | None, record: RunRecord) -> None:
-        """After an unclear create: look for a stray run of this click once it has landed."""
+        """After an unclear create: look for a stray run of this click once it has landed,
+        and again, with a growing pause, while the account's listing cannot be read (for as
+        long as such a run could still be adopted): not only at the next restart."""
 
         async def sweep() -> list[str]:
-            await asyncio.sleep(self._orphan_check.delay)
-            try:
-                return await self.sweep_orphans(
-                    token=token, owner=record.owner, since=record.created_at
-                )
-            except StudioError as err:
-                log.warning("Looking for the run of an unclear create failed: %s", err)
-                return []
+            pause = self._orphan_check.delay
+            give_up = record.created_at + WINDOW_S
+            while True:
+                await asyncio.sleep(pause)
+                try:
+                    return await self.sweep_orphans(
+                        token=token, owner=record.owner, since=record.created_at
+                    )
+                except StudioError as err:
+                    pause = min(2 * pause, SWEEP_MAX_PAUSE_S)
+                    if time.time() + pause > give_up:
+                        log.warning("Looking for the run of an unclear create failed: %s", err)
+                        return []
+                    log.warning(
+                        "Looking for the run of an unclear create failed (%s); again in %.0f s",
+                        err,
+                        pause,
+                    )
 
-        task = asyncio.get_running_loop().create_task(sweep())
-        self._sweeps.add(task)
-        task.add_done_callback(self._sweeps.discard)
+        self._in_background(sweep())
 
     @property
     def sweeping(self) -> bool:
@@ -163,7 +209,8 @@ class Recovery:
         return bool(self._sweeps)
 
     async def settle_sweeps(self) -> list[str]:
-        """Wait for the orphan sweeps under way; the library ids they filed."""
+        """Wait for the background work under way (orphan sweeps, runs whose audio is fetched
+        on after their click left); the library ids they filed."""
         filed: list[str] = []
         while self._sweeps:
             for ids in await asyncio.gather(*list(self._sweeps)):

@@ -22,7 +22,7 @@ from services.cost import run_cost
 from services.engines.protocol import REPLICATE, Engine, EngineRun
 from services.engines.registry import Engines
 from services.errors import CreateUnclear, StudioError
-from services.events import TERMINAL_STATUSES, RunUpdate
+from services.events import DOWNLOADING, TERMINAL_STATUSES, RunUpdate
 from services.generation.policy import Policy, PreparedRun
 from services.library import Library, RunNotFound, RunRecord
 from services.musicgen import GenerationRequest
@@ -91,6 +91,7 @@ class Runner:
         engines: Engines,
         policy: Policy,
         on_unclear: Callable[[str | None, RunRecord], None],
+        on_left_downloading: Callable[[str | None, str], None],
     ):
         self._settings = settings
         self._library = library
@@ -98,6 +99,8 @@ class Runner:
         self._policy = policy
         # After a create with no clear answer: the recovery looks for its run once it landed.
         self._on_unclear = on_unclear
+        # A paid run whose click left while its audio is fetched: the recovery files it.
+        self._on_left_downloading = on_left_downloading
         # The runs this process follows: their cancel requests and their ends.
         self._signals = RunSignals()
 
@@ -159,7 +162,7 @@ class Runner:
         def stage(status: str, **kw: Any) -> RunUpdate:
             return RunUpdate(status, run_id=record.id, elapsed=time.monotonic() - started, **kw)
 
-        finished = False
+        finished = downloading = False
         try:
             with tempfile.TemporaryDirectory(dir=self.scratch_dir()) as tmp:
                 workdir = Path(tmp)
@@ -178,11 +181,15 @@ class Runner:
                 )
                 async for update in follow:
                     finished = update.finished or update.status == "lost"
+                    downloading = update.status == DOWNLOADING
                     yield update
         except (asyncio.CancelledError, GeneratorExit):
             # A cancelled task, or a consumer that closed the generator mid-run (Gradio may
-            # do either): the run must not go on unseen, costing money or a device.
-            if not finished:
+            # do either): the run must not go on unseen, costing money or a device. One that
+            # is paid for and only waits for its audio is fetched on in the background.
+            if downloading:
+                self._on_left_downloading(token, record.id)
+            elif not finished:
                 await self._stop(eng, record.id, run, watch)
             raise
         except StudioError as err:
@@ -201,6 +208,10 @@ class Runner:
                 await eng.aclose()
 
     # -- cancel ---------------------------------------------------------------------------
+
+    def follows(self, run_id: str) -> bool:
+        """Whether this process follows run `run_id` now (a click, a download carried on)."""
+        return self._signals.get(run_id) is not None
 
     def cancel(self, run_id: str, owner: str | None) -> bool:
         """Cancel `owner`'s run `run_id` now: its follower wakes at once, cancels it on its
@@ -320,7 +331,7 @@ class Runner:
                 return
             logs.extend(update.new_logs)
             ended = update.finished or update.status == "lost"
-            facts = (update.status, update.seed, update.prediction.get("started_at"))
+            facts = (update.status, update.seed, update.prediction.get("started_at"), update.error)
             # A write per log line would be a transaction per progress step: new facts are
             # written at once, the growing logs at most every PROGRESS_WRITE_S.
             now = time.monotonic()
@@ -341,6 +352,8 @@ class Runner:
         changes: dict[str, Any] = {"logs_tail": "\n".join(logs)[-LOGS_TAIL_CHARS:]}
         if not update.finished and update.status != "lost":
             changes["status"] = update.status
+        if update.status == DOWNLOADING:  # "downloading (try n)", for the page and the API
+            changes["error"] = update.error
         if update.seed is not None:
             changes["seed"] = update.seed
         started_at = update.prediction.get("started_at")
@@ -385,7 +398,7 @@ class Runner:
                 return replace(final, status="failed", error=message, audio_path=None)
             seconds = info.seconds
         fmt = source.suffix.lstrip(".").lower() or request.output_format
-        self._library.update(run_id, **timing)
+        self._library.update(run_id, error=None, **timing)  # no "downloading (try n)" left
         # Renamed into the library (the scratch folder is beside it) and synced off the event
         # loop: other visitors' runs go on meanwhile.
         stored = await asyncio.to_thread(

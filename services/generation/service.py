@@ -36,7 +36,12 @@ class GenerationService:
         self._engines = engines or Engines(settings, local)
         self.policy = Policy(settings, library, self._engines)
         self.runner = Runner(
-            settings, library, self._engines, self.policy, on_unclear=self._look_for_twin
+            settings,
+            library,
+            self._engines,
+            self.policy,
+            on_unclear=self._look_for_twin,
+            on_left_downloading=self._file_later,
         )
         self.recovery = Recovery(
             settings, library, self._engines, self.runner, orphan_check or OrphanCheck()
@@ -61,6 +66,10 @@ class GenerationService:
         self.sweep_orphans = self.recovery.sweep_orphans
         self.settle_sweeps = self.recovery.settle_sweeps
         self.import_account = self.recovery.import_account
+
+    def _file_later(self, token: str | None, run_id: str) -> None:
+        """A paid run left by its click while its audio is fetched: the recovery files it."""
+        self.recovery.file_later(token, run_id)
 
     def _look_for_twin(self, token: str | None, record: RunRecord) -> None:
         """A create got no clear answer: the recovery looks for its run once it landed."""

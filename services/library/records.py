@@ -15,13 +15,15 @@ STATUSES = (
     "pending",  # written before the prediction is created
     "starting",
     "processing",
+    # The run succeeded but its audio is not filed yet: fetched again while its URL lives.
+    "downloading",
     "succeeded",  # only once the audio is stored in the library
     "failed",
     "canceled",
     "aborted",
     "lost",  # the run's output is gone (expired or removed by Replicate) before it was stored
 )
-IN_FLIGHT_STATUSES = frozenset({"pending", "starting", "processing"})
+IN_FLIGHT_STATUSES = frozenset({"pending", "starting", "processing", "downloading"})
 # What an entry is. Runs (made by an engine, resumed after a restart): a take; a part of a long
 # piece; one take of a group of variations; the raw take a loop is cut from. Compositions (made
 # by the studio from runs, listed in the history with their runs inside): the rest.

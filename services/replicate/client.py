@@ -53,6 +53,8 @@ class ReplicateClient:
         find_pages: int = 3,
         create_check: CreateCheck | None = None,
         download_retry: RetryPolicy | None = None,
+        download_patience: RetryPolicy | None = None,
+        output_lifetime: float | None = None,
     ):
         self._own_pool = pool is None
         self.pool = pool or HttpPool(timeouts=timeouts, transport=transport)
@@ -72,7 +74,12 @@ class ReplicateClient:
             create_check=create_check,
             find_pages=find_pages,
         )
-        self.files = Files(self.api, download_retry=download_retry)
+        self.files = Files(
+            self.api,
+            download_retry=download_retry,
+            download_patience=download_patience,
+            **({} if output_lifetime is None else {"output_lifetime": output_lifetime}),
+        )
         self.webhooks = Webhooks(self.api)
         self.follow_policy = follow_policy or FollowPolicy()
 

@@ -17,7 +17,13 @@ import httpx
 
 from services.errors import ApiError, AudioError, NotFound, OutputExpired, ServerError
 from services.replicate.http import Api, json_body
-from services.replicate.retry import DOWNLOAD_RETRY, RetryPolicy, retrying, transient
+from services.replicate.retry import (
+    DOWNLOAD_PATIENCE,
+    DOWNLOAD_RETRY,
+    RetryPolicy,
+    retrying,
+    transient,
+)
 
 T = TypeVar("T")
 
@@ -25,6 +31,9 @@ T = TypeVar("T")
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 # Replicate advises data URLs only up to about this size; larger files go through /v1/files.
 DATA_URL_MAX_BYTES = 256 * 1024
+# Replicate deletes an API run's output about an hour after the run completed.
+OUTPUT_LIFETIME_S = 3600.0
+_ONE_TRY = RetryPolicy(attempts=1)
 
 # Fixed here because the platform's MIME table varies (Debian's media-types says audio/wav).
 _AUDIO_TYPES = {".wav": "audio/x-wav", ".mp3": "audio/mpeg", ".flac": "audio/flac"}
@@ -57,9 +66,20 @@ def _unchecked(path: Path) -> None:
 class Files:
     """Uploads and output downloads for one account."""
 
-    def __init__(self, api: Api, *, download_retry: RetryPolicy | None = None):
+    def __init__(
+        self,
+        api: Api,
+        *,
+        download_retry: RetryPolicy | None = None,
+        download_patience: RetryPolicy | None = None,
+        output_lifetime: float = OUTPUT_LIFETIME_S,
+    ):
         self.api = api
+        # A few quick tries at once; then, while the output lives (`output_lifetime` seconds
+        # after the run completed), one try after each of `download_patience`'s pauses.
         self.download_retry = download_retry or DOWNLOAD_RETRY
+        self.download_patience = download_patience or DOWNLOAD_PATIENCE
+        self.output_lifetime = output_lifetime
 
     async def upload(self, path: Path, content_type: str | None = None) -> str:
         """A URI the model can read `path` from: a data: URL when small, else the files API."""
@@ -96,19 +116,21 @@ class Files:
         await self.download_checked(url, Path(dest), _unchecked)
         return Path(dest)
 
-    async def download_checked(self, url: str, dest: Path, check: Callable[[Path], T]) -> T:
+    async def download_checked(
+        self, url: str, dest: Path, check: Callable[[Path], T], *, once: bool = False
+    ) -> T:
         """Fetch an output to `dest` and return `check(file)`.
 
         `check` (blocking, run in a thread) raises AudioError for a file that will not do:
         garbage, or cut short. Such a file, a broken transfer, a 5xx or a 429 are fetched
-        again under `download_retry` while the URL lives; only a good file ever replaces
-        `dest`. An expired URL (404/410) raises OutputExpired at once.
+        again under `download_retry` (`once`: not at all) while the URL lives; only a good
+        file ever replaces `dest`. An expired URL (404/410) raises OutputExpired at once.
         """
         dest = Path(dest)
         await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
         return await retrying(
             lambda: self._fetch_checked(url, dest, check),
-            self.download_retry,
+            _ONE_TRY if once else self.download_retry,
             what="download of the run's output",
             retry_on=lambda failure: transient(failure) or isinstance(failure, AudioError),
         )

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from services.errors import ConnectionFailed, StudioError
 from services.events import TERMINAL_STATUSES, Progress, RunUpdate, split_log_lines
+from services.replicate.budget import STEADY, URGENT, Lane
 from services.replicate.predictions import Prediction
 from services.replicate.retry import TRANSIENT_ERRORS
 from services.replicate.schedule import FollowPolicy, PollSchedule
@@ -54,7 +55,9 @@ def _no_reading(line: str) -> None:
 class RunSource(Protocol):
     """What the follower needs from a client."""
 
-    async def get(self, prediction_id: str) -> Prediction: ...
+    async def get(
+        self, prediction_id: str, *, lane: Lane = STEADY, due: float | None = None
+    ) -> Prediction: ...
 
     async def cancel(self, prediction_id: str) -> Prediction: ...
 
@@ -365,6 +368,7 @@ async def _poll(
     if tracker.progress is None or first_delay <= 0:
         next_at = time.monotonic() + first_delay
     failures = 0
+    lane = policy.budget_lane
     while True:
         if next_at >= deadline:
             await asyncio.sleep(max(0.0, deadline - time.monotonic()))
@@ -377,7 +381,9 @@ async def _poll(
             if news is not None:
                 prediction, sent = news, None  # pushed: when it was seen is not known
             else:
-                prediction = await source.get(tracker.prediction_id)
+                # Shared with every run under this token (services.replicate.budget): when it is
+                # tight this poll waits its turn, polls aimed at an end first.
+                prediction = await source.get(tracker.prediction_id, lane=lane, due=next_at)
         except _TRANSIENT as exc:
             failures += 1
             if failures >= policy.poll_failures:
@@ -394,6 +400,8 @@ async def _poll(
         next_at = schedule.next_poll(
             sent, time.monotonic(), tracker.status, tracker.progress, tracker.progress_step
         )
+        aimed = schedule.near_end and policy.aim
+        lane = URGENT if aimed else policy.budget_lane
 
 
 async def _time_out(

@@ -28,6 +28,7 @@ from services.errors import (
     ServerError,
     Unauthenticated,
 )
+from services.replicate.budget import STEADY, BudgetPolicy, Lane, ReadBudget
 from services.replicate.retry import NeverSent, RetryPolicy, Unanswered, retrying, server_wait
 
 T = TypeVar("T")
@@ -184,8 +185,12 @@ class HttpPool:
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 200,
         shards: int = 16,
+        budget: BudgetPolicy | None = None,
     ):
         self.timeouts = timeouts or Timeouts()
+        # Each account's reads share one budget in this process (see services.replicate.budget).
+        self.budget_policy = budget or BudgetPolicy()
+        self._budgets: dict[tuple[asyncio.AbstractEventLoop, str], ReadBudget] = {}
         self._transport = transport
         # A given transport is one pool already: sharding it would change nothing.
         self._shards = 1 if transport is not None else max(1, shards)
@@ -205,6 +210,18 @@ class HttpPool:
         if shards is None or shards[0].is_closed:
             shards = self._clients[loop] = [self._new_client() for _ in range(self._shards)]
         return shards[next(self._turn) % len(shards)]
+
+    def budget(self, account: str) -> ReadBudget:
+        """The read budget of `account` (see Api.account) on the running event loop."""
+        key = (asyncio.get_running_loop(), account)
+        found = self._budgets.get(key)
+        if found is None:
+            # Budgets that are full with nobody waiting are as good as new: forget them, so a
+            # deployment where every visitor brings a token keeps only the busy ones.
+            for other in [k for k, b in self._budgets.items() if b.idle or k[0].is_closed()]:
+                del self._budgets[other]
+            found = self._budgets[key] = ReadBudget(self.budget_policy)
+        return found
 
     def _new_client(self) -> httpx.AsyncClient:
         t = self.timeouts
@@ -264,8 +281,22 @@ class Api:
         parsed = httpx.URL(url)
         return f"{method} {parsed.path if parsed.is_relative_url else parsed.copy_with(query=None)}"
 
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """One try of one request; raises the typed error of whatever went wrong."""
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        lane: Lane | None = STEADY,
+        due: float | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """One try of one request; raises the typed error of whatever went wrong.
+
+        A request to the API (/v1/) first waits for the account's read budget, in `lane`
+        (None: not counted, as for a create), ranked by when it was `due` (monotonic).
+        """
+        if lane is not None and self._counted(url):
+            await self.pool.budget(self.account).take(lane, due)
         try:
             response = await self.pool.client().request(
                 method, self.url(url), auth=self._auth, **kwargs
@@ -284,17 +315,30 @@ class Api:
             raise error_from_response(response)
         return response
 
+    def _counted(self, url: str) -> bool:
+        """Whether Replicate counts this request against the token's reads: the API's own."""
+        joined = httpx.URL(self.base_url + "/").join(url)
+        return origin(joined) == self.origin and joined.path.startswith("/v1/")
+
     async def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """An idempotent request under the retry policy."""
         return await retrying(
             lambda: self.request(method, url, **kwargs), self.retry, what=self.describe(method, url)
         )
 
-    async def read(self, method: str, url: str, parse: Callable[[httpx.Response], T]) -> T:
+    async def read(
+        self,
+        method: str,
+        url: str,
+        parse: Callable[[httpx.Response], T],
+        *,
+        lane: Lane = STEADY,
+        due: float | None = None,
+    ) -> T:
         """A request whose answer must parse: a garbled answer is retried like a 5xx."""
 
         async def once() -> T:
-            return parse(await self.request(method, url))
+            return parse(await self.request(method, url, lane=lane, due=due))
 
         return await retrying(once, self.retry, what=self.describe(method, url))
 

@@ -26,6 +26,7 @@ from services.errors import (
     StudioError,
 )
 from services.events import TERMINAL_STATUSES
+from services.replicate.budget import STEADY, URGENT, Lane
 from services.replicate.http import Api, json_body, parse_timestamp
 from services.replicate.retry import CreateCheck, Unanswered, refused_or_never_sent, retrying
 from services.replicate.stream import ServerSentEvent, stream_events
@@ -242,8 +243,11 @@ class Predictions:
             path = f"/v1/deployments/{self.deployment}/predictions"
         else:
             path = "/v1/predictions"
+        # Not held to the read budget: creates have a limit of their own (600 a minute).
         response = await retrying(
-            lambda: self.api.request("POST", path, json=body, headers=headers, timeout=timeout),
+            lambda: self.api.request(
+                "POST", path, json=body, headers=headers, timeout=timeout, lane=None
+            ),
             self.api.retry,
             what=f"POST {path}",
             retry_on=refused_or_never_sent,
@@ -311,16 +315,19 @@ class Predictions:
         await self.cancel(pid)
         log.info("canceled run %s: its create was abandoned", pid)
 
-    async def get(self, prediction_id: str) -> Prediction:
-        """The prediction as it is now (GET /v1/predictions/{id})."""
+    async def get(
+        self, prediction_id: str, *, lane: Lane = STEADY, due: float | None = None
+    ) -> Prediction:
+        """The prediction as it is now (GET /v1/predictions/{id}); `lane` and `due` rank it in
+        the account's read budget (see services.replicate.budget)."""
         return await self.api.read(
-            "GET", f"/v1/predictions/{_quote(prediction_id)}", prediction_body
+            "GET", f"/v1/predictions/{_quote(prediction_id)}", prediction_body, lane=lane, due=due
         )
 
     async def cancel(self, prediction_id: str) -> Prediction:
         """Ask the API to cancel a run; canceling twice is harmless, so this is retried."""
         path = f"/v1/predictions/{_quote(prediction_id)}/cancel"
-        return await self.api.read("POST", path, prediction_body)
+        return await self.api.read("POST", path, prediction_body, lane=URGENT)
 
     async def list(self) -> AsyncIterator[Prediction]:
         """Every prediction of the account, newest first, page after page."""

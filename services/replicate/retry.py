@@ -9,8 +9,8 @@ Every request the studio makes to Replicate goes through `retrying` with a `Retr
   connection) or was refused with 429. Any unclear answer (5xx, a dropped connection, a timeout,
   a malformed body) goes to the client's create check instead, which retries only once the
   account's listing has shown, over `CreateCheck.listings` looks, that nothing was created;
-- an output download is fetched again while its URL lives (`DOWNLOAD_RETRY`); an expired URL
-  is final.
+- an output download is fetched again a few times at once (`DOWNLOAD_RETRY`), then, while its
+  URL lives, again and again with a longer backoff (`DOWNLOAD_PATIENCE`); an expired URL is final.
 The run follower's own patience (polls in a row that failed after these retries, stream
 reconnects) is about a run that may last 30 minutes, and is set in `FollowPolicy`.
 """
@@ -51,6 +51,9 @@ class RetryPolicy:
 
 # Downloads: a bad or cut-off file is fetched again a few times, a little more patiently.
 DOWNLOAD_RETRY = RetryPolicy(attempts=4, base_delay=1.0, max_delay=8.0)
+# Then, while the output's URL lives (about an hour), one try after each of these pauses: a paid
+# take is never given up while it can still be had. (`attempts` is unused: the URL's life counts.)
+DOWNLOAD_PATIENCE = RetryPolicy(attempts=1, base_delay=5.0, max_delay=120.0)
 
 
 @dataclass(frozen=True)

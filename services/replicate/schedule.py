@@ -72,6 +72,10 @@ class FollowPolicy:
     stream_attempts: int = 5  # stream (re)connections in a row without an event, then polling
     stream_backoff: float = 0.5
     poll_failures: int = 5  # failed polls in a row (each already retried) before giving up
+    # The lane of this follow's polls in the token's read budget (services.replicate.budget):
+    # 1 (steady; polls aimed at the end go first), 2 for the sparse polls kept as a webhook's
+    # fallback (held to the fallback's share of the budget).
+    budget_lane: int = 1
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,9 @@ class PollSchedule:
         self._tail = policy.end_interval
         self._polls = 0  # polls answered so far (looks whose time is known)
         self.fit: Fit | None = None  # the newest fit, for tests and logs
+        # The next poll is aimed at the run's end (or follows it as it encodes): it goes before
+        # other polls when the token's read budget is tight.
+        self.near_end = False
 
     def next_poll(
         self,
@@ -216,6 +223,7 @@ class PollSchedule:
             self._rtts.append(max(0.0, answered - sent))
             self._polls += 1
         self._brackets.append(Bracket(sent, answered, progress.done if progress else None))
+        self.near_end = False
         if progress is None:
             cap = p.starting_max if status == "starting" else p.loading_max
             delay, self._idle = self._idle, min(cap, self._idle * p.idle_growth)
@@ -223,6 +231,7 @@ class PollSchedule:
         if progress.done >= progress.total:
             # The tokens are done: the model now encodes and uploads; look often, briefly.
             delay, self._tail = self._tail, min(p.end_max, self._tail * p.end_growth)
+            self.near_end = True
             return now + delay
         return self._aim(sent if sent is not None else now, now, progress, step)
 
@@ -260,6 +269,7 @@ class PollSchedule:
         horizon = end_lo if end_hi - end_lo <= left / 2 else now + left / 2
         horizon = min(t_max, max(t_min, horizon))
         if aim <= t_max:
+            self.near_end = True
             # The end is within this cadence: while the budget allows, the soonest poll that
             # halves a coming reading's interval, each one narrowing the end; ...
             if self._allowance(now, short=True) >= 1:

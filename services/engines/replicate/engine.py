@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -22,6 +23,7 @@ from services.engines.protocol import REPLICATE, EngineRun
 from services.engines.replicate.webhooks import WebhookRegistry
 from services.errors import FieldError, OutputExpired, StudioError
 from services.events import (
+    DOWNLOADING,
     RunUpdate,
     output_url,
     parse_seed,
@@ -34,6 +36,7 @@ from services.musicgen import DEFAULT_MODEL, MODEL_VERSIONS, GenerationRequest
 from services.orphans import OrphanCheck, Stray, find_strays, sent_input
 from services.replicate import ReplicateClient
 from services.replicate.follow import Nudges
+from services.replicate.http import parse_timestamp
 from services.replicate.predictions import PRESENT, Prediction, same_input
 from services.replicate.webhooks import WebhookSecret
 from services.validation import replicate_model_errors
@@ -186,21 +189,63 @@ class ReplicateEngine(ReplicateModel):
             yield final
             return
         request = state.request
+        async for step in self._deliver(final, request, workdir):
+            yield step
+
+    async def _deliver(
+        self, final: RunUpdate, request: GenerationRequest, workdir: Path
+    ) -> AsyncIterator[RunUpdate]:
+        """The succeeded run with its audio fetched and checked: a few quick tries, then, while
+        its URL lives, one try after each of a growing pause, each announced as a
+        "downloading" update (try n); lost only once the URL has expired."""
+        files = self._client.files
+        deadline = output_deadline(final.prediction, files.output_lifetime)
+        tries = files.download_retry.attempts
         try:
             audio, info = await self._download(final.prediction, request, workdir)
         except OutputExpired as err:
             yield replace(final, status="lost", error=f"{err} {LOST_MESSAGE}")
             return
         except StudioError as err:
-            message = f"The run succeeded but its audio could not be used: {err}"
-            yield replace(final, status="failed", error=message)
-            return
-        yield replace(final, audio_path=str(audio), audio_seconds=info.seconds)
+            failure: StudioError = err
+            pause = 0
+            while True:
+                left = deadline - time.time()
+                if left <= 0:
+                    message = f"It could not be downloaded while it lasted ({failure})."
+                    yield replace(final, status="lost", error=f"{message} {LOST_MESSAGE}")
+                    return
+                pause += 1
+                tries += 1
+                log.warning(
+                    "run %s: audio not fetched yet (%s); try %d",
+                    final.prediction_id,
+                    failure,
+                    tries,
+                )
+                yield replace(final, status=DOWNLOADING, error=downloading_note(tries, failure))
+                await asyncio.sleep(min(files.download_patience.backoff(pause), left))
+                try:
+                    audio, info = await self._download(
+                        final.prediction, request, workdir, once=True
+                    )
+                    break
+                except OutputExpired as expired:
+                    yield replace(final, status="lost", error=f"{expired} {LOST_MESSAGE}")
+                    return
+                except StudioError as again:
+                    failure = again
+        yield replace(final, audio_path=str(audio), audio_seconds=info.seconds, error=None)
 
     async def _download(
-        self, prediction: Mapping[str, Any], request: GenerationRequest, workdir: Path
+        self,
+        prediction: Mapping[str, Any],
+        request: GenerationRequest,
+        workdir: Path,
+        *,
+        once: bool = False,
     ) -> tuple[Path, AudioInfo]:
-        """The output, fetched and checked (again while its URL lives; see download_checked)."""
+        """The output, fetched and checked (quick tries unless `once`; see download_checked)."""
         url = output_url(prediction)
         if url is None:
             raise OutputExpired(EXPIRED_MESSAGE)
@@ -208,7 +253,7 @@ class ReplicateEngine(ReplicateModel):
         dest = workdir / f"out.{fmt}"
         expected = float(request.duration)
         info = await self._client.files.download_checked(
-            url, dest, lambda path: check_output(path, expected)
+            url, dest, lambda path: check_output(path, expected), once=once
         )
         return dest, info
 
@@ -257,6 +302,21 @@ class ReplicateEngine(ReplicateModel):
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def output_deadline(prediction: Mapping[str, Any], lifetime: float) -> float:
+    """When (epoch) the run's output URL expires: `lifetime` after it completed (after now,
+    when the prediction does not say)."""
+    completed = parse_timestamp(prediction.get("completed_at"))
+    return (completed.timestamp() if completed else time.time()) + lifetime
+
+
+def downloading_note(tries: int, failure: StudioError) -> str:
+    """What the page and the API show while a paid run's audio is being fetched again."""
+    return (
+        f"Downloading (try {tries}): the run succeeded and is paid for, but its audio could not "
+        f"be fetched yet ({failure}). Trying again while Replicate keeps it (about an hour)."
+    )
 
 
 def _seed_from_logs(prediction: Mapping[str, Any]) -> int | None:

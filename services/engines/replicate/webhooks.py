@@ -19,11 +19,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, cast
 
+from services.replicate.budget import FALLBACK
 from services.replicate.client import ReplicateClient
 from services.replicate.follow import FollowPolicy, Nudges
 from services.replicate.predictions import Prediction
@@ -40,6 +42,47 @@ WEBHOOK_PATH = "/webhooks/replicate"
 WEBHOOK_EVENTS = ("logs", "completed")
 DEFAULT_FALLBACK_POLL = 5.0  # seconds between polls while webhooks bring the news
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a prediction with its logs is far smaller
+MAX_ID_CHARS = 128  # Replicate's ids have 26 characters
+NOT_A_PREDICTION = "The body is not a prediction."
+
+
+@dataclass
+class RefusalLog:
+    """Refused webhooks, logged sparingly: a flood of them must not flood the log.
+
+    In each `window` seconds the first `burst` refusals are logged one by one, then only the
+    10th, 100th, 1000th ... of the window, each line saying how many were refused and not
+    logged; the first line of the next window says how many the last one left unlogged.
+    """
+
+    burst: int = 5
+    window: float = 600.0
+    clock: Callable[[], float] = time.monotonic
+    _since: float | None = None
+    _count: int = 0
+    _unlogged: int = 0
+
+    def refused(self, status: int, reason: str) -> None:
+        now = self.clock()
+        carried = 0
+        if self._since is None or now - self._since >= self.window:
+            carried, self._since, self._count, self._unlogged = self._unlogged, now, 0, 0
+        self._count += 1
+        n = self._count
+        if n > self.burst and not _power_of_ten(n):
+            self._unlogged += 1
+            return
+        note = ""
+        if self._unlogged or carried:
+            note = f" ({n} refused in this stretch; {self._unlogged + carried} not logged)"
+        log.warning("refused a webhook (%d): %s%s", status, reason, note)
+        self._unlogged = 0
+
+
+def _power_of_ten(n: int) -> bool:
+    while n >= 10 and n % 10 == 0:
+        n //= 10
+    return n == 1
 
 
 @dataclass(frozen=True)
@@ -93,6 +136,7 @@ class WebhookRegistry:
         # answered 200 with no effect, so Replicate stops retrying them.
         self._ended: OrderedDict[str, _Watch] = OrderedDict()
         self._remember_ended = remember_ended
+        self.refusals = RefusalLog()
 
     @property
     def armed(self) -> bool:
@@ -126,6 +170,8 @@ class WebhookRegistry:
             # Knobs of newer schedules, where present: no poll aimed at the end, no quick ones.
             "end_max": every,
             "aim": False,
+            # ... and held to the fallback's share of the token's read budget.
+            "budget_lane": FALLBACK,
         }
         known = {f.name for f in fields(policy)}
         return replace(policy, **{name: v for name, v in sparse.items() if name in known})
@@ -156,28 +202,45 @@ class WebhookRegistry:
         stale timestamp: 401; either way nothing changes. A genuine one: 200.
         """
         if len(body) > MAX_BODY_BYTES:
-            return Verdict(413, "Too large.")
-        try:
-            prediction = json.loads(body)
-        except ValueError:
-            return Verdict(400, "The body is not JSON.")
-        pid = prediction.get("id") if isinstance(prediction, dict) else None
-        if not isinstance(pid, str) or not pid:
-            return Verdict(400, "The body is not a prediction.")
+            return self._refuse(Verdict(413, "Too large."))
+        prediction = _prediction(body)
+        if isinstance(prediction, Verdict):
+            return self._refuse(prediction)
+        pid = prediction["id"]
         watch = self._watches.get(pid)
         ended = watch is None
         if watch is None:
             watch = self._ended.get(pid)
         if watch is None:
-            return Verdict(404, "No run here waits for this prediction.")
+            return self._refuse(Verdict(404, "No run here waits for this prediction."))
         try:
             msg_id = watch.secret.verify(headers, body, tolerance=self.tolerance)
         except WebhookRejected as exc:
-            log.warning("refused a webhook for run %s: %s", pid, exc)
-            return Verdict(401, str(exc))
+            return self._refuse(Verdict(401, str(exc)), f"run {pid}")
         if ended or msg_id in watch.seen:
             return Verdict(200, "Already known.")
         watch.seen.add(msg_id)
         with contextlib.suppress(RuntimeError):  # the follower's loop has closed: nothing to do
-            watch.loop.call_soon_threadsafe(watch.nudges.push, cast(Prediction, prediction))
+            watch.loop.call_soon_threadsafe(watch.nudges.push, prediction)
         return Verdict(200, "Received.")
+
+    def _refuse(self, verdict: Verdict, about: str = "") -> Verdict:
+        self.refusals.refused(
+            verdict.status, f"{about}: {verdict.detail}" if about else verdict.detail
+        )
+        return verdict
+
+
+def _prediction(body: bytes) -> Prediction | Verdict:
+    """The body as a prediction (a JSON object with a string `id`), or the 400
+    that refuses it: not JSON, nested too deep to parse, a list, a string, no id."""
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return Verdict(400, "The body is not JSON (or is nested too deeply).")
+    if not isinstance(parsed, dict):
+        return Verdict(400, NOT_A_PREDICTION)
+    pid = parsed.get("id")
+    if not isinstance(pid, str) or not pid or len(pid) > MAX_ID_CHARS:
+        return Verdict(400, NOT_A_PREDICTION)
+    return cast(Prediction, parsed)
