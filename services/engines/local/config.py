@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.engines.local.precision import parse_precision
+from services.engines.local.zerogpu import zero_gpu_enabled
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class LocalConfig:
     preview_seconds: float = 1.0
     precision: str = "auto"
     max_models: int | None = None
+    zero_gpu: bool = False  # on a ZeroGPU Space: generation runs inside spaces.GPU
 
     def models_on(self, device: str) -> int:
         """How many checkpoints may stay loaded on `device`."""
@@ -63,6 +65,7 @@ class LocalConfig:
             device=device if device in DEVICES else None,
             precision=parse_precision(env.get("MUSICGEN_LOCAL_PRECISION", "")),
             max_models=_positive(env, "MUSICGEN_LOCAL_MAX_MODELS"),
+            zero_gpu=zero_gpu_enabled(env),
         )
 
 

@@ -32,6 +32,7 @@ from services.engines.local.config import LocalConfig
 from services.engines.local.loader import MELODY_TYPE, LoadedModel, load
 from services.engines.local.models import LoadStatus, ModelCache
 from services.engines.local.synth import Canceled, Hooks, synthesize
+from services.engines.local.zerogpu import GpuCalls, synthesize_on_gpu
 from services.engines.protocol import LOCAL, Engine, EngineRun
 from services.errors import FieldError, StudioError
 from services.events import Progress, RunUpdate
@@ -99,6 +100,7 @@ class LocalEngine:
         self._closed = False
         self._models = ModelCache(self._load, lambda: self.config.models_on(self._device_name()))
         self._device: Device | None = None
+        self._gpu = GpuCalls(self.config.zero_gpu)
 
     # -- what the page and the service know beforehand ---------------------------------------
 
@@ -356,14 +358,18 @@ class LocalEngine:
                 job.loading = False
             if job.canceled.is_set():
                 raise Canceled
-            result = synthesize(
-                loaded,
-                job.request,
-                seed=job.seed,
-                workdir=job.workdir,
-                hooks=hooks,
-                preview_seconds=self.config.preview_seconds,
-            )
+            if self._gpu.enabled:  # ZeroGPU: no callbacks cross into its worker
+                args = (loaded, job.request, job.seed, job.workdir, 0.0)
+                result = self._gpu.run(synthesize_on_gpu, [job.request], *args)
+            else:
+                result = synthesize(
+                    loaded,
+                    job.request,
+                    seed=job.seed,
+                    workdir=job.workdir,
+                    hooks=hooks,
+                    preview_seconds=self.config.preview_seconds,
+                )
             fmt = job.request.output_format
             path = write_audio(
                 result.samples,
