@@ -21,7 +21,9 @@ from services.engines.local.checkpoints import Device
 from services.engines.local.loader import LoadedModel, load
 from services.engines.local.models import ModelCache
 from services.engines.local.precision import resolve_precision
+from services.engines.registry import Engines
 from services.musicgen import GenerationRequest
+from services.settings import Settings
 from tests.support.tiny_musicgen import TinyCheckpoints
 
 
@@ -67,11 +69,14 @@ async def test_a_run_during_the_start_up_load_waits_for_it_and_says_so(
         return real_load(checkpoint, say)
 
     engine._models = ModelCache(slow_load, lambda: 1)
+    engines = Engines(Settings.from_env({"MUSICGEN_DATA_DIR": str(tmp_path)}), engine)
+    assert engines.load_line() == ("", False)  # nothing loads until the app starts
     try:
-        warm = engine.warm_up()
+        engines.warm_up()  # as the app's start does
         assert started.wait(30)
-        status = engine.load_status()
-        assert status and status.state == "loading" and "1 / 2 MB" in status.message
+        line, loading = engines.load_line()  # what the page shows
+        assert loading and line.startswith(f"Loading the model {tiny_musicgen.text}")
+        assert "1 / 2 MB" in line
         req = GenerationRequest(prompt="calm piano", duration=1, model_version="", seed=3)
         run = await engine.start(req, workdir=tmp_path)
         logs: list[str] = []
@@ -80,7 +85,7 @@ async def test_a_run_during_the_start_up_load_waits_for_it_and_says_so(
             if any("Waiting for the model" in line for line in logs):
                 release.set()
             final = update
-        warm.join(30)
+        engine.preload()  # returns once the start-up load is done
     finally:
         release.set()
         engine.shutdown()
@@ -88,8 +93,8 @@ async def test_a_run_during_the_start_up_load_waits_for_it_and_says_so(
     waiting = [line for line in logs if line.startswith("Waiting for the model")]
     assert waiting == [f"Waiting for the model {tiny_musicgen.text} to finish loading..."]
     assert f"Model {tiny_musicgen.text} loaded successfully." in logs
-    status = engine.load_status()
-    assert status and status.state == "ready"
+    line, loading = engines.load_line()
+    assert not loading and line.endswith("is loaded: runs start at once.")
 
 
 def test_precision_auto_is_int8_on_cpu_and_fp32_is_one_setting_away(
