@@ -52,6 +52,8 @@ def startup(
             if settled:
                 log.info("Resumed %d run(s) left in flight by an earlier start", len(settled))
 
+        # The local default checkpoint loads now, so that the first click sounds at once.
+        service.engines.warm_up()
         task = asyncio.create_task(resume())
         try:
             yield

@@ -1,39 +1,73 @@
-"""The local engine against transformers' own `generate`, on musicgen-small's architecture.
+"""The local engine against plain `transformers`, on musicgen-small's architecture.
 
-    python -m bench.local_engine                 # 5 s takes, 3 repetitions each
-    python -m bench.local_engine --seconds 2 --reps 1
-    python -m bench.local_engine --memory        # plus each path's peak memory, alone
+    python -m bench.local_engine                  # 2 s takes, 2 repetitions, every table row
+    python -m bench.local_engine --reps 1 --skip-memory
 
 Builds a random-weight checkpoint with musicgen-small's dimensions (decoder 24 layers, hidden
-1024, 16 heads, 4 codebooks of 2048; T5-base; the 32 kHz EnCodec) in a temporary folder.
-"transformers generate" calls `generate` on the loaded model with the same prompt, sampling
-settings and number of tokens the engine uses; the LocalEngine rows run the same request through
-the engine (queue, worker thread, per-step progress, streamed previews, normalization, wav
-file). All three share one process and one warm model and alternate take by take (a busy
-machine's load drifts over minutes). `--memory` adds each path's peak RSS, each in a process of
-its own. Random weights make noise, but every step costs what it costs with the real weights.
+1024, 16 heads, 4 codebooks of 2048; T5-base; the 32 kHz EnCodec) in a temporary folder, and
+prints one table, each measure beside its target (issue 16):
+
+- one take: "plain generate" is transformers' own fp32 `generate` on the same checkpoint with
+  the same prompt, sampling settings and number of steps; "ours" is the same request through
+  LocalEngine at its default precision (queue, worker thread, per-step progress, normalization,
+  wav file; previews off, as /generate). Both in one process, alternating take by take, so a
+  shared machine's drifting load hits both alike.
+- peak RSS per precision: each in a process of its own (load as the engine does, then 20
+  guided decoding steps).
+- quality guard: int8 against fp32 on the same inputs, teacher-forced over 200 decoding steps
+  (random codes): top-1 agreement of the next-token distributions and their mean KL.
+
+`rows(folder)` returns the table's rows; modules listed in EXTRA_ROWS (bench.local_batching,
+added by the batching work) contribute rows of their own through the same function.
+Random weights make noise, but every step costs what it costs with the real weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 PROMPT = "lofi beat with mellow piano"
 SEED = 1234
+QUALITY_STEPS = 200
+MEMORY_STEPS = 20
+PRECISIONS = ("fp32", "int8", "bf16", "fp16")
+# Modules with a `rows(folder: Path, seconds: int, reps: int) -> list[Row]` of their own.
+EXTRA_ROWS = ("bench.local_batching",)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: what is measured, the figure, and its target."""
+
+    measure: str
+    result: str
+    target: str = ""
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+def _rss_mb() -> float:
+    """The resident memory now (Linux): what a loaded model keeps, past the load's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _request(seconds: int) -> Any:
@@ -44,185 +78,199 @@ def _request(seconds: int) -> Any:
     )
 
 
-def run_direct(folder: str, seconds: int, reps: int) -> dict[str, Any]:
-    """transformers alone: tokenize, generate the same number of steps, nothing else."""
+def _engine(folder: str, precision: str) -> Any:
+    from services.engines.local import LocalConfig, LocalEngine
+
+    return LocalEngine(
+        LocalConfig(default_model=folder, device="cpu", preview_seconds=0, precision=precision)
+    )
+
+
+async def _engine_take(engine: Any, seconds: int, workdir: Path) -> float:
+    """One take through the engine, as the service drives it; its predict time."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    run = await engine.start(_request(seconds), workdir=workdir)
+    final = None
+    async for update in engine.follow(run, started=started, workdir=workdir):
+        final = update
+    assert final is not None and final.status == "succeeded", final
+    return float(final.predict_time)
+
+
+def single_take(folder: str, seconds: int, reps: int) -> dict[str, list[float]]:
+    """Plain fp32 `generate` and the engine (default precision), alternating take by take."""
     import torch
     from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
     from services.engines.local.synth import sampling_kwargs
 
-    model = MusicgenForConditionalGeneration.from_pretrained(folder).eval()
+    plain = MusicgenForConditionalGeneration.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     kwargs = sampling_kwargs(_request(seconds))
-    codebooks = model.config.decoder.num_codebooks
-    frame_rate = model.config.audio_encoder.frame_rate
+    steps = round(seconds * plain.config.audio_encoder.frame_rate)
+    steps += plain.config.decoder.num_codebooks - 1
+    engine = _engine(folder, "auto")
+    engine.preload()
 
-    def take(secs: float) -> float:
+    def direct(n: int) -> float:
         inputs = tokenizer([PROMPT], padding=True, return_tensors="pt")
         torch.manual_seed(SEED)
         started = time.perf_counter()
-        model.generate(**inputs, **kwargs, max_new_tokens=round(secs * frame_rate) + codebooks - 1)
+        with torch.inference_mode():
+            plain.generate(**inputs, **kwargs, max_new_tokens=n)
         return time.perf_counter() - started
 
-    take(0.5)  # warm-up
-    times = [take(seconds) for _ in range(reps)]
-    return {"times": times, "peak_rss_mb": _peak_rss_mb()}
-
-
-def run_engine(folder: str, seconds: int, reps: int, preview_seconds: float) -> dict[str, Any]:
-    """The same take through LocalEngine, as the generation service drives it."""
-    from services.engines.local import LocalConfig, LocalEngine
-
-    engine = LocalEngine(
-        LocalConfig(default_model=folder, device="cpu", preview_seconds=preview_seconds)
-    )
-    engine.preload()
-
-    async def take(secs: int, workdir: Path) -> tuple[float, float, float]:
-        started = time.monotonic()
-        run = await engine.start(_request(secs), workdir=workdir)
-        first_preview = float("nan")
-        final = None
-        async for update in engine.follow(run, started=started, workdir=workdir):
-            if update.preview_path and first_preview != first_preview:
-                first_preview = time.monotonic() - started
-            final = update
-        assert final is not None and final.status == "succeeded", final
-        assert final.predict_time is not None
-        return final.predict_time, time.monotonic() - started, first_preview
-
-    async def main() -> dict[str, Any]:
-        with tempfile.TemporaryDirectory() as tmp:
-            await take(1, Path(tmp))  # warm-up
-            results = [await take(seconds, Path(tmp)) for _ in range(reps)]
-        return {
-            "times": [r[0] for r in results],
-            "walls": [r[1] for r in results],
-            "first_preview": [r[2] for r in results],
-        }
-
-    try:
-        out = asyncio.run(main())
-    finally:
-        engine.shutdown()
-    out["peak_rss_mb"] = _peak_rss_mb()
-    return out
-
-
-def run_interleaved(folder: str, seconds: int, reps: int) -> dict[str, Any]:
-    """All three paths in one process on one loaded model, alternating take by take.
-
-    A shared machine's load drifts over minutes; alternating puts every path under the same
-    drift, so their ratio holds even when the absolute times don't.
-    """
-    import dataclasses
-
-    import torch
-
-    from services.engines.local import LocalConfig, LocalEngine
-    from services.engines.local.synth import sampling_kwargs
-
-    engine = LocalEngine(LocalConfig(default_model=folder, device="cpu"))
-    loaded = engine.preload()
-    kwargs = sampling_kwargs(_request(seconds))
-    steps = round(seconds * loaded.frame_rate) + loaded.channel_codebooks - 1
-
-    def direct() -> tuple[float, float, float]:
-        inputs = loaded.tokenizer([PROMPT], padding=True, return_tensors="pt")
-        torch.manual_seed(SEED)
-        started = time.perf_counter()
-        loaded.model.generate(**inputs, **kwargs, max_new_tokens=steps)
-        spent = time.perf_counter() - started
-        return spent, spent, float("nan")
-
-    async def through_engine(preview: float, workdir: Path) -> tuple[float, float, float]:
-        engine.config = dataclasses.replace(engine.config, preview_seconds=preview)
-        started = time.monotonic()
-        run = await engine.start(_request(seconds), workdir=workdir)
-        first_preview = float("nan")
-        final = None
-        async for update in engine.follow(run, started=started, workdir=workdir):
-            if update.preview_path and first_preview != first_preview:
-                first_preview = time.monotonic() - started
-            final = update
-        assert final is not None and final.status == "succeeded", final
-        assert final.predict_time is not None
-        return final.predict_time, time.monotonic() - started, first_preview
-
-    names = (
-        "transformers generate",
-        "LocalEngine, previews every 1 s",
-        "LocalEngine, previews off",
-    )
-    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
+    times: dict[str, list[float]] = {"plain": [], "ours": []}
 
     async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            direct()  # warm-up, both paths
-            await through_engine(1.0, Path(tmp))
+            direct(8)  # warm-up, both paths
+            await _engine_take(engine, 1, Path(tmp) / "warm")
             for rep in range(reps):
-                order = names if rep % 2 == 0 else tuple(reversed(names))
+                order = ("plain", "ours") if rep % 2 == 0 else ("ours", "plain")
                 for name in order:
-                    if name == names[0]:
-                        results[name].append(direct())
+                    if name == "plain":
+                        times[name].append(direct(steps))
                     else:
-                        preview = 1.0 if name == names[1] else 0.0
-                        results[name].append(await through_engine(preview, Path(tmp)))
-                    print(f"  {name}: {results[name][-1][0]:.1f} s", file=sys.stderr)
+                        workdir = Path(tmp) / f"take{rep}"
+                        times[name].append(await _engine_take(engine, seconds, workdir))
+                    print(f"  {name}: {times[name][-1]:.1f} s", file=sys.stderr)
 
     try:
         asyncio.run(main())
     finally:
         engine.shutdown()
-    return {
-        name: {
-            "times": [r[0] for r in rows],
-            "walls": [r[1] for r in rows] if name != names[0] else None,
-            "first_preview": [r[2] for r in rows] if name == names[1] else None,
-        }
-        for name, rows in results.items()
-    }
+    return times
 
 
-def _child(args: argparse.Namespace) -> None:
-    if args.side == "interleaved":
-        result = run_interleaved(args.checkpoint, args.seconds, args.reps)
-    elif args.side == "direct":
-        result = run_direct(args.checkpoint, args.seconds, args.reps)
-    else:
-        result = run_engine(args.checkpoint, args.seconds, args.reps, args.preview)
-    print(json.dumps(result))
+def memory(folder: str, precision: str) -> dict[str, float]:
+    """Peak RSS of a process that loads the checkpoint at `precision` as the engine does and
+    runs MEMORY_STEPS guided decoding steps (weights, KV cache and activations)."""
+    import torch
+
+    from services.engines.local.checkpoints import Device
+    from services.engines.local.loader import load
+    from services.engines.local.synth import sampling_kwargs
+
+    quiet: Callable[[str], None] = lambda line: None  # noqa: E731
+    loaded = load(folder, Device("cpu", precision), quiet)  # type: ignore[arg-type]
+    loaded_mb = _rss_mb()
+    inputs = loaded.tokenizer([PROMPT], return_tensors="pt")
+    torch.manual_seed(SEED)
+    with torch.inference_mode():
+        loaded.model.generate(**inputs, **sampling_kwargs(_request(1)), max_new_tokens=MEMORY_STEPS)
+    return {"peak_rss_mb": _peak_rss_mb(), "loaded_rss_mb": loaded_mb, "after_mb": _rss_mb()}
 
 
-def _spawn(side: str, folder: Path, seconds: int, reps: int, preview: float) -> dict[str, Any]:
-    cmd = [
-        sys.executable, "-m", "bench.local_engine", "--side", side, "--checkpoint", str(folder),
-        "--seconds", str(seconds), "--reps", str(reps), "--preview", str(preview),
-    ]  # fmt: skip
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+def quality(folder: str) -> dict[str, float]:
+    """int8 against fp32: next-token distributions over the same 200 steps of codes."""
+    import torch
+
+    from services.engines.local.checkpoints import Device
+    from services.engines.local.loader import load
+
+    quiet: Callable[[str], None] = lambda line: None  # noqa: E731
+    fp32 = load(folder, Device("cpu", "fp32"), quiet)
+    int8 = load(folder, Device("cpu", "int8"), quiet)
+    vocab = int(fp32.model.config.decoder.vocab_size)
+    generator = torch.Generator().manual_seed(SEED)
+    codes = torch.randint(0, vocab, (fp32.num_codebooks, QUALITY_STEPS), generator=generator)
+    text = fp32.tokenizer([PROMPT], return_tensors="pt")
+    with torch.inference_mode():
+        p = fp32.model(**text, decoder_input_ids=codes).logits.float().log_softmax(-1)
+        q = int8.model(**text, decoder_input_ids=codes).logits.float().log_softmax(-1)
+    agree = (p.argmax(-1) == q.argmax(-1)).float().mean().item()
+    kl = (p.exp() * (p - q)).sum(-1).mean().item()
+    return {"top1_agreement": agree, "mean_kl": kl}
+
+
+def rows(folder: Path, seconds: int = 2, reps: int = 2, *, skip_memory: bool = False) -> list[Row]:
+    """Every row of this module's part of the table (each measure in its own process)."""
+    out: list[Row] = []
+    times = _spawn("take", folder, seconds=seconds, reps=reps)
+    plain, ours = statistics.median(times["plain"]), statistics.median(times["ours"])
+    out.append(
+        Row(
+            f"one {seconds} s take: plain generate (fp32) / ours (auto: int8)",
+            f"{plain:.1f} s / {ours:.1f} s = **{plain / ours:.2f}x** faster "
+            f"(median of {reps}; each: {_list(times['plain'])} / {_list(times['ours'])})",
+            ">= 1.6x faster (aim 2.5x)",
+        )
+    )
+    if not skip_memory:
+        out += memory_rows(folder)
+    guard = _spawn("quality", folder)
+    out.append(
+        Row(
+            f"quality guard, int8 vs fp32, {QUALITY_STEPS} steps: top-1 agreement / mean KL",
+            f"{guard['top1_agreement']:.1%} / {guard['mean_kl']:.4f} nats",
+            "reported",
+        )
+    )
+    return out
+
+
+def memory_rows(folder: Path) -> list[Row]:
+    """Peak RSS per precision (the load's transient included), and what stays resident."""
+    out = []
+    for precision in PRECISIONS:
+        rss = _spawn("memory", folder, precision=precision)
+        label = f"peak RSS, {precision} (load + {MEMORY_STEPS} steps)"
+        kept = f"resident after the load {rss['loaded_rss_mb']:,.0f} MB"
+        kept += f", after the steps {rss['after_mb']:,.0f} MB"
+        out.append(Row(label, f"{rss['peak_rss_mb']:,.0f} MB ({kept})", "reported"))
+    return out
+
+
+def _list(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
+
+
+def _extra_rows(folder: Path, seconds: int, reps: int) -> list[Row]:
+    """Rows from the other benchmark modules that exist in this checkout."""
+    found: list[Row] = []
+    for name in EXTRA_ROWS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+        found.extend(module.rows(folder, seconds, reps))
+    return found
+
+
+def _spawn(side: str, folder: Path, **options: Any) -> dict[str, Any]:
+    """Run one measure in a fresh process (its own peak memory, no state from the others)."""
+    cmd = [sys.executable, "-m", "bench.local_engine", "--side", side, "--checkpoint", str(folder)]
+    cmd += ["--options", json.dumps(options)]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ))
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
+def _child(side: str, folder: str, options: dict[str, Any]) -> None:
+    if side == "take":
+        result: Any = single_take(folder, options["seconds"], options["reps"])
+    elif side == "memory":
+        result = memory(folder, options["precision"])
+    else:
+        result = quality(folder)
+    print(json.dumps(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--checkpoint", help="use this folder instead of building one")
-    parser.add_argument(
-        "--memory",
-        action="store_true",
-        help="also run each path in a process of its own, for its peak memory (slower)",
-    )
-    parser.add_argument(
-        "--side", choices=["direct", "engine", "interleaved"], help=argparse.SUPPRESS
-    )
-    parser.add_argument("--preview", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--skip-memory", action="store_true", help="no peak-RSS rows")
+    parser.add_argument("--side", choices=["take", "memory", "quality"], help=argparse.SUPPRESS)
+    parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        _child(args)
+        _child(args.side, args.checkpoint, json.loads(args.options))
         return
-
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.checkpoint) if args.checkpoint else Path(tmp) / "musicgen-small-random"
         if not args.checkpoint:
@@ -230,40 +278,16 @@ def main() -> None:
             from tests.support.tiny_musicgen import build_checkpoint
 
             build_checkpoint(folder, "text", size="small")
-        print("Running the three paths, alternating...", file=sys.stderr)
-        rows = _spawn("interleaved", folder, args.seconds, args.reps, 0.0)
-        if args.memory:
-            for name, side, preview in (
-                ("transformers generate", "direct", 0.0),
-                ("LocalEngine, previews every 1 s", "engine", 1.0),
-                ("LocalEngine, previews off", "engine", 0.0),
-            ):
-                print(f"Peak memory of {name}...", file=sys.stderr)
-                alone = _spawn(side, folder, 1, 1, preview)
-                rows[name]["peak_rss_mb"] = alone["peak_rss_mb"]
-    _print_table(rows, args.seconds, args.reps)
-
-
-def _print_table(rows: dict[str, dict[str, Any]], seconds: int, reps: int) -> None:
-    base = statistics.median(rows["transformers generate"]["times"])
-    print(f"\n{seconds} s takes, median of {reps}, warm model, CPU\n")
-    print(
-        "| path | RTF (s per s of audio) | vs generate | click to file (RTF) | first preview "
-        "| peak RSS |"
-    )
-    print("|---|---|---|---|---|---|")
-    for name, row in rows.items():
-        t = statistics.median(row["times"])
-        first = row.get("first_preview")
-        shown = (
-            f"{statistics.median(first):.2f} s" if first and all(f == f for f in first) else "n/a"
-        )
-        walls = row.get("walls")
-        wall = f"{statistics.median(walls) / seconds:.2f}" if walls else "n/a"
-        rss = row.get("peak_rss_mb")
-        memory = f"{rss:,.0f} MB" if rss else "n/a (--memory)"
-        print(f"| {name} | {t / seconds:.2f} | {t / base:.3f} | {wall} | {shown} | {memory} |")
-    print("\nraw:", json.dumps(rows))
+        table = rows(folder, args.seconds, args.reps, skip_memory=args.skip_memory)
+        table += _extra_rows(folder, args.seconds, args.reps)
+    load_after = os.getloadavg()
+    what = args.checkpoint or "musicgen-small's architecture, random weights"
+    print(f"\n{what}, CPU ({os.cpu_count()} cores); load")
+    print(f"average {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end\n")
+    print("| measure | result | target |")
+    print("|---|---|---|")
+    for row in table:
+        print(f"| {row.measure} | {row.result} | {row.target} |")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ class EnginePicker:
 
     engine: gr.Radio
     local_model: gr.Dropdown
+    load_line: gr.Markdown  # the local model's load at start, until it is done
+    load_timer: gr.Timer
 
 
 def build_engine_picker(engines: Engines) -> EnginePicker:
@@ -51,11 +53,28 @@ def build_engine_picker(engines: Engines) -> EnginePicker:
         visible=default == LOCAL,
         elem_id="local-model",
     )
-    return EnginePicker(engine=engine, local_model=local_model)
+    line, loading = engines.load_line()
+    load_line = gr.Markdown(line, visible=bool(line), elem_id="local-model-load")
+    load_timer = gr.Timer(1.0, active=loading)  # ticks only while the load goes on
+    return EnginePicker(engine, local_model, load_line, load_timer)
 
 
-def wire_engine_picker(picker: EnginePicker, replicate_model: gr.components.Component) -> None:
-    """Show the model choice that belongs to the chosen engine."""
+def wire_engine_picker(
+    picker: EnginePicker, replicate_model: gr.components.Component, engines: Engines
+) -> None:
+    """Show the model choice that belongs to the chosen engine, and the model's load."""
+
+    def tick() -> tuple[Any, Any]:
+        line, loading = engines.load_line()
+        return gr.update(value=line, visible=bool(line)), gr.Timer(active=loading)
+
+    picker.load_timer.tick(
+        tick,
+        None,
+        [picker.load_line, picker.load_timer],
+        api_visibility="private",
+        show_progress="hidden",
+    )
 
     def switch(name: str | None) -> tuple[Any, Any]:
         local = name == LOCAL

@@ -161,7 +161,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 ).then(history.same, current, listing_outputs, **PRIVATE)
 
         wire_form(form, clip_seconds, parent_run)
-        wire_engine_picker(picker, form.model_version)
+        wire_engine_picker(picker, form.model_version, service.engines)
         wire_cost_line(
             studio, cost, [picker.engine, form.model_version, form.duration], [demo.load]
         )

@@ -59,6 +59,7 @@ class Engines:
         # Replicate runs waiting for a webhook (armed by MUSICGEN_PUBLIC_URL); the app's
         # webhook route hands deliveries to it.
         self.webhooks = webhooks or WebhookRegistry(settings.public_url)
+        self._warming = False  # the local default checkpoint was sent to load at start
 
     def _client(self, token: str) -> ReplicateClient:
         return ReplicateClient(
@@ -133,6 +134,26 @@ class Engines:
             deployment=self._settings.deployment,
             webhooks=self.webhooks,
         )
+
+    def warm_up(self) -> None:
+        """At the app's start: load the local default checkpoint in the background, when the
+        local engine is this deployment's default (its first click then sounds at once)."""
+        start = getattr(self._local, "warm_up", None)
+        if callable(start) and self.default_name() == LOCAL:
+            self._warming = True
+            start()
+
+    def load_line(self) -> tuple[str, bool]:
+        """The local model's load as a line for the page, and whether it is still going."""
+        status = getattr(self._local, "load_status", None)
+        current = status() if callable(status) else None
+        if current is None:  # about to start, when warming up
+            return "", self._warming
+        if current.state == "loading":
+            return f"Loading the model {current.checkpoint}: {current.message}", True
+        if current.state == "failed":
+            return f"The model {current.checkpoint} could not be loaded: {current.message}", False
+        return f"Model {current.checkpoint} is loaded: runs start at once.", False
 
     def shutdown(self) -> None:
         """At the process's end: stop the local engine's worker (a run on it ends canceled)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.engines.local.precision import Precision, resolve_precision
+
 KNOWN_CHECKPOINTS: dict[str, str] = {
     "facebook/musicgen-small": "Mono, text only; 300M, the fastest",
     "facebook/musicgen-medium": "Mono, text only; 1.5B",
@@ -29,14 +31,15 @@ def describe(checkpoint: str) -> str:
 
 @dataclass(frozen=True)
 class Device:
-    """Where the model runs: `name` is "cuda", "mps" or "cpu"; `half` means float16 weights."""
+    """Where the model runs: `name` is "cuda", "mps" or "cpu", at `precision`."""
 
     name: str
-    half: bool
+    precision: Precision = "fp32"
 
 
-def choose_device(override: str | None) -> Device:
-    """The configured device, else CUDA (float16) if present, else MPS, else the CPU.
+def choose_device(override: str | None, precision: str = "auto") -> Device:
+    """The configured device, else CUDA if present, else MPS, else the CPU; `precision` is the
+    `MUSICGEN_LOCAL_PRECISION` setting, resolved for that device.
 
     Imports torch: call it from the worker thread, never at import time.
     """
@@ -50,5 +53,4 @@ def choose_device(override: str | None) -> Device:
             name = "mps"
         else:
             name = "cpu"
-    # float16 halves memory and is what MusicGen runs at on GPUs; CPUs are slow at it.
-    return Device(name, half=name == "cuda")
+    return Device(name, resolve_precision(precision, name))

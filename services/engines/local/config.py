@@ -7,11 +7,20 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from services.engines.local.precision import parse_precision
+from services.engines.local.zerogpu import zero_gpu_enabled
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "facebook/musicgen-small"
 DEFAULT_MELODY_MODEL = "facebook/musicgen-melody"
 DEVICES = ("cuda", "mps", "cpu")
+# Checkpoints kept loaded at once, per device. A CPU machine's RAM holds one comfortably (a
+# take uses one; musicgen-small is ~1.4 GB at int8, melody ~6 GB at fp32). On a GPU two: the
+# text checkpoint and the melody one that a melody clip switches to, without reloading either
+# on every switch (small + melody at fp16 is ~3.6 GB, large + melody-large ~14 GB: a 16 GB+
+# card). Whatever else the process holds, MUSICGEN_LOCAL_MAX_MODELS overrides it.
+MAX_MODELS = {"cpu": 1, "mps": 1, "cuda": 2}
 
 
 @dataclass(frozen=True)
@@ -20,19 +29,30 @@ class LocalConfig:
 
     `default_model` and `melody_model` are Hugging Face ids or local folders; `device` None means
     the best available (CUDA, then Apple's MPS, then the CPU). `preview_seconds` is how much new
-    audio each streamed preview holds (0 turns previews off).
+    audio each streamed preview holds (0 turns previews off). `precision` is
+    `MUSICGEN_LOCAL_PRECISION` (auto, fp32, fp16, bf16, int8); `max_models` how many checkpoints
+    stay loaded (None: `MAX_MODELS` of the device).
     """
 
     default_model: str = DEFAULT_MODEL
     melody_model: str = DEFAULT_MELODY_MODEL
     device: str | None = None
     preview_seconds: float = 1.0
+    precision: str = "auto"
+    max_models: int | None = None
+    zero_gpu: bool = False  # on a ZeroGPU Space: generation runs inside spaces.GPU
+
+    def models_on(self, device: str) -> int:
+        """How many checkpoints may stay loaded on `device`."""
+        return self.max_models or MAX_MODELS.get(device, 1)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LocalConfig:
-        """`MUSICGEN_LOCAL_MODEL`, `MUSICGEN_LOCAL_MELODY_MODEL`, `MUSICGEN_DEVICE`.
+        """`MUSICGEN_LOCAL_MODEL`, `MUSICGEN_LOCAL_MELODY_MODEL`, `MUSICGEN_DEVICE`,
+        `MUSICGEN_LOCAL_PRECISION`, `MUSICGEN_LOCAL_MAX_MODELS`.
 
-        An unknown device name is ignored (auto choice) rather than failing the app's start.
+        An unknown device or precision is ignored (auto choice), and a count that is not a
+        positive whole number means the default, rather than failing the app's start.
         """
         device = env.get("MUSICGEN_DEVICE", "").strip().lower() or None
         if device is not None and device not in DEVICES:
@@ -43,7 +63,20 @@ class LocalConfig:
             default_model=env.get("MUSICGEN_LOCAL_MODEL", "").strip() or DEFAULT_MODEL,
             melody_model=env.get("MUSICGEN_LOCAL_MELODY_MODEL", "").strip() or DEFAULT_MELODY_MODEL,
             device=device if device in DEVICES else None,
+            precision=parse_precision(env.get("MUSICGEN_LOCAL_PRECISION", "")),
+            max_models=_positive(env, "MUSICGEN_LOCAL_MAX_MODELS"),
+            zero_gpu=zero_gpu_enabled(env),
         )
+
+
+def _positive(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    log.warning("%s=%s is not a positive whole number: using the default", name, raw)
+    return None
 
 
 def local_engine_available() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import time
 from collections.abc import Callable
@@ -57,8 +58,13 @@ def progress_class(checkpoint: str, log: Callable[[str], None]) -> type[Any]:
     return Reporter
 
 
-def fetch(checkpoint: str, log: Callable[[str], None]) -> Path:
-    """The folder of `checkpoint`: itself if a folder, else its Hub snapshot (fetched if needed)."""
+def fetch(
+    checkpoint: str, log: Callable[[str], None], *, setting: str = "MUSICGEN_LOCAL_MODEL"
+) -> Path:
+    """The folder of `checkpoint`: itself if a folder, else its Hub snapshot (fetched if needed).
+
+    `setting` is the variable that named the checkpoint, for the errors to point at.
+    """
     folder = Path(checkpoint).expanduser()
     if folder.is_dir():
         return folder
@@ -73,28 +79,87 @@ def fetch(checkpoint: str, log: Callable[[str], None]) -> Path:
     except HFValidationError:
         raise CheckpointUnavailable(
             f"“{checkpoint}” is neither a folder on this machine nor a Hugging Face model id. "
-            "Check MUSICGEN_LOCAL_MODEL / MUSICGEN_LOCAL_MELODY_MODEL."
+            f"Check {setting}."
         ) from None
     except Exception as why:
-        raise CheckpointUnavailable(_unavailable(checkpoint, why)) from None
+        raise CheckpointUnavailable(unavailable_message(checkpoint, why, setting)) from None
     if not (path / "config.json").is_file():
         raise CheckpointUnavailable(
             f"The checkpoint {checkpoint} downloaded incompletely (it has no config.json). "
-            "Try again, or point MUSICGEN_LOCAL_MODEL at a complete folder."
+            f"Try again, or point {setting} at a complete folder."
         )
     return path
 
 
-def _unavailable(checkpoint: str, why: Exception) -> str:
-    """A plain sentence for a failed fetch; the class names say which case it was."""
-    kind = type(why).__name__
-    if kind in {"RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"}:
+NOT_FOUND = {"RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"}
+# What huggingface_hub and its HTTP clients raise when the Hub can't be reached at all.
+OFFLINE = {
+    "LocalEntryNotFoundError",
+    "OfflineModeIsEnabled",
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionError",
+    "TimeoutException",
+    "ReadTimeout",
+    "NetworkError",
+}
+
+
+def _chain(why: BaseException) -> list[BaseException]:
+    """The exception and the ones it was raised from (the Hub wraps OS and HTTP errors)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = why
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _status(why: BaseException) -> int | None:
+    response = getattr(why, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def unavailable_message(checkpoint: str, why: BaseException, setting: str) -> str:
+    """A plain sentence for a failed fetch that says which failure it was."""
+    chain = _chain(why)
+    kinds = {type(e).__name__ for e in chain}
+    head = f"The checkpoint {checkpoint} could not be downloaded"
+    if kinds & NOT_FOUND:
         return (
             f"The checkpoint {checkpoint} was not found on the Hugging Face Hub (or it needs a "
-            "login). Check the name, or choose another model."
+            f"login). Check the name in {setting}, or choose another model."
         )
-    return (
-        f"The checkpoint {checkpoint} is not on this machine and could not be downloaded "
-        "(no connection to the Hugging Face Hub). Connect this machine to the internet once so "
-        "it can be downloaded, or point MUSICGEN_LOCAL_MODEL at a folder that holds it."
-    )
+    for error in chain:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return (
+                f"{head}: the disk is full. Free some space (musicgen-small needs about 2.5 GB), "
+                "or set HF_HOME to a folder on a disk with room."
+            )
+        if isinstance(error, PermissionError) or (
+            isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+        ):
+            where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+            return (
+                f"{head}: this app may not write to the download folder{where}. Give it write "
+                "permission, or set HF_HOME to a folder it can write to."
+            )
+        status = _status(error)
+        if status is not None and status >= 500:
+            return (
+                f"{head}: the Hugging Face Hub answered with a server error (HTTP {status}). "
+                "It is the Hub's problem, not yours: try again in a few minutes."
+            )
+        if status is not None:
+            return (
+                f"{head}: the Hugging Face Hub refused the download (HTTP {status}). Try again "
+                f"later, or point {setting} at a folder that holds it."
+            )
+    if kinds & OFFLINE:
+        return (
+            f"The checkpoint {checkpoint} is not on this machine and could not be downloaded "
+            "(no connection to the Hugging Face Hub). Connect this machine to the internet once "
+            f"so it can be downloaded, or point {setting} at a folder that holds it."
+        )
+    return f"{head} ({type(why).__name__}: {why}). Try again, or point {setting} at a folder."

@@ -30,7 +30,9 @@ from services.engines.local.audio_io import write_audio
 from services.engines.local.checkpoints import KNOWN_CHECKPOINTS, Device, choose_device, describe
 from services.engines.local.config import LocalConfig
 from services.engines.local.loader import MELODY_TYPE, LoadedModel, load
+from services.engines.local.models import LoadStatus, ModelCache
 from services.engines.local.synth import Canceled, Hooks, synthesize
+from services.engines.local.zerogpu import GpuCalls, synthesize_on_gpu
 from services.engines.protocol import LOCAL, Engine, EngineRun
 from services.errors import FieldError, StudioError
 from services.events import Progress, RunUpdate
@@ -96,9 +98,9 @@ class LocalEngine:
         self._worker: threading.Thread | None = None
         self._busy = False
         self._closed = False
-        self._models: dict[str, LoadedModel] = {}
-        self._models_lock = threading.Lock()  # one load at a time; others wait for it
+        self._models = ModelCache(self._load, lambda: self.config.models_on(self._device_name()))
         self._device: Device | None = None
+        self._gpu = GpuCalls(self.config.zero_gpu)
 
     # -- what the page and the service know beforehand ---------------------------------------
 
@@ -276,6 +278,25 @@ class LocalEngine:
         """Load a checkpoint now (blocking), e.g. at start-up or before a benchmark."""
         return self._model(checkpoint or self.config.default_model, lambda line: None)
 
+    def warm_up(self) -> threading.Thread:
+        """Load the default checkpoint in the background (at the app's start); a run that
+        needs it meanwhile waits for it, saying so. A failure is only logged: the first run
+        tries again and tells its musician why."""
+
+        def load_default() -> None:
+            try:
+                self.preload()
+            except Exception:
+                log.warning("Loading %s at start failed", self.config.default_model, exc_info=True)
+
+        thread = threading.Thread(target=load_default, name="musicgen-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def load_status(self) -> LoadStatus | None:
+        """How the latest checkpoint load went or goes (None before any)."""
+        return self._models.status
+
     # -- the worker ------------------------------------------------------------------------------
 
     def _ensure_worker(self) -> None:
@@ -337,14 +358,18 @@ class LocalEngine:
                 job.loading = False
             if job.canceled.is_set():
                 raise Canceled
-            result = synthesize(
-                loaded,
-                job.request,
-                seed=job.seed,
-                workdir=job.workdir,
-                hooks=hooks,
-                preview_seconds=self.config.preview_seconds,
-            )
+            if self._gpu.enabled:  # ZeroGPU: no callbacks cross into its worker
+                args = (loaded, job.request, job.seed, job.workdir, 0.0)
+                result = self._gpu.run(synthesize_on_gpu, [job.request], *args)
+            else:
+                result = synthesize(
+                    loaded,
+                    job.request,
+                    seed=job.seed,
+                    workdir=job.workdir,
+                    hooks=hooks,
+                    preview_seconds=self.config.preview_seconds,
+                )
             fmt = job.request.output_format
             path = write_audio(
                 result.samples,
@@ -381,19 +406,21 @@ class LocalEngine:
 
     def _model(self, checkpoint: str, say: Callable[[str], None]) -> LoadedModel:
         """The loaded checkpoint, loading it on first use (other callers wait for that load)."""
-        with self._models_lock:
-            loaded = self._models.get(checkpoint)
-            if loaded is None:
-                loaded = load(checkpoint, self._resolve_device(), say)
-                self._models[checkpoint] = loaded
-                say(f"Model {checkpoint} loaded successfully.")
-            return loaded
+        return self._models.get(checkpoint, say)
+
+    def _load(self, checkpoint: str, say: Callable[[str], None]) -> LoadedModel:
+        melody = checkpoint == self.config.melody_model != self.config.default_model
+        setting = "MUSICGEN_LOCAL_MELODY_MODEL" if melody else "MUSICGEN_LOCAL_MODEL"
+        return load(checkpoint, self._resolve_device(), say, setting=setting)
+
+    def _device_name(self) -> str:
+        return self._resolve_device().name
 
     # -- helpers ---------------------------------------------------------------------------------
 
     def _resolve_device(self) -> Device:
         if self._device is None:
-            self._device = choose_device(self.config.device)
+            self._device = choose_device(self.config.device, self.config.precision)
         return self._device
 
     def _choose_checkpoint(self, request: GenerationRequest) -> tuple[str, tuple[str, ...]]:

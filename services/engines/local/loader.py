@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import Any
 
 from services.engines.local.checkpoints import Device
 from services.engines.local.download import fetch
+from services.engines.local.precision import apply_precision, load_dtype
 from services.errors import StudioError
 
 MELODY_TYPE = "musicgen_melody"
@@ -34,7 +36,7 @@ class LoadedModel:
     checkpoint: str
     model: Any  # MusicgenForConditionalGeneration | MusicgenMelodyForConditionalGeneration
     tokenizer: Any
-    device: Device
+    device: Device  # with the precision it runs at
     is_melody: bool
     sampling_rate: int
     frame_rate: int  # codec frames (decoding steps) per second of audio
@@ -68,10 +70,19 @@ def _chroma_settings(folder: Path) -> ChromaSettings:
     )
 
 
-def load(checkpoint: str, device: Device, log: Callable[[str], None]) -> LoadedModel:
-    """Fetch (if needed) and load `checkpoint` onto `device`; blocking, for a worker thread."""
-    folder = fetch(checkpoint, log)
-    log(f"Loading model {checkpoint}...")
+def load(
+    checkpoint: str,
+    device: Device,
+    log: Callable[[str], None],
+    *,
+    setting: str = "MUSICGEN_LOCAL_MODEL",
+) -> LoadedModel:
+    """Fetch (if needed) and load `checkpoint` onto `device`; blocking, for a worker thread.
+
+    `setting` is the variable that named the checkpoint, for the errors to point at.
+    """
+    folder = fetch(checkpoint, log, setting=setting)
+    log(f"Loading model {checkpoint} ({device.precision} on {device.name})...")
     try:
         return _load_folder(checkpoint, folder, device)
     except StudioError:
@@ -95,8 +106,20 @@ def load(checkpoint: str, device: Device, log: Callable[[str], None]) -> LoadedM
         raise
 
 
+def check_tokenizer_files(checkpoint: str, folder: Path, has_sentencepiece: bool) -> None:
+    """A checkpoint whose tokenizer is only a SentencePiece model (`spiece.model`, no
+    `tokenizer.json`) can only be read with the sentencepiece package: say so plainly."""
+    if has_sentencepiece or (folder / "tokenizer.json").is_file():
+        return
+    if (folder / "spiece.model").is_file():
+        raise StudioError(
+            f"The checkpoint {checkpoint} ships its text tokenizer only as spiece.model, which "
+            "needs the sentencepiece package: pip install -r requirements-local.txt (or pip "
+            "install sentencepiece) and restart the app."
+        )
+
+
 def _load_folder(checkpoint: str, folder: Path, device: Device) -> LoadedModel:
-    import torch
     from transformers import (
         AutoConfig,
         AutoTokenizer,
@@ -113,9 +136,10 @@ def _load_folder(checkpoint: str, folder: Path, device: Device) -> LoadedModel:
     cls: Any = (
         MusicgenMelodyForConditionalGeneration if is_melody else MusicgenForConditionalGeneration
     )
-    dtype = torch.float16 if device.half else torch.float32
-    model = cls.from_pretrained(folder, dtype=dtype).to(device.name)
+    check_tokenizer_files(checkpoint, folder, importlib.util.find_spec("sentencepiece") is not None)
+    model = cls.from_pretrained(folder, dtype=load_dtype(device.precision)).to(device.name)
     model.eval()
+    apply_precision(model, device.precision)
     # The tokenizer alone: the melody processor needs torchaudio just for its chroma, which the
     # engine computes itself (engines.local.chroma), and audio prompts are encoded directly.
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -17,6 +17,7 @@ import numpy as np
 
 from services.engines.local.audio_io import read_clip
 from services.engines.local.chroma import chroma_features
+from services.engines.local.guidance import guidance_kwargs
 from services.engines.local.loader import LoadedModel
 from services.engines.local.normalize import normalize
 from services.engines.local.preview import PreviewDecoder
@@ -59,6 +60,7 @@ def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
 
     audiocraft samples top-p when top_p > 0 and ignores top_k then; otherwise top-k.
     transformers would read top_p=0 as "keep one token" (greedy), so top-p is switched off.
+    Guidance 0 and 1 mean the unconditional and the conditional model (engines.local.guidance).
     """
     use_top_p = request.top_p > 0
     return {
@@ -66,7 +68,7 @@ def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
         "top_k": 0 if use_top_p else int(request.top_k),
         "top_p": float(request.top_p) if use_top_p else 1.0,
         "temperature": float(request.temperature),
-        "guidance_scale": float(request.classifier_free_guidance),
+        **guidance_kwargs([float(request.classifier_free_guidance)]),
     }
 
 
@@ -119,14 +121,7 @@ def _encode_prompt(loaded: LoadedModel, samples: np.ndarray) -> Any:
 
 def _continuation_slice(loaded: LoadedModel, request: GenerationRequest) -> np.ndarray:
     """The clip slice to continue, at the model's rate and channels, cut to whole frames."""
-    assert request.input_audio
-    head = read_clip(
-        request.input_audio,
-        sampling_rate=loaded.sampling_rate,
-        channels=loaded.channels,
-        start=float(request.continuation_start),
-        end=None if request.continuation_end is None else float(request.continuation_end),
-    )
+    head = _clip_slice(request, loaded.sampling_rate, loaded.channels)
     whole = head.shape[-1] // loaded.hop_length * loaded.hop_length
     if whole == 0:
         raise StudioError("The part of the clip to continue is too short (under one frame).")
@@ -138,6 +133,20 @@ def _continuation_slice(loaded: LoadedModel, request: GenerationRequest) -> np.n
             "duration or choose a shorter part of the clip."
         )
     return head[:, :whole]
+
+
+def _clip_slice(request: GenerationRequest, sampling_rate: int, channels: int) -> np.ndarray:
+    """The clip's continuation_start..continuation_end slice (the whole clip when neither is
+    set): what a continuation continues, and what a melody take follows, as on Replicate."""
+    assert request.input_audio
+    end = request.continuation_end
+    return read_clip(
+        request.input_audio,
+        sampling_rate=sampling_rate,
+        channels=channels,
+        start=float(request.continuation_start),
+        end=None if end is None else float(end),
+    )
 
 
 def _join(head: np.ndarray, generated: np.ndarray, sampling_rate: int) -> np.ndarray:
@@ -187,7 +196,7 @@ def synthesize(
             "or turn Continuation on to extend the clip instead."
         )
     if request.input_audio and request.uses_melody and loaded.chroma is not None:
-        clip = read_clip(request.input_audio, sampling_rate=loaded.chroma.sampling_rate, channels=1)
+        clip = _clip_slice(request, loaded.chroma.sampling_rate, channels=1)
         melody = chroma_features(clip[0], loaded.chroma).to(device, model.dtype)
 
     text = loaded.tokenizer([request.prompt or ""], padding=True, return_tensors="pt").to(device)

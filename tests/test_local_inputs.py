@@ -1,0 +1,127 @@
+"""Every input of a local take means what it means on Replicate (audiocraft's semantics), on
+the tiny checkpoints: guidance 0 and 1, a melody clip's slice, and a melody take that really
+hears its melody and its text (transformers before 5.18 silently dropped both: upstream issue
+#45647, fixed by PR #48679; requirements-local.txt sets the floor there)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+import torch
+
+from services.engines.local import LocalConfig, LocalEngine
+from services.musicgen import GenerationRequest
+from tests.support.audio_files import make_tone
+from tests.support.tiny_musicgen import TinyCheckpoints
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_musicgen: TinyCheckpoints) -> Iterator[LocalEngine]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread beats two on a busy 2-core machine
+    config = LocalConfig(
+        default_model=str(tiny_musicgen.text),
+        melody_model=str(tiny_musicgen.melody),
+        device="cpu",
+        preview_seconds=0,
+    )
+    # fp32: int8's dynamic quantization scales each activation tensor by the whole batch, so
+    # the unconditional half would differ by a rounding with the conditional half beside it.
+    local = LocalEngine(dataclasses.replace(config, max_models=2, precision="fp32"))
+    yield local
+    local.shutdown()
+    torch.set_num_threads(before)
+
+
+async def take(local: LocalEngine, workdir: Path, **fields: object) -> np.ndarray:
+    """The samples of one finished take of a 1 s request with `fields`."""
+    values: dict[str, object] = {
+        "prompt": "calm piano",
+        "duration": 1,
+        "model_version": "",
+        "seed": 5,
+        "normalization_strategy": "peak",
+        "output_format": "wav",
+    }
+    values.update(fields)
+    workdir.mkdir(parents=True)
+    run = await local.start(GenerationRequest(**values), workdir=workdir)  # type: ignore[arg-type]
+    updates = [u async for u in local.follow(run, started=time.monotonic(), workdir=workdir)]
+    final = updates[-1]
+    assert final.status == "succeeded", final.error
+    from pydub import AudioSegment
+
+    clip = AudioSegment.from_file(final.audio_path or "")
+    return np.asarray(clip.get_array_of_samples(), dtype=np.float64)
+
+
+async def test_guidance_zero_is_the_unconditional_model_and_one_the_conditional(
+    engine: LocalEngine, tmp_path: Path
+) -> None:
+    # 0: the prompt is not heard at all (and nothing crashes, as it did before).
+    rock = await take(engine, tmp_path / "rock0", prompt="rock drums", classifier_free_guidance=0)
+    calm = await take(engine, tmp_path / "calm0", prompt="calm piano", classifier_free_guidance=0)
+    assert np.array_equal(rock, calm)
+    # 1: the conditional model alone: the prompt is heard, and it is not guidance 3.
+    rock1 = await take(engine, tmp_path / "rock1", prompt="rock drums", classifier_free_guidance=1)
+    calm1 = await take(engine, tmp_path / "calm1", prompt="calm piano", classifier_free_guidance=1)
+    calm3 = await take(engine, tmp_path / "calm3", prompt="calm piano", classifier_free_guidance=3)
+    assert not np.allclose(rock1, calm1, atol=1e-3)
+    assert not np.allclose(calm1, calm3, atol=1e-3)
+    assert not np.allclose(calm1, calm, atol=1e-3)
+
+
+def test_guidance_rows_mix_each_take_with_its_own_scale() -> None:
+    """audiocraft's uncond + (cond - uncond) * scale, row by row, through transformers' step."""
+    from transformers.generation.logits_process import ClassifierFreeGuidanceLogitsProcessor
+
+    from services.engines.local.guidance import DOUBLING_SCALE, AudiocraftGuidance
+
+    codebooks, vocab = 4, 8
+    cond, uncond = torch.randn(2 * codebooks, vocab), torch.randn(2 * codebooks, vocab)
+    scores = torch.cat([cond, uncond])
+    ids = torch.zeros(2 * codebooks, 1, dtype=torch.long)
+    mixed = AudiocraftGuidance([0.0, 3.0])(ids, scores)
+    out = ClassifierFreeGuidanceLogitsProcessor(DOUBLING_SCALE)(ids, mixed)
+    assert torch.equal(out[:codebooks], uncond[:codebooks])
+    expected = uncond[codebooks:] + (cond[codebooks:] - uncond[codebooks:]) * 3
+    assert torch.allclose(out[codebooks:], expected)
+
+
+async def test_a_melody_follows_the_chosen_slice_of_its_clip(
+    engine: LocalEngine, tmp_path: Path
+) -> None:
+    # 1 s of A then 1 s of C: the two halves are different melodies.
+    a = make_tone(tmp_path / "a.wav", 1.0, freq=440)
+    c = make_tone(tmp_path / "c.wav", 1.0, freq=523)
+    from pydub import AudioSegment
+
+    both = tmp_path / "ac.wav"
+    (AudioSegment.from_file(a) + AudioSegment.from_file(c)).export(both, format="wav")
+    clip = str(both)
+    first = await take(engine, tmp_path / "first", input_audio=clip, continuation_end=1)
+    again = await take(engine, tmp_path / "again", input_audio=clip, continuation_end=1)
+    second = await take(engine, tmp_path / "second", input_audio=clip, continuation_start=1)
+    assert np.array_equal(first, again)
+    assert not np.allclose(first, second, atol=1e-3)
+
+
+async def test_a_melody_take_hears_its_melody_and_its_text(
+    engine: LocalEngine, tmp_path: Path
+) -> None:
+    """Fails on transformers < 5.18, which dropped the melody, the text and the guidance."""
+    a = str(make_tone(tmp_path / "a.wav", 1.0, freq=440))
+    c = str(make_tone(tmp_path / "c.wav", 1.0, freq=523))
+    base = await take(engine, tmp_path / "base", input_audio=a, prompt="rock drums")
+    other_melody = await take(engine, tmp_path / "melody", input_audio=c, prompt="rock drums")
+    other_text = await take(engine, tmp_path / "text", input_audio=a, prompt="calm piano")
+    assert not np.allclose(base, other_melody, atol=1e-3)
+    assert not np.allclose(base, other_text, atol=1e-3)
