@@ -19,7 +19,7 @@ from typing import Any
 
 from services.audio import CLIP_MAX_SECONDS, MeasuredClip, check_output, measure
 from services.cost import Estimate, estimate, free_estimate, run_cost
-from services.engines.protocol import LOCAL, REPLICATE, Engine, EngineRules, EngineRun
+from services.engines.protocol import LOCAL, REPLICATE, Engine, EngineRules, EngineRun, Turn
 from services.engines.registry import Engines
 from services.engines.replicate.engine import ReplicateEngine, ReplicateModel
 from services.errors import (
@@ -222,6 +222,7 @@ class GenerationService:
         parent_run_id: str | None = None,
         kind: str = "take",
         quota_pool: str | None = None,
+        group: Turn | None = None,
     ) -> AsyncGenerator[RunUpdate, None]:
         """Run a request on `engine` (None: the default) and yield an update for every change.
 
@@ -233,6 +234,8 @@ class GenerationService:
         `parent_run_id` file the run as part of a composition (a part of a long piece, one
         of a group of variations). The spending limits are counted per `owner`, or over every
         owner starting with `quota_pool` (API callers, who have no identity of their own).
+        `group` (its `group` and `group_size`) marks runs to be made together where the engine
+        can (the takes of a group of variations).
         """
         eng = self._engines.open(engine, token)
         try:
@@ -240,6 +243,8 @@ class GenerationService:
             request = prepared.request
             # No await from here to create_pending: two clicks cannot both slip under a limit.
             self.guard(request, owner, eng.name, pool=quota_pool, click=kind not in INNER_KINDS)
+            turn = self.turn(owner, quota_pool, group)
+            eng.admit(turn)
         except BaseException:
             await eng.aclose()
             raise
@@ -265,7 +270,7 @@ class GenerationService:
                         self._library.keep_input, record.id, Path(request.input_audio)
                     )
                 yield stage("creating")
-                run = await eng.start(request, workdir=workdir, clip=prepared.clip)
+                run = await eng.start(request, workdir=workdir, clip=prepared.clip, turn=turn)
                 if run.state.get("unclear_create"):
                     self._sweep_later(token, record)
                 self._note_started(record.id, run)
@@ -293,6 +298,14 @@ class GenerationService:
             self._signals.drop(record.id)  # no-op once its end is filed
             with contextlib.suppress(Exception):
                 await eng.aclose()
+
+    @staticmethod
+    def turn(owner: str | None, quota_pool: str | None, group: Turn | None = None) -> Turn:
+        """Whose turn a run takes in an engine's queue: its owner, or the API caller's pool."""
+        visitor = owner if owner is not None else (quota_pool or "")
+        if group is None:
+            return Turn(visitor)
+        return replace(group, visitor=visitor)
 
     # -- cancel ---------------------------------------------------------------------------
 

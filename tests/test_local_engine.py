@@ -247,8 +247,10 @@ async def test_cancel_stops_within_a_step_and_files_nothing(
 
 
 async def test_runs_wait_their_turn_and_see_their_place(
-    engine: LocalEngine, tmp_path: Path
+    engine: LocalEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # One run per pass here (batching is tests/test_local_batching.py's).
+    monkeypatch.setattr(engine, "config", dataclasses.replace(engine.config, max_batch=1))
     runs = [
         await engine.start(request(duration=d), workdir=tmp_path / str(i))
         for i, d in enumerate((2, 1, 1, 1))

@@ -1,9 +1,11 @@
 """Variations: N takes of one request at once, each with its own seed, kept as one group.
 
-The takes run side by side (on Replicate truly in parallel; on this machine they queue for
-the one device) through the generation service, so each is an ordinary run: followed, filed,
-cancelled and resumed like any other. The group is one library entry (`kind="variations"`)
-whose takes (`kind="variation"`) point at it; it plays its first finished take in the history.
+The takes run side by side through the generation service, so each is an ordinary run:
+followed, filed, cancelled and resumed like any other. On Replicate they are parallel
+predictions; on this machine they are marked as one group, which the local engine makes in one
+batched pass (each take from its own seed), so n takes cost far less than n passes. The group
+is one library entry (`kind="variations"`) whose takes (`kind="variation"`) point at it; it
+plays its first finished take in the history.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from services.engines.protocol import LOCAL, Turn
 from services.errors import FieldError, RequestInvalid, StudioError
 from services.events import RunUpdate
 from services.generation import GenerationService, PreparedRun
@@ -69,6 +72,12 @@ def seeds_for(request: GenerationRequest, n: int) -> list[int]:
     return seeds
 
 
+def _made_together(engine: str, count: int) -> dict[str, Any]:
+    """What the group's record keeps so each take can be made again exactly: on this machine
+    the takes are rows of one batch, in slot order, one seed each (`batch`: its size)."""
+    return {"batch": count} if engine == LOCAL else {}
+
+
 class Variations:
     """Makes groups of takes; one instance serves every visitor."""
 
@@ -99,6 +108,8 @@ class Variations:
             request = prepared.request
             # The group is one entry of the history: one click against the visitor's limits.
             self._service.guard(request, owner, chosen.name, pool=quota_pool)
+            # The group waits as one run in a queue's per-visitor cap.
+            chosen.admit(self._service.turn(owner, quota_pool))
         finally:
             await chosen.aclose()
         seeds = seeds_for(request, count)
@@ -107,10 +118,11 @@ class Variations:
             request.to_dict(),
             engine=chosen.name,
             kind="variations",
-            compose={"n": count, "seeds": seeds, "takes": {}},
+            compose={"n": count, "seeds": seeds, "takes": {}, **_made_together(chosen.name, count)},
         )
         self._library.update(group.id, status="processing")
         yield VariationUpdate(group.id)
+        together = Turn(group=group.id, group_size=count)
         queue: asyncio.Queue[tuple[int, RunUpdate | None]] = asyncio.Queue()
         tasks = [
             asyncio.create_task(
@@ -123,6 +135,7 @@ class Variations:
                     owner,
                     engine,
                     quota_pool,
+                    together,
                 )
             )
             for slot, seed in enumerate(seeds)
@@ -159,6 +172,7 @@ class Variations:
         owner: str | None,
         engine: str | None,
         quota_pool: str | None,
+        together: Turn,
     ) -> None:
         try:
             async for update in self._service.generate(
@@ -169,6 +183,7 @@ class Variations:
                 parent_run_id=group_id,
                 kind="variation",
                 quota_pool=quota_pool,
+                group=together,
             ):
                 await queue.put((slot, update))
         except StudioError as err:

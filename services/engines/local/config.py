@@ -12,6 +12,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "facebook/musicgen-small"
 DEFAULT_MELODY_MODEL = "facebook/musicgen-melody"
 DEVICES = ("cuda", "mps", "cpu")
+# Waiting runs per visitor on a shared deployment (MUSICGEN_SHARED, or a Space) by default.
+DEFAULT_MAX_QUEUED_SHARED = 3
 
 
 @dataclass(frozen=True)
@@ -20,20 +22,29 @@ class LocalConfig:
 
     `default_model` and `melody_model` are Hugging Face ids or local folders; `device` None means
     the best available (CUDA, then Apple's MPS, then the CPU). `preview_seconds` is how much new
-    audio each streamed preview holds (0 turns previews off).
+    audio each streamed preview holds (0 turns previews off). `max_batch` caps the takes made in
+    one pass (None: the device's default, `batch.default_max_batch`); `max_queued_per_visitor`
+    caps each visitor's waiting runs (a group of variations counts once; 0: no cap).
     """
 
     default_model: str = DEFAULT_MODEL
     melody_model: str = DEFAULT_MELODY_MODEL
     device: str | None = None
     preview_seconds: float = 1.0
+    max_batch: int | None = None
+    max_queued_per_visitor: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LocalConfig:
-        """`MUSICGEN_LOCAL_MODEL`, `MUSICGEN_LOCAL_MELODY_MODEL`, `MUSICGEN_DEVICE`.
+        """`MUSICGEN_LOCAL_MODEL`, `MUSICGEN_LOCAL_MELODY_MODEL`, `MUSICGEN_DEVICE`,
+        `MUSICGEN_LOCAL_MAX_BATCH`, `MUSICGEN_LOCAL_MAX_QUEUED_PER_VISITOR` (default
+        `DEFAULT_MAX_QUEUED_SHARED` on a shared deployment, no cap otherwise).
 
-        An unknown device name is ignored (auto choice) rather than failing the app's start.
+        An unknown device name or a number that is not one is ignored (the default is used)
+        rather than failing the app's start.
         """
+        shared = env.get("MUSICGEN_SHARED", "").strip().lower() in ("1", "true", "yes", "on")
+        shared = shared or bool(env.get("SPACE_ID"))
         device = env.get("MUSICGEN_DEVICE", "").strip().lower() or None
         if device is not None and device not in DEVICES:
             log.warning(
@@ -43,7 +54,30 @@ class LocalConfig:
             default_model=env.get("MUSICGEN_LOCAL_MODEL", "").strip() or DEFAULT_MODEL,
             melody_model=env.get("MUSICGEN_LOCAL_MELODY_MODEL", "").strip() or DEFAULT_MELODY_MODEL,
             device=device if device in DEVICES else None,
+            max_batch=_whole(env, "MUSICGEN_LOCAL_MAX_BATCH", None, least=1),
+            max_queued_per_visitor=_whole(
+                env,
+                "MUSICGEN_LOCAL_MAX_QUEUED_PER_VISITOR",
+                DEFAULT_MAX_QUEUED_SHARED if shared else 0,
+                least=0,
+            )
+            or 0,
         )
+
+
+def _whole(env: Mapping[str, str], name: str, default: int | None, *, least: int) -> int | None:
+    """A whole-number setting of at least `least`, or `default` (with a warning) if it is not."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+        if value < least:
+            raise ValueError
+    except ValueError:
+        log.warning("%s=%s is not a whole number from %d: using the default", name, raw, least)
+        return default
+    return value
 
 
 def local_engine_available() -> bool:
