@@ -157,6 +157,8 @@ class StreamDecoder:
         """The first `frames` frames of `sequence` (codebooks, length), undelayed."""
         import torch
 
+        # A shorter take of a batch stops at its own length (the batch runs to the longest).
+        sequence = sequence[..., : self.mask.shape[-1]]
         ids = self.loaded.model.decoder.apply_delay_pattern_mask(sequence, self.mask)
         rows = [row[row != self.pad][:frames] for row in ids]
         return torch.stack(rows)
