@@ -252,7 +252,7 @@ class LocalEngine:
                 return
 
     async def cancel(self, run: EngineRun) -> str:
-        """Take a waiting run out of the queue, or stop a running one within one step."""
+        """Take a waiting run out of the queue, or stop a running one (within one step)."""
         with self._lock:
             job = self._jobs.get(run.id)
             if job is None:
@@ -265,10 +265,13 @@ class LocalEngine:
                 self._announce_positions()
                 return "canceled"
             job.canceled.set()
-            if job.loading:
-                # A download or load can't stop midway; it goes on for later runs, but this
-                # run ends now (the worker sees the flag before generating).
-                job.finish(self._canceled(job))
+            # It ends now. A download or load can't stop midway (it goes on for later runs;
+            # the worker sees the flag before generating); in a pass, the worker drops this
+            # row at its next step while the other rows go on to their end.
+            stopped = self._canceled(job)
+            if job.last is not None:  # where it stopped, so the page can show it
+                stopped = dataclasses.replace(stopped, progress=job.last)
+            job.finish(stopped)
         return await asyncio.wrap_future(job.done)
 
     async def resume(self, record: RunRecord, *, workdir: Path) -> EngineRun | None:

@@ -31,8 +31,9 @@ from services.engines.local.loader import LoadedModel
 # `preview_seconds` of new audio each.
 FIRST_PREVIEW_SECONDS = 0.25
 # Frames of LSTM output decoded again before each piece, and held back after it: the upsampling
-# stage's reach (under one frame for the 32 kHz EnCodec; measured, with a margin).
-POST_FRAMES = 2
+# stage's reach (its transposed convolutions reach into the next frame, less than a whole one;
+# measured on the 32 kHz EnCodec's shape: 0 differs from a one-piece decode, 1 matches it).
+POST_FRAMES = 1
 # The join between a continued clip and the new audio is crossfaded over this.
 JOIN_SECONDS = 0.02
 
