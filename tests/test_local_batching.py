@@ -217,3 +217,16 @@ async def test_visitors_take_turns_and_waiting_runs_are_capped(
         local.shutdown()
     # The light visitor came last but waited one turn, not three.
     assert ended == ["someone", "heavy", "light", "heavy", "heavy"]
+
+
+async def test_guidance_is_per_row(
+    engine: LocalEngine, tmp_path: Path, generate_calls: list[int]
+) -> None:
+    # 1: the prompt's logits only; 0: the unconditional model's; 3: guided. One pass.
+    reqs = [request(seed=5, classifier_free_guidance=g) for g in (1, 0, 3)]
+    together = [audio(u) for u in await make(engine, reqs, tmp_path / "a", group="g")]
+    alone = await make(engine, reqs[:1], tmp_path / "b", group=None)
+    assert generate_calls == [3, 1]
+    assert not np.allclose(together[0], together[1]) and not np.allclose(together[0], together[2])
+    # Alone, guidance 1 needs no unconditional half at all, and makes the same take.
+    assert np.array_equal(together[0], audio(alone[0]))
