@@ -91,3 +91,17 @@ def test_a_cancelled_take_of_a_group_does_not_hold_the_rest() -> None:
     queue.push("a", "v1", group="g", size=2)
     assert queue.remove("v0") and not queue.remove("v0")
     assert queue.take(4, ANY) == ["v1"]
+
+
+def test_runs_arriving_together_are_gathered_into_one_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    queue: FairQueue[str] = FairQueue(gather_s=0.1)
+    queue.push("a", "a0")
+    assert queue.take(4, ANY) == []  # the device waits a moment for clicks made with it
+    queue.push("b", "b0")
+    deadline = queue.next_deadline(fair_queue.time.monotonic())
+    assert deadline is not None and deadline <= 0.1
+    later = fair_queue.time.monotonic() + 0.1
+    monkeypatch.setattr(fair_queue.time, "monotonic", lambda: later)
+    assert queue.take(4, ANY) == ["a0", "b0"]

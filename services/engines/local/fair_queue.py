@@ -6,8 +6,10 @@ Visitors are served round-robin: the visitor served last goes to the back, so a 
 twenty runs waiting delays another visitor's one run by at most one turn (one batch). A batch
 starts from the entry whose turn it is and takes, in the same fair order, every other entry that
 can share its `generate` call (`fits`), up to `max_rows` rows; a group larger than that is never
-split. A group waits until all its runs have arrived (or `GROUP_WAIT_S` passed). Not thread-safe:
-the engine holds its lock around every call.
+split. A group waits until all its runs have arrived (or `GROUP_WAIT_S` passed), and any entry
+waits `gather_s` after it arrived, so that clicks made at the same moment on an idle device start
+together rather than one now and the rest a whole take later. Not thread-safe: the engine holds
+its lock around every call.
 """
 
 from __future__ import annotations
@@ -40,15 +42,23 @@ class Entry(Generic[T]):
     gone: int = 0  # runs of the group taken out (cancelled) before it was served
     since: float = field(default_factory=time.monotonic)
 
-    def ready(self, now: float) -> bool:
+    def ready(self, now: float, gather_s: float = 0.0) -> bool:
+        if now - self.since < gather_s:
+            return False
         return len(self.items) + self.gone >= self.size or now - self.since >= GROUP_WAIT_S
+
+    def ready_at(self, gather_s: float) -> float:
+        """When it will be ready at the latest (monotonic time)."""
+        complete = len(self.items) + self.gone >= self.size
+        return self.since + (gather_s if complete else max(gather_s, GROUP_WAIT_S))
 
 
 class FairQueue(Generic[T]):
     """Round-robin over visitors, with groups, caps and batches."""
 
-    def __init__(self, max_per_visitor: int = 0) -> None:
+    def __init__(self, max_per_visitor: int = 0, gather_s: float = 0.0) -> None:
         self.max_per_visitor = max_per_visitor  # entries waiting per visitor; 0: no cap
+        self.gather_s = gather_s
         self._lines: OrderedDict[str, list[Entry[T]]] = OrderedDict()  # in turn order
 
     def __len__(self) -> int:
@@ -110,8 +120,12 @@ class FairQueue(Generic[T]):
         return order
 
     def next_deadline(self, now: float) -> float | None:
-        """Seconds until a waiting group stops waiting for its missing runs (None: none waits)."""
-        waits = [e.since + GROUP_WAIT_S - now for e in self.entries() if not e.ready(now)]
+        """Seconds until a waiting entry is ready at the latest (None: nothing waits)."""
+        waits = [
+            e.ready_at(self.gather_s) - now
+            for e in self.entries()
+            if not e.ready(now, self.gather_s)
+        ]
         return max(0.0, min(waits)) if waits else None
 
     def take(self, max_rows: int, fits: Callable[[T, T], bool]) -> list[T]:
@@ -121,7 +135,7 @@ class FairQueue(Generic[T]):
         join while the batch stays within `max_rows` rows. Served visitors go to the back.
         """
         now = time.monotonic()
-        ready = [e for e in self.entries() if e.ready(now) and e.items]
+        ready = [e for e in self.entries() if e.ready(now, self.gather_s) and e.items]
         if not ready:
             return []
         lead = ready[0]
