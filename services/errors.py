@@ -24,7 +24,7 @@ class FieldError:
         return f"{self.field}: {self.message}"
 
 
-class RequestInvalid(StudioError):
+class RequestInvalid(StudioError, ValueError):
     """The request was refused before anything was sent; lists every problem at once."""
 
     def __init__(self, errors: list[FieldError]):

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from services.musicgen import BY_NAME, INPUTS
-from services.validation import CHOICES, LIMITS
+from services.musicgen import BY_NAME, CHOICES, INPUTS, LIMITS
 
 MEANING: Mapping[str, str] = MappingProxyType(
     {

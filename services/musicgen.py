@@ -7,21 +7,35 @@
 - the studio's stricter limit (`Input.limit`), checked before anything is sent;
 - the musician's help (`description`) and how the field reads in messages and on the page
   (`Input`: label, hint, page label and help line, slider step).
-Validation, the API's parameters and their help, the page's controls and the emulator's own
-input check are all derived from these fields (`INPUTS`): adding an input is one edit here.
+The model validates: loose values from a form or the API are coerced by pydantic, the studio's
+limits are checked on every construction, and `GenerationRequest.parse` turns a refusal into
+one `FieldError` per field, worded from the field's declaration. The API's parameters and their
+help, the page's controls and the emulator's own input check are all derived from these fields
+(`INPUTS`): adding an input is one edit here.
 """
 
 from __future__ import annotations
 
+import os
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from services.audio import CLIP_MAX_SECONDS
+from services.errors import FieldError, RequestInvalid
 
 MODEL_VERSIONS: Mapping[str, str] = {
     "stereo-melody-large": "Stereo, can follow a melody",
@@ -105,11 +119,11 @@ class GenerationRequest(BaseModel):
     """One run's inputs, named exactly as the model names them, in the API's order.
 
     `input_audio` is a local file path (the service uploads it); `seed` None means random.
-    Construction checks the model's own constraints; the studio's limits are checked by
-    `services.validation` (a request built in code may exceed them: see `limit_errors`).
+    Construction checks the model's own constraints and the studio's limits, whether the values
+    came from a form or from code; `parse` reads loose values and words each refusal.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     prompt: Annotated[
         str,
@@ -253,21 +267,76 @@ class GenerationRequest(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _none_values(cls, data: Any) -> Any:
-        """A number meaning "none" to the model (a seed of -1 or 0, an end of -1) is None."""
-        if isinstance(data, Mapping):
-            return {
-                name: None if _means_none(name, value) else value for name, value in data.items()
-            }
-        return data
+    def _empties(cls, data: Any, info: ValidationInfo) -> Any:
+        """Empty values take the default (None where empty means "none": a random seed, the
+        clip up to its end)."""
+        if not isinstance(data, Mapping):
+            return data
+        default_model = (info.context or {}).get("default_model")
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            spec = BY_NAME.get(name)
+            if spec is None or not _is_empty(value):
+                values[name] = value
+            elif spec.optional:
+                values[name] = None
+            elif spec.input.per_engine and info.context is None:
+                values[name] = value  # built in code: left empty for the engine's default
+        if default_model is not None:  # parsed for an engine: its default, when not given
+            for spec in INPUTS:
+                if spec.input.per_engine and spec.name not in values:
+                    values[spec.name] = default_model
+        return values
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _loose(cls, value: Any, info: ValidationInfo) -> Any:
+        """What pydantic's own coercion leaves to the studio, by the field's kind."""
+        return _loosen(BY_NAME[str(info.field_name)], value)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _limits(cls, value: Any, info: ValidationInfo) -> Any:
+        """The studio's limits, and the engine's model choices when parsing for one."""
+        spec = BY_NAME[str(info.field_name)]
+        models = (info.context or {}).get("models")
+        if value is not None and not spec.admits(value, models):
+            raise ValueError(spec.rule(models))
+        return value
+
+    @classmethod
+    def parse(
+        cls,
+        raw: Mapping[str, Any],
+        *,
+        models: Mapping[str, str] | None = None,
+        default_model: str | None = None,
+    ) -> GenerationRequest:
+        """Build a request from a form's or the API's loose values (unknown keys are ignored).
+
+        Empty values (None, "") take the model's default; for `seed` and `continuation_end`
+        that is None (random, to the end of the clip). `models` are the engine's model choices
+        and `default_model` its default. Raises RequestInvalid naming every refused field.
+        """
+        known = {k: v for k, v in raw.items() if k in cls.model_fields}
+        models = MODEL_VERSIONS if models is None else models
+        context = {"models": models, "default_model": default_model}
+        try:
+            return cls.model_validate(known, context=context)
+        except ValidationError as err:
+            raise RequestInvalid(field_errors(err, known, models)) from None
 
     @property
     def uses_melody(self) -> bool:
         return bool(self.input_audio) and not self.continuation
 
     def replace(self, **changes: Any) -> GenerationRequest:
-        """A copy with `changes`, checked like a new request."""
-        return type(self).model_validate({**self.model_dump(), **changes})
+        """A copy with `changes`, checked like a new request (RequestInvalid if refused)."""
+        values = {**self.model_dump(), **changes}
+        try:
+            return type(self).model_validate(values)
+        except ValidationError as err:
+            raise RequestInvalid(field_errors(err, values)) from None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy of every field, for the library and for sidecars."""
@@ -303,14 +372,72 @@ class GenerationRequest(BaseModel):
         return payload
 
 
-def _means_none(name: str, value: Any) -> bool:
-    spec = BY_NAME.get(name)
-    return (
-        spec is not None
-        and isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and value in spec.input.none_values
-    )
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _means_none(spec: InputField, value: Any) -> bool:
+    """A number that means "none" to the model: a seed of -1 or 0, an end of -1 ("-1" too)."""
+    if not spec.input.none_values or isinstance(value, bool):
+        return False
+    try:
+        return float(value) in spec.input.none_values
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _loosen(spec: InputField, value: Any) -> Any:
+    """A form's or the API's value as pydantic should see it for a field of this kind."""
+    if _means_none(spec, value):
+        return None
+    if spec.kind in ("whole", "number") and isinstance(value, bool):
+        raise ValueError("a switch is not a number")
+    if spec.kind in ("choice", "switch") and isinstance(value, str):
+        return value.strip().lower() if spec.kind == "choice" else value.strip()
+    if spec.kind == "file":
+        if isinstance(value, Mapping):  # Gradio may hand over a file dict
+            value = value.get("path") or value.get("name")
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+    if spec.kind == "text" and not isinstance(value, str):
+        raise ValueError("not text")
+    return value
+
+
+def _shown(value: Any) -> str:
+    """The value as the user typed it, short enough to quote in a message."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return format(value, "g")
+    if isinstance(value, int):
+        return str(value) if value.bit_length() <= 64 else "a far too large number"
+    if isinstance(value, str):
+        if len(value) <= 40:
+            return f'"{value}"'
+        return f'{len(value)} characters: "{value[:37]}..."'
+    return f"a {type(value).__name__}"
+
+
+def _oneof(options: tuple[str, ...] | Mapping[str, str]) -> str:
+    names = list(options)
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def field_errors(
+    err: ValidationError, raw: Mapping[str, Any], models: Mapping[str, str] | None = None
+) -> list[FieldError]:
+    """Pydantic's refusals as the studio's: one per field, in the fields' order, each saying
+    what the field takes and what was entered."""
+    refused = {str(e["loc"][0]) for e in err.errors() if e["loc"]}
+    errors: list[FieldError] = []
+    for spec in INPUTS:
+        if spec.name in refused:
+            message = f"{spec.rule(models)} (you entered {_shown(raw.get(spec.name))})."
+            hint = spec.input.hint
+            errors.append(FieldError(spec.name, f"{message} {hint}" if hint else message))
+    unknown = sorted(refused - set(BY_NAME))
+    errors += [FieldError(name, f"{name} is not an input of the model.") for name in unknown]
+    return errors
 
 
 # -- the fields, as every layer reads them ------------------------------------------------------
@@ -350,6 +477,38 @@ class InputField:
     def optional(self) -> bool:
         """Empty means "none" (random seed, no clip), not the default."""
         return self.default is None
+
+    def choices_for(self, models: Mapping[str, str] | None) -> tuple[str, ...]:
+        """The words this field takes: the engine's models for a per-engine field."""
+        if self.input.per_engine and models is not None:
+            return tuple(models)
+        return self.choices
+
+    def admits(self, value: Any, models: Mapping[str, str] | None = None) -> bool:
+        """Whether a typed value lies within the studio's limit (and the engine's choices)."""
+        limit = self.limit
+        if self.kind == "text":
+            return limit is None or len(value) <= limit.high
+        if self.kind in ("whole", "number"):
+            return limit is None or limit.allows(value)
+        if self.kind == "choice" and (models is not None or not self.input.per_engine):
+            return value in self.choices_for(models)
+        return True
+
+    def rule(self, models: Mapping[str, str] | None = None) -> str:
+        """What the field takes, as a refusal begins: "Duration must be a whole number ..."."""
+        limit = self.limit
+        if self.kind == "text":
+            extra = f" of at most {limit.high:g} characters" if limit is not None else ""
+            return f"{self.label} must be text{extra}"
+        if self.kind == "file":
+            return f"{self.label} must be an audio file"
+        if self.kind == "switch":
+            return f"{self.label} must be on or off (true or false)"
+        if self.kind == "choice":
+            return f"{self.label} must be {_oneof(self.choices_for(models))}"
+        number = "a whole number" if self.kind == "whole" else "a number"
+        return f"{self.label} must be {limit.words() if limit else number}"
 
 
 def _base_type(annotation: Any) -> Any:
@@ -402,6 +561,14 @@ INPUTS: tuple[InputField, ...] = tuple(
 )
 INPUT_NAMES: tuple[str, ...] = tuple(spec.name for spec in INPUTS)
 BY_NAME: Mapping[str, InputField] = {spec.name: spec for spec in INPUTS}
+# The studio's limits and the fields that take one of a few words, for the page and the help.
+LIMITS: Mapping[str, Limit] = MappingProxyType(
+    {spec.name: spec.limit for spec in INPUTS if spec.limit is not None}
+)
+CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {spec.name: spec.choices for spec in INPUTS if spec.choices}
+)
+DEFAULT_MODEL: str = BY_NAME["model_version"].default
 
 
 # -- the model's own schema, as Replicate publishes it --------------------------------------------

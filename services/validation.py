@@ -1,11 +1,10 @@
-"""Validation of a generation request, before anything is sent.
+"""The model's own rules for a request, which need the whole request and the clip's length.
 
-Two layers: `parse_request` turns loose form/API values into a typed `GenerationRequest`
-(types, ranges, choices); `check_request` applies the model's own rules, which need the
-whole request and the input clip's real length. Every refusal is a `FieldError` naming the
-model input and saying, in a musician's words, what to change; all of them come at once.
-The limits, the parsing of each field and its message come from the fields' declaration in
-`services.musicgen`.
+Values are parsed and held to the studio's limits by the request itself
+(`GenerationRequest.parse`, declared in `services.musicgen`); the rules here are about which
+inputs go together, which model can do what, and where the continued part of a clip lies.
+Every refusal is a `FieldError` naming the model input and saying, in a musician's words, what
+to change; all of them come at once.
 """
 
 from __future__ import annotations
@@ -13,305 +12,27 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 from services.audio import CLIP_MAX_SECONDS, too_large_message, too_long_message
 from services.errors import FieldError, RequestInvalid
 from services.musicgen import (
+    BY_NAME,
     COHERENT_MAX_SECONDS,
-    GUIDANCE_MAX,
-    INPUTS,
+    LIMITS,
     MELODY_MODELS,
     MODEL_VERSIONS,
-    PROMPT_MAX_CHARS,
-    SEED_MAX,
     STEREO_MODELS,
-    TEMPERATURE_MAX,
-    TOP_K_MAX,
     GenerationRequest,
-    InputField,
-    Limit,
 )
 from services.replicate.files import MAX_UPLOAD_BYTES
 
-__all__ = [
-    "CHOICES",
-    "CLIP_MAX_BYTES",
-    "CLIP_MAX_SECONDS",
-    "DURATION_MAX",
-    "DURATION_MIN",
-    "GUIDANCE_MAX",
-    "LIMITS",
-    "PROMPT_MAX_CHARS",
-    "SEED_MAX",
-    "TEMPERATURE_MAX",
-    "TEMPERATURE_MIN",
-    "TOP_K_MAX",
-    "TOP_P_MAX",
-    "Limit",
-    "check_request",
-    "is_long",
-    "limit_errors",
-    "parse_request",
-    "replicate_model_errors",
-    "validate",
-    "warnings",
-]
-
-# -- the limits: one table for the page's controls, the `/generate` API and the rules below ----
-# Every request is checked against them before anything is sent (and paid for). They are the
-# studio's own limits declared on each field of `GenerationRequest`.
-
-LIMITS: Mapping[str, Limit] = MappingProxyType(
-    {spec.name: spec.limit for spec in INPUTS if spec.limit is not None}
-)
-# The fields that take one of a few words.
-CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {spec.name: spec.choices for spec in INPUTS if spec.choices}
-)
-DURATION_MIN = int(LIMITS["duration"].low)
-DURATION_MAX = int(LIMITS["duration"].high)
-TOP_P_MAX = LIMITS["top_p"].high
-TEMPERATURE_MIN = LIMITS["temperature"].low  # excluded: the temperature must be above it
-# An input clip: measured by decoding (services.audio), never by what its header claims.
-CLIP_MAX_BYTES = MAX_UPLOAD_BYTES
 # A clip's measured length is fractional while the end is whole seconds: an end less than a
 # second past the clip's end just means "up to the end" to the model, so it is not refused.
 END_SLACK_SECONDS = 1.0
 
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off"})
 _MELODY_CHOICES = " or ".join(sorted(MELODY_MODELS, reverse=True))
 _MONO_MODELS = ", ".join(m for m in MODEL_VERSIONS if m not in STEREO_MODELS)
-
-
-class _Refused(ValueError):
-    """A value that cannot be used for its field."""
-
-
-# -- coercion of loose values ---------------------------------------------------------------
-
-
-def _is_empty(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _whole(value: Any) -> int:
-    """A whole number from an int, an integral float (8.0) or a string ("8", "8.0")."""
-    if isinstance(value, bool):
-        raise _Refused
-    if isinstance(value, int):
-        return value
-    number = _number(value)
-    if not number.is_integer():
-        raise _Refused
-    return int(number)
-
-
-def _number(value: Any) -> float:
-    """A finite number from an int, a float or a numeric string."""
-    if isinstance(value, bool):
-        raise _Refused
-    if isinstance(value, int | float):
-        try:
-            number = float(value)
-        except OverflowError:  # an int too large for a float
-            raise _Refused from None
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            raise _Refused from None
-    else:
-        raise _Refused
-    if not math.isfinite(number):
-        raise _Refused
-    return number
-
-
-def _flag(value: Any) -> bool:
-    """A switch from a bool, 0/1 or the usual words ("true", "off", ...)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in _TRUE:
-            return True
-        if word in _FALSE:
-            return False
-    raise _Refused
-
-
-def _text(limit: Limit | None) -> Callable[[Any], str]:
-    """Text, at most `limit.high` characters long."""
-
-    def parse(value: Any) -> str:
-        if not isinstance(value, str) or (limit is not None and len(value) > limit.high):
-            raise _Refused
-        return value
-
-    return parse
-
-
-def _path(value: Any) -> str:
-    """A local file path; Gradio may also hand over a file dict with a `path`."""
-    if isinstance(value, Mapping):
-        value = value.get("path") or value.get("name")
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if not isinstance(value, str) or not value.strip():
-        raise _Refused
-    return value
-
-
-def _choice(options: tuple[str, ...] | Mapping[str, str]) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if not isinstance(value, str) or value.strip().lower() not in options:
-            raise _Refused
-        return value.strip().lower()
-
-    return parse
-
-
-def _within(spec: InputField) -> Callable[[Any], int | float | None]:
-    """A number in the field's limit: whole (an int) or not (a float); or None for a number
-    that means "none" to the model (a seed of -1 or 0: random; an end of -1: to the end)."""
-    limit = spec.limit
-
-    def parse(value: Any) -> int | float | None:
-        number: int | float = _whole(value) if spec.kind == "whole" else _number(value)
-        if number in spec.input.none_values:
-            return None
-        if limit is not None and not limit.allows(number):
-            raise _Refused
-        return number
-
-    return parse
-
-
-# -- what each field accepts, and how a refusal reads ---------------------------------------
-
-
-@dataclass(frozen=True)
-class _Field:
-    parse: Callable[[Any], Any]
-    rule: str  # "<Label> must be ...", completed with "(you entered X)."
-    hint: str = ""
-    empty_is_none: bool = False  # empty means None (random seed, end of clip), else the default
-
-
-def _oneof(options: tuple[str, ...] | Mapping[str, str]) -> str:
-    names = list(options)
-    return ", ".join(names[:-1]) + " or " + names[-1]
-
-
-def _field(spec: InputField) -> _Field:
-    """How a field's loose value is read and its refusal worded, from its declaration."""
-    parse: Callable[[Any], Any]
-    if spec.kind == "text":
-        parse = _text(spec.limit)
-        rule = f"{spec.label} must be text"
-        if spec.limit is not None:
-            rule += f" of at most {spec.limit.high:g} characters"
-    elif spec.kind == "file":
-        parse, rule = _path, f"{spec.label} must be an audio file"
-    elif spec.kind == "switch":
-        parse, rule = _flag, f"{spec.label} must be on or off (true or false)"
-    elif spec.kind == "choice":
-        parse, rule = _choice(spec.choices), f"{spec.label} must be {_oneof(spec.choices)}"
-    else:
-        parse = _within(spec)
-        number = "a whole number" if spec.kind == "whole" else "a number"
-        rule = f"{spec.label} must be {spec.limit.words() if spec.limit else number}"
-    return _Field(parse, rule, spec.input.hint, empty_is_none=spec.optional)
-
-
-_FIELDS: dict[str, _Field] = {spec.name: _field(spec) for spec in INPUTS}
-_PER_ENGINE = frozenset(spec.name for spec in INPUTS if spec.input.per_engine)
-_DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in INPUTS}
-
-
-def _shown(value: Any) -> str:
-    """The value as the user typed it, short enough to quote in a message."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, float):
-        return format(value, "g")
-    if isinstance(value, int):
-        return str(value) if value.bit_length() <= 64 else "a far too large number"
-    if isinstance(value, str):
-        if len(value) <= 40:
-            return f'"{value}"'
-        return f'{len(value)} characters: "{value[:37]}..."'
-    return f"a {type(value).__name__}"
-
-
-def _engine_field(name: str, models: Mapping[str, str]) -> _Field:
-    """`model_version` accepts the models of the engine that will run the request."""
-    spec = _FIELDS[name]
-    if models is MODEL_VERSIONS:
-        return spec
-    label = next(s.label for s in INPUTS if s.name == name)
-    return _Field(_choice(models), f"{label} must be {_oneof(models)}", spec.hint)
-
-
-def _parse(
-    raw: Mapping[str, Any],
-    models: Mapping[str, str] = MODEL_VERSIONS,
-    default_model: str | None = None,
-) -> tuple[GenerationRequest, list[FieldError]]:
-    """The request with defaults in place of refused values, and the refusals."""
-    values: dict[str, Any] = {}
-    errors: list[FieldError] = []
-    defaults = dict(_DEFAULTS)
-    if default_model is not None:
-        defaults.update(dict.fromkeys(_PER_ENGINE, default_model))
-    for name, spec in _FIELDS.items():
-        if name in _PER_ENGINE:
-            spec = _engine_field(name, models)
-        value = raw.get(name)
-        if _is_empty(value):
-            values[name] = None if spec.empty_is_none else defaults[name]
-            continue
-        try:
-            values[name] = spec.parse(value)
-        except _Refused:
-            values[name] = defaults[name]
-            message = f"{spec.rule} (you entered {_shown(value)})."
-            errors.append(FieldError(name, f"{message} {spec.hint}" if spec.hint else message))
-    return GenerationRequest(**values), errors
-
-
-def parse_request(
-    raw: Mapping[str, Any],
-    *,
-    models: Mapping[str, str] = MODEL_VERSIONS,
-    default_model: str | None = None,
-) -> GenerationRequest:
-    """Build a request from a form's or the API's loose values.
-
-    Empty values (None, "") take the model's default; for `seed` and `continuation_end`
-    that is None (random, to the end of the clip). `models` are the engine's model choices and
-    `default_model` its default. Raises RequestInvalid listing every problem.
-    """
-    request, errors = _parse(raw, models, default_model)
-    if errors:
-        raise RequestInvalid(errors)
-    return request
-
-
-def limit_errors(
-    request: GenerationRequest, models: Mapping[str, str] = MODEL_VERSIONS
-) -> list[FieldError]:
-    """A typed request's values outside the limits: one built in code was never parsed.
-
-    The same refusals `parse_request` gives for the same values.
-    """
-    return _parse(request.to_dict(), models)[1]
 
 
 # -- the model's own rules -----------------------------------------------------------------
@@ -350,6 +71,11 @@ def replicate_model_errors(
 ) -> list[FieldError]:
     """The rules of meta/musicgen's four models: which can follow a melody, which take MBD."""
     errors: list[FieldError] = []
+    if request.model_version not in MODEL_VERSIONS and "model_version" not in skip:
+        # A request built in code (a composition's part) may name another engine's model.
+        rule = BY_NAME["model_version"].rule(MODEL_VERSIONS)
+        asked = f"(this request asks for {request.model_version})."
+        return [FieldError("model_version", f"{rule} {asked}")]
     melody = bool(request.input_audio) and not request.continuation
     if (
         melody
@@ -435,8 +161,8 @@ def _clip_limit_errors(path: str, audio_seconds: float | None) -> list[FieldErro
         size = os.stat(path).st_size
     except (OSError, ValueError):
         size = None  # not on this server (yet): its size is checked where it is read
-    if size is not None and size > CLIP_MAX_BYTES:
-        return [FieldError("input_audio", too_large_message(size, CLIP_MAX_BYTES))]
+    if size is not None and size > MAX_UPLOAD_BYTES:
+        return [FieldError("input_audio", too_large_message(size, MAX_UPLOAD_BYTES))]
     if audio_seconds is not None and not LIMITS["input_audio"].allows(audio_seconds):
         return [FieldError("input_audio", too_long_message(CLIP_MAX_SECONDS))]
     return []
@@ -503,13 +229,21 @@ def check_request(
 def validate(
     raw_or_request: Mapping[str, Any] | GenerationRequest, audio_seconds: float | None = None
 ) -> GenerationRequest:
-    """Parse (if needed) and check; raises one RequestInvalid listing every problem."""
-    raw = (
-        raw_or_request.to_dict()
-        if isinstance(raw_or_request, GenerationRequest)
-        else raw_or_request
-    )
-    request, errors = _parse(raw)
+    """Parse (if needed) and check; raises one RequestInvalid listing every problem.
+
+    A refused value's field takes its default for the rules, which then leave out any rule
+    built on that field (it would only repeat the refusal in other words).
+    """
+    errors: list[FieldError] = []
+    if isinstance(raw_or_request, GenerationRequest):
+        request = raw_or_request
+    else:
+        try:
+            request = GenerationRequest.parse(raw_or_request)
+        except RequestInvalid as refused:
+            errors = list(refused.errors)
+            kept = {k: v for k, v in raw_or_request.items() if not refused.for_field(k)}
+            request = GenerationRequest.parse(kept)
     errors += _rule_errors(request, audio_seconds, frozenset(e.field for e in errors))
     if errors:
         raise RequestInvalid(errors)

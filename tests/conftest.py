@@ -54,5 +54,5 @@ def measured_clips(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
         return real_measure(path, **options)
 
     monkeypatch.setattr(audio, "measure", counting_measure)
-    monkeypatch.setattr("services.generation.measure", counting_measure)
+    monkeypatch.setattr("services.generation.policy.measure", counting_measure)
     return measured

@@ -15,7 +15,6 @@ from typing import Any
 
 import gradio as gr
 
-from services.engines.registry import Engines
 from services.events import RunUpdate
 from services.generation import GenerationService
 from services.library import Library
@@ -23,6 +22,7 @@ from services.musicgen import GenerationRequest
 from services.settings import Settings
 from tests.client_support import FAST_FOLLOW, make_client
 from tests.emulator import Emulator
+from tests.support.services import make_service
 from ui.context import Studio
 from ui.files import FileServer
 from ui.run_panel import build_controls, build_run_view
@@ -53,15 +53,12 @@ class CountingLibrary(Library):
 
 
 def slow_service(emulator: Emulator, data_dir: Path, library: Library | None = None):
-    settings = Settings.from_env(
-        {"MUSICGEN_DATA_DIR": str(data_dir), "REPLICATE_BASE_URL": emulator.base_url}
-    )
-    engines = Engines(
-        settings,
-        None,
+    return make_service(
+        emulator,
+        data_dir,
+        library=library,
         client_factory=lambda token: make_client(emulator, token=token, follow_policy=SLOW_POLLS),
     )
-    return GenerationService(settings, library or Library(data_dir), engines=engines)
 
 
 async def start_run(

@@ -17,17 +17,10 @@ from services.compose.loop import LoopMaker
 from services.generation import GenerationService
 from services.library import Library, RunRecord
 from services.musicgen import GenerationRequest
-from services.settings import Settings
 from tests.emulator import Emulator
+from tests.support.services import make_service
 
 MP3_PADDING_S = 0.05
-
-
-def make_service(emulator: Emulator, data_dir: Path) -> GenerationService:
-    settings = Settings.from_env(
-        {"MUSICGEN_DATA_DIR": str(data_dir), "REPLICATE_BASE_URL": emulator.base_url}
-    )
-    return GenerationService(settings, Library(data_dir))
 
 
 async def take(service: GenerationService, emulator: Emulator, **fields) -> RunRecord:
@@ -37,7 +30,7 @@ async def take(service: GenerationService, emulator: Emulator, **fields) -> RunR
     ):
         last = update
     assert last is not None and last.status == "succeeded", last
-    record = Library(service._settings.data_dir).get(last.run_id)
+    record = service.library.get(last.run_id)
     assert record is not None
     return record
 

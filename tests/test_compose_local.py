@@ -16,7 +16,7 @@ from services.compose.variations import Variations
 from services.engines.local import LocalConfig, LocalEngine
 from services.generation import GenerationService
 from services.library import Library
-from services.settings import Settings
+from tests.support.services import make_service
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,10 @@ def local(tiny_musicgen: Any) -> Iterator[LocalEngine]:
 
 
 def service_for(local: LocalEngine, data_dir: Path) -> tuple[GenerationService, Library]:
-    settings = Settings.from_env({"MUSICGEN_DATA_DIR": str(data_dir), "MUSICGEN_ENGINE": "local"})
     library = Library(data_dir)
-    return GenerationService(settings, library, local=local), library
+    return make_service(
+        None, data_dir, library=library, local=local, MUSICGEN_ENGINE="local"
+    ), library
 
 
 async def test_extend_on_this_machine(local: LocalEngine, tmp_path: Path) -> None:

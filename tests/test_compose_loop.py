@@ -15,13 +15,7 @@ from services.generation import GenerationService
 from services.library import Library
 from services.settings import Settings
 from tests.emulator import Emulator
-
-
-def make_service(emulator: Emulator, data_dir: Path) -> GenerationService:
-    settings = Settings.from_env(
-        {"MUSICGEN_DATA_DIR": str(data_dir), "REPLICATE_BASE_URL": emulator.base_url}
-    )
-    return GenerationService(settings, Library(data_dir))
+from tests.support.services import make_service
 
 
 def maker_for(emulator: Emulator, data_dir: Path) -> LoopMaker:

@@ -25,7 +25,6 @@ from services.cost import (
     cancel_after_seconds,
 )
 from services.engines.protocol import REPLICATE
-from services.engines.registry import Engines
 from services.errors import OutputExpired, SpendingLimit
 from services.generation import GenerationService
 from services.library import Library
@@ -37,6 +36,7 @@ from services.settings import Settings
 from tests.client_support import make_client
 from tests.emulator import Emulator
 from tests.emulator.state import TERMINAL
+from tests.support import services as support
 from tests.support.audio_files import make_tone
 
 FAST_ORPHANS = OrphanCheck(looks=3, interval=0.15, delay=0.3)
@@ -47,15 +47,10 @@ WAIT_MARGIN = 0.5
 def make_service(
     emulator: Emulator, data_dir: Path, orphans: OrphanCheck = FAST_ORPHANS, **env: str
 ) -> GenerationService:
-    settings = Settings.from_env(
-        {"MUSICGEN_DATA_DIR": str(data_dir), "REPLICATE_BASE_URL": emulator.base_url, **env}
-    )
-
     def client(token: str):  # the app's own client, with test timings
         return make_client(emulator, token=token, timeouts=Timeouts(wait_margin=WAIT_MARGIN))
 
-    engines = Engines(settings, None, client_factory=client)
-    return GenerationService(settings, Library(data_dir), engines=engines, orphan_check=orphans)
+    return support.make_service(emulator, data_dir, client_factory=client, orphans=orphans, **env)
 
 
 async def run_all(service: GenerationService, request: GenerationRequest, token: str, **kw):
@@ -189,7 +184,7 @@ async def test_a_create_the_server_makes_after_the_listings_is_found_and_stopped
 
 async def _sweep_result(service: GenerationService, task: asyncio.Task) -> list[str]:
     """The ids the click's orphan sweep filed (waiting until the sweep has started)."""
-    while not service._sweeps and not task.done():
+    while not service.recovery.sweeping and not task.done():
         await asyncio.sleep(0.05)
     return await service.settle_sweeps()
 

@@ -21,19 +21,12 @@ from services.errors import RequestInvalid
 from services.generation import GenerationService
 from services.library import Library
 from services.musicgen import GenerationRequest
-from services.settings import Settings
+from tests.support.services import make_service
 
 
 def make(emulator, data_dir: Path) -> tuple[GenerationService, Extender, Library]:
-    settings = Settings.from_env(
-        {
-            "MUSICGEN_DATA_DIR": str(data_dir),
-            "REPLICATE_BASE_URL": emulator.base_url,
-            "MUSICGEN_ENGINE": "replicate",
-        }
-    )
     library = Library(data_dir)
-    service = GenerationService(settings, library)
+    service = make_service(emulator, data_dir, library=library, MUSICGEN_ENGINE="replicate")
     return service, Extender(service, library, data_dir), library
 
 

@@ -258,7 +258,10 @@ async def test_a_30_s_run_followed_by_polling_costs_few_requests_and_refreshes_e
     # The official client polls every 0.5 s: about 61 GETs, 63 requests with the create and the
     # download. A third of that leaves 19 GETs.
     assert gets <= 19
-    assert max(gaps) <= 2.0  # yet the progress shown is never more than 2 s old
+    # Yet progress keeps coming all along: a new reading at least every 15 % of the run. (The
+    # cadence itself, never more than 1.9 s between polls, is held on a virtual clock in
+    # test_poll_schedule: wall-clock gaps here would measure the machine's load, not the code.)
+    assert len(progress_at) >= 1 / 0.15 and max(gaps) < 0.15 * 30
 
 
 async def test_the_event_stream_format_is_read_as_the_standard_says():

@@ -17,16 +17,9 @@ from services.errors import RequestInvalid, StudioError
 from services.generation import GenerationService
 from services.library import Library
 from services.musicgen import GenerationRequest
-from services.settings import Settings
 from tests.emulator import Emulator
 from tests.support.audio_files import FORMATS, make_tone
-
-
-def make_service(emulator: Emulator, data_dir: Path, **env: str) -> GenerationService:
-    settings = Settings.from_env(
-        {"MUSICGEN_DATA_DIR": str(data_dir), "REPLICATE_BASE_URL": emulator.base_url, **env}
-    )
-    return GenerationService(settings, Library(data_dir))
+from tests.support.services import make_service
 
 
 async def run_all(service: GenerationService, request: GenerationRequest, token: str, **kw):
@@ -124,6 +117,34 @@ async def test_one_click_decodes_its_clip_once_and_sends_one_upload_and_one_crea
     assert measured_clips == [clip]
     assert emulator.count("POST", "/v1/files") == 1
     assert emulator.count("POST", "/v1/predictions") == 1
+
+
+async def test_one_click_parses_its_request_once(emulator, tmp_path, monkeypatch):
+    """The form's values are read into a request once: checking, running and filing it use
+    that request as it is, never parsing or validating it again."""
+    import services.musicgen as schema
+
+    prompts_read: list[object] = []
+    real_loosen = schema._loosen
+
+    def counting(spec, value):
+        if spec.name == "prompt":
+            prompts_read.append(value)
+        return real_loosen(spec, value)
+
+    monkeypatch.setattr(schema, "_loosen", counting)
+    service = make_service(emulator, tmp_path / "data")
+
+    prepared = service.prepare({"prompt": "one parse", "duration": "4"}, "replicate")
+    updates = [
+        u
+        async for u in service.generate(
+            prepared, token=emulator.token, owner=None, engine="replicate"
+        )
+    ]
+
+    assert updates[-1].status == "succeeded", updates[-1].error
+    assert prompts_read == ["one parse"]
 
 
 async def test_a_refused_request_costs_nothing(emulator, tmp_path):

@@ -19,22 +19,14 @@ import pytest
 from gradio_client import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from services.audio import CLIP_MAX_SECONDS
 from services.errors import RequestInvalid
 from services.generation import GenerationService
 from services.library import Library
-from services.musicgen import GenerationRequest
-from services.settings import Settings
-from services.validation import (
-    CHOICES,
-    CLIP_MAX_SECONDS,
-    LIMITS,
-    PROMPT_MAX_CHARS,
-    SEED_MAX,
-    limit_errors,
-    parse_request,
-    validate,
-)
+from services.musicgen import CHOICES, LIMITS, PROMPT_MAX_CHARS, SEED_MAX, GenerationRequest
+from services.validation import validate
 from tests.browser_support import (
     AppProcess,
     app_env,
@@ -43,6 +35,7 @@ from tests.browser_support import (
     running_app,
 )
 from tests.emulator import Emulator
+from tests.support.services import make_service
 
 FIELDS = list(GenerationRequest.model_fields)
 NUMERIC = [name for name in LIMITS if name not in ("prompt", "input_audio")]
@@ -122,7 +115,7 @@ def test_any_input_parses_within_the_limits_or_is_refused_by_name(raw, seconds):
 @given(raw=raw_requests)
 def test_parsing_alone_never_lets_a_value_past_the_limits(raw):
     try:
-        request = parse_request(raw)
+        request = GenerationRequest.parse(raw)
     except RequestInvalid as refused:
         _says_what_is_allowed(refused)
         return
@@ -152,7 +145,7 @@ near_edge_requests = st.fixed_dictionaries(
 @given(raw=near_edge_requests)
 def test_values_near_the_edges_are_kept_exactly_inside(raw):
     try:
-        request = parse_request(raw)
+        request = GenerationRequest.parse(raw)
     except RequestInvalid as refused:
         _says_what_is_allowed(refused)
         for error in refused.errors:  # only what is really outside is refused
@@ -180,7 +173,7 @@ def _just_outside(name: str) -> list[Any]:
 @pytest.mark.parametrize(("name", "value"), [(n, v) for n in NUMERIC for v in _just_outside(n)])
 def test_each_edge_is_refused_one_step_outside_with_the_range_named(name, value):
     with pytest.raises(RequestInvalid) as caught:
-        parse_request({"prompt": "x", name: value})
+        GenerationRequest.parse({"prompt": "x", name: value})
     [error] = caught.value.errors
     assert error.field == name
     assert LIMITS[name].words() in error.message
@@ -192,7 +185,9 @@ def test_each_edge_itself_is_allowed(name):
     limit = LIMITS[name]
     low = limit.low + 1e-6 if limit.low_open else limit.low
     for value in (low, limit.high):
-        assert math.isclose(getattr(parse_request({"prompt": "x", name: value}), name), value)
+        assert math.isclose(
+            getattr(GenerationRequest.parse({"prompt": "x", name: value}), name), value
+        )
 
 
 def test_the_limits_are_the_ones_announced():
@@ -208,12 +203,7 @@ def test_the_limits_are_the_ones_announced():
 
 
 def _service(emulator: Emulator, data_dir: Path) -> GenerationService:
-    env = {
-        "MUSICGEN_DATA_DIR": str(data_dir),
-        "REPLICATE_BASE_URL": emulator.base_url,
-        "MUSICGEN_ENGINE": "replicate",
-    }
-    return GenerationService(Settings.from_env(env), Library(data_dir))
+    return make_service(emulator, data_dir, MUSICGEN_ENGINE="replicate")
 
 
 async def _as_the_api_does(service: GenerationService, raw: dict, token: str) -> list:
@@ -317,17 +307,23 @@ async def test_a_clip_of_ten_minutes_is_accepted(emulator, tmp_path):
 
 
 def test_a_typed_request_is_held_to_the_same_limits():
-    assert limit_errors(GenerationRequest(prompt="piano")) == []
-    errors = limit_errors(GenerationRequest(prompt="x", duration=10**12, temperature=50.0))
+    with pytest.raises(ValidationError) as built:
+        GenerationRequest(prompt="x", duration=10**12, temperature=50.0)
+    assert {e["loc"][0] for e in built.value.errors()} == {"duration", "temperature"}
+    with pytest.raises(RequestInvalid) as replaced:
+        GenerationRequest(prompt="piano").replace(duration=10**12, temperature=50.0)
+    errors = replaced.value.errors
     assert [e.field for e in errors] == ["duration", "temperature"]
     assert "from 1 to 300" in errors[0].message and "at most 5" in errors[1].message
 
 
-async def test_a_request_built_in_code_is_held_to_the_limits_too(emulator, tmp_path):
+async def test_a_request_built_in_code_is_held_to_the_engines_models_too(emulator, tmp_path):
     service = _service(emulator, tmp_path / "data")
-    request = GenerationRequest(prompt="piano", duration=1, temperature=50.0)
-    with pytest.raises(RequestInvalid):
+    request = GenerationRequest(prompt="piano", duration=1, model_version="facebook/musicgen-small")
+    with pytest.raises(RequestInvalid) as refused:
         [u async for u in service.generate(request, token=emulator.token, owner=None)]
+    assert [e.field for e in refused.value.errors] == ["model_version"]
+    assert "stereo-melody-large" in refused.value.errors[0].message
     assert emulator.creates == 0
 
 

@@ -22,10 +22,9 @@ from services.engines.local import LocalConfig, LocalEngine
 from services.engines.protocol import EngineRun, Turn
 from services.errors import StudioError
 from services.events import RunUpdate
-from services.generation import GenerationService
 from services.library import Library
 from services.musicgen import GenerationRequest
-from services.settings import Settings
+from tests.support.services import make_service
 from tests.support.tiny_musicgen import TinyCheckpoints
 from tests.test_local_engine import samples
 
@@ -181,9 +180,8 @@ async def test_visitors_take_turns_and_waiting_runs_are_capped(
         max_queued_per_visitor=3,
     )
     local = LocalEngine(config)
-    settings = Settings.from_env({"MUSICGEN_DATA_DIR": str(tmp_path), "MUSICGEN_ENGINE": "local"})
     library = Library(tmp_path)
-    service = GenerationService(settings, library, local=local)
+    service = make_service(None, tmp_path, library=library, local=local, MUSICGEN_ENGINE="local")
     ended: list[str] = []
     running = asyncio.Event()
     queued: list[str] = []

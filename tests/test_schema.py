@@ -20,10 +20,10 @@ from services.musicgen import (
     BY_NAME,
     INPUT_NAMES,
     INPUTS,
+    LIMITS,
     GenerationRequest,
     replicate_input_schema,
 )
-from services.validation import LIMITS, parse_request
 from tests.emulator.schema import validate_input, with_defaults
 from ui.form_rules import EXTRA_INPUTS, FormValues, request_values
 
@@ -90,7 +90,7 @@ def test_the_emulator_takes_what_the_model_takes_while_the_studio_refuses_more()
     }
     assert validate_input(beyond) == []
     with pytest.raises(RequestInvalid) as refused:
-        parse_request(beyond)
+        GenerationRequest.parse(beyond)
     assert {e.field for e in refused.value.errors} == set(beyond)
     # Outside the model's own constraints: both refuse.
     for bad, field in (
@@ -164,7 +164,7 @@ def test_every_model_input_has_a_place_on_the_page() -> None:
     assert set(INPUT_NAMES) <= page | set(EXTRA_INPUTS)
     assert EXTRA_INPUTS == ()  # today every input has its hand-made place
     defaults = GenerationRequest()
-    assert parse_request(request_values(FormValues())) == defaults
+    assert GenerationRequest.parse(request_values(FormValues())) == defaults
 
 
 ADDED_INPUT = """
@@ -179,7 +179,7 @@ import inspect, json
 import gradio as gr
 from services.errors import RequestInvalid
 from services.input_help import help_text
-from services.validation import LIMITS, parse_request
+from services.musicgen import LIMITS
 from services.musicgen import GenerationRequest
 from tests.emulator.schema import INPUT_SCHEMA, validate_input, with_defaults
 from ui.api import GenerateApi, REQUEST_PARAMETERS, model_input_components
@@ -196,10 +196,10 @@ out["emulator_refuses"] = [p.field for p in validate_input({"bpm": 0})]
 out["emulator_takes"] = [p.field for p in validate_input({"bpm": 400})]
 out["emulator_default"] = with_defaults({})["bpm"]
 try:
-    parse_request({"prompt": "x", "bpm": 400})
+    GenerationRequest.parse({"prompt": "x", "bpm": 400})
 except RequestInvalid as err:
     out["refusal"] = [str(e) for e in err.errors]
-out["parsed"] = parse_request({"prompt": "x", "bpm": "90"}).bpm
+out["parsed"] = GenerationRequest.parse({"prompt": "x", "bpm": "90"}).bpm
 out["sent"] = GenerationRequest(prompt="x", bpm=90).to_api_input()["bpm"]
 from dataclasses import fields
 from ui.form_rules import EXTRA_INPUTS, FormValues, form_values, request_values
@@ -264,9 +264,17 @@ def test_adding_an_input_is_one_edit(tmp_path: Path) -> None:
     assert out["parsed"] == 90 and out["sent"] == 90
 
 
-def test_the_api_help_comes_from_the_descriptions() -> None:
-    for spec in INPUTS:
-        assert help_text(spec.name).startswith(spec.description), spec.name
+def test_the_api_help_says_what_each_input_means_and_takes() -> None:
+    """What an API caller or an MCP client reads for a parameter: its meaning, then its range
+    or choices, as the musician's words and the studio's own limits."""
+    assert help_text("duration") == (
+        "Length of the result in seconds (with continuation: including the clip). "
+        "It is a whole number of seconds from 1 to 300."
+    )
+    assert help_text("output_format") == "The file format of the result. One of: wav, mp3."
+    assert help_text("prompt").endswith("At most 1000 characters.")
+    assert help_text("input_audio").endswith("At most 10 minutes long.")
+    assert help_text("temperature").endswith("It is a number above 0 and at most 5.")
 
 
 def test_the_page_controls_read_the_declaration() -> None:

@@ -6,17 +6,16 @@ import gradio as gr
 import pytest
 
 from services.errors import FieldError
-from services.validation import (
+from services.musicgen import (
     DURATION_MAX,
-    DURATION_MIN,
     GUIDANCE_MAX,
+    LIMITS,
     PROMPT_MAX_CHARS,
     TEMPERATURE_MAX,
     TOP_K_MAX,
-    TOP_P_MAX,
-    parse_request,
-    validate,
+    GenerationRequest,
 )
+from services.validation import validate
 from ui import form_rules
 from ui.form_events import continuation_updates
 from ui.form_rules import USE_CONTINUATION, USE_MELODY, FormValues, request_values
@@ -82,7 +81,7 @@ def test_the_form_sends_only_what_applies() -> None:
     # Without a clip, "continue" cannot apply and is not sent.
     no_clip = request_values(FormValues(prompt="p", audio_use=USE_CONTINUATION))
     assert no_clip["continuation"] is False and no_clip["input_audio"] is None
-    assert parse_request(no_clip).prompt == "p"
+    assert GenerationRequest.parse(no_clip).prompt == "p"
 
 
 def test_controls_that_cannot_apply_say_why() -> None:
@@ -157,9 +156,9 @@ def test_the_page_takes_its_ranges_from_the_request_limits():
 
     with gr.Blocks():
         form = build_form()
-    assert (form.duration.minimum, form.duration.maximum) == (DURATION_MIN, 30)
+    assert (form.duration.minimum, form.duration.maximum) == (LIMITS["duration"].low, 30)
     assert form_rules.duration_limits(True, 8)[0] == DURATION_MAX
-    assert form.top_k.maximum == TOP_K_MAX and form.top_p.maximum == TOP_P_MAX
+    assert form.top_k.maximum == TOP_K_MAX and form.top_p.maximum == LIMITS["top_p"].high
     assert form.temperature.minimum == TEMPERATURE_STEP > 0
     assert form.temperature.maximum == TEMPERATURE_MAX
     assert form.classifier_free_guidance.maximum == GUIDANCE_MAX
@@ -173,6 +172,7 @@ def test_the_page_takes_its_ranges_from_the_request_limits():
         ("classifier_free_guidance", form.classifier_free_guidance),
     ]:
         for value in (slider.minimum, slider.maximum):
-            assert parse_request({"prompt": "x", name: value}) is not None
+            assert getattr(GenerationRequest.parse({"prompt": "x", name: value}), name) == value
     long_max = form_rules.duration_limits(True, 8)[0]
-    assert parse_request({"prompt": "x" * PROMPT_MAX_CHARS, "duration": long_max}) is not None
+    longest = GenerationRequest.parse({"prompt": "x" * PROMPT_MAX_CHARS, "duration": long_max})
+    assert (len(longest.prompt), longest.duration) == (PROMPT_MAX_CHARS, long_max)

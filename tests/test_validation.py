@@ -12,7 +12,6 @@ from services.musicgen import GenerationRequest
 from services.validation import (
     check_request,
     is_long,
-    parse_request,
     validate,
     warnings,
 )
@@ -39,14 +38,14 @@ def only(raw: dict, audio_seconds: float | None = None) -> tuple[str, str]:
 
 
 def test_empty_form_takes_the_models_defaults():
-    request = parse_request({"prompt": "lofi beat"})
+    request = GenerationRequest.parse({"prompt": "lofi beat"})
     assert request == GenerationRequest(prompt="lofi beat")
     blank = dict.fromkeys(GenerationRequest.model_fields) | {"prompt": "x", "seed": ""}
-    assert parse_request(blank) == GenerationRequest(prompt="x")
+    assert GenerationRequest.parse(blank) == GenerationRequest(prompt="x")
 
 
 def test_loose_values_are_coerced():
-    request = parse_request(
+    request = GenerationRequest.parse(
         {
             "prompt": "ambient pads",
             "input_audio": {"path": CLIP, "meta": {"_type": "gradio.FileData"}},
@@ -87,12 +86,14 @@ def test_loose_values_are_coerced():
 
 @pytest.mark.parametrize("value", [None, "", "  ", -1, "-1", -1.0, 0, "0"])
 def test_seed_empty_or_minus_one_means_random(value):
-    assert parse_request({"prompt": "x", "seed": value}).seed is None
+    assert GenerationRequest.parse({"prompt": "x", "seed": value}).seed is None
 
 
 @pytest.mark.parametrize("value", [None, "", -1, "-1"])
 def test_continuation_end_empty_or_minus_one_means_end_of_clip(value):
-    assert parse_request({"prompt": "x", "continuation_end": value}).continuation_end is None
+    assert (
+        GenerationRequest.parse({"prompt": "x", "continuation_end": value}).continuation_end is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -178,16 +179,18 @@ def test_every_problem_is_reported_at_once():
 
 def test_the_error_text_lists_each_field_on_its_own_line():
     with pytest.raises(RequestInvalid) as caught:
-        parse_request({"duration": 0, "top_k": -1})
+        GenerationRequest.parse({"duration": 0, "top_k": -1})
     lines = str(caught.value).splitlines()
     assert [line.split(":")[0] for line in lines] == ["duration", "top_k"]
     assert caught.value.for_field("top_k")[0].message.startswith("Top-k must be")
 
 
 def test_a_request_object_is_checked_too():
+    with pytest.raises(ValueError, match="duration"):
+        GenerationRequest(prompt="x", duration=0, temperature=-1)  # refused as it is built
     with pytest.raises(RequestInvalid) as caught:
-        validate(GenerationRequest(prompt="x", duration=0, temperature=-1))
-    assert {e.field for e in caught.value.errors} == {"duration", "temperature"}
+        validate(GenerationRequest(prompt="x", input_audio=CLIP, continuation_start=9), 5.0)
+    assert {e.field for e in caught.value.errors} == {"continuation_start"}
 
 
 # -- the model's own rules -----------------------------------------------------------------
@@ -433,7 +436,7 @@ def test_api_input_sends_only_a_fixed_seed(seed, sent):
 
 
 def test_parsed_form_values_reach_the_api_as_integers():
-    payload = parse_request(
+    payload = GenerationRequest.parse(
         {"prompt": "x", "duration": 8.0, "seed": "9", "top_k": "250", "continuation_end": "3.0"}
     ).to_api_input()
     assert json.dumps(payload).count(".0") == 2  # only top_p 0.0 and temperature 1.0
@@ -444,7 +447,7 @@ def test_parsed_form_values_reach_the_api_as_integers():
 
 
 def test_each_limit_itself_is_allowed():
-    request = parse_request(
+    request = GenerationRequest.parse(
         {
             "prompt": "x" * 1000,
             "duration": 300,
@@ -458,7 +461,9 @@ def test_each_limit_itself_is_allowed():
         }
     )
     assert (request.duration, request.top_k, request.temperature) == (300, 1000, 5.0)
-    assert parse_request({"prompt": "x", "duration": 1, "temperature": 0.001}).duration == 1
+    assert (
+        GenerationRequest.parse({"prompt": "x", "duration": 1, "temperature": 0.001}).duration == 1
+    )
 
 
 def test_a_clip_longer_than_ten_minutes_is_refused():

@@ -14,18 +14,13 @@ from services.library import Library
 from services.musicgen import GenerationRequest
 from services.settings import Settings
 from tests.support.audio_files import make_tone
+from tests.support.services import make_service
 
 
 def make(emulator, data_dir: Path) -> tuple[Variations, Library]:
-    settings = Settings.from_env(
-        {
-            "MUSICGEN_DATA_DIR": str(data_dir),
-            "REPLICATE_BASE_URL": emulator.base_url,
-            "MUSICGEN_ENGINE": "replicate",
-        }
-    )
     library = Library(data_dir)
-    return Variations(GenerationService(settings, library), library), library
+    service = make_service(emulator, data_dir, library=library, MUSICGEN_ENGINE="replicate")
+    return Variations(service, library), library
 
 
 async def test_three_variations_run_at_once_with_three_seeds_as_one_entry(emulator, tmp_path):

@@ -77,7 +77,6 @@ class GenerateApi:
         api_token: str | None = named.get("api_token")
         service = self.studio.service
         owner = api_owner(self.studio.settings.shared)
-        engine = (engine or "").strip().lower() or None
         with api_errors():
             prepared = await asyncio.to_thread(service.prepare, raw, engine)
             last = None

@@ -379,7 +379,7 @@ class LoopApi:
         raw = {name: named.get(name) for name in REQUEST_PARAMETERS}
         bpm, bars, api_token = named.get("bpm"), named.get("bars"), named.get("api_token")
         owner = api_owner(self.studio.settings.shared)
-        engine = (named.get("engine") or "").strip().lower() or None
+        engine = named.get("engine")
         last = None
         with api_errors():
             request, spec = await asyncio.to_thread(self.maker.prepare, raw, bpm, bars, engine)

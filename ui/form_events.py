@@ -8,9 +8,9 @@ from typing import Any
 
 import gradio as gr
 
-from services.audio import probe, too_large_message, too_long_message
+from services.audio import CLIP_MAX_SECONDS, probe, too_large_message, too_long_message
 from services.errors import AudioError
-from services.validation import CLIP_MAX_BYTES, CLIP_MAX_SECONDS
+from services.replicate.files import MAX_UPLOAD_BYTES
 from ui import form_rules
 from ui.form_rules import USE_CONTINUATION, ControlState
 from ui.formatting import esc, message_html, warnings_html
@@ -82,7 +82,7 @@ def _clip_text(audio: str | None) -> tuple[float | None, str]:
         info = probe(audio, max_seconds=CLIP_MAX_SECONDS)  # stops decoding past the limit
     except AudioError as err:
         return None, message_html(str(err), kind="error")
-    if info.size_bytes > CLIP_MAX_BYTES:
+    if info.size_bytes > MAX_UPLOAD_BYTES:
         return info.seconds, message_html(too_large_message(info.size_bytes), kind="error")
     if info.seconds > CLIP_MAX_SECONDS:
         return info.seconds, message_html(too_long_message(CLIP_MAX_SECONDS), kind="error")

@@ -15,11 +15,14 @@ from typing import Any
 from services.musicgen import (
     BY_NAME,
     COHERENT_MAX_SECONDS,
+    DURATION_MAX,
+    LIMITS,
     MELODY_MODELS,
     STEREO_MODELS,
     GenerationRequest,
 )
-from services.validation import DURATION_MAX, DURATION_MIN
+
+DURATION_MIN = int(LIMITS["duration"].low)
 
 # "Longer than 30 s" unlocks durations up to the request's own limit.
 LONG_MAX_SECONDS = DURATION_MAX

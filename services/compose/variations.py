@@ -22,9 +22,9 @@ from services.engines.protocol import LOCAL, Turn
 from services.errors import FieldError, RequestInvalid, StudioError
 from services.events import RunUpdate
 from services.generation import GenerationService, PreparedRun
+from services.generation.policy import turn_of
 from services.library import Library, RunNotFound, RunRecord
-from services.musicgen import GenerationRequest
-from services.validation import SEED_MAX
+from services.musicgen import SEED_MAX, GenerationRequest
 
 MIN_TAKES = 2
 MAX_TAKES = 8
@@ -109,7 +109,7 @@ class Variations:
             # The group is one entry of the history: one click against the visitor's limits.
             self._service.guard(request, owner, chosen.name, pool=quota_pool)
             # The group waits as one run in a queue's per-visitor cap.
-            chosen.admit(self._service.turn(owner, quota_pool))
+            chosen.admit(turn_of(owner, quota_pool))
         finally:
             await chosen.aclose()
         seeds = seeds_for(request, count)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from services.audio import MeasuredClip
 from services.errors import FieldError
@@ -28,15 +28,19 @@ class EngineRun:
     """A run that an engine has started.
 
     `id` is the engine's own id of the run (the prediction id on Replicate); `checkpoint` names
-    what made it and `device` where (None on Replicate). `state` is the engine's private
-    bookkeeping (on Replicate the latest prediction object); no one else reads it.
+    what made it and `device` where (None on Replicate); `status` is the run's status when the
+    engine handed it over, and `unclear_create` says its create met an unclear answer on the
+    way (the run may have a twin to look for). `engine_state` is the engine's own bookkeeping, of a
+    type only that engine knows: no one else reads it (tests/test_engine_seam.py holds to it).
     """
 
     id: str
     engine: str
     checkpoint: str
     device: str | None = None
-    state: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    status: str = "starting"
+    unclear_create: bool = False
+    engine_state: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from services.engines.protocol import LOCAL, REPLICATE, Engine
-from services.engines.replicate.engine import ReplicateEngine
+from services.engines.protocol import LOCAL, REPLICATE, Engine, EngineRules
+from services.engines.replicate.engine import ReplicateEngine, ReplicateModel
 from services.engines.replicate.webhooks import WebhookRegistry
 from services.errors import StudioError
 from services.replicate import HttpPool, ReplicateClient
@@ -27,6 +27,7 @@ NO_LOCAL_MESSAGE = (
     "and restart the app, or use Replicate."
 )
 REPLICATE_OFF_MESSAGE = "Replicate is switched off on this server (MUSICGEN_ENGINE=local)."
+_REPLICATE_MODEL = ReplicateModel()
 
 
 @dataclass(frozen=True)
@@ -94,22 +95,39 @@ class Engines:
         options = self.options()
         return options[0].name if options else REPLICATE
 
+    def resolve(self, name: str | None) -> str:
+        """An engine's name as a caller wrote it ("Local ", "", None) as its key: empty is the
+        default. The one place engine names are read."""
+        return (name or "").strip().lower() or self.default_name()
+
+    def rules(self, name: str | None) -> EngineRules:
+        """What `name` accepts, known without a token: the local engine's, else meta/musicgen's
+        on Replicate (an engine that cannot run here is refused by `open`)."""
+        if self.resolve(name) == LOCAL and self._local is not None:
+            return self._local
+        return _REPLICATE_MODEL
+
+    def token(self, token: str | None) -> str:
+        """The Replicate token a run uses: the server's, else the visitor's; refused when none
+        or when Replicate is off. The one place a token is chosen."""
+        if not self.replicate_allowed:
+            raise StudioError(REPLICATE_OFF_MESSAGE)
+        resolved = self._settings.api_token or (token or "").strip()
+        if not resolved:
+            raise StudioError(NO_TOKEN_MESSAGE)
+        return resolved
+
     def open(self, name: str | None, token: str | None) -> Engine:
         """The engine for one run; raises StudioError when it cannot run here."""
-        name = (name or "").strip().lower() or self.default_name()
+        name = self.resolve(name)
         if name == LOCAL:
             if self._local is None:
                 raise StudioError(NO_LOCAL_MESSAGE)
             return self._local
         if name != REPLICATE:
             raise StudioError(f"Unknown engine {name!r}: choose local or replicate.")
-        if not self.replicate_allowed:
-            raise StudioError(REPLICATE_OFF_MESSAGE)
-        resolved = self._settings.api_token or (token or "").strip()
-        if not resolved:
-            raise StudioError(NO_TOKEN_MESSAGE)
         return ReplicateEngine(
-            self._client_factory(resolved),
+            self._client_factory(self.token(token)),
             deployment=self._settings.deployment,
             webhooks=self.webhooks,
         )
@@ -126,10 +144,7 @@ class Engines:
 
     def replicate_client(self, token: str | None) -> ReplicateClient:
         """A client of the account (server token, else the visitor's), e.g. for an import."""
-        resolved = self._settings.api_token or (token or "").strip()
-        if not resolved or not self.replicate_allowed:
-            raise StudioError(NO_TOKEN_MESSAGE if self.replicate_allowed else REPLICATE_OFF_MESSAGE)
-        return self._client_factory(resolved)
+        return self._client_factory(self.token(token))
 
 
 def local_engine(settings: Settings, env: Mapping[str, str] | None = None) -> Engine | None:

@@ -208,7 +208,7 @@ class LocalEngine:
             engine=LOCAL,
             checkpoint=checkpoint,
             device=device.name,
-            state={"seed": seed},
+            engine_state={"seed": seed},
         )
         turn = turn or Turn()
         job = _Job(run, request, seed, workdir, asyncio.get_running_loop(), notes, turn)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
-from dataclasses import replace
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from services.events import (
     split_log_lines,
 )
 from services.library.records import RunRecord
-from services.musicgen import MODEL_VERSIONS, GenerationRequest
+from services.musicgen import DEFAULT_MODEL, MODEL_VERSIONS, GenerationRequest
 from services.orphans import OrphanCheck, Stray, find_strays, sent_input
 from services.replicate import ReplicateClient
 from services.replicate.follow import Nudges
@@ -38,11 +38,26 @@ from services.replicate.predictions import PRESENT, Prediction, same_input
 from services.replicate.webhooks import WebhookSecret
 from services.validation import replicate_model_errors
 
-DEFAULT_MODEL = "stereo-melody-large"
 EXPIRED_MESSAGE = "Replicate no longer has this run's audio (it keeps outputs ~1 hour)."
 LOST_MESSAGE = "The run was paid for, but its audio expired before it could be downloaded."
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _RunState:
+    """A Replicate run's bookkeeping: the newest view of its prediction, its request, and
+    whether this process asked for its webhooks."""
+
+    prediction: Prediction
+    request: GenerationRequest
+    webhook: bool = False
+
+
+def _state(run: EngineRun) -> _RunState:
+    if not isinstance(run.engine_state, _RunState):
+        raise TypeError(f"run {run.id} was not started by the Replicate engine")
+    return run.engine_state
 
 
 class ReplicateModel:
@@ -105,10 +120,9 @@ class ReplicateEngine(ReplicateModel):
             webhook=webhook,
             webhook_events=self._webhooks.events if self._webhooks else (),
         )
-        run = self._run(created.prediction, request, unclear=bool(created.unclear))
-        if webhook is not None and isinstance(run.state, MutableMapping):
-            run.state["webhook"] = True
-        return run
+        return self._run(
+            created.prediction, request, unclear=bool(created.unclear), webhook=webhook is not None
+        )
 
     async def _webhook_secret(self) -> WebhookSecret | None:
         """The account's webhook secret when webhooks are armed and it can be had, else None."""
@@ -121,20 +135,29 @@ class ReplicateEngine(ReplicateModel):
             return None
 
     def _run(
-        self, prediction: Prediction, request: GenerationRequest, *, unclear: bool = False
+        self,
+        prediction: Prediction,
+        request: GenerationRequest,
+        *,
+        unclear: bool = False,
+        webhook: bool = False,
     ) -> EngineRun:
-        """`unclear`: the create met an unclear answer on the way (see Created)."""
+        """`unclear`: the create met an unclear answer on the way (see Created); `webhook`:
+        this process asked for the run's webhooks."""
         return EngineRun(
             id=prediction["id"],
             engine=REPLICATE,
             checkpoint=self._deployment or request.model_version,
-            state={"prediction": prediction, "request": request, "unclear_create": unclear},
+            status=str(prediction.get("status") or "starting"),
+            unclear_create=unclear,
+            engine_state=_RunState(prediction, request, webhook),
         )
 
     async def follow(
         self, run: EngineRun, *, started: float, workdir: Path
     ) -> AsyncIterator[RunUpdate]:
-        prediction = run.state.get("prediction") or await self._client.predictions.get(run.id)
+        state = _state(run)
+        prediction = state.prediction or await self._client.predictions.get(run.id)
         final: RunUpdate | None = None
         secret = await self._webhook_secret()
         with contextlib.ExitStack() as stack:
@@ -144,7 +167,7 @@ class ReplicateEngine(ReplicateModel):
                 # Webhooks for this run reach the follower (a resumed run's too, if it asked for
                 # them); polling becomes the rare fallback when this process asked for them.
                 nudges = stack.enter_context(self._webhooks.watching(run.id, secret))
-                if run.state.get("webhook"):
+                if state.webhook:
                     policy = self._webhooks.fallback_policy(self._client.follow_policy)
             async for update in self._client.follow(
                 prediction,
@@ -170,7 +193,7 @@ class ReplicateEngine(ReplicateModel):
         if final.status != "succeeded":
             yield final
             return
-        request: GenerationRequest = run.state["request"]
+        request = state.request
         try:
             audio, info = await self._download(final.prediction, request, workdir)
         except OutputExpired as err:
@@ -199,9 +222,9 @@ class ReplicateEngine(ReplicateModel):
 
     async def cancel(self, run: EngineRun) -> str:
         answer = await self._client.predictions.cancel(run.id)
-        if isinstance(run.state, MutableMapping) and answer.get("id") == run.id:
+        if answer.get("id") == run.id:
             # The newest view of the run: a follow after a late cancel starts from its end.
-            run.state["prediction"] = answer
+            _state(run).prediction = answer
         return str(answer.get("status") or "canceled")
 
     async def resume(self, record: RunRecord, *, workdir: Path) -> EngineRun | None:
