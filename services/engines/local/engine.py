@@ -471,10 +471,15 @@ class LocalEngine:
         return checkpoint, ()
 
     def _announce_positions(self) -> None:
-        """Tell every waiting run its new place: its entry's turn (caller holds the lock)."""
-        for place, entry in enumerate(self._queue.entries(), start=1):
+        """Tell every waiting run its new place: its entry's turn (caller holds the lock).
+
+        On an idle device the first entry is about to start (it only gathers the runs started
+        with it): it has no place to show.
+        """
+        first = 1 if self._busy else 0
+        for place, entry in enumerate(self._queue.entries(), start=first):
             for waiting in entry.items:
-                if waiting.place != place:
+                if place and waiting.place != place:
                     waiting.place = place
                     waiting.emit(self._queued(waiting, place))
 
