@@ -54,7 +54,7 @@ def _row(
     return {"measure": measure, "value": value, "target": target, "result": result, "note": note}
 
 
-def engine_rows(folder: Path, seconds: float) -> list[dict[str, Any]]:
+def engine_rows(folder: Path, seconds: float, *, quick: bool = False) -> list[dict[str, Any]]:
     """One take, 4 variations, 4 visitors at once, first preview, batch-vs-alone equality."""
     from services.engines.local import LocalConfig, LocalEngine
     from services.engines.protocol import Turn
@@ -112,6 +112,12 @@ def engine_rows(folder: Path, seconds: float) -> list[dict[str, Any]]:
         four_c, crowd, _ = await make(visitors, turns, tmp / "crowd")
         four_c_cpu = cpu[-1]
         print(f"  4 visitors: {four_c:.1f} s, {four_c_cpu:.1f} s CPU", file=sys.stderr)
+        if quick:
+            return [
+                _row(f"one {seconds:g} s take", f"{one:.1f} s, {one_cpu:.1f} s CPU", "", None),
+                _row("4 variations", f"{four_v / one:.2f}× wall", "≤ 2.2×", four_v / one <= 2.2),
+                _row("4 visitors", f"{four_c / one:.2f}× wall", "≤ 2.5×", four_c / one <= 2.5),
+            ]
         _, (alone_v,), _ = await make([group[1]], [Turn("a")], tmp / "alone-v")
         _, (alone_c,), _ = await make([visitors[2]], [Turn("a")], tmp / "alone-c")
         pairs = [(alone, takes[0]), (alone_v, takes[1]), (alone, crowd[0]), (alone_c, crowd[2])]
@@ -277,9 +283,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--checkpoint", help="use this folder instead of building one")
     parser.add_argument("--no-page", action="store_true", help="skip the page-CPU rows")
+    parser.add_argument(
+        "--quick", action="store_true", help="only one take, 4 variations, 4 visitors"
+    )
     args = parser.parse_args()
     load = os.getloadavg()
-    table = rows(args.seconds, args.checkpoint, page=not args.no_page)
+    if args.quick:
+        with tempfile.TemporaryDirectory() as tmp:
+            small = _small_checkpoint(Path(tmp), args.checkpoint)
+            table = engine_rows(small, args.seconds, quick=True)
+    else:
+        table = rows(args.seconds, args.checkpoint, page=not args.no_page)
     print(f"\nload average before: {load[0]:.1f}, after: {os.getloadavg()[0]:.1f}\n")
     print_table(table)
 
