@@ -66,20 +66,32 @@ async def test_extend_on_this_machine(local: LocalEngine, tmp_path: Path) -> Non
     assert part.engine == "local" and part.request["continuation"] is True
 
 
-async def test_variations_on_this_machine_queue_for_the_device(
-    local: LocalEngine, tmp_path: Path
+async def test_variations_on_this_machine_are_made_in_one_pass(
+    local: LocalEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service, library = service_for(local, tmp_path)
     prepared = service.prepare({"prompt": "calm piano", "duration": 1}, "local").request
+    model = local.preload().model
+    real_generate = model.generate
+    calls: list[int] = []
+
+    def counting_generate(*args: Any, **kwargs: Any) -> Any:
+        calls.append(int(kwargs["input_ids"].shape[0]))  # rows of this call
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", counting_generate)
 
     updates = [
-        u async for u in Variations(service, library).run(prepared, 2, token=None, owner=None)
+        u async for u in Variations(service, library).run(prepared, 3, token=None, owner=None)
     ]
 
     assert updates[-1].status == "succeeded", updates[-1].error
+    assert calls == [3]  # three takes, one generate call
     takes = Variations(service, library).takes(updates[-1].group_id, None)
-    assert len({t.seed for t in takes}) == 2
+    assert len({t.seed for t in takes}) == 3
     sounds = [audio_ops.samples(audio_ops.load(library.audio_file(t))) for t in takes]
-    assert not np.allclose(sounds[0], sounds[1])  # two seeds, two different takes
-    # One device, one take at a time: the other waited its turn, and said so.
-    assert any(u.run and u.run.queue_position == 1 for u in updates)
+    assert not np.allclose(sounds[0], sounds[1])  # three seeds, three different takes
+    assert not np.allclose(sounds[1], sounds[2])
+    # Nobody waited for the device, and the group keeps how its takes were made.
+    assert not any(u.run and u.run.queue_position for u in updates)
+    assert library.get(updates[-1].group_id).compose["batch"] == 3

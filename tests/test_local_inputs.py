@@ -79,23 +79,6 @@ async def test_guidance_zero_is_the_unconditional_model_and_one_the_conditional(
     assert not np.allclose(calm1, calm, atol=1e-3)
 
 
-def test_guidance_rows_mix_each_take_with_its_own_scale() -> None:
-    """audiocraft's uncond + (cond - uncond) * scale, row by row, through transformers' step."""
-    from transformers.generation.logits_process import ClassifierFreeGuidanceLogitsProcessor
-
-    from services.engines.local.guidance import DOUBLING_SCALE, AudiocraftGuidance
-
-    codebooks, vocab = 4, 8
-    cond, uncond = torch.randn(2 * codebooks, vocab), torch.randn(2 * codebooks, vocab)
-    scores = torch.cat([cond, uncond])
-    ids = torch.zeros(2 * codebooks, 1, dtype=torch.long)
-    mixed = AudiocraftGuidance([0.0, 3.0])(ids, scores)
-    out = ClassifierFreeGuidanceLogitsProcessor(DOUBLING_SCALE)(ids, mixed)
-    assert torch.equal(out[:codebooks], uncond[:codebooks])
-    expected = uncond[codebooks:] + (cond[codebooks:] - uncond[codebooks:]) * 3
-    assert torch.allclose(out[codebooks:], expected)
-
-
 async def test_a_melody_follows_the_chosen_slice_of_its_clip(
     engine: LocalEngine, tmp_path: Path
 ) -> None:

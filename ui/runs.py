@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +31,10 @@ from ui.run_panel import Controls, RunView
 
 LOG_LINES_SHOWN = 400
 SETTLE_TIMEOUT_S = 15.0
+# Progress-only changes reach the page at most this often: the local engine reports every
+# decoding step (50 a second of audio), and each update the page gets costs the server a
+# Gradio round (postprocess, diff, send) that on a fast device cost more than the take.
+PAGE_REFRESH_S = 0.25
 
 Updates = dict[gr.components.Component, Any]
 
@@ -178,6 +183,9 @@ class RunHandlers:
         logs: list[str] = []
         progress: Progress | None = None
         last: RunUpdate | None = None
+        shown: tuple[Any, ...] = ()  # what the page was last sent, beyond progress
+        shown_logs = 0
+        sent_at = 0.0
         link = engine != LOCAL  # a Replicate prediction has a page on replicate.com
         updates = self.studio.service.generate(
             prepared,
@@ -192,6 +200,16 @@ class RunHandlers:
                 last = update
                 logs.extend(update.new_logs)
                 progress = update.progress or progress
+                news = (update.status, update.queue_position, update.error, update.run_id)
+                now = time.monotonic()
+                if (
+                    news == shown
+                    and not update.preview_path
+                    and not update.finished
+                    and now - sent_at < PAGE_REFRESH_S
+                ):
+                    continue  # only progress moved, and the page saw it a moment ago
+                shown, sent_at = news, now
                 changes: Updates = {
                     v.status: status_html(
                         update.status,
@@ -201,13 +219,15 @@ class RunHandlers:
                         queue_position=update.queue_position,
                     ),
                     v.progress: _progress(progress),
-                    v.logs: "\n".join(logs[-LOG_LINES_SHOWN:]),
                     v.current_run: update.run_id,
                     # Every update carries the buttons' state: a page that merged or missed
                     # the first one still lets the musician cancel; the last one (a cancel may
                     # end the handler right after it) frees Generate.
                     **self._buttons(running=not update.finished),
                 }
+                if len(logs) != shown_logs:
+                    changes[v.logs] = "\n".join(logs[-LOG_LINES_SHOWN:])
+                    shown_logs = len(logs)
                 if update.preview_path:
                     changes[v.preview] = gr.update(value=update.preview_path, visible=True)
                 yield changes

@@ -1,9 +1,11 @@
 """Variations: N takes of one request at once, each with its own seed, kept as one group.
 
-The takes run side by side (on Replicate truly in parallel; on this machine they queue for
-the one device) through the generation service, so each is an ordinary run: followed, filed,
-cancelled and resumed like any other. The group is one library entry (`kind="variations"`)
-whose takes (`kind="variation"`) point at it; it plays its first finished take in the history.
+The takes run side by side through the generation service, so each is an ordinary run:
+followed, filed, cancelled and resumed like any other. On Replicate they are parallel
+predictions; on this machine they are marked as one group, which the local engine makes in one
+batched pass (each take from its own seed), so n takes cost far less than n passes. The group
+is one library entry (`kind="variations"`) whose takes (`kind="variation"`) point at it; it
+plays its first finished take in the history.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from services.engines.protocol import LOCAL, Turn
 from services.errors import FieldError, RequestInvalid, StudioError
 from services.events import RunUpdate
 from services.generation import GenerationService, PreparedRun
+from services.generation.policy import turn_of
 from services.library import Library, RunNotFound, RunRecord
 from services.musicgen import SEED_MAX, GenerationRequest
 from services.spending import Ticket
@@ -69,6 +73,12 @@ def seeds_for(request: GenerationRequest, n: int) -> list[int]:
     return seeds
 
 
+def _made_together(engine: str, count: int) -> dict[str, Any]:
+    """What the group's record keeps so each take can be made again exactly: on this machine
+    the takes are rows of one batch, in slot order, one seed each (`batch`: its size)."""
+    return {"batch": count} if engine == LOCAL else {}
+
+
 class Variations:
     """Makes groups of takes; one instance serves every visitor."""
 
@@ -98,6 +108,8 @@ class Variations:
         try:
             prepared = await self._service.prepared_for(run_of, chosen.name)
             request = prepared.request
+            # The group waits as one run in a queue's per-visitor cap.
+            chosen.admit(turn_of(owner, payer))
         finally:
             await chosen.aclose()
         # No await from here to the takes' rows: every take is held before any starts.
@@ -126,10 +138,16 @@ class Variations:
             request.to_dict(),
             engine=prepared.engine,
             kind="variations",
-            compose={"n": count, "seeds": seeds, "takes": {}},
+            compose={
+                "n": count,
+                "seeds": seeds,
+                "takes": {},
+                **_made_together(prepared.engine, count),
+            },
         )
         self._library.update(group.id, status="processing")
         yield VariationUpdate(group.id)
+        together = Turn(group=group.id, group_size=count)
         queue: asyncio.Queue[tuple[int, RunUpdate | None]] = asyncio.Queue()
         tasks = [
             asyncio.create_task(
@@ -142,6 +160,7 @@ class Variations:
                     owner,
                     engine,
                     ticket,
+                    together,
                 )
             )
             for slot, seed in enumerate(seeds)
@@ -178,6 +197,7 @@ class Variations:
         owner: str | None,
         engine: str | None,
         ticket: Ticket,
+        together: Turn,
     ) -> None:
         try:
             async for update in self._service.generate(
@@ -188,6 +208,7 @@ class Variations:
                 parent_run_id=group_id,
                 kind="variation",
                 ticket=ticket,
+                group=together,
             ):
                 await queue.put((slot, update))
         except StudioError as err:

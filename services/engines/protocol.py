@@ -43,6 +43,20 @@ class EngineRun:
     engine_state: object = field(default=None, compare=False, repr=False)
 
 
+@dataclass(frozen=True)
+class Turn:
+    """Whose run it is and what it goes with, for an engine that queues runs (the local one).
+
+    `visitor` is who takes turns in the queue (an owner, or an API caller's pool); runs started
+    with the same `group` (the takes of one group of variations, `group_size` of them) are made
+    together where the engine can, and wait as one.
+    """
+
+    visitor: str = ""
+    group: str | None = None
+    group_size: int = 1
+
+
 @runtime_checkable
 class EngineRules(Protocol):
     """What an engine accepts, known before any run (and without a token)."""
@@ -69,12 +83,22 @@ class EngineRules(Protocol):
 class Engine(EngineRules, Protocol):
     """What the generation service needs from an engine; both engines implement exactly this."""
 
+    def admit(self, turn: Turn) -> None:
+        """Raise StudioError if this engine would not queue another run for `turn` now (the
+        local engine's per-visitor cap); called before anything is stored."""
+
     async def start(
-        self, request: GenerationRequest, *, workdir: Path, clip: MeasuredClip | None = None
+        self,
+        request: GenerationRequest,
+        *,
+        workdir: Path,
+        clip: MeasuredClip | None = None,
+        turn: Turn | None = None,
     ) -> EngineRun:
         """Start (or queue) a run of `request`; `workdir` is this run's scratch folder.
 
         `clip`: the input clip as validation measured it, so that it is not decoded again.
+        `turn`: whose run it is and its group (engines that do not queue ignore it).
         """
 
     def follow(self, run: EngineRun, *, started: float, workdir: Path) -> AsyncIterator[RunUpdate]:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from services.audio import CLIP_MAX_SECONDS, MeasuredClip, measure
 from services.cost import Estimate, estimate, free_estimate
-from services.engines.protocol import LOCAL, REPLICATE
+from services.engines.protocol import LOCAL, REPLICATE, Turn
 from services.engines.registry import Engines
 from services.errors import AudioError, FieldError, RequestInvalid
 from services.library import Library
@@ -22,6 +22,13 @@ from services.musicgen import GenerationRequest
 from services.settings import Settings
 from services.spending import Claim, SpendingGuard, Ticket, Tickets
 from services.validation import check_request, warnings
+
+
+def turn_of(owner: str | None, payer: str | None, group: Turn | None = None) -> Turn:
+    """Whose turn a run takes in an engine's queue: its payer (an account or an address, so
+    that new browser ids add no turns), else its owner."""
+    visitor = payer if payer is not None else (owner or "")
+    return Turn(visitor) if group is None else replace(group, visitor=visitor)
 
 
 @dataclass(frozen=True)

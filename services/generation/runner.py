@@ -19,11 +19,11 @@ from typing import Any
 
 from services.audio import check_output
 from services.cost import run_cost
-from services.engines.protocol import REPLICATE, Engine, EngineRun
+from services.engines.protocol import REPLICATE, Engine, EngineRun, Turn
 from services.engines.registry import Engines
 from services.errors import CreateUnclear, StudioError
 from services.events import DOWNLOADING, TERMINAL_STATUSES, RunUpdate
-from services.generation.policy import Policy, PreparedRun
+from services.generation.policy import Policy, PreparedRun, turn_of
 from services.library import Library, RunNotFound, RunRecord
 from services.musicgen import GenerationRequest
 from services.run_signals import RunEnd, RunSignals, RunWatch
@@ -117,6 +117,7 @@ class Runner:
         kind: str = "take",
         payer: str | None = None,
         ticket: Ticket | None = None,
+        group: Turn | None = None,
     ) -> AsyncGenerator[RunUpdate, None]:
         """Run a request on `engine` (None: the default) and yield an update for every change.
 
@@ -128,7 +129,9 @@ class Runner:
         `parent_run_id` file the run as part of a composition (a part of a long piece, one
         of a group of variations). The spending caps are counted per `payer` (a signed-in
         account or a client address; None on a local install); a take of a group draws on the
-        group's `ticket` (see `Policy.reserve`), which has been held to them already.
+        group's `ticket` (see `Policy.reserve`), which has been held to them already. `group`
+        (its `group` and `group_size`) marks runs to be made together where the engine can
+        (the takes of a group of variations); an engine's queue takes turns by payer.
         """
         eng = self._engines.open(engine, token)
         try:
@@ -138,6 +141,8 @@ class Runner:
             reserved = self._policy.gpu_estimate(request, eng.name)
             if ticket is None:
                 self._policy.guard(request, owner, eng.name, payer=payer)
+            turn = turn_of(owner, ticket.payer if ticket is not None else payer, group)
+            eng.admit(turn)
         except BaseException:
             await eng.aclose()
             raise
@@ -172,7 +177,7 @@ class Runner:
                         self._library.keep_input, record.id, Path(request.input_audio)
                     )
                 yield stage("creating")
-                run = await eng.start(request, workdir=workdir, clip=prepared.clip)
+                run = await eng.start(request, workdir=workdir, clip=prepared.clip, turn=turn)
                 if run.unclear_create:
                     self._on_unclear(token, record)
                 self.note_started(record.id, run)

@@ -21,6 +21,8 @@ DEVICES = ("cuda", "mps", "cpu")
 # on every switch (small + melody at fp16 is ~3.6 GB, large + melody-large ~14 GB: a 16 GB+
 # card). Whatever else the process holds, MUSICGEN_LOCAL_MAX_MODELS overrides it.
 MAX_MODELS = {"cpu": 1, "mps": 1, "cuda": 2}
+# Waiting runs per visitor on a shared deployment (MUSICGEN_SHARED, or a Space) by default.
+DEFAULT_MAX_QUEUED_SHARED = 3
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,9 @@ class LocalConfig:
     the best available (CUDA, then Apple's MPS, then the CPU). `preview_seconds` is how much new
     audio each streamed preview holds (0 turns previews off). `precision` is
     `MUSICGEN_LOCAL_PRECISION` (auto, fp32, fp16, bf16, int8); `max_models` how many checkpoints
-    stay loaded (None: `MAX_MODELS` of the device).
+    stay loaded (None: `MAX_MODELS` of the device). `max_batch` caps the takes made in
+    one pass (None: the device's default, `batch.default_max_batch`); `max_queued_per_visitor`
+    caps each visitor's waiting runs (a group of variations counts once; 0: no cap).
     """
 
     default_model: str = DEFAULT_MODEL
@@ -41,6 +45,8 @@ class LocalConfig:
     precision: str = "auto"
     max_models: int | None = None
     zero_gpu: bool = False  # on a ZeroGPU Space: generation runs inside spaces.GPU
+    max_batch: int | None = None
+    max_queued_per_visitor: int = 0
 
     def models_on(self, device: str) -> int:
         """How many checkpoints may stay loaded on `device`."""
@@ -49,11 +55,15 @@ class LocalConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LocalConfig:
         """`MUSICGEN_LOCAL_MODEL`, `MUSICGEN_LOCAL_MELODY_MODEL`, `MUSICGEN_DEVICE`,
-        `MUSICGEN_LOCAL_PRECISION`, `MUSICGEN_LOCAL_MAX_MODELS`.
+        `MUSICGEN_LOCAL_PRECISION`, `MUSICGEN_LOCAL_MAX_MODELS`, `MUSICGEN_LOCAL_MAX_BATCH`,
+        `MUSICGEN_LOCAL_MAX_QUEUED_PER_VISITOR` (default `DEFAULT_MAX_QUEUED_SHARED` on a shared
+        deployment, no cap otherwise).
 
         An unknown device or precision is ignored (auto choice), and a count that is not a
-        positive whole number means the default, rather than failing the app's start.
+        whole number in its range means the default, rather than failing the app's start.
         """
+        shared = env.get("MUSICGEN_SHARED", "").strip().lower() in ("1", "true", "yes", "on")
+        shared = shared or bool(env.get("SPACE_ID"))
         device = env.get("MUSICGEN_DEVICE", "").strip().lower() or None
         if device is not None and device not in DEVICES:
             log.warning(
@@ -64,19 +74,32 @@ class LocalConfig:
             melody_model=env.get("MUSICGEN_LOCAL_MELODY_MODEL", "").strip() or DEFAULT_MELODY_MODEL,
             device=device if device in DEVICES else None,
             precision=parse_precision(env.get("MUSICGEN_LOCAL_PRECISION", "")),
-            max_models=_positive(env, "MUSICGEN_LOCAL_MAX_MODELS"),
+            max_models=_whole(env, "MUSICGEN_LOCAL_MAX_MODELS", None, least=1),
             zero_gpu=zero_gpu_enabled(env),
+            max_batch=_whole(env, "MUSICGEN_LOCAL_MAX_BATCH", None, least=1),
+            max_queued_per_visitor=_whole(
+                env,
+                "MUSICGEN_LOCAL_MAX_QUEUED_PER_VISITOR",
+                DEFAULT_MAX_QUEUED_SHARED if shared else 0,
+                least=0,
+            )
+            or 0,
         )
 
 
-def _positive(env: Mapping[str, str], name: str) -> int | None:
+def _whole(env: Mapping[str, str], name: str, default: int | None, *, least: int) -> int | None:
+    """A whole-number setting of at least `least`, or `default` (with a warning) if it is not."""
     raw = env.get(name, "").strip()
     if not raw:
-        return None
-    if raw.isdigit() and int(raw) > 0:
-        return int(raw)
-    log.warning("%s=%s is not a positive whole number: using the default", name, raw)
-    return None
+        return default
+    try:
+        value = int(raw)
+        if value < least:
+            raise ValueError
+    except ValueError:
+        log.warning("%s=%s is not a whole number from %d: using the default", name, raw, least)
+        return default
+    return value
 
 
 def local_engine_available() -> bool:

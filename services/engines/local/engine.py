@@ -1,8 +1,12 @@
-"""`LocalEngine`: MusicGen in this process, one generation at a time, behind the `Engine` interface.
+"""`LocalEngine`: MusicGen in this process, one pass at a time, behind the `Engine` interface.
 
-Runs wait in a first-in-first-out queue served by one worker thread (one device, one model
-pass at a time: a second pass would only halve the speed of both). The worker loads each
-checkpoint once and keeps it for every later run and visitor. It reports through each run's
+Runs wait in a fair queue (`fair_queue`: visitors take turns, each with a capped number of
+waiting runs) served by one worker thread (one device, one model pass at a time: a second pass
+would only halve the speed of both). Each pass makes a batch: the run whose turn it is and
+every waiting run that fits in the same `generate` call (`batch.batch_key`), up to
+`max_batch` rows; a group of variations always goes whole. Each row keeps its own seed,
+settings, length, progress, previews and cancel (`synth.synthesize_batch`). The worker loads
+each checkpoint once and keeps it for every later run and visitor. It reports through each run's
 asyncio queue, filled from the thread with `call_soon_threadsafe`, so the event loop never
 waits on the model.
 """
@@ -19,7 +23,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +31,15 @@ from typing import TYPE_CHECKING
 
 from services.audio import MeasuredClip, check_output
 from services.engines.local.audio_io import write_audio
+from services.engines.local.batch import batch_key, default_max_batch
 from services.engines.local.checkpoints import KNOWN_CHECKPOINTS, Device, choose_device, describe
 from services.engines.local.config import LocalConfig
+from services.engines.local.fair_queue import FairQueue, QueueFull
 from services.engines.local.loader import MELODY_TYPE, LoadedModel, load
 from services.engines.local.models import LoadStatus, ModelCache
-from services.engines.local.synth import Canceled, Hooks, synthesize
-from services.engines.local.zerogpu import GpuCalls, synthesize_on_gpu
-from services.engines.protocol import LOCAL, Engine, EngineRun
+from services.engines.local.synth import Canceled, Hooks, Row, SynthResult, synthesize_batch
+from services.engines.local.zerogpu import GpuCalls, synthesize_batch_on_gpu
+from services.engines.protocol import LOCAL, Engine, EngineRun, Turn
 from services.errors import FieldError, StudioError
 from services.events import Progress, RunUpdate
 from services.library.records import RunRecord
@@ -46,6 +52,11 @@ LOST_MESSAGE = "This run is no longer running on this machine (the app was resta
 # Finished runs remembered so a late cancel can answer "succeeded"; older ones are forgotten.
 REMEMBERED_RUNS = 1000
 HUB_PREFIX = "facebook/musicgen-"
+# A run waits this long after it arrives before a pass starts, so that runs started at the same
+# moment (visitors' clicks, a group's takes) go in one pass: little next to a take's seconds. (0.1 s
+# was measured too short on a loaded 2-core machine: the 2nd of 4 clicks made at once arrived
+# after the 1st had started alone, and the other three waited a whole take.)
+GATHER_S = 0.25
 
 
 @dataclass(eq=False)
@@ -58,7 +69,9 @@ class _Job:
     workdir: Path
     loop: asyncio.AbstractEventLoop
     notes: tuple[str, ...]
+    turn: Turn = field(default_factory=Turn)
     place: int = 0  # its place in the queue as last told (0: not waiting)
+    last: Progress | None = None  # its latest progress, to show where a cancel stopped it
     loading: bool = False  # fetching or loading its checkpoint (which a cancel can't stop)
     ending: threading.Lock = field(default_factory=threading.Lock)
     updates: asyncio.Queue[RunUpdate] = field(default_factory=asyncio.Queue)
@@ -92,11 +105,11 @@ class LocalEngine:
     def __init__(self, config: LocalConfig | None = None) -> None:
         self.config = config or LocalConfig()
         self._lock = threading.Condition()  # guards the queue, the jobs and the worker
-        self._queue: deque[_Job] = deque()
+        self._queue: FairQueue[_Job] = FairQueue(self.config.max_queued_per_visitor, GATHER_S)
         self._jobs: dict[str, _Job] = {}
         self._finished: OrderedDict[str, str] = OrderedDict()
         self._worker: threading.Thread | None = None
-        self._busy = False
+        self._busy = 0  # runs in the pass under way
         self._closed = False
         self._models = ModelCache(self._load, lambda: self.config.models_on(self._device_name()))
         self._device: Device | None = None
@@ -167,10 +180,21 @@ class LocalEngine:
 
     # -- runs ----------------------------------------------------------------------------------
 
+    def admit(self, turn: Turn) -> None:
+        """Refuse a visitor who already has their cap of runs waiting (nothing is stored yet)."""
+        with self._lock:
+            if not self._queue.room_for(turn.visitor, turn.group):
+                raise StudioError(self._full_message())
+
     async def start(
-        self, request: GenerationRequest, *, workdir: Path, clip: MeasuredClip | None = None
+        self,
+        request: GenerationRequest,
+        *,
+        workdir: Path,
+        clip: MeasuredClip | None = None,
+        turn: Turn | None = None,
     ) -> EngineRun:
-        """Queue `request`; it starts as soon as the device is free.
+        """Queue `request` in `turn`'s line; it starts when its turn comes and the device is free.
 
         The model reads the clip's samples itself (`clip`'s measure is not needed).
         """
@@ -190,15 +214,21 @@ class LocalEngine:
             device=device.name,
             engine_state={"seed": seed},
         )
-        job = _Job(run, request, seed, workdir, asyncio.get_running_loop(), notes)
+        turn = turn or Turn()
+        job = _Job(run, request, seed, workdir, asyncio.get_running_loop(), notes, turn)
         with self._lock:
             if self._closed:
                 raise StudioError("The local engine is shutting down; try again in a moment.")
+            try:
+                self._queue.push(turn.visitor, job, group=turn.group, size=turn.group_size)
+            except QueueFull:
+                raise StudioError(self._full_message()) from None
             self._jobs[run.id] = job
-            self._queue.append(job)
-            # Runs ahead of this one: the queue, plus the running one (or, when idle, the
-            # worker is about to take the queue's head and that one isn't waiting).
-            waiting = len(self._queue) - (0 if self._busy else 1)
+            # Turns ahead of this one: the entries before it, plus the pass under way (or, when
+            # idle, the worker is about to take the first entry and that one isn't waiting).
+            entries = self._queue.entries()
+            ahead = next(i for i, e in enumerate(entries) if job in e.items)
+            waiting = ahead + (1 if self._busy else 0)
             if waiting > 0:
                 job.place = waiting
                 job.emit(self._queued(job, waiting))
@@ -229,24 +259,26 @@ class LocalEngine:
                 return
 
     async def cancel(self, run: EngineRun) -> str:
-        """Take a waiting run out of the queue, or stop a running one within one step."""
+        """Take a waiting run out of the queue, or stop a running one (within one step)."""
         with self._lock:
             job = self._jobs.get(run.id)
             if job is None:
                 return self._finished.get(run.id, "canceled")
             if job.done.done():
                 return job.done.result()
-            if job in self._queue:
-                self._queue.remove(job)
+            if self._queue.remove(job):
                 self._retire(job)
                 job.finish(self._canceled(job))
                 self._announce_positions()
                 return "canceled"
             job.canceled.set()
-            if job.loading:
-                # A download or load can't stop midway; it goes on for later runs, but this
-                # run ends now (the worker sees the flag before generating).
-                job.finish(self._canceled(job))
+            # It ends now. A download or load can't stop midway (it goes on for later runs;
+            # the worker sees the flag before generating); in a pass, the worker drops this
+            # row at its next step while the other rows go on to their end.
+            stopped = self._canceled(job)
+            if job.last is not None:  # where it stopped, so the page can show it
+                stopped = dataclasses.replace(stopped, progress=job.last)
+            job.finish(stopped)
         return await asyncio.wrap_future(job.done)
 
     async def resume(self, record: RunRecord, *, workdir: Path) -> EngineRun | None:
@@ -263,10 +295,9 @@ class LocalEngine:
         """At process end: drop waiting runs, stop the running one, let the worker finish."""
         with self._lock:
             self._closed = True
-            for job in list(self._queue):
+            for job in self._queue.clear():
                 self._retire(job)
                 job.finish(self._canceled(job))
-            self._queue.clear()
             for job in self._jobs.values():
                 job.canceled.set()
             self._lock.notify_all()
@@ -307,69 +338,104 @@ class LocalEngine:
     def _work(self) -> None:
         while True:
             with self._lock:
-                while not self._queue and not self._closed:
-                    self._lock.wait()
-                if self._closed:
-                    return
-                job = self._queue.popleft()
-                self._busy = True
+                while True:
+                    if self._closed:
+                        return
+                    limit = self.config.max_batch or default_max_batch(self._resolve_device().name)
+                    jobs = self._queue.take(limit, self._fits)
+                    if jobs:
+                        break
+                    # Nothing ready: sleep until a run arrives, or a group stops waiting for
+                    # its missing takes.
+                    self._lock.wait(self._queue.next_deadline(time.monotonic()))
+                self._busy = len(jobs)
                 self._announce_positions()
             try:
-                self._run(job)
+                self._run_batch(jobs)
             finally:
                 with self._lock:
-                    self._busy = False
-                    self._retire(job)
+                    self._busy = 0
+                    for job in jobs:
+                        self._retire(job)
 
-    def _run(self, job: _Job) -> None:
-        """One run from the queue to its terminal update; never raises."""
+    def _hooks(self, job: _Job) -> Hooks:
+        """How one row of a pass reports to its own follower (on the worker thread)."""
         run_id = job.run.id
-        last = {"done": -1, "total": 0}
 
         def say(line: str) -> None:
             job.emit(RunUpdate(status="processing", prediction_id=run_id, new_logs=(line,)))
 
         def progress(done: int, total: int) -> None:
-            if done != last["done"]:
-                last["done"], last["total"] = done, total
-                job.emit(
-                    RunUpdate(
-                        status="processing", prediction_id=run_id, progress=Progress(done, total)
-                    )
-                )
+            if job.last is None or done != job.last.done:
+                job.last = Progress(done, total)
+                job.emit(RunUpdate(status="processing", prediction_id=run_id, progress=job.last))
 
         def preview(path: Path) -> None:
             job.emit(RunUpdate(status="processing", prediction_id=run_id, preview_path=str(path)))
 
-        job.emit(
-            RunUpdate(
-                status="processing",
-                prediction_id=run_id,
-                new_logs=(*job.notes, f"Using seed {job.seed}"),
-                seed=job.seed,
-            )
+        return Hooks(progress=progress, preview=preview, log=say, canceled=job.canceled)
+
+    def _run_batch(self, jobs: list[_Job]) -> None:
+        """One pass: every run of `jobs` to its terminal update; never raises."""
+        hooks = {job.run.id: self._hooks(job) for job in jobs}
+        together = (
+            (f"Made in one pass with {len(jobs) - 1} other take(s) (a batch of {len(jobs)}).",)
+            if len(jobs) > 1
+            else ()
         )
-        hooks = Hooks(progress=progress, preview=preview, log=say, canceled=job.canceled)
-        try:
-            job.loading = True
-            try:
-                loaded = self._model(job.run.checkpoint, say)
-            finally:
-                job.loading = False
-            if job.canceled.is_set():
-                raise Canceled
-            if self._gpu.enabled:  # ZeroGPU: no callbacks cross into its worker
-                args = (loaded, job.request, job.seed, job.workdir, 0.0)
-                result = self._gpu.run(synthesize_on_gpu, [job.request], *args)
-            else:
-                result = synthesize(
-                    loaded,
-                    job.request,
+        for job in jobs:
+            job.emit(
+                RunUpdate(
+                    status="processing",
+                    prediction_id=job.run.id,
+                    new_logs=(*job.notes, f"Using seed {job.seed}", *together),
                     seed=job.seed,
-                    workdir=job.workdir,
-                    hooks=hooks,
+                )
+            )
+
+        def say(line: str) -> None:
+            for job in jobs:
+                hooks[job.run.id].log(line)
+
+        try:
+            for job in jobs:
+                job.loading = True
+            try:
+                loaded = self._model(jobs[0].run.checkpoint, say)
+            finally:
+                for job in jobs:
+                    job.loading = False
+            rows = [job for job in jobs if not job.canceled.is_set()]
+            for job in jobs:
+                if job.canceled.is_set():
+                    job.finish(self._canceled(job))
+            if self._gpu.enabled:  # ZeroGPU: no callbacks cross into its worker
+                takes = [(job.request, job.seed, job.workdir) for job in rows]
+                requests = [job.request for job in rows]
+                results = self._gpu.run(synthesize_batch_on_gpu, requests, loaded, takes, 0.0)
+            else:
+                results = synthesize_batch(
+                    loaded,
+                    [Row(job.request, job.seed, job.workdir, hooks[job.run.id]) for job in rows],
                     preview_seconds=self.config.preview_seconds,
                 )
+        except StudioError as why:
+            for job in jobs:
+                job.finish(self._failed(job, str(why)))
+            return
+        except Exception as why:  # the musician sees a sentence; the server log keeps the rest
+            log.exception("local pass of %s failed", [job.run.id for job in jobs])
+            for job in jobs:
+                job.finish(self._failed(job, f"The local engine failed: {why}"))
+            return
+        for job, result in zip(rows, results, strict=True):
+            self._file(job, result)
+
+    def _file(self, job: _Job, result: SynthResult | Exception) -> None:
+        """End one row: its audio written and checked, or why it has none."""
+        try:
+            if isinstance(result, Exception):
+                raise result
             fmt = job.request.output_format
             path = write_audio(
                 result.samples,
@@ -380,22 +446,22 @@ class LocalEngine:
             check_output(path, job.request.duration)
         except Canceled:
             stopped = self._canceled(job)
-            if last["done"] >= 0:  # where it stopped, so the page can show it
-                stopped = dataclasses.replace(stopped, progress=Progress(**last))
+            if job.last is not None:  # where it stopped, so the page can show it
+                stopped = dataclasses.replace(stopped, progress=job.last)
             job.finish(stopped)
             return
         except StudioError as why:
             job.finish(self._failed(job, str(why)))
             return
         except Exception as why:  # the musician sees a sentence; the server log keeps the rest
-            log.exception("local run %s failed", run_id)
+            log.exception("local run %s failed", job.run.id)
             job.finish(self._failed(job, f"The local engine failed: {why}"))
             return
-        total = max(last["total"], 0)
+        total = job.last.total if job.last is not None else 0
         job.finish(
             RunUpdate(
                 status="succeeded",
-                prediction_id=run_id,
+                prediction_id=job.run.id,
                 seed=job.seed,
                 audio_path=str(path),
                 progress=Progress(total, total),
@@ -435,11 +501,29 @@ class LocalEngine:
         return checkpoint, ()
 
     def _announce_positions(self) -> None:
-        """Tell every waiting run its new place (caller holds the lock)."""
-        for place, waiting in enumerate(self._queue, start=1):
-            if waiting.place != place:
-                waiting.place = place
-                waiting.emit(self._queued(waiting, place))
+        """Tell every waiting run its new place: its entry's turn (caller holds the lock).
+
+        On an idle device the first entry is about to start (it only gathers the runs started
+        with it): it has no place to show.
+        """
+        first = 1 if self._busy else 0
+        for place, entry in enumerate(self._queue.entries(), start=first):
+            for waiting in entry.items:
+                if place and waiting.place != place:
+                    waiting.place = place
+                    waiting.emit(self._queued(waiting, place))
+
+    def _full_message(self) -> str:
+        cap = self.config.max_queued_per_visitor
+        return (
+            f"You already have {cap} run{'s' if cap != 1 else ''} waiting for this machine, the "
+            f"most one visitor may have waiting (MUSICGEN_LOCAL_MAX_QUEUED_PER_VISITOR={cap}). "
+            "Wait for one to start, or cancel one. Nothing was stored."
+        )
+
+    def _fits(self, a: _Job, b: _Job) -> bool:
+        """Whether two waiting runs can share one pass."""
+        return batch_key(a.run.checkpoint, a.request) == batch_key(b.run.checkpoint, b.request)
 
     def _retire(self, job: _Job) -> None:
         """Remember how a run ended (caller holds the lock).

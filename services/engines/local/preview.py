@@ -1,11 +1,19 @@
-"""Streamed previews: the audio of the tokens generated so far, decoded in chunks while it grows.
+"""Streamed decoding: the take's audio made piece by piece while its tokens grow, each piece
+final the moment it is written, so every previewed sample is the final take's sample.
 
 MusicGen writes its codebooks with a delay (codebook k runs k steps behind codebook 0), so a
-frame is complete only once the last codebook has caught up. Each step the partial sequence is
-put through the model's own delay mask (`apply_delay_pattern_mask`), the padding the mask puts
-in is dropped (as `generate` does at the end), and only frames all codebooks have reached are
-decoded. Each chunk is decoded with a little already-sent audio before it as context (the codec's
-convolutions and LSTM need some), and only the new part is written.
+frame is complete only once the last codebook has caught up: each step the partial sequence is
+put through the model's own delay mask and its padding dropped, as `generate` does at the end.
+
+EnCodec's decoder is not causal: a convolution (7 frames wide), then an LSTM (causal, but its
+state carries the whole past), then upsampling convolutions. `StreamDecoder` runs it in three
+stages that each keep what they need: the first convolution sees a few frames either side of
+its output, the LSTM continues from the state where the last piece stopped, and the upsampling
+stage sees a few frames of LSTM output either side. A piece holds back the last frames whose
+samples still depend on frames not generated yet (`HOLD_FRAMES`), so nothing written ever
+changes; the take's final audio is the pieces joined, plus the rest decoded at the end. The
+decoding work is the take's own decoding, split (a few frames of overlap per piece), not a
+second decode beside it. Pieces come in fixed sizes, so the codec's kernels see few shapes.
 """
 
 from __future__ import annotations
@@ -19,31 +27,97 @@ import numpy as np
 from services.engines.local.audio_io import write_audio
 from services.engines.local.loader import LoadedModel
 
-# Already-sent audio decoded again before each chunk, so the chunk starts as it would in a
-# full decode. Half a second keeps decoding cost a few percent of generation on a CPU.
-CONTEXT_SECONDS = 0.5
+# The first preview is this short, so the first sound comes early; the next ones hold
+# `preview_seconds` of new audio each.
+FIRST_PREVIEW_SECONDS = 0.25
+# Frames of LSTM output decoded again before each piece, and held back after it: the upsampling
+# stage's reach (its transposed convolutions reach into the next frame, less than a whole one;
+# measured on the 32 kHz EnCodec's shape: 0 differs from a one-piece decode, 1 matches it).
+POST_FRAMES = 1
+# The join between a continued clip and the new audio is crossfaded over this.
+JOIN_SECONDS = 0.02
 
 
-def decode_frames(loaded: LoadedModel, codes: Any) -> np.ndarray:
-    """Audio (channels, frames * hop) of codes (num_codebooks, frames); stereo rows interleave."""
-    import torch
+def join_head(head: np.ndarray, audio: np.ndarray, offset: int, sampling_rate: int) -> np.ndarray:
+    """`audio` (samples from `offset` on) with the continued clip `head` in place of the start,
+    crossfaded into the generated audio at the join.
 
-    codec = loaded.model.audio_encoder
-    with torch.no_grad():
-        if loaded.channels == 1:
-            audio = codec.decode(codes[None, None], audio_scales=[None]).audio_values[0]
-        else:
-            left = codec.decode(codes[None, None, ::2], audio_scales=[None]).audio_values[0]
-            right = codec.decode(codes[None, None, 1::2], audio_scales=[None]).audio_values[0]
-            audio = torch.cat([left, right], dim=0)
-    result: np.ndarray = audio.float().cpu().numpy()
-    return result
+    The model's tokens of the slice decode to an approximation of it; the musician's own audio
+    is kept instead, and the short fade hides the step between the two.
+    """
+    n = head.shape[-1]
+    if offset >= n:
+        return audio
+    out = audio.copy()
+    fade = min(n, round(JOIN_SECONDS * sampling_rate))
+    pos = np.arange(offset, offset + audio.shape[-1])
+    kept = pos < n - fade
+    out[:, kept] = head[:, pos[kept]]
+    blend = (pos >= n - fade) & (pos < n)
+    if blend.any():
+        ramp = ((pos[blend] - (n - fade)) / fade).astype(np.float32)
+        out[:, blend] = head[:, pos[blend]] * (1 - ramp) + audio[:, blend] * ramp
+    return out
 
 
-class PreviewDecoder:
-    """Turns the growing token matrix into preview files of about `every_frames` frames each.
+class _ChannelStream:
+    """One channel's decoder state: the LSTM's state and the LSTM output not yet upsampled."""
 
-    `head` is audio that replaces the start of the output (the original continuation slice).
+    def __init__(self, codec: Any) -> None:
+        self.codec = codec
+        layers = list(codec.decoder.layers)
+        self.first = layers[0]
+        self.lstm = layers[1]
+        self.rest = layers[2:]
+        total = int(self.first.padding_total)
+        self.pre_left, self.pre_right = total - total // 2, total // 2
+        self.state: Any = None
+        self.fed = 0  # frames through the LSTM
+        self.buffer: Any = None  # LSTM output from frame `buffer_start` to `fed`
+        self.buffer_start = 0
+        self.sent = 0  # frames upsampled and handed out
+
+    @property
+    def hold(self) -> int:
+        return self.pre_right + POST_FRAMES
+
+    def advance(self, codes: Any, *, final: bool) -> Any:
+        """Audio (1, n) of the frames that `codes` (codebooks, frames so far) now fix for good;
+        `final`: `codes` is the whole take, decode to its end."""
+        import torch
+
+        available = codes.shape[-1]
+        lstm_end = available if final else available - self.pre_right
+        if lstm_end > self.fed:
+            start = max(0, self.fed - self.pre_left)
+            stop = available if final else min(available, lstm_end + self.pre_right)
+            embeddings = self.codec.quantizer.decode(codes[None, :, start:stop].transpose(0, 1))
+            first = self.first(embeddings)[..., self.fed - start : lstm_end - start]
+            x = first.permute(2, 0, 1)
+            out, self.state = self.lstm.lstm(x, self.state)
+            new = (out + x).permute(1, 2, 0)  # EncodecLSTM's skip connection
+            self.buffer = new if self.buffer is None else torch.cat([self.buffer, new], dim=-1)
+            self.fed = lstm_end
+        end = self.fed if final else self.fed - POST_FRAMES
+        if end <= self.sent:
+            return None
+        start = max(self.buffer_start, self.sent - POST_FRAMES)
+        hidden = self.buffer[..., start - self.buffer_start :]
+        for layer in self.rest:
+            hidden = layer(hidden)
+        hop = hidden.shape[-1] // (self.fed - start)
+        audio = hidden[0, :, (self.sent - start) * hop : (end - start) * hop]
+        self.sent = end
+        keep = max(0, end - POST_FRAMES) - self.buffer_start
+        self.buffer, self.buffer_start = self.buffer[..., keep:], self.buffer_start + keep
+        return audio
+
+
+class StreamDecoder:
+    """One take's audio, decoded as its tokens grow; previews written on the way.
+
+    `head` is the continued clip, which replaces the start of the audio. `preview_seconds` 0
+    writes no previews (the audio is then decoded in one piece at the end).
     """
 
     def __init__(
@@ -53,7 +127,7 @@ class PreviewDecoder:
         initial_ids: Any,
         max_length: int,
         total_frames: int,
-        every_frames: int,
+        preview_seconds: float,
         workdir: Path,
         emit: Callable[[Path], None],
         head: np.ndarray | None = None,
@@ -64,44 +138,89 @@ class PreviewDecoder:
             initial_ids, pad_token_id=self.pad, max_length=max_length
         )
         self.total_frames = total_frames
-        self.every = max(1, every_frames)
-        self.context = round(CONTEXT_SECONDS * loaded.frame_rate)
+        codec = loaded.model.audio_encoder
+        self.channels = [_ChannelStream(codec) for _ in range(loaded.channels)]
+        self.previews = preview_seconds > 0
+        self.first = max(1, round(min(FIRST_PREVIEW_SECONDS, preview_seconds) * loaded.frame_rate))
+        self.every = max(1, round(preview_seconds * loaded.frame_rate))
         self.workdir = workdir
         self.emit = emit
         self.head = head
-        self.sent_frames = 0
+        self.pieces: list[np.ndarray] = []
+        self.done = 0  # samples decoded so far
         self.count = 0
 
     def complete_frames(self, length: int) -> int:
         """Frames every codebook has reached in a sequence of `length` (BOS included)."""
         return max(0, min(self.total_frames, length - self.loaded.channel_codebooks))
 
-    def step(self, sequence: Any) -> None:
-        """Called after every decoding step with the whole sequence so far."""
-        frames = self.complete_frames(sequence.shape[-1])
-        if frames - self.sent_frames >= self.every:
-            self._send(sequence, frames)
-
     def codes(self, sequence: Any, frames: int) -> Any:
-        """The first `frames` frames of `sequence`, undelayed: (num_codebooks, frames)."""
+        """The first `frames` frames of `sequence` (codebooks, length), undelayed."""
         import torch
 
+        # A shorter take of a batch stops at its own length (the batch runs to the longest).
+        sequence = sequence[..., : self.mask.shape[-1]]
         ids = self.loaded.model.decoder.apply_delay_pattern_mask(sequence, self.mask)
         rows = [row[row != self.pad][:frames] for row in ids]
         return torch.stack(rows)
 
-    def _send(self, sequence: Any, frames: int) -> None:
-        start = max(0, self.sent_frames - self.context)
-        codes = self.codes(sequence, frames)[:, start:frames]
-        audio = decode_frames(self.loaded, codes)
-        hop = self.loaded.hop_length
-        first = self.sent_frames * hop
-        audio = audio[:, first - start * hop :]
-        if self.head is not None and first < self.head.shape[-1]:
-            overlap = min(self.head.shape[-1], frames * hop) - first
-            audio[:, :overlap] = self.head[:, first : first + overlap]
+    def step(self, sequence: Any) -> None:
+        """Called after every decoding step with this take's whole sequence so far."""
+        if not self.previews:
+            return
+        frames = self.complete_frames(sequence.shape[-1])
+        sent = self.channels[0].sent
+        due = self.first if sent == 0 else self.every
+        if frames - self.channels[0].hold - sent >= due and frames < self.total_frames:
+            audio = self._advance(self.codes(sequence, frames), final=False)
+            if audio is not None:
+                self._write(audio)
+
+    def finish(self, sequence: Any) -> np.ndarray:
+        """The take's audio (channels, samples): the pieces so far and the rest, joined."""
+        rest = self._advance(self.codes(sequence, self.total_frames), final=True)
+        if rest is not None:
+            self.pieces.append(rest)
+        return np.concatenate(self.pieces, axis=-1)
+
+    def _advance(self, codes: Any, *, final: bool) -> np.ndarray | None:
+        import torch
+
+        with torch.inference_mode():
+            if len(self.channels) == 1:
+                parts = [self.channels[0].advance(codes, final=final)]
+            else:  # stereo: the rows interleave left and right codebooks
+                parts = [
+                    stream.advance(codes[side::2], final=final)
+                    for side, stream in enumerate(self.channels)
+                ]
+        if parts[0] is None:
+            return None
+        audio: np.ndarray = torch.cat(parts, dim=0).float().cpu().numpy()
+        if self.head is not None:
+            audio = join_head(self.head, audio, self.done, self.loaded.sampling_rate)
+        self.done += audio.shape[-1]
+        return audio
+
+    def _write(self, audio: np.ndarray) -> None:
+        self.pieces.append(audio)
         self.count += 1
         path = self.workdir / f"preview-{self.count:04d}.wav"
         write_audio(audio, path, sampling_rate=self.loaded.sampling_rate, fmt="wav")
-        self.sent_frames = frames
         self.emit(path)
+
+
+def decode_frames(loaded: LoadedModel, codes: Any) -> np.ndarray:
+    """Audio (channels, frames * hop) of codes (num_codebooks, frames) in one piece."""
+    import torch
+
+    codec = loaded.model.audio_encoder
+    with torch.inference_mode():
+        if loaded.channels == 1:
+            audio = codec.decode(codes[None, None], audio_scales=[None]).audio_values[0]
+        else:
+            left = codec.decode(codes[None, None, ::2], audio_scales=[None]).audio_values[0]
+            right = codec.decode(codes[None, None, 1::2], audio_scales=[None]).audio_values[0]
+            audio = torch.cat([left, right], dim=0)
+    result: np.ndarray = audio.float().cpu().numpy()
+    return result

@@ -17,15 +17,12 @@ import numpy as np
 
 from services.engines.local.audio_io import read_clip
 from services.engines.local.chroma import chroma_features
-from services.engines.local.guidance import guidance_kwargs
 from services.engines.local.loader import LoadedModel
 from services.engines.local.normalize import normalize
-from services.engines.local.preview import PreviewDecoder
+from services.engines.local.preview import StreamDecoder
+from services.engines.local.row_sampler import RowSampler, RowSettings, generate_kwargs
 from services.errors import StudioError
 from services.musicgen import GenerationRequest
-
-# The join between the original continuation slice and the new audio is crossfaded over this.
-JOIN_SECONDS = 0.02
 
 
 class Canceled(Exception):
@@ -60,7 +57,6 @@ def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
 
     audiocraft samples top-p when top_p > 0 and ignores top_k then; otherwise top-k.
     transformers would read top_p=0 as "keep one token" (greedy), so top-p is switched off.
-    Guidance 0 and 1 mean the unconditional and the conditional model (engines.local.guidance).
     """
     use_top_p = request.top_p > 0
     return {
@@ -68,33 +64,8 @@ def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
         "top_k": 0 if use_top_p else int(request.top_k),
         "top_p": float(request.top_p) if use_top_p else 1.0,
         "temperature": float(request.temperature),
-        **guidance_kwargs([float(request.classifier_free_guidance)]),
+        "guidance_scale": float(request.classifier_free_guidance),
     }
-
-
-class _StepWatcher:
-    """A StoppingCriteria that never stops generation itself: it reports every decoding step,
-    feeds the preview decoder and raises `Canceled` within one step of a cancel.
-
-    (This transformers release hands a `streamer` only the prompt, never the new tokens, so
-    the stopping criteria, which see the whole sequence every step, are the per-step hook.)
-    """
-
-    def __init__(self, start_length: int, total: int, hooks: Hooks, preview: PreviewDecoder | None):
-        self.start_length = start_length
-        self.total = total
-        self.hooks = hooks
-        self.preview = preview
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        if self.hooks.canceled.is_set():
-            raise Canceled
-        self.hooks.progress(min(self.total, input_ids.shape[-1] - self.start_length), self.total)
-        if self.preview is not None:
-            self.preview.step(input_ids)
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 def _encode_prompt(loaded: LoadedModel, samples: np.ndarray) -> Any:
@@ -119,6 +90,20 @@ def _encode_prompt(loaded: LoadedModel, samples: np.ndarray) -> Any:
     return stereo.to(model.device)
 
 
+def _clip_slice(request: GenerationRequest, sampling_rate: int, channels: int) -> np.ndarray:
+    """The clip's continuation_start..continuation_end slice (the whole clip when neither is
+    set): what a continuation continues, and what a melody take follows, as on Replicate."""
+    assert request.input_audio
+    end = request.continuation_end
+    return read_clip(
+        request.input_audio,
+        sampling_rate=sampling_rate,
+        channels=channels,
+        start=float(request.continuation_start),
+        end=None if end is None else float(end),
+    )
+
+
 def _continuation_slice(loaded: LoadedModel, request: GenerationRequest) -> np.ndarray:
     """The clip slice to continue, at the model's rate and channels, cut to whole frames."""
     head = _clip_slice(request, loaded.sampling_rate, loaded.channels)
@@ -135,34 +120,195 @@ def _continuation_slice(loaded: LoadedModel, request: GenerationRequest) -> np.n
     return head[:, :whole]
 
 
-def _clip_slice(request: GenerationRequest, sampling_rate: int, channels: int) -> np.ndarray:
-    """The clip's continuation_start..continuation_end slice (the whole clip when neither is
-    set): what a continuation continues, and what a melody take follows, as on Replicate."""
-    assert request.input_audio
-    end = request.continuation_end
-    return read_clip(
-        request.input_audio,
-        sampling_rate=sampling_rate,
-        channels=channels,
-        start=float(request.continuation_start),
-        end=None if end is None else float(end),
-    )
+@dataclass
+class Row:
+    """One take of a batch: its request, seed, scratch folder and hooks."""
+
+    request: GenerationRequest
+    seed: int
+    workdir: Path
+    hooks: Hooks
 
 
-def _join(head: np.ndarray, generated: np.ndarray, sampling_rate: int) -> np.ndarray:
-    """The original slice, then the generated audio from where it ends, crossfaded at the join.
+@dataclass
+class _Conditioning:
+    """What a row's clip adds: the continuation slice and its codes, or the melody's chroma."""
 
-    The model's tokens of the slice decode to an approximation of it; the musician's own audio
-    is kept instead, and the short fade hides the step between the two.
+    head: np.ndarray | None = None
+    prompt_codes: Any = None
+    melody: Any = None
+
+
+def _conditioning(loaded: LoadedModel, request: GenerationRequest) -> _Conditioning:
+    """Read and encode the row's clip; raises StudioError for a clip this run can't use."""
+    model = loaded.model
+    found = _Conditioning()
+    if request.input_audio and request.continuation:
+        found.head = _continuation_slice(loaded, request)
+        found.prompt_codes = _encode_prompt(loaded, found.head)
+    if request.uses_melody and loaded.chroma is None:
+        raise StudioError(
+            f"The checkpoint {loaded.checkpoint} can't follow a melody. Set "
+            "MUSICGEN_LOCAL_MELODY_MODEL to a melody checkpoint (e.g. facebook/musicgen-melody), "
+            "or turn Continuation on to extend the clip instead."
+        )
+    if request.input_audio and request.uses_melody and loaded.chroma is not None:
+        clip = _clip_slice(request, loaded.chroma.sampling_rate, channels=1)
+        found.melody = chroma_features(clip[0], loaded.chroma).to(model.device, model.dtype)
+    return found
+
+
+class _Finished(Exception):
+    """Every row has its tokens: leave `generate` before it decodes (each row is decoded at
+    its own length here)."""
+
+    def __init__(self, sequences: Any) -> None:
+        super().__init__()
+        self.sequences = sequences
+
+
+@dataclass
+class _Live:
+    """A row while the batch runs."""
+
+    row: Row
+    steps: int  # decoding steps this row needs (the batch runs to the longest)
+    total_frames: int
+    condition: _Conditioning
+    stream: StreamDecoder
+    dropped: bool = False  # cancelled: no more progress or previews
+
+
+class _StepWatcher:
+    """A StoppingCriteria that never stops a row itself: every decoding step it reports each
+    row's progress, feeds each row's preview, drops cancelled rows (the others go on), raises
+    `Canceled` once every row is cancelled, and `_Finished` once every live row is complete.
+
+    (transformers hands a `streamer` only the prompt, never the new tokens, so the stopping
+    criteria, which see the whole sequence every step, are the per-step hook.)
     """
-    n = head.shape[-1]
-    out = generated.copy()
-    fade = min(n, round(JOIN_SECONDS * sampling_rate))
-    out[:, : n - fade] = head[:, : n - fade]
-    if fade:
-        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-        out[:, n - fade : n] = head[:, n - fade :] * (1 - ramp) + generated[:, n - fade : n] * ramp
-    return out
+
+    def __init__(self, start_length: int, codebooks: int, rows: list[_Live]):
+        self.start_length = start_length
+        self.codebooks = codebooks
+        self.rows = rows
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        made = input_ids.shape[-1] - self.start_length
+        waiting = False
+        k = self.codebooks
+        for i, live in enumerate(self.rows):
+            if live.dropped:
+                continue
+            if live.row.hooks.canceled.is_set():
+                live.dropped = True
+                continue
+            done = min(live.steps, made)
+            live.row.hooks.progress(done, live.steps)
+            live.stream.step(input_ids[i * k : (i + 1) * k])
+            waiting = waiting or done < live.steps
+        if all(live.dropped for live in self.rows):
+            raise Canceled
+        if not waiting:
+            raise _Finished(input_ids)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def synthesize_batch(
+    loaded: LoadedModel, rows: list[Row], *, preview_seconds: float
+) -> list[SynthResult | Exception]:
+    """Make every row in one `generate` call; each row's result, or why it has none.
+
+    The rows must fit together (`batch.batch_key`): one checkpoint, one clip and its use. A
+    row's own problem (a clip slice too short for its duration) or its cancel ends that row
+    only; a failure of the call itself (out of memory) is raised for all.
+    """
+    import torch
+    from transformers import LogitsProcessorList, StoppingCriteriaList
+
+    started = time.perf_counter()
+    model = loaded.model
+    device = model.device
+    k = loaded.num_codebooks
+    results: list[SynthResult | Exception | None] = [None] * len(rows)
+    conditions: list[_Conditioning] = []
+    kept: list[int] = []
+    for i, row in enumerate(rows):
+        try:
+            conditions.append(_conditioning(loaded, row.request))
+            kept.append(i)
+        except StudioError as why:
+            results[i] = why
+    if not kept:
+        return [r for r in results if r is not None]
+    first = conditions[0]
+    prompt_frames = 0 if first.prompt_codes is None else int(first.prompt_codes.shape[-1])
+    pad = int(model.generation_config.decoder_start_token_id)
+    bos = torch.full((k, 1), pad, dtype=torch.long, device=device)
+    initial = bos if first.prompt_codes is None else torch.cat([bos, first.prompt_codes], dim=-1)
+    live: list[_Live] = []
+    for i, condition in zip(kept, conditions, strict=True):
+        row = rows[i]
+        total_frames = round(row.request.duration * loaded.frame_rate)
+        # generate yields (steps + 1 - delay depth) whole frames: ask for exactly total_frames.
+        steps = total_frames - prompt_frames + loaded.channel_codebooks - 1
+        stream = StreamDecoder(
+            loaded,
+            initial_ids=initial,
+            max_length=initial.shape[-1] + steps,
+            total_frames=total_frames,
+            preview_seconds=preview_seconds,
+            workdir=row.workdir,
+            emit=row.hooks.preview,
+            head=condition.head,
+        )
+        live.append(_Live(row, steps, total_frames, condition, stream))
+    steps = max(r.steps for r in live)
+    settings = [RowSettings.of(r.row.request, r.row.seed) for r in live]
+    text = loaded.tokenizer(
+        [r.row.request.prompt or "" for r in live], padding=True, return_tensors="pt"
+    ).to(device)
+    extra: dict[str, Any] = {}
+    if first.prompt_codes is not None:
+        extra["decoder_input_ids"] = first.prompt_codes.repeat(len(live), 1)
+    if first.melody is not None:
+        extra["input_features"] = first.melody.repeat(len(live), 1, 1)
+    watcher = _StepWatcher(initial.shape[-1], k, live)
+    sequences = None
+    try:
+        with torch.inference_mode():
+            model.generate(
+                **text,
+                **extra,
+                **generate_kwargs(settings),
+                max_new_tokens=steps,
+                logits_processor=LogitsProcessorList([RowSampler(settings, k, device)]),
+                stopping_criteria=StoppingCriteriaList([watcher]),
+            )
+    except _Finished as done:
+        sequences = done.sequences
+    except Canceled:
+        sequences = None
+    except torch.cuda.OutOfMemoryError:  # (torch.OutOfMemoryError only exists from 2.5)
+        raise StudioError(_oom(loaded, rows[kept[0]].request, len(live))) from None
+    except RuntimeError as why:
+        if "out of memory" in str(why).lower():
+            raise StudioError(_oom(loaded, rows[kept[0]].request, len(live))) from None
+        raise
+    spent = time.perf_counter() - started
+    for j, (i, r) in enumerate(zip(kept, live, strict=True)):
+        if sequences is None or r.dropped or r.row.hooks.canceled.is_set():
+            results[i] = Canceled()
+            continue
+        request = r.row.request
+        with torch.inference_mode():
+            samples = r.stream.finish(sequences[j * k : (j + 1) * k])
+        samples = samples[:, : round(request.duration * loaded.sampling_rate)]
+        samples = normalize(samples, request.normalization_strategy, loaded.sampling_rate)
+        results[i] = SynthResult(samples, loaded.sampling_rate, spent)
+    return [r if r is not None else Canceled() for r in results]
 
 
 def synthesize(
@@ -174,85 +320,18 @@ def synthesize(
     hooks: Hooks,
     preview_seconds: float,
 ) -> SynthResult:
-    """Generate `request` with `seed`; raises `Canceled` or `StudioError`."""
-    import torch
-    from transformers import StoppingCriteriaList
-
-    started = time.perf_counter()
-    model = loaded.model
-    device = model.device
-    total_frames = round(request.duration * loaded.frame_rate)
-
-    head: np.ndarray | None = None
-    prompt_codes = None
-    if request.input_audio and request.continuation:
-        head = _continuation_slice(loaded, request)
-        prompt_codes = _encode_prompt(loaded, head)
-    melody = None
-    if request.uses_melody and loaded.chroma is None:
-        raise StudioError(
-            f"The checkpoint {loaded.checkpoint} can't follow a melody. Set "
-            "MUSICGEN_LOCAL_MELODY_MODEL to a melody checkpoint (e.g. facebook/musicgen-melody), "
-            "or turn Continuation on to extend the clip instead."
-        )
-    if request.input_audio and request.uses_melody and loaded.chroma is not None:
-        clip = _clip_slice(request, loaded.chroma.sampling_rate, channels=1)
-        melody = chroma_features(clip[0], loaded.chroma).to(device, model.dtype)
-
-    text = loaded.tokenizer([request.prompt or ""], padding=True, return_tensors="pt").to(device)
-    prompt_frames = 0 if prompt_codes is None else int(prompt_codes.shape[-1])
-    # generate yields (steps + 1 - delay depth) whole frames: ask for exactly total_frames.
-    steps = total_frames - prompt_frames + loaded.channel_codebooks - 1
-    pad = int(model.generation_config.decoder_start_token_id)
-    bos = torch.full((loaded.num_codebooks, 1), pad, dtype=torch.long, device=device)
-    initial = bos if prompt_codes is None else torch.cat([bos, prompt_codes], dim=-1)
-
-    previewer = None
-    every = round(preview_seconds * loaded.frame_rate)
-    if every > 0:
-        previewer = PreviewDecoder(
-            loaded,
-            initial_ids=initial,
-            max_length=initial.shape[-1] + steps,
-            total_frames=total_frames,
-            every_frames=every,
-            workdir=workdir,
-            emit=hooks.preview,
-            head=head,
-        )
-    watcher = _StepWatcher(initial.shape[-1], steps, hooks, previewer)
-    extra: dict[str, Any] = {}
-    if prompt_codes is not None:
-        extra["decoder_input_ids"] = prompt_codes
-    if melody is not None:
-        extra["input_features"] = melody
-
-    torch.manual_seed(seed)
-    try:
-        with torch.inference_mode():
-            audio = model.generate(
-                **text,
-                **extra,
-                **sampling_kwargs(request),
-                max_new_tokens=steps,
-                stopping_criteria=StoppingCriteriaList([watcher]),
-            )
-    except torch.cuda.OutOfMemoryError:  # (torch.OutOfMemoryError only exists from 2.5)
-        raise StudioError(_oom(loaded, request)) from None
-    except RuntimeError as why:
-        if "out of memory" in str(why).lower():
-            raise StudioError(_oom(loaded, request)) from None
-        raise
-    samples: np.ndarray = audio[0].float().cpu().numpy()
-    samples = samples[:, : round(request.duration * loaded.sampling_rate)]
-    if head is not None:
-        samples = _join(head, samples, loaded.sampling_rate)
-    samples = normalize(samples, request.normalization_strategy, loaded.sampling_rate)
-    return SynthResult(samples, loaded.sampling_rate, time.perf_counter() - started)
+    """Generate `request` with `seed` alone (a batch of one); raises `Canceled` or `StudioError`."""
+    (result,) = synthesize_batch(
+        loaded, [Row(request, seed, workdir, hooks)], preview_seconds=preview_seconds
+    )
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
-def _oom(loaded: LoadedModel, request: GenerationRequest) -> str:
+def _oom(loaded: LoadedModel, request: GenerationRequest, takes: int = 1) -> str:
+    together = f" ({takes} takes at once)" if takes > 1 else ""
     return (
         f"This machine's {loaded.device.name} ran out of memory making {request.duration} s "
-        f"with {loaded.checkpoint}. Try a shorter duration or a smaller model."
+        f"with {loaded.checkpoint}{together}. Try a shorter duration or a smaller model."
     )

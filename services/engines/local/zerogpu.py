@@ -89,13 +89,15 @@ def _silent(*_: Any) -> None:
     """Progress and previews have nobody to go to inside the GPU worker."""
 
 
-def synthesize_on_gpu(
-    loaded: Any, request: GenerationRequest, seed: int, workdir: Path, preview_seconds: float
+def synthesize_batch_on_gpu(
+    loaded: Any, takes: Sequence[tuple[GenerationRequest, int, Path]], preview_seconds: float
 ) -> Any:
-    """`synth.synthesize` with hooks made inside the worker (callbacks can't be pickled)."""
-    from services.engines.local.synth import Hooks, synthesize
+    """`synth.synthesize_batch` of (request, seed, workdir) takes, with hooks made inside the
+    worker (callbacks can't be pickled)."""
+    from services.engines.local.synth import Hooks, Row, synthesize_batch
 
-    hooks = Hooks(progress=_silent, preview=_silent, log=_silent, canceled=threading.Event())
-    return synthesize(
-        loaded, request, seed=seed, workdir=workdir, hooks=hooks, preview_seconds=preview_seconds
-    )
+    rows = [
+        Row(request, seed, workdir, Hooks(_silent, _silent, _silent, threading.Event()))
+        for request, seed, workdir in takes
+    ]
+    return synthesize_batch(loaded, rows, preview_seconds=preview_seconds)

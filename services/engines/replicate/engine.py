@@ -19,7 +19,7 @@ from typing import Any
 
 from services.audio import AudioInfo, MeasuredClip, check_output, prepare_input_audio
 from services.cost import cancel_after_seconds
-from services.engines.protocol import REPLICATE, EngineRun
+from services.engines.protocol import REPLICATE, EngineRun, Turn
 from services.engines.replicate.webhooks import WebhookRegistry
 from services.errors import FieldError, OutputExpired, StudioError
 from services.events import (
@@ -93,8 +93,16 @@ class ReplicateEngine(ReplicateModel):
         self._deployment = deployment
         self._webhooks = webhooks
 
+    def admit(self, turn: Turn) -> None:
+        """Replicate queues runs itself: nothing to refuse here."""
+
     async def start(
-        self, request: GenerationRequest, *, workdir: Path, clip: MeasuredClip | None = None
+        self,
+        request: GenerationRequest,
+        *,
+        workdir: Path,
+        clip: MeasuredClip | None = None,
+        turn: Turn | None = None,
     ) -> EngineRun:
         audio_uri = None
         if request.input_audio:
