@@ -280,7 +280,7 @@ class GenerationRequest(BaseModel):
                 values[name] = value
             elif spec.optional:
                 values[name] = None
-            elif spec.input.per_engine and info.context is None:
+            elif spec.input.per_engine and not (info.context or {}).get("parsing"):
                 values[name] = value  # built in code: left empty for the engine's default
         if default_model is not None:  # parsed for an engine: its default, when not given
             for spec in INPUTS:
@@ -326,7 +326,7 @@ class GenerationRequest(BaseModel):
         """
         known = {k: v for k, v in raw.items() if k in cls.model_fields}
         models = MODEL_VERSIONS if models is None else models
-        context = {"models": models, "default_model": default_model}
+        context = {"models": models, "default_model": default_model, "parsing": True}
         try:
             return cls.model_validate(known, context=context)
         except ValidationError as err:
