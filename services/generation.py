@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from services.analysis.filing import measure_filed
 from services.audio import CLIP_MAX_SECONDS, MeasuredClip, check_output, measure
 from services.cost import Estimate, estimate, free_estimate, run_cost
 from services.engines.protocol import LOCAL, REPLICATE, Engine, EngineRules, EngineRun
@@ -131,8 +132,11 @@ class GenerationService:
         local: Engine | None = None,
         engines: Engines | None = None,
         orphan_check: OrphanCheck | None = None,
+        measure_takes: bool = False,
     ):
         self._settings = settings
+        # Measure every filed take's tempo and key (the app does; most tests need not).
+        self._measure_takes = measure_takes
         self._library = library
         self._engines = engines or Engines(settings, local)
         self._orphan_check = orphan_check or OrphanCheck()
@@ -541,8 +545,15 @@ class GenerationService:
         )
         path = self._library.audio_file(stored)
         assert path is not None
+        await asyncio.to_thread(self.measure_filed, run_id)
         notes = self._enforce_cap()
         return replace(final, audio_path=str(path), new_logs=final.new_logs + tuple(notes))
+
+    def measure_filed(self, run_id: str) -> None:
+        """Measure and keep a filed entry's tempo and key (when this service measures takes);
+        never raises. CPU work: call it off the event loop."""
+        if self._measure_takes:
+            measure_filed(self._library, run_id)
 
     def _enforce_cap(self) -> list[str]:
         removed = self._library.enforce_cap()
@@ -733,6 +744,8 @@ class GenerationService:
             "device": record.device,
             "realtime_factor": record.realtime_factor,
             "cost_usd": record.cost_usd,
+            "bpm": record.bpm,
+            "key": record.key,
             "web_url": (
                 WEB_URL.format(id=record.prediction_id)
                 if record.prediction_id and record.engine == REPLICATE

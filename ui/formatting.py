@@ -214,6 +214,19 @@ def facts_html(summary: Mapping[str, Any]) -> str:
 # -- the history gallery ---------------------------------------------------------------------
 
 
+def tempo_key_parts(card: Mapping[str, Any]) -> list[str]:
+    """The measured tempo (a loop's asked one beside it) and key, as a card shows them."""
+    parts = []
+    if card.get("bpm") is not None:
+        tempo = f"{float(card['bpm']):.1f} BPM"
+        if card.get("asked_bpm") is not None:
+            tempo += f" (asked {float(card['asked_bpm']):g})"
+        parts.append(tempo)
+    if card.get("key"):
+        parts.append(str(card["key"]))
+    return parts
+
+
 def card_html(card: Mapping[str, Any]) -> str:
     """One history card's text: prompt, model, length, date, status and the reason it ended."""
     status = str(card.get("status") or "")
@@ -231,6 +244,7 @@ def card_html(card: Mapping[str, Any]) -> str:
     ]
     if card.get("seed") is not None:
         meta.append(f"seed {esc(card['seed'])}")
+    meta.extend(esc(part) for part in tempo_key_parts(card))
     badge = f'<span class="ms-badge ms-badge-{esc(status)}">{esc(status)}</span>'
     fav = ' <span class="ms-fav" title="Favourite">★</span>' if card.get("favourite") else ""
     reason = ""

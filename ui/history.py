@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from services.analysis.search import parse_history_query
 from services.errors import StudioError
 from services.library import RunRecord
 from services.library.records import IN_FLIGHT_STATUSES as IN_FLIGHT
@@ -61,8 +62,8 @@ def import_allowed(studio: Studio) -> bool:
 def build_history_view(*, can_import: bool) -> HistoryView:
     with gr.Row():
         search = gr.Textbox(
-            label="Search your prompts",
-            placeholder="e.g. piano",
+            label="Search your prompts, keys and tempos",
+            placeholder="e.g. piano, A minor, 90-110 bpm",
             elem_id="history-search",
             scale=3,
             min_width=200,
@@ -130,6 +131,11 @@ def card(record: RunRecord, audio_file: Path | None) -> dict[str, Any]:
         "favourite": record.favourite,
         "data_removed": record.data_removed,
         "has_audio": record.has_audio,
+        "kind": record.kind,
+        "bpm": record.bpm,
+        "key": record.key,
+        # A loop's tempo as asked, shown beside the measured one.
+        "asked_bpm": (record.compose or {}).get("bpm") if record.kind == "loop" else None,
     }
 
 
@@ -147,12 +153,15 @@ class HistoryHandlers:
         self, owner_value: Any, search: str | None, favourites_only: bool, page: int = 1
     ) -> dict[str, Any]:
         owner = self.studio.owner(owner_value)
+        query = parse_history_query(search)
         result = self.studio.library.list(
             owner,
             page=page,
             per_page=PER_PAGE,
-            search=(search or "").strip() or None,
+            search=query.text or None,
             favourite=True if favourites_only else None,
+            key=query.key,
+            bpm_range=(query.bpm_min, query.bpm_max),
         )
         return {
             "page": result.page,

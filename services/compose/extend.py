@@ -363,6 +363,7 @@ class Extender:
             self._library.attach_audio(
                 entry_id, path, fmt="wav", seconds=audio_ops.seconds(track), version=version
             )
+        self._service.measure_filed(entry_id)
 
     def _stop(self, entry_id: str, owner: str | None, state: str) -> None:
         """Leave the chain finished ("done") or resumable ("interrupted"); it keeps its audio."""
