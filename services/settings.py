@@ -51,6 +51,8 @@ class Settings:
     # MUSICGEN_PUBLIC_URL: the app's public origin (a Space's URL); Replicate runs then ask for
     # a webhook to it, and polling becomes the fallback.
     public_url: str | None = None
+    # MUSICGEN_STEMS_MODEL: the demucs model that splits results into stems.
+    stems_model: str = "htdemucs"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -74,6 +76,7 @@ class Settings:
             engine=engine,
             deployment=deployment,
             public_url=_public_url(env.get("MUSICGEN_PUBLIC_URL", "")),
+            stems_model=env.get("MUSICGEN_STEMS_MODEL", "").strip() or "htdemucs",
             **_spending(env, shared=_flag(env.get("MUSICGEN_SHARED")) or bool(env.get("SPACE_ID"))),
         )
 
