@@ -88,7 +88,14 @@ def test_generate_is_named_with_the_model_inputs_and_runs_end_to_end(
     client = client_for(server_app)
     api = client.view_api(return_format="dict", print_info=False)
     # The public endpoints and nothing internal.
-    assert sorted(api["named_endpoints"]) == ["/extend", "/generate", "/loop", "/variations"]
+    assert sorted(api["named_endpoints"]) == [
+        "/extend",
+        "/generate",
+        "/loop",
+        "/midi",
+        "/stems",
+        "/variations",
+    ]
     assert not api["unnamed_endpoints"]
     names = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
     # The model's inputs, then the engine; no api_token: the server has its own.

@@ -38,6 +38,16 @@ VARIATIONS_DESCRIPTION = (
 )
 
 
+def caller_owner(studio: Studio, access_key: str | None) -> str | None:
+    """The caller's identity: its access key when it is one we issue, else a fresh one."""
+    if not studio.settings.shared:
+        return None
+    key = (access_key or "").strip()
+    if key.startswith(API_PREFIX) and is_identity(key[len(API_PREFIX) :]):
+        return key
+    return api_owner(True)
+
+
 class ComposeApi:
     """The composing features for API callers (and MCP clients)."""
 
@@ -47,13 +57,7 @@ class ComposeApi:
         self._variations = variations
 
     def _owner(self, access_key: str | None) -> str | None:
-        """The caller's identity: its access key when it is one we issue, else a fresh one."""
-        if not self.studio.settings.shared:
-            return None
-        key = (access_key or "").strip()
-        if key.startswith(API_PREFIX) and is_identity(key[len(API_PREFIX) :]):
-            return key
-        return api_owner(True)
+        return caller_owner(self.studio, access_key)
 
     async def extend(
         self,

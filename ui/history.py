@@ -239,7 +239,8 @@ class HistoryHandlers:
         return self.reuse.continue_from(self._snap(run_id, owner_value))
 
     def open_for_extend(self, run_id: str, owner_value: Any) -> tuple[Any, Any]:
-        """The run becomes what the Extend panel extends, and the panel opens."""
+        """The run becomes the result shown (what Extend extends, what the stems and MIDI
+        panel works on), and the panel opens."""
         return self._snap(run_id, owner_value), gr.update(open=True)
 
     def set_favourite(self, run_id: str, value: bool, owner_value: Any) -> None:
@@ -300,11 +301,12 @@ def render_cards(
     search: gr.components.Component,
     favourites_only: gr.components.Component,
     extend_target: tuple[gr.State, gr.Accordion] | None = None,
+    track_target: tuple[gr.State, gr.Accordion] | None = None,
 ) -> None:
     """The cards of one page, each with its player and actions (called inside @gr.render).
 
     `extend_target` is the state the Extend panel reads and the panel itself: a card's
-    Extend button hands its run to them.
+    Extend button hands its run to them; `track_target` likewise for the stems and MIDI panel.
     """
     view, studio = handlers.view, handlers.studio
     cards = (state or {}).get("cards") or []
@@ -370,6 +372,16 @@ def render_cards(
                                 partial(handlers.open_for_extend, run_id),
                                 [owner],
                                 list(extend_target),
+                                **PRIVATE,
+                            )
+                        if track_target is not None:
+                            track_btn = gr.Button(
+                                "Stems & MIDI…", size="sm", elem_classes=["card-tracks"]
+                            )
+                            track_btn.click(
+                                partial(handlers.open_for_extend, run_id),
+                                [owner],
+                                list(track_target),
                                 **PRIVATE,
                             )
                         gr.DownloadButton(

@@ -34,6 +34,15 @@ from ui.inputs import build_form
 from ui.reuse import Reuse
 from ui.run_panel import build_controls, build_run_view
 from ui.runs import RunHandlers
+from ui.track_api import build_track_api
+from ui.track_tools import (
+    MIXER_CSS,
+    MIXER_HEAD,
+    TrackServices,
+    TrackToolsHandlers,
+    build_track_tools,
+    wire_track_tools,
+)
 
 OWNER_KEY = "musicgen-studio.owner"
 # BrowserState encrypts with this in the browser. It is sent to every browser in the page's
@@ -105,6 +114,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 view = build_run_view()
                 build_format_buttons(studio, owner=owner, run=view.last_run, prefix="result")
                 extend_view = build_extend(studio)
+                track_view = build_track_tools(studio)
         variations_view = build_variations()
         gr.HTML('<h2 id="history-title">History</h2>')
         history_view = build_history_view(can_import=import_allowed(studio))
@@ -126,6 +136,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 search=history_view.search,
                 favourites_only=history_view.favourites_only,
                 extend_target=(view.last_run, extend_view.panel),
+                track_target=(view.last_run, track_view.panel),
             )
 
         _, keeps = build_compare(studio, owner=owner, history_state=history_view.state)
@@ -136,6 +147,8 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
         variations = Variations(service, library)
         build_compose_api(studio, extender, variations)
         build_loop_api(studio)
+        tracks = TrackServices.for_studio(studio)
+        build_track_api(studio, tracks)
 
         # -- page load: the visitor's identity (shared mode), their history, their token
         def on_load(owner_value: Any, search: str, fav: bool) -> tuple[Any, ...]:
@@ -193,6 +206,14 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             owner=owner,
             token=token,
             run_inputs=[picker.engine, picker.local_model, *form.components()],
+        )
+        # -- from take to track: stems, MIDI and a DAW bundle of the result shown
+        wire_track_tools(
+            TrackToolsHandlers(studio, tracks, track_view),
+            run=view.last_run,
+            owner=owner,
+            reuse=reuse,
+            model_version=form.model_version,
         )
         for event in (looping, *keeps):
             event.then(history.same, current, listing_outputs, **PRIVATE)
@@ -252,8 +273,8 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
 def launch_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for `demo.launch()` (Gradio 6 takes css/head there)."""
     return {
-        "css": assets.CSS,
-        "head": assets.HEAD,
+        "css": assets.CSS + MIXER_CSS,
+        "head": assets.HEAD + MIXER_HEAD,
         "max_file_size": "100mb",
         "footer_links": ["api", "gradio"],
         # Gradio's run history would keep every call's inputs (a pasted token among them).
