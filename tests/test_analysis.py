@@ -11,6 +11,7 @@ from services.analysis.filing import measure_filed
 from services.analysis.search import parse_history_query
 from services.analysis.tempo_key import MAJOR_NAMES, measure_key, measure_tempo
 from services.compose.formats import download_name
+from services.compose.loop import LoopMaker, loop_summary
 from services.generation import GenerationService
 from services.library import Library
 from services.musicgen import GenerationRequest
@@ -108,3 +109,23 @@ async def test_generate_returns_the_measured_tempo_and_key_of_the_filed_take(
     # The emulator's chords change every 2 s on a 0.5 s pulse: 120 BPM.
     assert summary["bpm"] == pytest.approx(120.0, abs=0.5)
     assert summary["key"] == emulator_key(42, "bossa nova guitar")
+
+
+async def test_a_loop_shows_its_measured_tempo_beside_the_one_asked_for(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    emulator.configure(run_seconds=0.5, max_wait_seconds=0.2)
+    settings = Settings.from_env(
+        {"MUSICGEN_DATA_DIR": str(tmp_path), "REPLICATE_BASE_URL": emulator.base_url}
+    )
+    service = GenerationService(settings, Library(tmp_path), measure_takes=True)
+    maker = LoopMaker(service, Library(tmp_path))
+    request, spec = maker.prepare({"prompt": "deep house", "seed": 5}, 120, 4)
+
+    updates = [u async for u in maker.make(request, spec, token=emulator.token, owner=None)]
+
+    assert updates[-1].status == "succeeded", updates[-1].error
+    summary = loop_summary(service, Library(tmp_path), updates[-1].run_id, None)
+    assert summary["bpm"] == 120  # asked
+    assert summary["measured_bpm"] == pytest.approx(120.0, abs=0.5)  # heard
+    assert summary["key"] == emulator_key(5, "deep house, 120 bpm")
