@@ -18,7 +18,7 @@ import gradio as gr
 from services.analysis import midi as midi_service
 from services.analysis import stems as stems_service
 from services.analysis.daw import daw_bundle, stem_download, stems_zip
-from services.analysis.jobs import Job, follow_job
+from services.analysis.jobs import follow_job
 from services.analysis.midi import MIX, Transcriber, midi_available, midi_entry
 from services.analysis.stems import StemSplitter, stem_file, stem_names, stems_available
 from services.compose.formats import FORMATS
@@ -257,16 +257,15 @@ class TrackToolsHandlers:
         )
 
     async def _follow(self, work: Any, label: str) -> AsyncIterator[str]:
-        """Progress lines of a job, then "" once it is done; errors become the line."""
+        """Progress lines of a job, then "" once it is done; a refusal or failure becomes the
+        line (a stop cancels this generator: the job stops with it)."""
         try:
             async for job in follow_job(work):
-                job_done: Job[Any] = job
-                if job_done.result is not None:
+                if job.result is not None:
                     yield ""
                     return
-                yield message_html(
-                    f"{label}: {job_done.done:.0%} {job_done.note}".strip(), kind="info"
-                )
+                line = f"{label}: {job.done:.0%} {job.note}".strip()
+                yield message_html(line, kind="info")
         except StudioError as err:
             yield message_html(str(err))
 
@@ -332,7 +331,9 @@ class TrackToolsHandlers:
             return gr.update(visible=False), message_html(str(err))
         return gr.update(value=str(path), visible=True), ""
 
-    def download_stem(self, run_value: Any, stem: str | None, fmt: str, owner_value: Any):
+    def download_stem(
+        self, run_value: Any, stem: str | None, fmt: str, owner_value: Any
+    ) -> tuple[Any, str]:
         library = self.studio.library
         return self._deliver(
             lambda r, folder: stem_download(library, r, stem or "", fmt, folder),
