@@ -118,3 +118,28 @@ def test_the_mixer_mutes_and_solos_stems(
     page.locator("#track-tools").scroll_into_view_if_needed()
     shot(page, f"track-tools-mixer-{name}")
     page.context.close()
+
+
+def test_the_card_shows_tempo_and_key_and_the_history_finds_runs_by_them(
+    split_take: dict[str, Any],
+    app: AppProcess,
+    browser: Any,  # noqa: F811
+) -> None:
+    record = split_take["record"]
+    page = new_page(browser, app.url, width=1366, height=900)
+    card = page.locator(f"#card-{record['library_id']} .ms-card-meta")
+    assert f"{record['bpm']:.1f} BPM" in card.inner_text()
+    assert record["key"] in card.inner_text()
+    summary = page.locator("#history-summary")
+    search = page.locator("#history-search textarea, #history-search input").first
+    for text, found in (("118-122 bpm", "1 run"), ("60 bpm", "0 runs"), (record["key"], "1 run")):
+        search.fill(text)
+        search.press("Enter")
+        page.wait_for_function(
+            "([want, text]) => (document.querySelector('#history-summary')?.innerText || '')"
+            ".startsWith(want + ' matching') && document.querySelector('#history-summary')"
+            ".innerText.includes(text)",
+            arg=[found, text],
+        )
+    assert summary.inner_text().startswith("1 run")
+    page.context.close()
