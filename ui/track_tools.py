@@ -200,7 +200,9 @@ def build_track_tools(studio: Studio) -> TrackToolsView:
                 elem_id="transcribe-midi",
                 interactive=can_midi,
             )
-            stop = gr.Button("Stop", size="sm", variant="stop", elem_id="track-stop")
+            stop = gr.Button(
+                "Stop splitting or transcribing", size="sm", variant="stop", elem_id="track-stop"
+            )
             daw = gr.Button("Export for DAW", size="sm", elem_id="export-daw")
         mixer = gr.HTML("", elem_id="stem-mixer")
         with gr.Row():
