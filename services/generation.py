@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from services.analysis.filing import measure_filed
+from services.analysis.filing import measure_filed, warm_up_quietly
 from services.audio import CLIP_MAX_SECONDS, MeasuredClip, check_output, measure
 from services.cost import Estimate, estimate, free_estimate, run_cost
 from services.engines.protocol import LOCAL, REPLICATE, Engine, EngineRules, EngineRun
@@ -50,6 +50,9 @@ SPENDING_WINDOW_S = 24 * 3600.0  # the daily GPU-seconds cap counts the last 24 
 # Runs counted as in flight: younger than Replicate's 30-minute limit with room to spare, so a
 # record stranded by a crash (and not yet resumed) never blocks its visitor for good.
 IN_FLIGHT_WINDOW_S = 2 * 3600.0
+# How long a filed run's result waits for its tempo and key before it is reported without them
+# (they are stored when the measurement ends; the first one in a process loads the analysis).
+MEASURE_WAIT_S = 30.0
 NEVER_STARTED = {
     REPLICATE: "The app stopped before this run reached Replicate; nothing was made.",
     LOCAL: (
@@ -137,6 +140,10 @@ class GenerationService:
         self._settings = settings
         # Measure every filed take's tempo and key (the app does; most tests need not).
         self._measure_takes = measure_takes
+        # The analysis warmed up once, while the first run is made; measurements that
+        # outlasted MEASURE_WAIT_S (held so they are not collected).
+        self._warm_up: asyncio.Future[None] | None = None
+        self._measuring: set[asyncio.Future[None]] = set()
         self._library = library
         self._engines = engines or Engines(settings, local)
         self._orphan_check = orphan_check or OrphanCheck()
@@ -248,6 +255,8 @@ class GenerationService:
             await eng.aclose()
             raise
         started = time.monotonic()
+        if self._measure_takes and self._warm_up is None:
+            self._warm_up = asyncio.ensure_future(asyncio.to_thread(warm_up_quietly))
         # The clip's path is this server's upload folder: the library keeps its own copy.
         stored = {**request.to_dict(), "input_audio": None}
         record = self._library.create_pending(
@@ -545,9 +554,19 @@ class GenerationService:
         )
         path = self._library.audio_file(stored)
         assert path is not None
-        await asyncio.to_thread(self.measure_filed, run_id)
+        await self._measure_soon(run_id)
         notes = self._enforce_cap()
         return replace(final, audio_path=str(path), new_logs=final.new_logs + tuple(notes))
+
+    async def _measure_soon(self, run_id: str) -> None:
+        """Measure the filed run in a thread; wait for it at most MEASURE_WAIT_S."""
+        if not self._measure_takes:
+            return
+        task = asyncio.ensure_future(asyncio.to_thread(self.measure_filed, run_id))
+        done, _ = await asyncio.wait({task}, timeout=MEASURE_WAIT_S)
+        if not done:  # the result goes out now; the record gains bpm and key when it ends
+            self._measuring.add(task)
+            task.add_done_callback(self._measuring.discard)
 
     def measure_filed(self, run_id: str) -> None:
         """Measure and keep a filed entry's tempo and key (when this service measures takes);

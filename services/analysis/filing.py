@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from services.analysis.tempo_key import measure
+from services.analysis.tempo_key import measure, warm_up
 from services.library import Library, RunNotFound, RunRecord
 
 log = logging.getLogger(__name__)
@@ -31,3 +31,11 @@ def measure_filed(library: Library, run_id: str) -> RunRecord | None:
     except Exception:  # any decoder or analysis failure: the take stays as it is
         log.exception("Could not measure the tempo and key of run %s", run_id)
         return None
+
+
+def warm_up_quietly() -> None:
+    """`warm_up`, whose failure only means the first measurement is slower."""
+    try:
+        warm_up()
+    except Exception:
+        log.exception("Could not warm up the tempo and key analysis")

@@ -132,3 +132,14 @@ def measure(path: Path) -> TempoKey:
     """Tempo and key of the audio file at `path` (CPU work: call it off the event loop)."""
     mono = mono_samples(path)
     return TempoKey(bpm=measure_tempo(mono), key=measure_key(mono))
+
+
+def warm_up() -> None:
+    """Measure a short synthetic click track: librosa loads its parts and numba compiles the
+    beat tracker on first use (several seconds), best done while a model is still working."""
+    rate = ANALYSIS_RATE
+    clicks = np.zeros(rate * 3, np.float32)
+    for beat in range(6):
+        clicks[beat * rate // 2 : beat * rate // 2 + 200] = 0.5
+    measure_tempo(clicks, rate)
+    measure_key(clicks, rate)
