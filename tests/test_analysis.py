@@ -14,6 +14,7 @@ from services.compose.formats import download_name
 from services.compose.loop import LoopMaker, loop_summary
 from services.generation import GenerationService
 from services.library import Library
+from services.library.export import tempo_key_tag
 from services.musicgen import GenerationRequest
 from services.settings import Settings
 from tests.emulator import Emulator
@@ -129,3 +130,11 @@ async def test_a_loop_shows_its_measured_tempo_beside_the_one_asked_for(
     assert summary["bpm"] == 120  # asked
     assert summary["measured_bpm"] == pytest.approx(120.0, abs=0.5)  # heard
     assert summary["key"] == emulator_key(5, "deep house, 120 bpm")
+
+
+def test_tempo_and_key_in_file_names_are_spelled_for_any_file_system() -> None:
+    assert tempo_key_tag(97.0, "A minor") == "97bpm-a-minor"
+    assert tempo_key_tag(143.54, "F# major") == "143.5bpm-fsharp-major"
+    assert tempo_key_tag(None, "Bb minor") == "bflat-minor"
+    assert tempo_key_tag(90.0, "B major") == "90bpm-b-major"
+    assert tempo_key_tag(None, None) == ""

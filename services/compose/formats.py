@@ -21,6 +21,7 @@ from pathlib import Path
 from services.compose import audio_ops
 from services.errors import AudioError
 from services.library import Library, RunRecord
+from services.library.export import tempo_key_tag
 
 FORMATS = ("wav", "mp3", "flac")
 CACHE_DIR = "cache"
@@ -35,14 +36,6 @@ def slug(text: str, words: int = SLUG_WORDS) -> str:
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     picked = _WORD.findall(ascii_text.lower())[:words]
     return "-".join(picked)[:SLUG_MAX_CHARS].strip("-")
-
-
-def tempo_key_tag(bpm: float | None, key: str | None) -> str:
-    """Tempo and key as a file name says them: "97bpm-a-minor", "120.5bpm-fsharp-major"."""
-    parts = [f"{round(float(bpm), 1):g}bpm"] if bpm is not None else []
-    if key:
-        parts.append(slug(key.replace("#", "sharp").replace("b ", "flat "), words=2))
-    return "-".join(parts)
 
 
 def download_name(record: RunRecord, fmt: str) -> str:
