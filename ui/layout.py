@@ -114,7 +114,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 view = build_run_view()
                 build_format_buttons(studio, owner=owner, run=view.last_run, prefix="result")
                 extend_view = build_extend(studio)
-                track_view = build_track_tools(studio)
+                track_view = build_track_tools()
         variations_view = build_variations()
         gr.HTML('<h2 id="history-title">History</h2>')
         history_view = build_history_view(can_import=import_allowed(studio))

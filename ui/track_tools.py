@@ -173,7 +173,7 @@ MIXER_CSS = """
 """
 
 
-def build_track_tools(studio: Studio) -> TrackToolsView:
+def build_track_tools() -> TrackToolsView:
     """The panel (closed until there is a result to work on)."""
     can_split, can_midi = stems_available(), midi_available()
     with gr.Accordion(

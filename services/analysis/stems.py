@@ -27,9 +27,10 @@ from services.library.files import move_atomic
 DEFAULT_STEMS_MODEL = "htdemucs"
 STEMS_SUBDIR = "stems"
 NEEDS = (
-    "Splitting into stems runs demucs on this machine, and it is not installed here. "
-    "Install it with: pip install torch==2.13.0 && pip install 'demucs>=4.1.0' "
-    "(or pip install -r requirements-local.txt)."
+    "Splitting into stems runs demucs on this machine, and it is not installed here. Install "
+    "torch (on a machine without a GPU its CPU build: pip install torch --index-url "
+    "https://download.pytorch.org/whl/cpu), then pip install demucs (4.1 or later), or "
+    "everything at once: pip install -r requirements-local.txt."
 )
 _SAFE = re.compile(r"[^a-z0-9_]+")
 

@@ -208,6 +208,8 @@ class Extender:
             status, error = "failed", str(err)
         done = status == "succeeded"
         self._stop(entry.id, owner, "done" if done else "interrupted")
+        # The piece's tempo and key, once, when it has all its parts (or all it will get).
+        await asyncio.to_thread(self._service.measure_filed, entry.id)
         current = self._library.get(entry.id, owner)
         path = self._library.audio_file(current) if current else None
         yield ExtendUpdate(
@@ -363,7 +365,6 @@ class Extender:
             self._library.attach_audio(
                 entry_id, path, fmt="wav", seconds=audio_ops.seconds(track), version=version
             )
-        self._service.measure_filed(entry_id)
 
     def _stop(self, entry_id: str, owner: str | None, state: str) -> None:
         """Leave the chain finished ("done") or resumable ("interrupted"); it keeps its audio."""
