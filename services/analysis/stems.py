@@ -135,9 +135,12 @@ class StemSplitter:
             control.report(0.05 + 0.9 * whole, f"Separating {sources} stems…")
 
         device = choose_device(self._device).name
+        # Audio shorter than the model's segment goes through in one piece: cut into segments
+        # it would be padded to a whole segment first (40 s of work for a 2 s clip).
+        split = wide.shape[-1] > float(getattr(model, "segment", 0) or 0) * model.samplerate
         with torch.no_grad():
             out = apply_model(
-                model, ((wide - mean) / std)[None], device=device, split=True, overlap=0.25,
+                model, ((wide - mean) / std)[None], device=device, split=split, overlap=0.25,
                 progress=False, callback=progress,
             )[0]  # fmt: skip
         out = out * std + mean
