@@ -34,10 +34,9 @@ from ui.inputs import build_form
 from ui.reuse import Reuse
 from ui.run_panel import build_controls, build_run_view
 from ui.runs import RunHandlers
+from ui.stem_mixer import MIXER_CSS, MIXER_HEAD
 from ui.track_api import build_track_api
 from ui.track_tools import (
-    MIXER_CSS,
-    MIXER_HEAD,
     TrackServices,
     TrackToolsHandlers,
     build_track_tools,
