@@ -82,6 +82,8 @@ def test_midi_of_a_stem_carries_the_measured_tempo(split_take: dict[str, Any]) -
     assert tempo == pytest.approx(record["bpm"], abs=0.01)
     with pytest.raises(Exception, match="no stem 'guitar'"):
         client.predict(run_id=record["library_id"], stem="guitar", api_name="/midi")
+    with pytest.raises(Exception, match="run_id is empty"):
+        client.predict(run_id=" ", api_name="/stems")
 
 
 def muted(page: Any) -> dict[str, bool]:

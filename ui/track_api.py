@@ -36,6 +36,14 @@ RUN_HELP = {
 }
 
 
+def run_id_given(run_id: str | None) -> str:
+    """The run id as given, or an error naming the field (before any work)."""
+    run = (run_id or "").strip()
+    if not run:
+        raise gr.Error("run_id is empty: give the library_id of a result (from /generate).")
+    return run
+
+
 class TrackApi:
     """Stems and MIDI for API callers (and MCP clients)."""
 
@@ -48,7 +56,7 @@ class TrackApi:
     ) -> tuple[list[str], dict[str, Any]]:
         """Split `run_id` into stems; returns (the stem files, the record with `stems`)."""
         owner = caller_owner(self.studio, access_key)
-        run = (run_id or "").strip()
+        run = run_id_given(run_id)
         splitter = self.services.splitter
         record = None
         with api_errors():
@@ -72,7 +80,7 @@ class TrackApi:
     ) -> tuple[str | None, dict[str, Any]]:
         """Transcribe `run_id` (or its `stem`); returns (the .mid file, its record)."""
         owner = caller_owner(self.studio, access_key)
-        run = (run_id or "").strip()
+        run = run_id_given(run_id)
         transcriber = self.services.transcriber
         made = None
         with api_errors():
