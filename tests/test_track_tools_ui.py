@@ -71,3 +71,12 @@ async def test_the_panel_splits_the_selected_result_and_offers_its_stems(tmp_pat
     assert snap["audio_path"].endswith("stems/bass.wav") and snap["run_id"] == record.id
     bundle, note = handlers.daw(selected, None)
     assert note == "" and bundle["value"].endswith("-daw.zip")
+
+
+def test_the_result_facts_and_a_loop_card_say_the_measured_tempo_and_key() -> None:
+    from ui.formatting import card_html, facts_html
+
+    facts = facts_html({"engine": "replicate", "bpm": 97.0, "key": "A minor"})
+    assert "<th>Tempo, key</th><td>97.0 BPM · A minor</td>" in facts
+    loop = card_html({"id": "l1", "status": "succeeded", "bpm": 119.6, "asked_bpm": 120.0})
+    assert "119.6 BPM (asked 120)" in loop

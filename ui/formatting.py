@@ -188,7 +188,8 @@ def idle_progress_html() -> str:
 
 
 def facts_html(summary: Mapping[str, Any]) -> str:
-    """The run's facts: engine, model, length, seed used, predict time, where it was made."""
+    """The run's facts: engine, model, length, seed used, predict time, measured tempo and
+    key, where it was made."""
     pid = summary.get("prediction_id")
     url = summary.get("web_url")
     link = f'<a href="{esc(url)}" target="_blank" rel="noopener">{esc(pid)}</a>' if url else "–"
@@ -201,6 +202,9 @@ def facts_html(summary: Mapping[str, Any]) -> str:
         ("Seed used", esc(seed if seed is not None else "not reported")),
         ("Predict time", esc(seconds_text(summary.get("predict_time")))),
     ]
+    heard = tempo_key_parts(summary)
+    if heard:
+        rows.append(("Tempo, key", esc(" · ".join(heard))))
     rtf = summary.get("realtime_factor")
     if rtf is not None:
         rows.append(("Real-time factor", esc(f"{rtf:.2f}× (model seconds per audio second)")))
