@@ -70,7 +70,7 @@ def startup(
 def build_app(settings: Settings) -> tuple[gr.Blocks, GenerationService, Library]:
     """Settings -> library -> engines -> generation service -> the page (queued, not launched)."""
     library = Library(settings.data_dir, max_mb=settings.max_library_mb)
-    service = GenerationService(settings, library, local=local_engine(settings))
+    service = GenerationService(settings, library, local=local_engine(settings), measure_takes=True)
     demo = ui.build(settings, service, library)
     # Bounded: past it a click is refused at once ("busy, try again in a minute", ui.busy)
     # rather than left waiting behind a crowd.

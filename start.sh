@@ -16,5 +16,8 @@ if [ "${MUSICGEN_ENGINE:-auto}" = "replicate" ]; then
   python3 -m pip install -q --disable-pip-version-check -r requirements.txt
 else
   python3 -m pip install -q --disable-pip-version-check -r requirements-local.txt
+  # basic-pitch (MIDI) without its dependencies: they would pull TensorFlow; the ones it uses
+  # are in requirements-local.txt (its model runs on onnxruntime).
+  python3 -m pip install -q --disable-pip-version-check --no-deps "basic-pitch>=0.4.0"
 fi
 exec python3 app.py

@@ -69,6 +69,8 @@ class Settings:
     # a webhook to it, and polling becomes the fallback.
     public_url: str | None = None
     reads_per_minute: int = DEFAULT_READS_PER_MINUTE
+    # MUSICGEN_STEMS_MODEL: the demucs model that splits results into stems.
+    stems_model: str = "htdemucs"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -94,6 +96,7 @@ class Settings:
             public_url=_public_url(env.get("MUSICGEN_PUBLIC_URL", ""))
             or _space_url(env.get("SPACE_HOST", "")),
             reads_per_minute=_reads_per_minute(env),
+            stems_model=env.get("MUSICGEN_STEMS_MODEL", "").strip() or "htdemucs",
             **_spending(env, shared=_flag(env.get("MUSICGEN_SHARED")) or bool(env.get("SPACE_ID"))),
             **_visitors(env),
         )

@@ -47,6 +47,10 @@ LOOP_PROGRESS = "#loop-progress .ms-progress"
 COMPARE_NOTICE = "#compare-notice"
 ACTIVE = "#compare-player audio[data-active='1']"
 
+# How a download's name says the measured key and tempo ("eflat-major", "119.7bpm-c-major").
+KEY = r"[a-g](sharp|flat)?-(major|minor)"
+TEMPO_KEY = rf"\d+(\.\d)?bpm-{KEY}"
+
 
 @pytest.fixture(scope="module")
 def emulator(module_emulator: Emulator) -> Emulator:  # noqa: F811
@@ -150,9 +154,12 @@ def test_a_loop_is_made_with_progress_plays_looped_and_downloads(
     assert page.locator("#history-cards .ms-card", has_text="Dusty boom bap drums").count() == 1
 
     mp3 = download(page, "loop", "mp3", tmp_path)
+    # The loop's tempo as asked and bars, its measured key, the seed and the day.
     assert re.fullmatch(
-        r"dusty-boom-bap-drums-loop-120bpm-2bars-seed\d+-\d{4}-\d\d-\d\d\.mp3", mp3.name
-    )
+        rf"dusty-boom-bap-drums-loop-120bpm-2bars-{KEY}"
+        r"-seed\d+-\d{4}-\d\d-\d\d\.mp3",
+        mp3.name,
+    ), mp3.name
     assert audio_ops.seconds(audio_ops.load(mp3)) == pytest.approx(4.0, abs=0.05)
 
     # After a restart the loop is still in the history, once, and still plays its 4 s.
@@ -176,7 +183,10 @@ def test_the_result_downloads_as_wav_mp3_and_flac(
     length = result_seconds(page)
     for fmt in ("wav", "mp3", "flac"):
         path = download(page, "result", fmt, tmp_path)
-        assert re.fullmatch(rf"warm-rhodes-chords-seed\d+-\d{{4}}-\d\d-\d\d\.{fmt}", path.name)
+        # Prompt words, the measured tempo and key, the seed, the day.
+        assert re.fullmatch(
+            rf"warm-rhodes-chords-{TEMPO_KEY}-seed\d+-\d{{4}}-\d\d-\d\d\.{fmt}", path.name
+        ), path.name
         assert audio_ops.seconds(audio_ops.load(path)) == pytest.approx(length, abs=0.05)
 
     # The same from the history: pick the entry, press flac.
@@ -184,7 +194,7 @@ def test_the_result_downloads_as_wav_mp3_and_flac(
     choose_dropdown(page, "formats-entry", "Warm Rhodes chords")
     (tmp_path / "entry").mkdir()
     path = download(page, "entry", "flac", tmp_path / "entry")
-    assert path.name.startswith("warm-rhodes-chords-seed")
+    assert re.match(rf"warm-rhodes-chords-{TEMPO_KEY}-seed", path.name), path.name
     assert audio_ops.seconds(audio_ops.load(path)) == pytest.approx(length, abs=0.05)
 
 

@@ -94,6 +94,8 @@ def test_generate_is_named_with_the_model_inputs_and_runs_end_to_end(
         "/extend",
         "/generate",
         "/loop",
+        "/midi",
+        "/stems",
         "/variations",
     ]
     assert not api["unnamed_endpoints"]

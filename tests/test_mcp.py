@@ -43,7 +43,7 @@ async def test_an_assistant_lists_the_tools_and_makes_music(
     ):
         await session.initialize()
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-        assert {"generate", "extend", "variations", "arrange"} <= set(tools)
+        assert {"generate", "extend", "variations", "arrange", "stems", "midi"} <= set(tools)
         assert "section" in tools["arrange"].inputSchema["properties"]["sections"]["description"]
         generate = tools["generate"]
         props = generate.inputSchema["properties"]

@@ -26,7 +26,8 @@ DESCRIPTION = (
     "(local: this machine, replicate: Replicate; empty: the server's default). With the local "
     "engine `model_version` is a Hugging Face checkpoint id (empty: the configured default). "
     "Returns the audio file and a JSON record of the run (library_id, prediction_id, status, "
-    "seed, predict_time, engine, checkpoint, device, realtime_factor, error, ...). Refused "
+    "seed, predict_time, engine, checkpoint, device, realtime_factor, measured bpm and key, "
+    "error, ...). Refused "
     "inputs raise an error naming each field; nothing is sent then."
 )
 
@@ -98,7 +99,8 @@ class GenerateApi:
 
 GENERATE_RETURNS = (
     "The audio file, and the run's record: library_id, prediction_id, status, seed used, "
-    "predict_time, engine, checkpoint, device, realtime_factor, error."
+    "predict_time, engine, checkpoint, device, realtime_factor, the measured bpm and key "
+    '("A minor"), error.'
 )
 GenerateApi.generate.__signature__ = GENERATE_SIGNATURE  # type: ignore[attr-defined]
 GenerateApi.generate.__doc__ = docstring(

@@ -118,11 +118,18 @@ def player_html(url: str, name: str, run_id: str) -> str:
     )
 
 
+def measured_text(record: RunRecord) -> str:
+    """The loop's measured tempo and key, beside the asked tempo ("" before it is measured)."""
+    heard = [f"{record.bpm:.1f} BPM" if record.bpm is not None else "", record.key or ""]
+    heard = [h for h in heard if h]
+    return f" (measured {', '.join(heard)})" if heard else ""
+
+
 def loop_facts_html(record: RunRecord) -> str:
     compose = record.compose or {}
     rate = compose.get("sample_rate")
     rows = [
-        ("Tempo", f"{float(compose.get('bpm') or 0):g} BPM, 4/4"),
+        ("Tempo", f"{float(compose.get('bpm') or 0):g} BPM, 4/4" + measured_text(record)),
         ("Bars", str(compose.get("bars"))),
         (
             "Length",

@@ -192,7 +192,8 @@ def idle_progress_html() -> str:
 
 
 def facts_html(summary: Mapping[str, Any]) -> str:
-    """The run's facts: engine, model, length, seed used, predict time, where it was made."""
+    """The run's facts: engine, model, length, seed used, predict time, measured tempo and
+    key, where it was made."""
     pid = summary.get("prediction_id")
     url = summary.get("web_url")
     link = f'<a href="{esc(url)}" target="_blank" rel="noopener">{esc(pid)}</a>' if url else "–"
@@ -205,6 +206,9 @@ def facts_html(summary: Mapping[str, Any]) -> str:
         ("Seed used", esc(seed if seed is not None else "not reported")),
         ("Predict time", esc(seconds_text(summary.get("predict_time")))),
     ]
+    heard = tempo_key_parts(summary)
+    if heard:
+        rows.append(("Tempo, key", esc(" · ".join(heard))))
     rtf = summary.get("realtime_factor")
     if rtf is not None:
         rows.append(("Real-time factor", esc(f"{rtf:.2f}× (model seconds per audio second)")))
@@ -216,6 +220,19 @@ def facts_html(summary: Mapping[str, Any]) -> str:
 
 
 # -- the history gallery ---------------------------------------------------------------------
+
+
+def tempo_key_parts(card: Mapping[str, Any]) -> list[str]:
+    """The measured tempo (a loop's asked one beside it) and key, as a card shows them."""
+    parts = []
+    if card.get("bpm") is not None:
+        tempo = f"{float(card['bpm']):.1f} BPM"
+        if card.get("asked_bpm") is not None:
+            tempo += f" (asked {float(card['asked_bpm']):g})"
+        parts.append(tempo)
+    if card.get("key"):
+        parts.append(str(card["key"]))
+    return parts
 
 
 def card_html(card: Mapping[str, Any]) -> str:
@@ -235,6 +252,7 @@ def card_html(card: Mapping[str, Any]) -> str:
     ]
     if card.get("seed") is not None:
         meta.append(f"seed {esc(card['seed'])}")
+    meta.extend(esc(part) for part in tempo_key_parts(card))
     badge = f'<span class="ms-badge ms-badge-{esc(status)}">{esc(status)}</span>'
     fav = ' <span class="ms-fav" title="Favourite">★</span>' if card.get("favourite") else ""
     reason = ""

@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from services.analysis.search import parse_history_query
 from services.errors import StudioError
 from services.library import RunRecord
 from services.library.records import IN_FLIGHT_STATUSES as IN_FLIGHT
@@ -61,8 +62,8 @@ def import_allowed(studio: Studio) -> bool:
 def build_history_view(*, can_import: bool) -> HistoryView:
     with gr.Row():
         search = gr.Textbox(
-            label="Search your prompts",
-            placeholder="e.g. piano",
+            label="Search your prompts, keys and tempos",
+            placeholder="e.g. piano, A minor, 90-110 bpm",
             elem_id="history-search",
             scale=3,
             min_width=200,
@@ -130,6 +131,11 @@ def card(record: RunRecord, audio_file: Path | None) -> dict[str, Any]:
         "favourite": record.favourite,
         "data_removed": record.data_removed,
         "has_audio": record.has_audio,
+        "kind": record.kind,
+        "bpm": record.bpm,
+        "key": record.key,
+        # A loop's tempo as asked, shown beside the measured one.
+        "asked_bpm": (record.compose or {}).get("bpm") if record.kind == "loop" else None,
     }
 
 
@@ -147,12 +153,15 @@ class HistoryHandlers:
         self, owner_value: Any, search: str | None, favourites_only: bool, page: int = 1
     ) -> dict[str, Any]:
         owner = self.studio.owner(owner_value)
+        query = parse_history_query(search)
         result = self.studio.library.list(
             owner,
             page=page,
             per_page=PER_PAGE,
-            search=(search or "").strip() or None,
+            search=query.text or None,
             favourite=True if favourites_only else None,
+            key=query.key,
+            bpm_range=(query.bpm_min, query.bpm_max),
         )
         return {
             "page": result.page,
@@ -230,7 +239,8 @@ class HistoryHandlers:
         return self.reuse.continue_from(self._snap(run_id, owner_value))
 
     def open_for_extend(self, run_id: str, owner_value: Any) -> tuple[Any, Any]:
-        """The run becomes what the Extend panel extends, and the panel opens."""
+        """The run becomes the result shown (what Extend extends, what the stems and MIDI
+        panel works on), and the panel opens."""
         return self._snap(run_id, owner_value), gr.update(open=True)
 
     def set_favourite(self, run_id: str, value: bool, owner_value: Any) -> None:
@@ -291,11 +301,12 @@ def render_cards(
     search: gr.components.Component,
     favourites_only: gr.components.Component,
     extend_target: tuple[gr.State, gr.Accordion] | None = None,
+    track_target: tuple[gr.State, gr.Accordion] | None = None,
 ) -> None:
     """The cards of one page, each with its player and actions (called inside @gr.render).
 
     `extend_target` is the state the Extend panel reads and the panel itself: a card's
-    Extend button hands its run to them.
+    Extend button hands its run to them; `track_target` likewise for the stems and MIDI panel.
     """
     view, studio = handlers.view, handlers.studio
     cards = (state or {}).get("cards") or []
@@ -361,6 +372,16 @@ def render_cards(
                                 partial(handlers.open_for_extend, run_id),
                                 [owner],
                                 list(extend_target),
+                                **PRIVATE,
+                            )
+                        if track_target is not None:
+                            track_btn = gr.Button(
+                                "Stems & MIDI…", size="sm", elem_classes=["card-tracks"]
+                            )
+                            track_btn.click(
+                                partial(handlers.open_for_extend, run_id),
+                                [owner],
+                                list(track_target),
                                 **PRIVATE,
                             )
                         gr.DownloadButton(

@@ -36,6 +36,14 @@ from ui.inputs import build_form
 from ui.reuse import Reuse
 from ui.run_panel import build_controls, build_run_view
 from ui.runs import RunHandlers
+from ui.stem_mixer import MIXER_CSS, MIXER_HEAD
+from ui.track_api import build_track_api
+from ui.track_tools import (
+    TrackServices,
+    TrackToolsHandlers,
+    build_track_tools,
+    wire_track_tools,
+)
 
 OWNER_KEY = "musicgen-studio.owner"
 # BrowserState encrypts with this in the browser. It is sent to every browser in the page's
@@ -110,6 +118,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 build_format_buttons(studio, owner=owner, run=view.last_run, prefix="result")
                 extend_view = build_extend(studio)
                 arrange_view = build_arrange(studio)
+                track_view = build_track_tools()
         variations_view = build_variations()
         gr.HTML('<h2 id="history-title">History</h2>')
         history_view = build_history_view(can_import=import_allowed(studio))
@@ -131,6 +140,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 search=history_view.search,
                 favourites_only=history_view.favourites_only,
                 extend_target=(view.last_run, extend_view.panel),
+                track_target=(view.last_run, track_view.panel),
             )
 
         _, keeps = build_compare(studio, owner=owner, history_state=history_view.state)
@@ -142,6 +152,8 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
         arranger = Arranger(service, library, settings.data_dir)
         build_compose_api(studio, extender, variations, arranger)
         build_loop_api(studio)
+        tracks = TrackServices.for_studio(studio)
+        build_track_api(studio, tracks)
 
         # -- page load: the visitor's identity (shared mode), their history, their token
         def on_load(owner_value: Any, search: str, fav: bool) -> tuple[Any, ...]:
@@ -208,6 +220,14 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             token=token,
             run_inputs=[picker.engine, picker.local_model, *form.components()],
         )
+        # -- from take to track: stems, MIDI and a DAW bundle of the result shown
+        wire_track_tools(
+            TrackToolsHandlers(studio, tracks, track_view),
+            run=view.last_run,
+            owner=owner,
+            reuse=reuse,
+            model_version=form.model_version,
+        )
         for event in (looping, *keeps):
             event.then(history.same, current, listing_outputs, **PRIVATE)
         # The browser sends Gradio's cancel only once the Cancel click's own handler has
@@ -266,8 +286,8 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
 def launch_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for `demo.launch()` (Gradio 6 takes css/head there)."""
     return {
-        "css": assets.CSS,
-        "head": assets.HEAD,
+        "css": assets.CSS + MIXER_CSS,
+        "head": assets.HEAD + MIXER_HEAD,
         "max_file_size": "100mb",
         "footer_links": ["api", "gradio"],
         # Gradio's run history would keep every call's inputs (a pasted token among them).

@@ -300,6 +300,9 @@ class Extender:
             status, error = "failed", str(err)
         done = status == "succeeded"
         self._stop(entry_id, owner, "done" if done else "interrupted")
+        # The piece's (or song's) tempo and key, once, when it has all its parts (or all it
+        # will get).
+        await asyncio.to_thread(self._service.measure_filed, entry_id)
         current = self._library.get(entry_id, owner)
         path = self._library.audio_file(current) if current else None
         yield ExtendUpdate(

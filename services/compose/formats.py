@@ -3,8 +3,8 @@
 Conversions are made on demand with pydub and kept in `<data_dir>/cache/`, keyed on the
 entry's audio file (its size and modification time), so a changed file is converted again and
 the second download of the same file is instant. Downloads get a name that says what they are:
-a few words of the prompt, bpm and bars for a loop, the seed and the date, e.g.
-`lofi-piano-rain-seed1234-2026-11-30.flac`.
+a few words of the prompt, bpm and bars for a loop, the measured tempo and key, the seed and the
+date, e.g. `lofi-piano-rain-97bpm-a-minor-seed1234-2026-11-30.flac`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from services.compose import audio_ops
 from services.errors import AudioError
 from services.library import Library, RunRecord
+from services.library.export import tempo_key_tag
 
 FORMATS = ("wav", "mp3", "flac")
 CACHE_DIR = "cache"
@@ -38,7 +39,8 @@ def slug(text: str, words: int = SLUG_WORDS) -> str:
 
 
 def download_name(record: RunRecord, fmt: str) -> str:
-    """What the downloaded file is called: prompt words, loop tempo and bars, seed, date."""
+    """What the downloaded file is called: prompt words, loop tempo and bars, measured tempo
+    and key, seed, date."""
     compose = record.compose or {}
     prompt = record.prompt
     parts = []
@@ -47,8 +49,11 @@ def download_name(record: RunRecord, fmt: str) -> str:
     parts.append(slug(prompt) or "musicgen")
     if record.kind == "loop" and compose.get("bpm") is not None:
         parts.append(f"loop-{float(compose['bpm']):g}bpm-{compose.get('bars')}bars")
-    elif record.kind not in ("take", "variation"):
-        parts.append(slug(record.kind))
+        parts.append(tempo_key_tag(None, record.key))  # the tempo is the loop's own
+    else:
+        if record.kind not in ("take", "variation"):
+            parts.append(slug(record.kind))
+        parts.append(tempo_key_tag(record.bpm, record.key))
     if record.seed is not None:
         parts.append(f"seed{record.seed}")
     parts.append(datetime.fromtimestamp(record.created_at, UTC).strftime("%Y-%m-%d"))

@@ -515,9 +515,11 @@ class LoopMaker:
                 predict_time=source.predict_time,
                 logs_tail="\n".join(notes),
             )
-            return self._library.attach_audio(
+            filed = self._library.attach_audio(
                 loop_id, cut.path, fmt=LOOP_FORMAT, seconds=cut.frames / cut.rate
             )
+        self._service.measure_filed(loop_id)  # the measured tempo, beside the one asked for
+        return self._library.get(loop_id) or filed
 
     def _settle(self, loop_id: str, status: str, error: str) -> None:
         with contextlib.suppress(RunNotFound):
@@ -558,6 +560,8 @@ def loop_summary(
     summary.update(
         kind="loop",
         compose=compose,
+        # `bpm` is the tempo asked for (the loop is cut to it); `measured_bpm` what was heard.
+        measured_bpm=summary.get("bpm"),
         bpm=compose.get("bpm"),
         bars=compose.get("bars"),
         source_run=compose.get("source_run"),

@@ -294,12 +294,14 @@ class Variations:
             if made:
                 cover = self._library.audio_file(made[0])
                 if cover is not None:
-                    return self._library.attach_audio(
+                    self._library.attach_audio(
                         group_id,
                         Path(cover),
                         fmt=made[0].audio_format or "wav",
                         seconds=float(made[0].audio_seconds or 0),
                     )
+                    # The group plays its first take: it has that take's tempo and key.
+                    return self._library.update(group_id, bpm=made[0].bpm, key=made[0].key)
             ended = [t for t in takes if t is not None]
             status = "canceled" if any(t.status == "canceled" for t in ended) else "failed"
             reasons = {t.error for t in ended if t.error}

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from services.analysis.filing import measure_filed, warm_up_quietly
 from services.audio import check_output
 from services.cost import run_cost
 from services.engines.protocol import REPLICATE, Engine, EngineRun, Turn
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 LOGS_TAIL_CHARS = 4000
 PROGRESS_WRITE_S = 2.0
 CANCEL_TIMEOUT_S = 30.0
+# How long a filed run's result waits for its tempo and key before it is reported without them
+# (they are stored when the measurement ends; the first one in a process loads the analysis).
+MEASURE_WAIT_S = 30.0
 
 
 class _Canceled:
@@ -92,6 +96,7 @@ class Runner:
         policy: Policy,
         on_unclear: Callable[[str | None, RunRecord], None],
         on_left_downloading: Callable[[str | None, str], None],
+        measure_takes: bool = False,
     ):
         self._settings = settings
         self._library = library
@@ -103,6 +108,12 @@ class Runner:
         self._on_left_downloading = on_left_downloading
         # The runs this process follows: their cancel requests and their ends.
         self._signals = RunSignals()
+        # Measure every filed take's tempo and key (the app does; most tests need not).
+        self._measure_takes = measure_takes
+        # The analysis warmed up once, while the first run is made; measurements that
+        # outlasted MEASURE_WAIT_S (held so they are not collected).
+        self._warm_up: asyncio.Future[None] | None = None
+        self._measuring: set[asyncio.Future[None]] = set()
 
     # -- one run --------------------------------------------------------------------------
 
@@ -147,6 +158,8 @@ class Runner:
             await eng.aclose()
             raise
         started = time.monotonic()
+        if self._measure_takes and self._warm_up is None:
+            self._warm_up = asyncio.ensure_future(asyncio.to_thread(warm_up_quietly))
         # The clip's path is this server's upload folder: the library keeps its own copy.
         stored = {**request.to_dict(), "input_audio": None}
         # The run holds its estimate from now until it is filed with its measured time.
@@ -411,8 +424,25 @@ class Runner:
         )
         path = self._library.audio_file(stored)
         assert path is not None
+        await self._measure_soon(run_id)
         notes = self._enforce_cap(run_id)
         return replace(final, audio_path=str(path), new_logs=final.new_logs + tuple(notes))
+
+    async def _measure_soon(self, run_id: str) -> None:
+        """Measure the filed run in a thread; wait for it at most MEASURE_WAIT_S."""
+        if not self._measure_takes:
+            return
+        task = asyncio.ensure_future(asyncio.to_thread(self.measure_filed, run_id))
+        done, _ = await asyncio.wait({task}, timeout=MEASURE_WAIT_S)
+        if not done:  # the result goes out now; the record gains bpm and key when it ends
+            self._measuring.add(task)
+            task.add_done_callback(self._measuring.discard)
+
+    def measure_filed(self, run_id: str) -> None:
+        """Measure and keep a filed entry's tempo and key (when this service measures takes);
+        never raises. CPU work: call it off the event loop."""
+        if self._measure_takes:
+            measure_filed(self._library, run_id)
 
     def _enforce_cap(self, run_id: str) -> list[str]:
         """Make room under the size cap in the run's owner's share only (never another's)."""

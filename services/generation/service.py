@@ -31,6 +31,7 @@ class GenerationService:
         local: Engine | None = None,
         engines: Engines | None = None,
         orphan_check: OrphanCheck | None = None,
+        measure_takes: bool = False,
     ):
         self._library = library
         self._engines = engines or Engines(settings, local)
@@ -42,6 +43,7 @@ class GenerationService:
             self.policy,
             on_unclear=self._look_for_twin,
             on_left_downloading=self._file_later,
+            measure_takes=measure_takes,
         )
         self.recovery = Recovery(
             settings, library, self._engines, self.runner, orphan_check or OrphanCheck()
@@ -62,6 +64,7 @@ class GenerationService:
         self.entry_ended = self.runner.entry_ended
         self.entry_dropped = self.runner.entry_dropped
         self.wait_end = self.runner.wait_end
+        self.measure_filed = self.runner.measure_filed
         self.resume_in_flight = self.recovery.resume_in_flight
         self.sweep_orphans = self.recovery.sweep_orphans
         self.settle_sweeps = self.recovery.settle_sweeps
@@ -111,6 +114,8 @@ class GenerationService:
             "device": record.device,
             "realtime_factor": record.realtime_factor,
             "cost_usd": record.cost_usd,
+            "bpm": record.bpm,
+            "key": record.key,
             "web_url": (
                 WEB_URL.format(id=record.prediction_id)
                 if record.prediction_id and record.engine == REPLICATE

@@ -14,10 +14,21 @@ from services.library.records import RunRecord, iso
 MODEL = "meta/musicgen"
 
 
+def tempo_key_tag(bpm: float | None, key: str | None) -> str:
+    """Tempo and key as a file name says them: "97bpm-a-minor", "120.5bpm-fsharp-major"."""
+    parts = [f"{round(float(bpm), 1):g}bpm"] if bpm is not None else []
+    if key:
+        spelled = re.sub(r"^([a-g])b\b", r"\1flat", key.lower().replace("#", "sharp"))
+        parts.append(re.sub(r"[^a-z0-9]+", "-", spelled).strip("-"))
+    return "-".join(parts)
+
+
 def export_basename(record: RunRecord) -> str:
-    """A file name a musician recognises: the prompt's first words and the run's short id."""
+    """A file name a musician recognises: the prompt's first words, the measured tempo and
+    key, and the run's short id."""
     words = re.sub(r"[^a-z0-9]+", "-", record.prompt.lower()).strip("-")[:40].strip("-")
-    return f"musicgen-{words or 'run'}-{record.id[:8]}"
+    tag = tempo_key_tag(record.bpm, record.key)
+    return f"musicgen-{words or 'run'}{'-' + tag if tag else ''}-{record.id[:8]}"
 
 
 def sidecar(record: RunRecord, audio_name: str | None) -> dict[str, Any]:
@@ -35,6 +46,8 @@ def sidecar(record: RunRecord, audio_name: str | None) -> dict[str, Any]:
         # defaults); nothing when Replicate had removed the inputs of an imported run.
         "settings": record.generation_request().to_dict() if record.request else {},
         "seed_used": record.seed,
+        "bpm": record.bpm,  # measured
+        "key": record.key,
         "predict_time": record.predict_time,
         "created_at": iso(record.created_at),
         "started_at": iso(record.started_at),

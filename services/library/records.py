@@ -124,6 +124,10 @@ class RunRecord:
     kind: str = "take"
     compose: dict[str, Any] | None = None
     cost_usd: float | None = None
+    bpm: float | None = None
+    key: str | None = None
+    stems: dict[str, Any] | None = None
+    midi: dict[str, Any] | None = None
 
     @property
     def prompt(self) -> str:
@@ -191,6 +195,10 @@ class RunRecord:
             kind=row["kind"],
             compose=json.loads(row["compose"]) if row["compose"] else None,
             cost_usd=row["cost_usd"],
+            bpm=row["bpm"],
+            key=row["key"],
+            stems=json.loads(row["stems"]) if row["stems"] else None,
+            midi=json.loads(row["midi"]) if row["midi"] else None,
         )
 
 

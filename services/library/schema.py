@@ -14,7 +14,7 @@ from pathlib import Path
 
 from services.errors import StudioError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Seconds a connection waits for another writer (thread or process) before giving up.
 BUSY_TIMEOUT_SECONDS = 15.0
 
@@ -112,12 +112,23 @@ def _v4_to_v5(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX runs_payer_created ON runs (payer, created_at)")
 
 
+def _v5_to_v6(conn: sqlite3.Connection) -> None:
+    """From take to track: the measured tempo and key, the stems and the MIDI made of a run."""
+    conn.execute("ALTER TABLE runs ADD COLUMN bpm REAL")  # measured, not the one asked for
+    conn.execute("ALTER TABLE runs ADD COLUMN key TEXT")  # e.g. "A minor"
+    # JSON: {"model": name, "files": {stem name: data-folder-relative path}}.
+    conn.execute("ALTER TABLE runs ADD COLUMN stems TEXT")
+    # JSON: {source ("mix" or a stem name): {"path": relative path, "notes": count}}.
+    conn.execute("ALTER TABLE runs ADD COLUMN midi TEXT")
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _v0_to_v1,
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
     4: _v4_to_v5,
+    5: _v5_to_v6,
 }
 
 

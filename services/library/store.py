@@ -73,6 +73,7 @@ AUDIO_DIR = "audio"
 INPUTS_DIR = "inputs"  # the library's own copy of each run's input clip
 # A composition's working files (a long piece's source and the clips its parts continued).
 COMPOSE_DIR = "compose"
+TRACKS_DIR = "tracks"  # what was made of a run: its stems and MIDI, one folder per run
 MAX_PER_PAGE = 100
 
 # Fields `update` may change; audio fields only change through attach_audio.
@@ -97,6 +98,10 @@ _UPDATABLE = frozenset(
         "cost_usd",
         "payer",
         "reserved_gpu_s",
+        "bpm",
+        "key",
+        "stems",
+        "midi",
     }
 )
 
@@ -154,15 +159,16 @@ def _clean_changes(changes: dict[str, Any]) -> dict[str, Any]:
         clean["logs_tail"] = logs_tail(clean["logs_tail"] or "")
     if "data_removed" in clean:
         clean["data_removed"] = int(bool(clean["data_removed"]))
-    if clean.get("compose") is not None:
-        clean["compose"] = json.dumps(clean["compose"], ensure_ascii=False)
+    for name in ("compose", "stems", "midi"):
+        if clean.get(name) is not None:
+            clean[name] = json.dumps(clean[name], ensure_ascii=False)
     for name in ("started_at", "completed_at"):
         if name in clean:
             try:
                 clean[name] = to_epoch(clean[name])
             except ValueError as err:
                 raise ValueError(f"{name} must be epoch seconds or an ISO 8601 time") from err
-    numbers = (("predict_time", float), ("seed", int), ("cost_usd", float))
+    numbers = (("predict_time", float), ("seed", int), ("cost_usd", float), ("bpm", float))
     for name, kind in (*numbers, ("reserved_gpu_s", float)):
         if clean.get(name) is not None:
             clean[name] = kind(clean[name])
@@ -200,7 +206,7 @@ class Library:
     def served_dirs(self) -> list[Path]:
         """The folders whose files a page plays in place: the audio and the kept input clips
         (files named by unguessable run ids); never the data folder itself (the database)."""
-        return [self.audio_dir, self.data_dir / INPUTS_DIR]
+        return [self.audio_dir, self.data_dir / INPUTS_DIR, self.data_dir / TRACKS_DIR]
 
     def revision(self) -> int:
         """A number that differs from the one returned before whenever the library was written
@@ -475,10 +481,25 @@ class Library:
             if path is not None:
                 path.unlink(missing_ok=True)
         shutil.rmtree(self.compose_dir(record.id), ignore_errors=True)
+        shutil.rmtree(self.track_dir(record.id), ignore_errors=True)
 
     def compose_dir(self, run_id: str) -> Path:
         """Where a composition keeps its working files; removed with the entry."""
         return self.data_dir / COMPOSE_DIR / run_id
+
+    def track_dir(self, run_id: str) -> Path:
+        """Where the stems and MIDI made of a run are kept; removed with the run."""
+        return self.data_dir / TRACKS_DIR / run_id
+
+    def track_file(self, rel: str) -> Path | None:
+        """A stem or MIDI file named in a record (data-folder relative), if it is on disk
+        inside the tracks folder; None otherwise."""
+        path = (self.data_dir / rel).resolve()
+        try:
+            path.relative_to((self.data_dir / TRACKS_DIR).resolve())
+        except ValueError:
+            return None
+        return path if path.is_file() else None
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -511,11 +532,14 @@ class Library:
         model: str | None = None,
         favourite: bool | None = None,
         inner: bool = False,
+        key: str | None = None,
+        bpm_range: tuple[float | None, float | None] = (None, None),
     ) -> Page:
         """One page of entries, newest first; a page past the end gives the last page.
 
         Runs that belong inside a composition (its parts, its variations) are left out unless
-        `inner`: the history lists the composition once.
+        `inner`: the history lists the composition once. `key` ("A minor") and `bpm_range`
+        (either end open) filter on the measured tempo and key.
         """
         _check_owner(owner)
         if not 1 <= per_page <= MAX_PER_PAGE:
@@ -542,6 +566,13 @@ class Library:
         if favourite is not None:
             where.append("favourite = ?")
             args.append(int(favourite))
+        if key:
+            where.append("key = ?")
+            args.append(key)
+        for bound, op in zip(bpm_range, (">=", "<="), strict=True):
+            if bound is not None:
+                where.append(f"bpm {op} ?")
+                args.append(float(bound))
         clause = " AND ".join(where)
         with self._read() as conn:
             total = conn.execute(f"SELECT COUNT(*) FROM runs WHERE {clause}", args).fetchone()[0]
