@@ -16,10 +16,10 @@ DEFAULT_MODEL = "facebook/musicgen-small"
 DEFAULT_MELODY_MODEL = "facebook/musicgen-melody"
 DEVICES = ("cuda", "mps", "cpu")
 # Checkpoints kept loaded at once, per device. A CPU machine's RAM holds one comfortably (a
-# take uses one; musicgen-small is ~1.4 GB at int8, melody ~6 GB at fp32). On a GPU two: the
-# text checkpoint and the melody one that a melody clip switches to, without reloading either
-# on every switch (small + melody at fp16 is ~3.6 GB, large + melody-large ~14 GB: a 16 GB+
-# card). Whatever else the process holds, MUSICGEN_LOCAL_MAX_MODELS overrides it.
+# take uses one; musicgen-small peaks at ~3 GB of RSS at int8 and fp32, melody at ~6 GB).
+# On a GPU two: the text checkpoint and the melody one that a melody clip switches to, without
+# reloading either on every switch (small + melody at fp16 is ~3.6 GB, large + melody-large
+# ~14 GB: a 16 GB+ card). MUSICGEN_LOCAL_MAX_MODELS overrides it.
 MAX_MODELS = {"cpu": 1, "mps": 1, "cuda": 2}
 # Waiting runs per visitor on a shared deployment (MUSICGEN_SHARED, or a Space) by default.
 DEFAULT_MAX_QUEUED_SHARED = 3
