@@ -113,10 +113,12 @@ def engine_rows(folder: Path, seconds: float, *, quick: bool = False) -> list[di
         four_c_cpu = cpu[-1]
         print(f"  4 visitors: {four_c:.1f} s, {four_c_cpu:.1f} s CPU", file=sys.stderr)
         if quick:
+            _, _, first = await make([_request(seconds)], [Turn("a")], tmp / "preview", 1.0)
             return [
                 _row(f"one {seconds:g} s take", f"{one:.1f} s, {one_cpu:.1f} s CPU", "", None),
                 _row("4 variations", f"{four_v / one:.2f}× wall", "≤ 2.2×", four_v / one <= 2.2),
                 _row("4 visitors", f"{four_c / one:.2f}× wall", "≤ 2.5×", four_c / one <= 2.5),
+                _row("first preview", f"{first:.1f} s", "≤ 5 s", first <= 5.0),
             ]
         _, (alone_v,), _ = await make([group[1]], [Turn("a")], tmp / "alone-v")
         _, (alone_c,), _ = await make([visitors[2]], [Turn("a")], tmp / "alone-c")

@@ -13,10 +13,10 @@ from collections.abc import Hashable
 from services.musicgen import GenerationRequest
 
 # Rows per `generate` call when MUSICGEN_LOCAL_MAX_BATCH is unset. CPU: measured on this
-# project's 2-core machine with musicgen-small's architecture (bench.local_batching): four 2 s
-# takes in one call cost well under twice one take, and more rows add time almost linearly
-# once the matrices stop being too small to keep both cores busy. CUDA and MPS are not
-# measured here: 8 follows the facebook/MusicGen Space, which batches up to 12 visitors.
+# project's 2-core machine with musicgen-small's architecture, fp32 (bench.local_batching): four
+# 2 s takes in one call took 1.9-2.1x one take's wall time (each take about half its time
+# alone); more rows were not measured. CUDA and MPS are not measured here: 8 follows the
+# facebook/MusicGen Space, which batches up to 12 visitors.
 DEFAULT_MAX_BATCH = {"cpu": 4, "cuda": 8, "mps": 4}
 
 

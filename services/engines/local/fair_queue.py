@@ -135,14 +135,16 @@ class FairQueue(Generic[T]):
         join while the batch stays within `max_rows` rows. Served visitors go to the back.
         """
         now = time.monotonic()
-        ready = [e for e in self.entries() if e.ready(now, self.gather_s) and e.items]
+        entries = [e for e in self.entries() if e.items]
+        ready = [e for e in entries if e.ready(now, self.gather_s)]
         if not ready:
             return []
         lead = ready[0]
         head = lead.items[0]
         batch = [lead]
         rows = len(lead.items)
-        for entry in ready[1:]:
+        # Joiners need not have gathered themselves: the lead's wait was for them.
+        for entry in (e for e in entries if e is not lead and e.ready(now)):
             if rows + len(entry.items) > max_rows:
                 continue
             if all(fits(head, item) for item in entry.items):
