@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -13,16 +13,17 @@ import gradio as gr
 
 from services.compose.variations import MAX_TAKES, MIN_TAKES, Variations, VariationUpdate
 from services.errors import RequestInvalid, StudioError
+from services.generation import PreparedRun
 from services.library import RunRecord
 from ui.context import Studio
 from ui.engine_picker import model_for
+from ui.events import PRIVATE, Updates
 from ui.form_rules import form_values, request_values
 from ui.formatting import errors_html, esc, message_html
 from ui.inputs import WAVEFORM
 from ui.reuse import Reuse
+from ui.run_stream import RunButtons, Stream, stream, wire_stream
 
-Updates = dict[gr.components.Component, Any]
-PRIVATE: Mapping[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
 STATUS_WORDS = {
     "creating": "starting",
     "preparing": "starting",
@@ -47,6 +48,7 @@ class Slot:
 
 @dataclass
 class VariationsView:
+    panel: gr.Accordion
     n: gr.Slider
     make: gr.Button
     cancel: gr.Button
@@ -67,7 +69,9 @@ def slot_label(slot: int, seed: int | None, status: str, detail: str = "") -> st
 
 def build_variations() -> VariationsView:
     """Lay out the panel (inside the current Blocks context)."""
-    with gr.Accordion("Variations: several takes at once", open=False, elem_id="variations-panel"):
+    with gr.Accordion(
+        "Variations: several takes at once", open=False, elem_id="variations-panel"
+    ) as panel:
         with gr.Row():
             n = gr.Slider(
                 MIN_TAKES, MAX_TAKES, value=3, step=1, label="Takes", elem_id="variations-n"
@@ -97,7 +101,7 @@ def build_variations() -> VariationsView:
                         extend = gr.Button("Continue", size="sm", elem_id=f"take-{i}-continue")
                         again = gr.Button("Regenerate", size="sm", elem_id=f"take-{i}-again")
                 slots.append(Slot(box, label, audio, keep, melody, extend, again))
-    return VariationsView(n, make, cancel, status, slots, gr.State(None))
+    return VariationsView(panel, n, make, cancel, status, slots, gr.State(None))
 
 
 class VariationsHandlers:
@@ -107,6 +111,7 @@ class VariationsHandlers:
         self.studio = studio
         self.view = view
         self.variations = variations
+        self.buttons = RunButtons(view.make, view.cancel)
 
     def outputs(self) -> list[gr.components.Component]:
         v = self.view
@@ -143,58 +148,57 @@ class VariationsHandlers:
         owner = self.studio.owner(owner_value)
         values = request_values(form_values(form))
         model_for(engine, local_model, values)
-        idle = {v.make: gr.update(interactive=True), v.cancel: gr.update(interactive=False)}
-        try:
-            prepared = await asyncio.to_thread(self.studio.service.prepare, values, engine)
-        except RequestInvalid as err:
-            yield {v.status: errors_html(err.errors)}
-            return
         count = int(n)
         runs: list[str | None] = [None] * count
-        layout: Updates = {
-            v.make: gr.update(interactive=False),
-            v.cancel: gr.update(interactive=True),
-        }
-        for i, slot in enumerate(v.slots):
-            layout[slot.box] = gr.update(visible=i < count)
-            layout[slot.audio] = None
-            layout[slot.label] = slot_label(i, None, "waiting")
-            layout[slot.keep] = gr.update(value="☆ Keep")
-        updates = self.variations.run(
-            prepared,
-            count,
-            token=self.studio.token(token_value),
-            owner=owner,
-            engine=engine,
-        )
-        try:
-            async for update in updates:
-                out = {**layout, **self._show(update, runs)}
-                layout = {}
-                out[v.group] = {"group_id": update.group_id, "runs": list(runs)}
-                if update.finished:
-                    # The end shows every take as the library has it, whatever updates the
-                    # page may have merged on the way.
-                    out.update(self._final_slots(update.group_id, owner))
-                    done = update.status == "succeeded"
-                    out[v.status] = message_html(
-                        f"{count} takes made: keep one, use it as a melody, continue it, or "
-                        "make one again."
-                        if done
-                        else (update.error or "Not every take ended."),
-                        kind="info" if done else "error",
-                    )
-                    out.update(idle)
-                else:
-                    out[v.status] = message_html(f"Making {count} takes at once…", kind="info")
-                yield out
-        except RequestInvalid as err:
-            yield {v.status: errors_html(err.errors), **idle}
-        except StudioError as err:
-            yield {v.status: message_html(str(err)), **idle}
-        finally:
-            with contextlib.suppress(Exception):
-                await updates.aclose()
+
+        async def prepare() -> PreparedRun:
+            return await asyncio.to_thread(self.studio.service.prepare, values, engine)
+
+        def start(prepared: PreparedRun) -> AsyncIterator[VariationUpdate]:
+            return self.variations.run(
+                prepared, count, token=self.studio.token(token_value), owner=owner, engine=engine
+            )
+
+        def begin(_prepared: PreparedRun) -> Updates:
+            layout: Updates = {
+                v.status: message_html(f"Making {count} takes at once…", kind="info")
+            }
+            for i, slot in enumerate(v.slots):
+                layout[slot.box] = gr.update(visible=i < count)
+                layout[slot.audio] = None
+                layout[slot.label] = slot_label(i, None, "waiting")
+                layout[slot.keep] = gr.update(value="☆ Keep")
+            return layout
+
+        def show(update: VariationUpdate, _elapsed: float) -> Updates:
+            out = self._show(update, runs)
+            out[v.group] = {"group_id": update.group_id, "runs": list(runs)}
+            return out
+
+        async def finish(last: VariationUpdate | None, _elapsed: float) -> Updates:
+            if last is None:
+                return {}
+            # The end shows every take as the library has it, whatever updates the page may
+            # have merged on the way.
+            out = self._final_slots(last.group_id, owner)
+            done = last.status == "succeeded"
+            out[v.status] = message_html(
+                f"{count} takes made: keep one, use it as a melody, continue it, or make one again."
+                if done
+                else (last.error or "Not every take ended."),
+                kind="info" if done else "error",
+            )
+            return out
+
+        def refused(err: RequestInvalid) -> Updates:
+            return {v.status: errors_html(err.errors)}
+
+        def failed(err: StudioError, _last: VariationUpdate | None) -> Updates:
+            return {v.status: message_html(str(err))}
+
+        how = Stream(self.buttons, prepare, start, begin, show, finish, refused, failed)
+        async for changes in stream(how):
+            yield changes
 
     def _final_slots(self, group_id: str, owner: str | None) -> Updates:
         """Each take's label and audio from the library, once the group has ended."""
@@ -215,7 +219,7 @@ class VariationsHandlers:
 
     def after_cancel(self, group: dict[str, Any] | None, owner_value: Any) -> Updates:
         v = self.view
-        idle = {v.make: gr.update(interactive=True), v.cancel: gr.update(interactive=False)}
+        idle = self.buttons.state(running=False)
         if group:
             self.variations.settle(group["group_id"], self.studio.owner(owner_value))
         return {v.status: message_html("Canceled every take still running.", kind="info"), **idle}
@@ -285,15 +289,6 @@ def wire_variations(
     Returns the events after which the history refreshes.
     """
     v = handlers.view
-    make = v.make.click(
-        handlers.make,
-        [owner, token, run_inputs[0], run_inputs[1], v.n, *run_inputs[2:]],
-        handlers.outputs(),
-        concurrency_limit=8,
-        concurrency_id="generation",
-        trigger_mode="once",
-        **PRIVATE,
-    )
     agains = []
     for i, slot in enumerate(v.slots):
         slot.keep.click(partial(handlers.keep, i), [v.group, owner], handlers.outputs(), **PRIVATE)
@@ -313,7 +308,14 @@ def wire_variations(
                 **PRIVATE,
             )
         )
-    v.cancel.click(None, None, None, cancels=[make, *agains], queue=False, **PRIVATE).then(
-        handlers.after_cancel, [v.group, owner], handlers.outputs(), **PRIVATE
+    make, stopped = wire_stream(
+        handlers.buttons,
+        handlers.make,
+        [owner, token, run_inputs[0], run_inputs[1], v.n, *run_inputs[2:]],
+        handlers.outputs(),
+        concurrency_id="generation",
+        concurrency_limit=8,
+        after_stop=(handlers.after_cancel, [v.group, owner]),
+        also_cancels=agains,
     )
-    return [make, *agains]
+    return [make, stopped, *agains]
