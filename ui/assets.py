@@ -97,7 +97,7 @@ CSS = """
   body { padding-bottom: 76px; }
   .ms-undo { bottom: 76px; }
   #local-model input, #normalization input { text-overflow: ellipsis; padding-right: 28px; }
-  #history-favourites { min-width: 0 !important; }
+  #history-favourites { min-width: 150px !important; flex: 1 0 150px !important; }
   #history-favourites label { white-space: nowrap; }
 }
 """

@@ -214,8 +214,8 @@ def card_html(card: Mapping[str, Any]) -> str:
         )
         reason = f'<div class="ms-reason">{esc(why)}</div>'
     return (
-        f'<div class="ms-card-text" data-run="{esc(card.get("id"))}" data-status="{esc(status)}">'
-        f"{badge}{fav}{prompt_html}"
+        f'<div class="ms-card-text" data-run="{esc(card.get("id"))}" data-status="{esc(status)}" '
+        f'data-audio="{esc(card.get("audio_url") or "")}">{badge}{fav}{prompt_html}'
         f'<div class="ms-card-meta">{" · ".join(meta)}</div>{reason}</div>'
     )
 

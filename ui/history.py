@@ -20,7 +20,7 @@ from ui.formatting import card_html, esc, history_summary_html, message_html
 from ui.inputs import WAVEFORM
 from ui.kinds import badge_text
 from ui.reuse import Reuse
-from ui.track import takes_html
+from ui.track import file_url, takes_html
 
 PER_PAGE = 8
 IN_FLIGHT_REFRESH_S = 3.0
@@ -155,11 +155,15 @@ class HistoryHandlers:
             "pages": result.pages,
             "total": result.total - (len(result.items) - len(shown)),
             "search": (search or "").strip(),
-            "cards": [
-                card(r, self.studio.library.audio_file(r), takes_html(self.studio, r, owner))
-                for r in shown
-            ],
+            "cards": [self._card(r, owner) for r in shown],
         }
+
+    def _card(self, record: RunRecord, owner: str | None) -> dict[str, Any]:
+        audio = self.studio.library.audio_file(record)
+        item = card(record, audio, takes_html(self.studio, record, owner))
+        served = self.studio.files.servable(audio)
+        item["audio_url"] = file_url(served) if served else ""
+        return item
 
     def listing_outputs(self) -> list[gr.components.Component]:
         v = self.view

@@ -163,8 +163,9 @@ def cost_text(record: RunRecord, base_url: str) -> str:
     return f"${record.cost_usd:.4f} on Replicate"
 
 
-def track_facts_html(record: RunRecord, base_url: str) -> str:
-    """The result's facts; the run's own ids sit in its closed Details."""
+def track_facts_html(record: RunRecord, base_url: str, audio_url: str = "") -> str:
+    """The result's facts; the run's own ids sit in its closed Details. `audio_url` is where
+    the player's file is served (kept on the table for checks and scripts)."""
     local = record.engine == LOCAL
     bpm, key = tempo_key(record)
     rows = [
@@ -195,7 +196,8 @@ def track_facts_html(record: RunRecord, base_url: str) -> str:
             f"{esc(record.prediction_id)}</a>"
         )
     return (
-        f'<table class="ms-facts" data-run="{esc(record.id)}">{cells}</table>'
+        f'<table class="ms-facts" data-run="{esc(record.id)}" data-audio="{esc(audio_url)}">'
+        f"{cells}</table>"
         f'<details class="ms-details"><summary>Details</summary>{" · ".join(details)}</details>'
     )
 
@@ -281,28 +283,27 @@ def build_actions() -> TrackActions:
             "Use as melody", size="sm", interactive=False, elem_id="use-as-melody"
         )
         continue_this = gr.Button("Continue", size="sm", interactive=False, elem_id="continue-this")
-    with gr.Row(elem_classes=["ms-track-actions"], elem_id="track-keep"):
+    with gr.Row(elem_classes=["ms-track-actions"], elem_id="track-download"):
         fmt = gr.Radio(
             list(FORMATS),
             value="wav",
             show_label=False,
             container=False,
             elem_id="track-format",
-            min_width=150,
-            scale=2,
+            min_width=180,
         )
         download = gr.DownloadButton(
-            "Download", size="sm", interactive=False, elem_id="result-download", scale=2
+            "Download", size="sm", interactive=False, elem_id="result-download", min_width=140
         )
+    with gr.Row(elem_classes=["ms-track-actions"], elem_id="track-keep"):
         favourite = gr.Button(
-            "☆ Favourite", size="sm", interactive=False, elem_id="track-favourite", scale=1
+            "☆ Favourite", size="sm", interactive=False, elem_id="track-favourite"
         )
-        delete = gr.Button("Delete", size="sm", interactive=False, elem_id="track-delete", scale=1)
-    with gr.Row(elem_classes=["ms-track-actions"], elem_id="track-reuse"):
         reuse_settings = gr.Button(
             "Reuse settings", size="sm", interactive=False, elem_id="reuse-settings"
         )
         reuse_seed = gr.Button("Reuse seed", size="sm", interactive=False, elem_id="reuse-seed")
+        delete = gr.Button("Delete", size="sm", interactive=False, elem_id="track-delete")
     return TrackActions(
         extend=extend,
         loop=loop,
@@ -400,7 +401,9 @@ class TrackHandlers:
             p.audio: gr.update(value=audio, visible=True, loop=record.kind == "loop"),
             p.preview: gr.update(visible=False),
             p.marks: marks_html(record),
-            p.facts: track_facts_html(record, self.studio.settings.base_url),
+            p.facts: track_facts_html(
+                record, self.studio.settings.base_url, file_url(audio) if audio else ""
+            ),
             p.takes: takes_html(self.studio, record, self.studio.owner(owner_value)),
             a.extend: gr.update(interactive=ok),
             a.loop: gr.update(interactive=True),
