@@ -510,12 +510,13 @@ def status_prediction_id(page: Any) -> str:
 
 
 def prediction_link(page: Any) -> str:
-    """This run's prediction id, shown in the result's facts (linked to its Replicate page)."""
+    """This run's prediction id, in the result's Details (linked to its Replicate page)."""
     wait_result(page)
     link = page.locator("#result-facts a")
+    text = (link.text_content() or "").strip()  # in the closed Details: not rendered text
     href = link.get_attribute("href") or ""
-    assert href == f"https://replicate.com/p/{link.inner_text()}", href
-    return link.inner_text()
+    assert href == f"https://replicate.com/p/{text}", href
+    return text
 
 
 def card(page: Any, text: str) -> Any:

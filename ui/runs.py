@@ -267,5 +267,5 @@ class RunHandlers:
         return {
             self.view.status: await ended_status(self.studio, run_id, owner_value),
             self.view.current_run: None,
-            **self._buttons(running=False),
+            **self.buttons.state(running=False),
         }
