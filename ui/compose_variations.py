@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import gradio as gr
+from gradio.blocks import Block
 
 from services.compose.variations import MAX_TAKES, MIN_TAKES, Variations, VariationUpdate
 from services.errors import RequestInvalid, StudioError
@@ -22,7 +22,7 @@ from ui.form_rules import form_values, request_values
 from ui.formatting import errors_html, esc, message_html
 from ui.inputs import WAVEFORM
 from ui.reuse import Reuse
-from ui.run_stream import RunButtons, Stream, stream, wire_stream
+from ui.run_stream import RunButtons, Stream, aclose, stream, wire_stream
 
 STATUS_WORDS = {
     "creating": "starting",
@@ -113,7 +113,7 @@ class VariationsHandlers:
         self.variations = variations
         self.buttons = RunButtons(view.make, view.cancel)
 
-    def outputs(self) -> list[gr.components.Component]:
+    def outputs(self) -> list[Block]:
         v = self.view
         per_slot = [c for s in v.slots for c in (s.box, s.label, s.audio, s.keep)]
         return [v.status, v.make, v.cancel, v.group, *per_slot]
@@ -270,8 +270,7 @@ class VariationsHandlers:
         except StudioError as err:
             yield {v.status: message_html(str(err))}
         finally:
-            with contextlib.suppress(Exception):
-                await updates.aclose()
+            await aclose(updates)
 
 
 def wire_variations(

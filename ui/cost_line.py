@@ -52,7 +52,7 @@ def build_cost_line(
 def wire_cost_line(
     studio: Studio,
     line: gr.HTML,
-    inputs: list[gr.components.Component],
+    inputs: list[Any],
     triggers: list[Any],
 ) -> None:
     """Refresh the line when the engine, model or duration changes (and on `triggers`)."""

@@ -78,11 +78,11 @@ class LoopApi:
         entry = self.studio.library.get(last.run_id, owner)
         if entry is None or not entry.has_audio:
             return None, record
-        named = await asyncio.to_thread(
+        loop_file = await asyncio.to_thread(
             self.cache.deliver, entry, "wav", self.studio.files.staging_dir()
         )
-        record["file_name"] = named.name
-        return str(named), record
+        record["file_name"] = loop_file.name
+        return str(loop_file), record
 
 
 LOOP_DOC = docstring(

@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-import gradio as gr
+from gradio.blocks import Block
 
 PRIVATE: Mapping[str, Any] = MappingProxyType(
     {"api_visibility": "private", "show_progress": "hidden"}
 )
 QUICK: Mapping[str, Any] = MappingProxyType({**PRIVATE, "queue": False})
 
-Updates = dict[gr.components.Component, Any]
+# Keys are components or layout blocks (a Row's visibility, a Timer's activity).
+Updates = dict[Block, Any]

@@ -15,7 +15,7 @@ from services.library import RunRecord
 from services.library.records import IN_FLIGHT_STATUSES as IN_FLIGHT
 from ui.assets import SCROLL_TO_TRACK_JS
 from ui.context import Studio
-from ui.events import PRIVATE
+from ui.events import PRIVATE, Updates
 from ui.formatting import card_html, esc, history_summary_html, message_html
 from ui.inputs import WAVEFORM
 from ui.kinds import badge_text
@@ -185,7 +185,7 @@ class HistoryHandlers:
         return self.show(owner_value, search, fav, 1)
 
     def same(
-        self, owner_value: Any, search: str | None, fav: bool, state: dict | None
+        self, owner_value: Any, search: str | None, fav: bool, state: dict[str, Any] | None
     ) -> tuple[Any, ...]:
         return self.show(owner_value, search, fav, (state or {}).get("page", 1))
 
@@ -194,7 +194,7 @@ class HistoryHandlers:
         owner_value: Any,
         search: str | None,
         fav: bool,
-        state: dict | None,
+        state: dict[str, Any] | None,
         seen: int | None,
     ) -> tuple[Any, ...]:
         """The timer: nothing at all unless the library changed since this visitor's last tick,
@@ -209,12 +209,12 @@ class HistoryHandlers:
         return (*shown, revision)
 
     def newer(
-        self, owner_value: Any, search: str | None, fav: bool, state: dict | None
+        self, owner_value: Any, search: str | None, fav: bool, state: dict[str, Any] | None
     ) -> tuple[Any, ...]:
         return self.show(owner_value, search, fav, (state or {}).get("page", 1) - 1)
 
     def older(
-        self, owner_value: Any, search: str | None, fav: bool, state: dict | None
+        self, owner_value: Any, search: str | None, fav: bool, state: dict[str, Any] | None
     ) -> tuple[Any, ...]:
         return self.show(owner_value, search, fav, (state or {}).get("page", 1) + 1)
 
@@ -223,13 +223,13 @@ class HistoryHandlers:
     def _snap(self, run_id: str, owner_value: Any) -> dict[str, Any] | None:
         return self.studio.run_snapshot(run_id, self.studio.owner(owner_value))
 
-    def reuse_settings(self, run_id: str, owner_value: Any) -> dict:
+    def reuse_settings(self, run_id: str, owner_value: Any) -> Updates:
         return self.reuse.settings(self._snap(run_id, owner_value))
 
-    def use_as_melody(self, run_id: str, owner_value: Any, model_version: str) -> dict:
+    def use_as_melody(self, run_id: str, owner_value: Any, model_version: str) -> Updates:
         return self.reuse.as_melody(self._snap(run_id, owner_value), model_version)
 
-    def continue_run(self, run_id: str, owner_value: Any) -> dict:
+    def continue_run(self, run_id: str, owner_value: Any) -> Updates:
         return self.reuse.continue_from(self._snap(run_id, owner_value))
 
     def open(self, run_id: str, owner_value: Any) -> dict[str, Any] | None:

@@ -79,7 +79,8 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
     local = engines.local is not None
     banner_html = token_banner_html(True, local=local)
     deletes = PendingDeletes(studio)
-    with gr.Blocks(title="MusicGen Studio") as demo:
+    demo = gr.Blocks(title="MusicGen Studio")
+    with demo:
         owner = gr.BrowserState("", storage_key=OWNER_KEY, secret=OWNER_SECRET)
         clip_seconds = gr.State(None)
         parent_run = gr.State(None)
@@ -160,7 +161,6 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             for event in events:
                 event.then(history.same, current, listing_outputs, **PRIVATE)
 
-        @gr.render(inputs=[history_view.state], triggers=[history_view.state.change])
         def _cards(state: dict[str, Any] | None) -> None:
             render_cards(
                 history,
@@ -171,6 +171,8 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 selected=view.last_run,
                 delete=lambda button, run: wire_delete(track, button, run, owner),
             )
+
+        gr.render(inputs=[history_view.state], triggers=[history_view.state.change])(_cards)
 
         _, keeps = build_compare(
             studio, owner=owner, history_state=history_view.state, hidden=deletes.hidden

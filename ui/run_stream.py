@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import gradio as gr
+from gradio.blocks import Block
 
 from services.errors import RequestInvalid, StudioError
 from ui.events import PRIVATE, Updates
@@ -46,6 +47,14 @@ async def cancel_inner(updates: AsyncIterator[Any]) -> None:
         return
     with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, RuntimeError):
         await athrow(asyncio.CancelledError())
+
+
+async def aclose(updates: AsyncIterator[Any]) -> None:
+    """Close a run's update stream (an async generator) and whatever it holds open."""
+    close = getattr(updates, "aclose", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()
 
 
 @dataclass(frozen=True)
@@ -113,21 +122,20 @@ async def stream(how: Stream[P, U]) -> AsyncIterator[Updates]:
         yield {**how.failed(err, last), **idle}
         return
     finally:
-        with contextlib.suppress(Exception):
-            await updates.aclose()
+        await aclose(updates)
     yield {**await how.finish(last, time.monotonic() - clock), **idle}
 
 
 def wire_stream(
     buttons: RunButtons,
     handler: Callable[..., AsyncIterator[Updates]],
-    inputs: Sequence[gr.components.Component],
-    outputs: Sequence[gr.components.Component],
+    inputs: Sequence[Block],
+    outputs: Sequence[Block],
     *,
     concurrency_id: str,
     concurrency_limit: int,
-    stop: tuple[Callable[..., Any], Sequence[gr.components.Component]] | None = None,
-    after_stop: tuple[Callable[..., Any], Sequence[gr.components.Component]] | None = None,
+    stop: tuple[Callable[..., Any], Sequence[Block]] | None = None,
+    after_stop: tuple[Callable[..., Any], Sequence[Block]] | None = None,
     also_cancels: Sequence[Any] = (),
 ) -> tuple[Any, Any]:
     """Start on the start button, stop on the cancel button; returns (start, stop) events.

@@ -206,7 +206,7 @@ class RunHandlers:
     ) -> Updates:
         """The result of a run that ended: it becomes the selected track, or why it did not."""
         v = self.view
-        done = {v.current_run: None}
+        done: Updates = {v.current_run: None}
         if last is None:
             return {
                 v.status: status_html("failed", error="The run ended without news."),
