@@ -66,9 +66,10 @@ def track_seconds(page: Any) -> float:
     return float(page.evaluate(AUDIO_DURATION_JS, href))
 
 
-def audio_seconds(page: Any, selector: str) -> float:
-    href = page.locator(f"{selector} a.download-link").first.get_attribute("href")
-    assert href, f"{selector} has no audio"
+def take_seconds(page: Any, slot: int) -> float:
+    """The length of the audio a variations slot plays."""
+    href = page.locator(f"#take-{slot}-label .ms-take").get_attribute("data-audio")
+    assert href, f"take {slot} has no audio"
     return float(page.evaluate(AUDIO_DURATION_JS, href))
 
 
@@ -163,7 +164,7 @@ def test_variations_run_side_by_side_with_their_seeds_and_one_click_cancels_all(
     seeds = {label.get_attribute("data-seed") for label in visible}
     assert len(seeds) == 3 and "" not in seeds
     for i in range(3):
-        assert audio_seconds(page, f"#take-{i}-audio") == pytest.approx(3, abs=0.2)
+        assert take_seconds(page, i) == pytest.approx(3, abs=0.2)
     kept = act_and_wait_text(
         page, lambda: page.locator("#take-1-keep").click(), "#take-1-keep", "Kept"
     )

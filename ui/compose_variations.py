@@ -23,6 +23,7 @@ from ui.formatting import errors_html, esc, message_html
 from ui.inputs import WAVEFORM
 from ui.reuse import Reuse
 from ui.run_stream import RunButtons, Stream, aclose, stream, wire_stream
+from ui.track import file_url
 
 STATUS_WORDS = {
     "creating": "starting",
@@ -57,12 +58,16 @@ class VariationsView:
     group: gr.State  # {"group_id": ..., "runs": [run id or None per slot]}
 
 
-def slot_label(slot: int, seed: int | None, status: str, detail: str = "") -> str:
+def slot_label(
+    slot: int, seed: int | None, status: str, detail: str = "", audio: str | None = None
+) -> str:
+    """One take's line; `audio` is where its file is served (kept for checks and scripts)."""
     word = STATUS_WORDS.get(status, status)
     seed_text = f"seed {seed}" if seed is not None else "seed …"
     return (
         f'<div class="ms-take" data-slot="{slot}" data-status="{esc(status)}" '
-        f'data-seed="{esc(seed if seed is not None else "")}"><b>Take {slot + 1}</b> · '
+        f'data-seed="{esc(seed if seed is not None else "")}" '
+        f'data-audio="{esc(file_url(audio) if audio else "")}"><b>Take {slot + 1}</b> · '
         f"{esc(seed_text)} · {esc(word)}{esc(detail)}</div>"
     )
 
@@ -92,7 +97,7 @@ def build_variations() -> VariationsView:
                     label = gr.HTML(slot_label(i, None, "waiting"), elem_id=f"take-{i}-label")
                     audio = gr.Audio(
                         type="filepath", show_label=False, interactive=False,
-                        waveform_options=WAVEFORM, buttons=["download"],
+                        waveform_options=WAVEFORM, buttons=[],
                         elem_id=f"take-{i}-audio",
                     )  # fmt: skip
                     with gr.Row():
@@ -130,9 +135,10 @@ class VariationsHandlers:
             detail = f": {run.error}"
         if run.run_id:
             runs[update.slot] = run.run_id
-        out: Updates = {slot.label: slot_label(update.slot, update.seed, run.status, detail)}
-        if run.status == "succeeded" and run.audio_path:
-            out[slot.audio] = self.studio.files.servable(run.audio_path)
+        audio = self.studio.files.servable(run.audio_path) if run.status == "succeeded" else None
+        out: Updates = {slot.label: slot_label(update.slot, update.seed, run.status, detail, audio)}
+        if audio:
+            out[slot.audio] = audio
         return out
 
     async def make(
@@ -211,10 +217,11 @@ class VariationsHandlers:
             slot = self.view.slots[i]
             seed = take.seed if take.seed is not None else (seeds[i] if i < len(seeds) else None)
             detail = f": {take.error}" if take.error and take.status != "succeeded" else ""
-            out[slot.label] = slot_label(i, seed, take.status, detail)
-            audio = self.studio.library.audio_file(take) if take.has_audio else None
+            file = self.studio.library.audio_file(take) if take.has_audio else None
+            audio = self.studio.files.servable(file)
+            out[slot.label] = slot_label(i, seed, take.status, detail, audio)
             if audio is not None:
-                out[slot.audio] = self.studio.files.servable(audio)
+                out[slot.audio] = audio
         return out
 
     def after_cancel(self, group: dict[str, Any] | None, owner_value: Any) -> Updates:

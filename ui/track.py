@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from services.compose.formats import FORMATS, FormatCache
 from services.engines.protocol import LOCAL
 from services.errors import StudioError
 from services.library import RunRecord
+from services.library.records import RUN_KINDS
 from services.settings import DEFAULT_BASE_URL
 from ui.context import Studio
 from ui.events import PRIVATE, Updates
@@ -178,11 +180,11 @@ def track_facts_html(record: RunRecord, base_url: str, audio_url: str = "") -> s
         rows.append(("Tempo", esc(f"{bpm:.0f} BPM")))
     if key:
         rows.append(("Key", esc(key)))
-    rows += [
-        ("Seed", esc(record.seed if record.seed is not None else "not reported")),
-        ("Cost", esc(cost_text(record, base_url))),
-        ("Format", esc(record.audio_format or "–")),
-    ]
+    if record.seed is not None or record.kind in RUN_KINDS:
+        rows.append(("Seed", esc(record.seed if record.seed is not None else "not reported")))
+    if record.kind in RUN_KINDS:  # a composition's cost is its runs' (see their cards)
+        rows.append(("Cost", esc(cost_text(record, base_url))))
+    rows.append(("Format", esc(record.audio_format or "–")))
     cells = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     details = [f"Made {esc(date_text(record.created_at))}", f"Run {esc(record.id)}"]
     if record.predict_time is not None:
@@ -243,27 +245,36 @@ class PendingDeletes:
     def __init__(self, studio: Studio):
         self.studio = studio
         self._waiting: dict[str, tuple[str | None, asyncio.TimerHandle]] = {}
+        # Listings read `hidden` from worker threads while the event loop adds and removes.
+        self._lock = threading.Lock()
 
     def hidden(self) -> frozenset[str]:
-        return frozenset(self._waiting)
+        with self._lock:
+            return frozenset(self._waiting)
 
     def delete_later(self, run_id: str, owner: str | None) -> None:
         """Hide the entry now; delete it for good after UNDO_SECONDS (must be on the loop)."""
         loop = asyncio.get_running_loop()
         self.undo(run_id, owner)
         handle = loop.call_later(UNDO_SECONDS, self._commit, run_id)
-        self._waiting[run_id] = (owner, handle)
+        with self._lock:
+            self._waiting[run_id] = (owner, handle)
 
     def _commit(self, run_id: str) -> None:
-        owner, _ = self._waiting.pop(run_id, (None, None))
+        with self._lock:
+            waiting = self._waiting.pop(run_id, None)
+        if waiting is None:
+            return
         with contextlib.suppress(Exception):  # an entry already gone is fine
-            self.studio.library.delete(run_id, owner)
+            self.studio.library.delete(run_id, waiting[0])
 
     def undo(self, run_id: str, owner: str | None) -> bool:
-        waiting = self._waiting.get(run_id)
-        if waiting is None or waiting[0] != owner:
-            return False
-        self._waiting.pop(run_id)
+        """Keep the entry if its delete has not happened yet (and it is this owner's)."""
+        with self._lock:
+            waiting = self._waiting.get(run_id)
+            if waiting is None or waiting[0] != owner:
+                return False
+            self._waiting.pop(run_id)
         waiting[1].cancel()
         return True
 
