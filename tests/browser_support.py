@@ -501,7 +501,8 @@ def status_prediction_id(page: Any) -> str:
         page,
         """
         if (!changed(arg)) return false;
-        return document.querySelector(arg + ' a')?.innerText || false;
+        const href = document.querySelector(arg + ' a')?.getAttribute('href') || '';
+        return href.split('/p/')[1] || false;
         """,
         RUN_STATUS,
         UI_TIMEOUT_MS,

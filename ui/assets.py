@@ -88,6 +88,13 @@ CSS = """
   border-radius: 10px; padding: 6px 10px; align-items: center;
   box-shadow: 0 4px 18px rgba(0, 0, 0, 0.3); }
 .ms-undo .ms-undo-text { color: #fff; }
+/* An empty message line takes no room (no gap for nothing). */
+#form-notice:not(:has(.ms-box)), #form-errors:not(:has(.ms-box)),
+#track-marks:not(:has(.ms-parts)), #track-takes:not(:has(.ms-takes)),
+#cost-estimate:not(:has(.ms-cost)), #history-notice:not(:has(.ms-box)),
+#extend-status:not(:has(*)), #variations-status:not(:has(*)), #loop-errors:not(:has(.ms-box)),
+#compare-notice:not(:has(.ms-box)), #compare-facts:not(:has(.ms-ab-facts)) {
+  display: none !important; }
 /* Phones: Generate stays on screen (a bar at the bottom); nothing runs under an arrow. */
 @media (max-width: 640px) {
   .ms-header p { display: none; }

@@ -151,9 +151,8 @@ def status_html(
         parts.append(f'<span class="ms-elapsed">{esc(seconds_text(elapsed))} elapsed</span>')
     url = replicate_url(prediction_id)
     if url:
-        parts.append(
-            f'<a href="{esc(url)}" target="_blank" rel="noopener">{esc(prediction_id)}</a>'
-        )
+        # The prediction's own id stays in the result's Details; here it is a link.
+        parts.append(f'<a href="{esc(url)}" target="_blank" rel="noopener">on Replicate ↗</a>')
     body = " · ".join(parts)
     if error:
         body += f'<div class="ms-reason">{esc(error)}</div>'

@@ -24,7 +24,7 @@ from ui.context import Studio
 from ui.cost_line import build_cost_line, wire_cost_line
 from ui.endpoints import build_endpoints
 from ui.engine_picker import LOCAL_MBD, build_engine_picker, wire_engine_picker
-from ui.events import PRIVATE, QUICK
+from ui.events import PRIVATE, QUICK, Updates
 from ui.files import serve_library
 from ui.form_events import wire_form
 from ui.form_rules import FormValues
@@ -95,12 +95,6 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 cost = build_cost_line(
                     studio, engines.default_name(), start.model_version, start.duration
                 )
-            with gr.Column(scale=2, min_width=320, elem_id="track-col"):
-                view = build_run_view()
-                extras_at = gr.Column(elem_id="track-extras-slot")
-        # -- everything else: the engine, the settings, the composing panels
-        with gr.Row(equal_height=False, elem_id="studio-settings"):
-            with gr.Column(scale=3, min_width=320):
                 default = engines.default_name()
                 with gr.Accordion(
                     engine_label(default),
@@ -135,6 +129,12 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                                 "Forget token", size="sm", elem_id="forget-token", scale=1
                             )
                     picker = build_engine_picker(engines)
+            with gr.Column(scale=2, min_width=320, elem_id="track-col"):
+                view = build_run_view()
+                extras_at = gr.Column(elem_id="track-extras-slot")
+        # -- everything else: the engine, the settings, the composing panels
+        with gr.Row(equal_height=False, elem_id="studio-settings"):
+            with gr.Column(scale=3, min_width=320):
                 form = build_form(prompt)
                 # Replicate's models only show while Replicate is the chosen engine.
                 form.model_version.visible = not picker.local_model.visible
@@ -187,13 +187,21 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
         refresh_after(wire_track(track, owner))
 
         # -- page load: the visitor's identity (shared mode), their history, their latest result
-        def on_load(owner_value: Any, search: str, fav: bool) -> tuple[Any, ...]:
+        async def on_load(owner_value: Any, search: str, fav: bool, fmt: str) -> Updates:
             identity = ensure_identity(owner_value) if settings.shared else ""
             latest = track.latest(identity)
-            return (identity, latest, *history.first(identity, search, fav))
+            # The track is filled by this same event: the page is whole once it has loaded.
+            shown = await track.show(latest, identity, fmt)
+            listing: Updates = dict(
+                zip(listing_outputs, history.first(identity, search, fav), strict=True)
+            )
+            return {owner: identity, view.last_run: latest, **listing, **shown}
 
         loaded = demo.load(
-            on_load, listing_inputs, [owner, view.last_run, *listing_outputs], **PRIVATE
+            on_load,
+            [*listing_inputs, view.actions.fmt],
+            [owner, view.last_run, *listing_outputs, *track.outputs()],
+            **PRIVATE,
         )
         if needs_token:
             demo.load(None, None, [token, banner], js=assets.token_load_js(banner_html))

@@ -529,8 +529,22 @@ def wire_track(handlers: TrackHandlers, owner: gr.components.Component) -> list[
     Returns the events after which the history should be listed again.
     """
     a, bar, selected = handlers.actions, handlers.undo_bar, handlers.selected
-    selected.change(handlers.show, [selected, owner, a.fmt], handlers.outputs(), **PRIVATE)
-    a.fmt.input(handlers.reformat, [selected, owner, a.fmt], [a.download], **PRIVATE)
+    # One at a time per page, the newest last: an earlier selection (a slow conversion) can
+    # never land after a later one.
+    selected.change(
+        handlers.show,
+        [selected, owner, a.fmt],
+        handlers.outputs(),
+        trigger_mode="always_last",
+        **PRIVATE,
+    )
+    a.fmt.input(
+        handlers.reformat,
+        [selected, owner, a.fmt],
+        [a.download],
+        trigger_mode="always_last",
+        **PRIVATE,
+    )
     fav = a.favourite.click(handlers.favourite, [selected, owner], [a.favourite], **PRIVATE)
     deleted = wire_delete(handlers, a.delete, selected, owner)
     bar_parts = [bar.row, bar.text, bar.pending, bar.timer]
