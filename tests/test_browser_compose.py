@@ -125,14 +125,17 @@ def test_a_take_is_extended_into_a_longer_piece_with_its_parts_marked(
     # Any result in the history can be extended: its card opens it in the track, whose
     # Extend… opens the panel for it.
     later = new_page(browser, app.url, height=1400)
-    shown = act_and_wait_text(
+    act_and_wait_text(
         later,
         lambda: later.locator(f"#card-{source_id} .card-open").click(),
-        "#extend-source",
-        "Extends this take",
+        "#result-facts",
+        "Take · 8 s",
     )
     later.locator("#track-extend").click()
-    expect(later.locator("#extend-seconds")).to_be_visible()  # the panel opened
+    shown = later.wait_for_function(
+        "() => { const t = document.querySelector('#extend-source')?.innerText || '';"
+        " return t.includes('Extends this take') ? t : false; }"
+    ).json_value()
     assert "Warm Rhodes groove" in shown
     assert later.locator("#extend-source [data-run]").get_attribute("data-run") == source_id
 
