@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser_support import (
     AppProcess,
@@ -67,7 +68,7 @@ def test_a_fresh_machine_makes_music_with_no_token(
     assert engine.get_attribute("value") == "local" or "This machine" in (
         page.locator("#engine-choice label.selected").inner_text()
     )
-    assert page.locator("#local-model").is_visible()
+    expect(page.locator("#local-model")).to_be_visible()
     assert not page.locator("#model-version").is_visible()  # Replicate's models are hidden
     # Advanced speaks of this machine, not of a Replicate model.
     page.locator("#advanced").get_by_text("Advanced").first.click()
