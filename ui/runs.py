@@ -264,8 +264,13 @@ class RunHandlers:
 
     async def after_cancel(self, run_id: str | None, owner_value: Any) -> Updates:
         """Cancel was pressed: wait until the run is recorded as ended, then say so."""
+        v = self.view
         return {
-            self.view.status: await ended_status(self.studio, run_id, owner_value),
-            self.view.current_run: None,
+            v.status: await ended_status(self.studio, run_id, owner_value),
+            v.current_run: None,
+            v.progress: idle_progress_html(),
+            # The canceled take's streamed start goes; the selected result plays there again.
+            v.preview: gr.update(value=None, visible=False),
+            v.result_audio: gr.update(visible=True),
             **self.buttons.state(running=False),
         }
