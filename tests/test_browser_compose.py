@@ -174,6 +174,19 @@ def test_variations_run_side_by_side_with_their_seeds_and_one_click_cancels_all(
     assert "★" in kept
     shot(page, "21-variations-grid")
 
+    # One take made again: a new seed in its slot, the others kept.
+    first_seed = page.locator("#take-0-label .ms-take").get_attribute("data-seed")
+    page.locator("#take-0-again").click()
+    page.wait_for_function(
+        "(old) => { const t = document.querySelector('#take-0-label .ms-take');"
+        " return t && t.dataset.status === 'succeeded' && !!t.dataset.seed"
+        " && t.dataset.seed !== old; }",
+        arg=first_seed,
+        timeout=LONG_MS,
+    )
+    assert take_seconds(page, 0) == pytest.approx(3, abs=0.2)
+    expect(page.locator("#take-0-again")).to_be_enabled()
+
     # Slow takes, then one click on "Cancel all".
     with emulator_timing(emulator, run_seconds=30.0):
         act_and_wait_text(

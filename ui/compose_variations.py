@@ -22,7 +22,7 @@ from ui.form_rules import form_values, request_values
 from ui.formatting import errors_html, esc, message_html
 from ui.inputs import WAVEFORM
 from ui.reuse import Reuse
-from ui.run_stream import RunButtons, Stream, aclose, stream, wire_stream
+from ui.run_stream import RunButtons, Stream, stream, wire_stream
 from ui.track import file_url
 
 STATUS_WORDS = {
@@ -120,7 +120,7 @@ class VariationsHandlers:
 
     def outputs(self) -> list[Block]:
         v = self.view
-        per_slot = [c for s in v.slots for c in (s.box, s.label, s.audio, s.keep)]
+        per_slot = [c for s in v.slots for c in (s.box, s.label, s.audio, s.keep, s.again)]
         return [v.status, v.make, v.cancel, v.group, *per_slot]
 
     def _show(self, update: VariationUpdate, runs: list[str | None]) -> Updates:
@@ -263,21 +263,38 @@ class VariationsHandlers:
             yield {v.status: message_html("Make variations first.")}
             return
         runs = list(group.get("runs") or [])
-        updates = self.variations.regenerate(
-            group["group_id"],
-            slot,
-            token=self.studio.token(token_value),
-            owner=self.studio.owner(owner_value),
-        )
-        try:
-            async for update in updates:
-                out = self._show(update, runs)
-                out[v.group] = {"group_id": group["group_id"], "runs": list(runs)}
-                yield out
-        except StudioError as err:
-            yield {v.status: message_html(str(err))}
-        finally:
-            await aclose(updates)
+        group_id = str(group["group_id"])
+
+        async def prepare() -> None:
+            return None
+
+        def start(_prepared: None) -> AsyncIterator[VariationUpdate]:
+            return self.variations.regenerate(
+                group_id,
+                slot,
+                token=self.studio.token(token_value),
+                owner=self.studio.owner(owner_value),
+            )
+
+        def show(update: VariationUpdate, _elapsed: float) -> Updates:
+            out = self._show(update, runs)
+            out[v.group] = {"group_id": group_id, "runs": list(runs)}
+            return out
+
+        async def finish(_last: VariationUpdate | None, _elapsed: float) -> Updates:
+            return {}
+
+        def refused(err: RequestInvalid) -> Updates:
+            return {v.status: errors_html(err.errors)}
+
+        def failed(err: StudioError, _last: VariationUpdate | None) -> Updates:
+            return {v.status: message_html(str(err))}
+
+        # This slot's Regenerate waits while its take is made; "Cancel all" stops it.
+        buttons = RunButtons(v.slots[slot].again, v.cancel)
+        how = Stream(buttons, prepare, start, lambda _p: {}, show, finish, refused, failed)
+        async for changes in stream(how):
+            yield changes
 
 
 def wire_variations(
