@@ -240,7 +240,7 @@ RUN_STATUS = "#run-status .ms-status"
 RUN_PROGRESS = "#run-progress .ms-progress"
 FORM_ERRORS = "#form-errors"
 RESULT_FACTS = "#result-facts"
-RESULT_LINK = "#result-audio a.download-link"
+RESULT_LINK = "#result-facts .ms-facts"  # the track's facts: data-run, data-audio (its file)
 RESULT_DURATION = "#result-audio time#duration"
 FINAL_STATUSES = ("succeeded", "failed", "canceled", "aborted", "lost")
 
@@ -485,7 +485,7 @@ def wait_result(page: Any, *, timeout_ms: int = UI_TIMEOUT_MS) -> str:
         """
         if (!changed(arg.facts) || !changed(arg.link)) return false;
         const id = document.querySelector(arg.facts + ' .ms-facts')?.dataset.run;
-        const href = document.querySelector(arg.link)?.getAttribute('href') || '';
+        const href = document.querySelector(arg.link)?.dataset.audio || '';
         return id && href.includes(id) ? id : false;
         """,
         {"facts": RESULT_FACTS, "link": RESULT_LINK},
@@ -501,7 +501,8 @@ def status_prediction_id(page: Any) -> str:
         page,
         """
         if (!changed(arg)) return false;
-        return document.querySelector(arg + ' a')?.innerText || false;
+        const href = document.querySelector(arg + ' a')?.getAttribute('href') || '';
+        return href.split('/p/')[1] || false;
         """,
         RUN_STATUS,
         UI_TIMEOUT_MS,
@@ -510,12 +511,13 @@ def status_prediction_id(page: Any) -> str:
 
 
 def prediction_link(page: Any) -> str:
-    """This run's prediction id, shown in the result's facts (linked to its Replicate page)."""
+    """This run's prediction id, in the result's Details (linked to its Replicate page)."""
     wait_result(page)
     link = page.locator("#result-facts a")
+    text = (link.text_content() or "").strip()  # in the closed Details: not rendered text
     href = link.get_attribute("href") or ""
-    assert href == f"https://replicate.com/p/{link.inner_text()}", href
-    return link.inner_text()
+    assert href == f"https://replicate.com/p/{text}", href
+    return text
 
 
 def card(page: Any, text: str) -> Any:
@@ -556,17 +558,15 @@ def playable_seconds(page: Any, scope: Any) -> float:
     its duration in seconds."""
     run_id = card_run_id(scope)
     assert run_id, "not a history card"
-    link = scope.locator(f"a.download-link[href*='{run_id}']").first
-    link.wait_for(state="attached")
-    href = link.get_attribute("href")
-    assert href, "the player has no audio"
+    href = scope.locator(".ms-card-text").first.get_attribute("data-audio")
+    assert href and run_id in href, "the card has no audio of its own run"
     return float(page.evaluate(AUDIO_DURATION_JS, href))
 
 
 def result_seconds(page: Any) -> float:
     """Load this run's result audio in the page's own <audio> element; its duration."""
     run_id = wait_result(page)
-    href = page.locator(RESULT_LINK).get_attribute("href") or ""
+    href = page.locator(RESULT_LINK).get_attribute("data-audio") or ""
     assert run_id in href, href
     return float(page.evaluate(AUDIO_DURATION_JS, href))
 

@@ -29,6 +29,7 @@ from tests.browser_support import (
     creates,
     emulator_timing,
     generate,
+    mark,
     module_emulator,  # noqa: F401 - fixture
     new_page,
     open_page,
@@ -211,7 +212,7 @@ def test_every_control_reaches_the_model_and_the_result_plays_and_stays(
     facts = page.locator("#result-facts").inner_text()
     assert "4242" in facts and "melody-large" in facts and "mp3" in facts
     download = page.locator("#result-download")
-    assert download.is_visible() and ".mp3" in download.inner_text()
+    assert download.is_visible() and "Download .wav" in download.inner_text()  # one click
     page.locator("#logs-accordion").get_by_text("Logs").first.click()
     expect(page.locator("#run-logs textarea")).to_have_value(re.compile(r"Using seed 4242"))
     shot(page, "04-result")
@@ -424,6 +425,7 @@ def test_history_search_favourite_export_import_and_delete(
     assert card_run_id(marimba) == marimba_id
     # The export's file is named after the run's short id: this export's link, not an older one.
     this_export = page.locator(f"#export-file a[href*='{marimba_id[:8]}']").first
+    marimba.locator(".ms-card-more button.label-wrap").click()  # the card's menu
     with page.expect_download() as download_info:
         marimba.locator(".card-export").click()
         this_export.wait_for()
@@ -439,15 +441,14 @@ def test_history_search_favourite_export_import_and_delete(
         assert any(n.endswith(".json") for n in names)
     assert probe(tmp_path / audio_name).seconds == pytest.approx(2, abs=0.2)
 
-    act_and_wait_text(
-        page, marimba.locator(".card-delete").click, "#confirm-delete-text", "Marimba loop"
-    )
-    confirm = page.locator("#confirm-delete-row")
-    confirm.wait_for()
-    assert "cannot be undone" in confirm.inner_text()
-    shot(page, "12-delete-confirmation")
-    act_and_wait_text(
-        page, page.locator("#confirm-delete").click, "#history-summary", "0 runs", starts=True
+    marimba = wait_card(page, "Marimba loop", run_id=marimba_id)
+    if not marimba.locator(".card-delete").is_visible():
+        marimba.locator(".ms-card-more button.label-wrap").click()
+    mark(page, "#history-summary")
+    act_and_wait_text(page, marimba.locator(".card-delete").click, "#undo-text", "Marimba loop")
+    shot(page, "12-deleted-with-undo")
+    page.wait_for_function(
+        "() => (document.querySelector('#history-summary')?.innerText || '').startsWith('0 runs')"
     )
     search.fill("")
     search.press("Enter")

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser_support import (
     AUDIO_DURATION_JS,
@@ -58,9 +59,24 @@ def open_panel(page: Any, elem_id: str) -> None:
     panel.locator("button").first.click()
 
 
+def track_seconds(page: Any) -> float:
+    """The length of the audio the track plays."""
+    href = page.locator("#result-facts .ms-facts").get_attribute("data-audio")
+    assert href, "the track has no audio"
+    return float(page.evaluate(AUDIO_DURATION_JS, href))
+
+
 def audio_seconds(page: Any, selector: str) -> float:
+    """The length of the audio a player (by its selector) plays."""
     href = page.locator(f"{selector} a.download-link").first.get_attribute("href")
     assert href, f"{selector} has no audio"
+    return float(page.evaluate(AUDIO_DURATION_JS, href))
+
+
+def take_seconds(page: Any, slot: int) -> float:
+    """The length of the audio a variations slot plays."""
+    href = page.locator(f"#take-{slot}-label .ms-take").get_attribute("data-audio")
+    assert href, f"take {slot} has no audio"
     return float(page.evaluate(AUDIO_DURATION_JS, href))
 
 
@@ -92,32 +108,41 @@ def test_a_take_is_extended_into_a_longer_piece_with_its_parts_marked(
 
     assert "history" in done
     assert emulator.creates == before + 1  # 20 s fit in one continuation part
-    segments = page.locator("#extend-parts .ms-part")
-    assert segments.count() == 2
+    # The piece is the selected result: it plays in the track, its parts marked on it.
+    page.wait_for_function("() => document.querySelectorAll('#track-marks .ms-part').length === 2")
+    segments = page.locator("#track-marks .ms-part")
     spans = [
         (float(s.get_attribute("data-start")), float(s.get_attribute("data-end")))
         for s in segments.all()
     ]
     assert spans[0] == pytest.approx((0, 8), abs=0.05)
     assert spans[1] == pytest.approx((8, 28), abs=0.1)
-    assert audio_seconds(page, "#extend-track") == pytest.approx(28, abs=0.1)
+    assert track_seconds(page) == pytest.approx(28, abs=0.1)
+    assert "Piece · 2 parts · 28 s" in page.locator("#result-facts").inner_text()
+    expect(page.locator("#extend-resume")).to_be_disabled()  # nothing to resume
     shot(page, "20-extend-piece-with-parts")
 
-    # Undo takes the last part off again.
+    # Taking the last part off again: said as what it is, not as an interruption.
     undone = act_and_wait_text(
-        page, lambda: page.locator("#extend-undo").click(), "#extend-status", "Undone"
+        page, lambda: page.locator("#extend-undo").click(), "#extend-status", "Took off"
     )
-    assert "8.0 s" in undone or "8 s" in undone
-    assert page.locator("#extend-parts .ms-part").count() == 1
+    assert "8.0 s" in undone and "Stopped" not in page.locator("#extend-panel").inner_text()
+    page.wait_for_function("() => document.querySelectorAll('#track-marks .ms-part').length === 1")
 
-    # Any result in the history can be extended: its card hands it to the panel.
+    # Any result in the history can be extended: its card opens it in the track, whose
+    # Extend… opens the panel for it.
     later = new_page(browser, app.url, height=1400)
-    shown = act_and_wait_text(
+    act_and_wait_text(
         later,
-        lambda: later.locator(f"#card-{source_id} .card-extend").click(),
-        "#extend-source",
-        "Extends this take",
+        lambda: later.locator(f"#card-{source_id} .card-open").click(),
+        "#result-facts",
+        "Take · 8 s",
     )
+    later.locator("#track-extend").click()
+    shown = later.wait_for_function(
+        "() => { const t = document.querySelector('#extend-source')?.innerText || '';"
+        " return t.includes('Extends this take') ? t : false; }"
+    ).json_value()
     assert "Warm Rhodes groove" in shown
     assert later.locator("#extend-source [data-run]").get_attribute("data-run") == source_id
 
@@ -149,12 +174,25 @@ def test_variations_run_side_by_side_with_their_seeds_and_one_click_cancels_all(
     seeds = {label.get_attribute("data-seed") for label in visible}
     assert len(seeds) == 3 and "" not in seeds
     for i in range(3):
-        assert audio_seconds(page, f"#take-{i}-audio") == pytest.approx(3, abs=0.2)
+        assert take_seconds(page, i) == pytest.approx(3, abs=0.2)
     kept = act_and_wait_text(
         page, lambda: page.locator("#take-1-keep").click(), "#take-1-keep", "Kept"
     )
     assert "★" in kept
     shot(page, "21-variations-grid")
+
+    # One take made again: a new seed in its slot, the others kept.
+    first_seed = page.locator("#take-0-label .ms-take").get_attribute("data-seed")
+    page.locator("#take-0-again").click()
+    page.wait_for_function(
+        "(old) => { const t = document.querySelector('#take-0-label .ms-take');"
+        " return t && t.dataset.status === 'succeeded' && !!t.dataset.seed"
+        " && t.dataset.seed !== old; }",
+        arg=first_seed,
+        timeout=LONG_MS,
+    )
+    assert take_seconds(page, 0) == pytest.approx(3, abs=0.2)
+    expect(page.locator("#take-0-again")).to_be_enabled()
 
     # Slow takes, then one click on "Cancel all".
     with emulator_timing(emulator, run_seconds=30.0):

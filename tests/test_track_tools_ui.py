@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import gradio as gr
@@ -73,10 +74,14 @@ async def test_the_panel_splits_the_selected_result_and_offers_its_stems(tmp_pat
     assert note == "" and bundle["value"].endswith("-daw.zip")
 
 
-def test_the_result_facts_and_a_loop_card_say_the_measured_tempo_and_key() -> None:
-    from ui.formatting import card_html, facts_html
+def test_the_result_facts_and_a_loop_card_say_the_measured_tempo_and_key(tmp_path: Path) -> None:
+    from ui.formatting import card_html
+    from ui.track import track_facts_html
 
-    facts = facts_html({"engine": "replicate", "bpm": 97.0, "key": "A minor"})
-    assert "<th>Tempo, key</th><td>97.0 BPM · A minor</td>" in facts
+    with Library(tmp_path) as library:
+        record = library.create_pending(None, {"prompt": "p", "model_version": "melody"})
+    measured = dataclasses.replace(record, bpm=97.0, key="A minor")
+    facts = track_facts_html(measured, "https://api.replicate.com")
+    assert "<th>Tempo</th><td>97 BPM</td>" in facts and "<th>Key</th><td>A minor</td>" in facts
     loop = card_html({"id": "l1", "status": "succeeded", "bpm": 119.6, "asked_bpm": 120.0})
     assert "119.6 BPM (asked 120)" in loop

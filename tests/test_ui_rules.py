@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 import pytest
 
 from services.errors import FieldError
+from services.library import Library
 from services.musicgen import (
     DURATION_MAX,
     GUIDANCE_MAX,
@@ -19,19 +22,29 @@ from services.validation import CONTINUE_MIN_SECONDS, validate
 from ui import form_rules
 from ui.form_events import continuation_updates
 from ui.form_rules import USE_CONTINUATION, USE_MELODY, FormValues, request_values
-from ui.formatting import card_html, errors_html, facts_html, status_html
+from ui.formatting import card_html, errors_html, status_html
 from ui.identity import api_visitor, ensure_identity, is_identity, new_identity, page_visitor
+from ui.kinds import entry_label
+from ui.track import track_facts_html
 
 HOSTILE = '<img src=x onerror="alert(1)"> & "quotes" ${1+1}'
 
 
-def test_user_text_is_escaped_everywhere_it_is_shown() -> None:
-    card = card_html({"id": "r1", "prompt": HOSTILE, "status": "failed", "error": HOSTILE})
+def test_user_text_is_escaped_everywhere_it_is_shown(tmp_path: Path) -> None:
+    card = card_html(
+        {"id": "r1", "prompt": HOSTILE, "status": "failed", "error": HOSTILE, "badge": HOSTILE}
+    )
     errors = errors_html([FieldError("prompt", HOSTILE)])
     status = status_html("failed", error=HOSTILE)
-    facts = facts_html({"prediction_id": '"><script>', "model_version": HOSTILE})
+    with Library(tmp_path) as library:
+        record = library.create_pending(
+            None, {"prompt": HOSTILE, "model_version": HOSTILE}, prediction_id='"><script>'
+        )
+    facts = track_facts_html(record, "https://api.replicate.com")
     for html in (card, errors, status, facts):
         assert "<img" not in html and "<script>" not in html
+    # A picker's label is plain text (Gradio escapes it) and names no internal kind or id.
+    assert record.id[:6] not in entry_label(record)
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt; &amp; &quot;quotes&quot;" in card
 
 

@@ -67,6 +67,47 @@ CSS = """
 .ms-empty { padding: 16px; color: var(--body-text-color-subdued); }
 .ms-history-summary { text-align: center; padding-top: 6px; }
 #history-pager { align-items: center; }
+/* The first screen: a one-line header, the prompt and Generate beside the track. */
+.ms-header { display: flex; align-items: baseline; gap: 12px; flex-wrap: wrap; }
+.ms-header h1 { font-size: 1.35em; }
+.ms-header p { font-size: 0.9em; }
+#track-col { gap: 6px; }
+.ms-kind { display: inline-block; font-size: 0.8em; font-weight: 600; padding: 1px 8px;
+  border-radius: 999px; background: #ffedd5; color: #7c2d12; }
+.ms-card-more > .label-wrap { padding: 2px 0 !important; font-size: 0.85em; }
+.ms-takes { list-style: none; margin: 4px 0; padding: 0; font-size: 0.85em; }
+.ms-takes li { margin: 4px 0; }
+.ms-takes audio { width: 100%; height: 32px; display: block; }
+.ms-details { font-size: 0.85em; color: var(--body-text-color-subdued); margin-top: 4px;
+  word-break: break-all; }
+.ms-track-actions { gap: 4px !important; flex-wrap: wrap; }
+.ms-track-actions button { flex: 1 1 auto; min-width: 0 !important; }
+#track-format { flex: 2 1 150px; }
+#track-format .wrap { flex-wrap: nowrap; gap: 4px; }
+.ms-undo { position: fixed; left: 50%; transform: translateX(-50%); bottom: 84px;
+  z-index: 60; width: min(520px, 92vw) !important; background: #111827; color: #fff;
+  border-radius: 10px; padding: 6px 10px; align-items: center;
+  box-shadow: 0 4px 18px rgba(0, 0, 0, 0.3); }
+.ms-undo .ms-undo-text { color: #fff; }
+/* An empty message line takes no room (no gap for nothing). */
+#form-notice:not(:has(.ms-box)), #form-errors:not(:has(.ms-box)),
+#track-marks:not(:has(.ms-parts)), #track-takes:not(:has(.ms-takes)),
+#cost-estimate:not(:has(.ms-cost)), #history-notice:not(:has(.ms-box)),
+#extend-status:not(:has(*)), #variations-status:not(:has(*)), #loop-errors:not(:has(.ms-box)),
+#compare-notice:not(:has(.ms-box)), #compare-facts:not(:has(.ms-ab-facts)) {
+  display: none !important; }
+/* Phones: Generate stays on screen (a bar at the bottom); nothing runs under an arrow. */
+@media (max-width: 640px) {
+  .ms-header p { display: none; }
+  #generate-bar { position: fixed; left: 0; right: 0; bottom: 0; z-index: 50; margin: 0;
+    padding: 8px 12px; background: var(--background-fill-primary);
+    border-top: 1px solid var(--border-color-primary); flex-wrap: nowrap; }
+  body { padding-bottom: 76px; }
+  .ms-undo { bottom: 76px; }
+  #local-model input, #normalization input { text-overflow: ellipsis; padding-right: 28px; }
+  #history-favourites { min-width: 150px !important; flex: 1 0 150px !important; }
+  #history-favourites label { white-space: nowrap; }
+}
 """
 
 # Ctrl+Enter (Cmd+Enter on a Mac) presses Generate from anywhere on the page.
@@ -111,6 +152,20 @@ def token_forget_js(banner_html: str) -> str:
     return (
         f"() => {{ try {{ localStorage.removeItem({_js_string(TOKEN_KEY)}); }} catch (e) {{}} "
         f"return ['', {_js_string(banner_html)}]; }}"
+    )
+
+
+SCROLL_TO_TRACK_JS = (
+    "() => { const el = document.getElementById('track-col'); "
+    "if (el) el.scrollIntoView({behavior: 'smooth', block: 'start'}); }"
+)
+
+
+def scroll_to_js(elem_id: str) -> str:
+    """Bring an element (a panel just opened) into view."""
+    return (
+        f"() => {{ const el = document.getElementById({_js_string(elem_id)}); "
+        "if (el) setTimeout(() => el.scrollIntoView({behavior: 'smooth', block: 'start'}), 50); }"
     )
 
 

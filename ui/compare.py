@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from types import MappingProxyType
 from typing import Any
 
 import gradio as gr
@@ -23,12 +22,11 @@ from services.compose.compare import Match, match
 from services.errors import StudioError
 from services.library import RunRecord
 from ui.context import Studio
-from ui.formats import entry_choices, entry_label
+from ui.events import PRIVATE
 from ui.formatting import esc, message_html
+from ui.kinds import entry_label
 
-PRIVATE: Mapping[str, Any] = MappingProxyType(
-    {"api_visibility": "private", "show_progress": "hidden"}
-)
+CHOICES_SHOWN = 100
 EMPTY = (
     '<div class="ms-empty" id="compare-empty">Choose A and B from your history and press '
     "Compare.</div>"
@@ -119,7 +117,6 @@ element.addEventListener('click', (ev) => {
   if (!button || !element.contains(button)) return;
   if (button.classList.contains('ms-ab-play')) toggle();
   else if (button.classList.contains('ms-ab-pick')) pick(button.dataset.slot);
-  else if (button.classList.contains('ms-ab-reveal')) q('.ms-ab')?.classList.add('ms-ab-revealed');
 });
 element.addEventListener('input', (ev) => {
   if (!ev.target.classList.contains('ms-ab-pos')) return;
@@ -145,9 +142,6 @@ PLAYER_CSS = """
 .ms-ab-pos { flex: 1 1 200px; }
 .ms-ab-time { font-variant-numeric: tabular-nums; min-width: 110px; }
 .ms-ab-facts { margin-top: 8px; font-size: 0.9em; }
-.ms-ab-secret { display: none; }
-.ms-ab-revealed .ms-ab-secret { display: inline; }
-.ms-ab-revealed .ms-ab-reveal { display: none; }
 """
 
 
@@ -161,7 +155,9 @@ class CompareView:
     player: gr.HTML
     keep_first: gr.Button
     keep_second: gr.Button
-    pair: gr.State  # {"slots": [[label, run_id], [label, run_id]], "blind": bool}
+    pair: gr.State  # {"slots": [[label, run_id, lufs, gain], ...], "blind": bool}
+    facts: gr.HTML  # which is which (in blind mode only after Reveal)
+    reveal: gr.Button
 
 
 def _file_url(path: str) -> str:
@@ -172,54 +168,66 @@ def _lufs_text(lufs: float | None) -> str:
     return "silent or too short to measure" if lufs is None else f"{lufs:.1f} LUFS"
 
 
-def player_html(
-    slots: list[tuple[str, RunRecord, str, float, float | None, float]], *, blind: bool
-) -> str:
-    """The two players and the transport; `slots` = (label, record, url, volume, lufs, gain)."""
+def player_html(slots: list[tuple[str, str, float, float]]) -> str:
+    """The two players and the transport; `slots` = (label, url, volume, gain dB).
+
+    Nothing in it says which result is which: the URLs are neutral copies, and the names and
+    levels are shown apart (`facts_html`), in blind mode only after Reveal.
+    """
     audios = "".join(
-        f'<audio data-slot="{esc(label)}" data-run="{"" if blind else esc(record.id)}" '
-        f'data-active="{"1" if i == 0 else "0"}" data-volume="{volume:.4f}" '
-        f'data-gain-db="{gain:.2f}" preload="auto" src="{esc(url)}"></audio>'
-        for i, (label, record, url, volume, _lufs, gain) in enumerate(slots)
+        f'<audio data-slot="{esc(label)}" data-active="{"1" if i == 0 else "0"}" '
+        f'data-volume="{volume:.4f}" preload="auto" src="{esc(url)}"></audio>'
+        for i, (label, url, volume, _gain) in enumerate(slots)
     )
     picks = "".join(
         f'<button type="button" class="ms-ab-pick" data-slot="{esc(label)}" '
         f'aria-pressed="{"true" if i == 0 else "false"}">{esc(label)}</button>'
         for i, (label, *_rest) in enumerate(slots)
     )
-    facts = []
-    for label, record, _url, _volume, lufs, gain in slots:
-        who = esc(entry_label(record))
-        level = f"{esc(_lufs_text(lufs))}, played at {gain:+.1f} dB"
-        if blind:
-            facts.append(
-                f'<div data-slot="{esc(label)}"><b>{esc(label)}</b>'
-                f'<span class="ms-ab-secret"> = {who} · {level}</span></div>'
-            )
-        else:
-            facts.append(
-                f'<div data-slot="{esc(label)}"><b>{esc(label)}</b> = {who} · {level}</div>'
-            )
-    reveal = '<button type="button" class="ms-ab-reveal">Reveal</button>' if blind else ""
     return (
-        f'<div class="ms-ab" data-active="{esc(slots[0][0])}" data-blind="{int(blind)}">'
-        f"{audios}"
+        f'<div class="ms-ab" data-active="{esc(slots[0][0])}">{audios}'
         f'<div class="ms-ab-row"><button type="button" class="ms-ab-play">Play</button>{picks}'
         f'<input type="range" class="ms-ab-pos" min="0" max="1" step="0.01" value="0" '
-        f'aria-label="Position"><span class="ms-ab-time">0:00.0 / 0:00.0</span>{reveal}</div>'
-        f'<div class="ms-ab-facts">{"".join(facts)}</div></div>'
+        f'aria-label="Position"><span class="ms-ab-time">0:00.0 / 0:00.0</span></div></div>'
     )
+
+
+def facts_html(slots: list[tuple[str, RunRecord, float | None, float]]) -> str:
+    """Which result each label is, and how loud: (label, record, LUFS, gain dB)."""
+    rows = "".join(
+        f'<div data-slot="{esc(label)}" data-run="{esc(record.id)}"><b>{esc(label)}</b> = '
+        f"{esc(entry_label(record))} · {esc(_lufs_text(lufs))}, played at {gain:+.1f} dB</div>"
+        for label, record, lufs, gain in slots
+    )
+    return f'<div class="ms-ab-facts">{rows}</div>'
+
+
+BLIND_FACTS = (
+    '<div class="ms-ab-facts ms-muted">Blind: X and Y are A and B in an order only the server '
+    "knows. Listen, then press Reveal.</div>"
+)
+
+
+def entry_choices(
+    studio: Studio, owner: str | None, hidden: frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
+    """The visitor's results with audio (takes, loops, pieces, variations), newest first."""
+    page = studio.library.list(owner, per_page=CHOICES_SHOWN, status="succeeded", inner=True)
+    return [(entry_label(r), r.id) for r in page.items if r.has_audio and r.id not in hidden]
 
 
 class CompareHandlers:
     """Loads a pair and keeps the winner; limited to the visitor's own entries."""
 
-    def __init__(self, studio: Studio, view: CompareView):
+    def __init__(
+        self, studio: Studio, view: CompareView, hidden: Callable[[], frozenset[str]] = frozenset
+    ):
         self.studio = studio
         self.view = view
+        self.hidden = hidden  # results deleted a moment ago (Undo still possible)
 
     def refresh(self, owner_value: Any, first: str | None, second: str | None) -> tuple[Any, Any]:
-        choices = entry_choices(self.studio, self.studio.owner(owner_value))
+        choices = entry_choices(self.studio, self.studio.owner(owner_value), self.hidden())
         ids = {value for _, value in choices}
         return (
             gr.update(choices=choices, value=first if first in ids else None),
@@ -244,17 +252,17 @@ class CompareHandlers:
             note = message_html(
                 "Choose two different results with audio as A and B.", kind="warning"
             )
-            return gr.update(), None, note, gr.update(), gr.update()
+            return gr.update(), None, note, gr.update(), gr.update(), "", gr.update()
         a, b = records
         assert a is not None and b is not None
         a_path, b_path = self.studio.library.audio_file(a), self.studio.library.audio_file(b)
         if a_path is None or b_path is None:
             note = message_html("The audio of one of them is missing from the library.")
-            return gr.update(), None, note, gr.update(), gr.update()
+            return gr.update(), None, note, gr.update(), gr.update(), "", gr.update()
         try:
             levels: Match = await asyncio.to_thread(match, a_path, b_path)
         except StudioError as err:
-            return gr.update(), None, message_html(str(err)), gr.update(), gr.update()
+            return (gr.update(), None, message_html(str(err)), *(gr.update(),) * 2, "", gr.update())
         entries = [
             (a, levels.a_volume, levels.a.lufs, levels.a_gain_db),
             (b, levels.b_volume, levels.b.lufs, levels.b_gain_db),
@@ -264,12 +272,15 @@ class CompareHandlers:
             labels = ["X", "Y"]
             if secrets.randbelow(2):  # which take is X is a coin toss
                 entries.reverse()
-        slots = []
+        players: list[tuple[str, str, float, float]] = []
+        named: list[tuple[str, RunRecord, float | None, float]] = []
         for label, (record, vol, lufs, gain) in zip(labels, entries, strict=True):
             url = await asyncio.to_thread(self._serve, record, f"take-{label.lower()}")
-            slots.append((label, record, url, vol, lufs, gain))
+            players.append((label, url, vol, gain))
+            named.append((label, record, lufs, gain))
+        # Which is which stays on the server (a gr.State) until Reveal.
         pair = {
-            "slots": [[label, s[1].id] for label, s in zip(labels, slots, strict=True)],
+            "slots": [[label, record.id, lufs, gain] for label, record, lufs, gain in named],
             "blind": blind,
         }
         diff = levels.difference_db
@@ -279,19 +290,33 @@ class CompareHandlers:
             else "Both takes are equally loud: no gain applied."
         )
         return (
-            player_html(slots, blind=blind),
+            player_html(players),
             pair,
             message_html(note, kind="info"),
             gr.update(value=f"Keep {labels[0]}", interactive=True),
             gr.update(value=f"Keep {labels[1]}", interactive=True),
+            BLIND_FACTS if blind else facts_html(named),
+            gr.update(visible=blind, interactive=blind),
         )
 
-    def keep(self, index: int, pair: dict | None, owner_value: Any) -> str:
+    def reveal(self, pair: dict[str, Any] | None, owner_value: Any) -> tuple[str, Any]:
+        """Blind mode's end: which result X and Y are."""
+        owner = self.studio.owner(owner_value)
+        named = []
+        for label, run_id, lufs, gain in (pair or {}).get("slots") or []:
+            record = self.studio.library.get(run_id, owner)
+            if record is not None:
+                named.append((label, record, lufs, gain))
+        if not named:
+            return message_html("Compare two results first.", kind="warning"), gr.update()
+        return facts_html(named), gr.update(interactive=False)
+
+    def keep(self, index: int, pair: dict[str, Any] | None, owner_value: Any) -> str:
         """Favourite the chosen take of the pair shown."""
         slots = (pair or {}).get("slots") or []
         if len(slots) <= index:
             return message_html("Compare two results first.", kind="warning")
-        label, run_id = slots[index]
+        label, run_id = slots[index][0], slots[index][1]
         record = self.studio.library.set_favourite(run_id, self.studio.owner(owner_value), True)
         if record is None:
             return message_html("That result is no longer in your library.")
@@ -302,7 +327,11 @@ class CompareHandlers:
 
 
 def build_compare(
-    studio: Studio, *, owner: gr.components.Component, history_state: gr.State
+    studio: Studio,
+    *,
+    owner: gr.components.Component,
+    history_state: gr.State,
+    hidden: Callable[[], frozenset[str]] = frozenset,
 ) -> tuple[CompareView, list[Any]]:
     """The "Compare" panel and its events; returns the view and the Keep events (after which
     the history should be listed again)."""
@@ -319,7 +348,9 @@ def build_compare(
         player = gr.HTML(
             EMPTY, elem_id="compare-player", js_on_load=PLAYER_JS, css_template=PLAYER_CSS
         )
+        facts = gr.HTML("", elem_id="compare-facts")
         with gr.Row():
+            reveal = gr.Button("Reveal", size="sm", visible=False, elem_id="compare-reveal")
             keep_first = gr.Button("Keep A", size="sm", interactive=False, elem_id="compare-keep-1")
             keep_second = gr.Button(
                 "Keep B", size="sm", interactive=False, elem_id="compare-keep-2"
@@ -334,15 +365,18 @@ def build_compare(
         keep_first=keep_first,
         keep_second=keep_second,
         pair=gr.State(None),
+        facts=facts,
+        reveal=reveal,
     )
-    handlers = CompareHandlers(studio, view)
+    handlers = CompareHandlers(studio, view, hidden)
     history_state.change(handlers.refresh, [owner, first, second], [first, second], **PRIVATE)
     load.click(
         handlers.compare,
         [owner, first, second, blind],
-        [player, view.pair, notice, keep_first, keep_second],
+        [player, view.pair, notice, keep_first, keep_second, facts, reveal],
         **PRIVATE,
     )
+    reveal.click(handlers.reveal, [view.pair, owner], [facts, reveal], **PRIVATE)
     keeps = [
         button.click(partial(handlers.keep, i), [view.pair, owner], [notice], **PRIVATE)
         for i, button in enumerate((keep_first, keep_second))

@@ -167,14 +167,16 @@ class ComposeApi:
                 last = update
         if last is None:
             raise gr.Error("The variations ended without a result.")
-        files, records = [], []
+        files: list[str] = []
+        records: list[dict[str, Any]] = []
         for take in self._variations.takes(last.group_id, owner):
             if take is None:
                 continue
             records.append(api_record(service.summary(take.id, owner), owner))
             audio = self.studio.library.audio_file(take) if take.has_audio else None
-            if audio is not None:
-                files.append(self.studio.files.servable(audio))
+            served = self.studio.files.servable(audio) if audio is not None else None
+            if served is not None:
+                files.append(served)
         return files, records
 
 

@@ -7,7 +7,7 @@ the same view as Extend's parts. Any section can be made again (the song from th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,14 +16,16 @@ import gradio as gr
 from services.compose.arrange import Arranger, section_spans
 from services.compose.extend import DEFAULT_OVERLAP, MAX_OVERLAP, ExtendUpdate
 from services.cost import FREE
-from services.errors import StudioError
+from services.errors import RequestInvalid, StudioError
 from services.library import RunRecord
-from ui.compose_extend import PRIVATE, ChainEnd, Updates, end_message, parts_html, stream_chain
+from ui.compose_extend import end_message
 from ui.context import Studio
 from ui.engine_picker import model_for
+from ui.events import PRIVATE, Updates
 from ui.form_rules import form_values, request_values
-from ui.formatting import esc, message_html, progress_html
+from ui.formatting import errors_html, esc, message_html, progress_html, seconds_text
 from ui.inputs import WAVEFORM
+from ui.run_stream import RunButtons, Stream, stream
 
 EXAMPLE_SECTIONS = (
     "intro | soft felt piano, warm, slow | 8\n"
@@ -73,6 +75,49 @@ def sections_from_text(text: str | None) -> Any:
 def sections_text(record: RunRecord) -> str:
     """A song's sections, one per line, as the box takes them."""
     return "\n".join(f"{s['name']} | {s['prompt']} | {s['seconds']}" for s in section_spans(record))
+
+
+def parts_html(
+    record_compose: Mapping[str, Any] | None,
+    spans: list[dict[str, Any]],
+    *,
+    bar_id: str = "ms-song-bar",
+) -> str:
+    """One bar with a segment per stretch of the song: who made which seconds, under which
+    prompt. A span's `label` names it (a section), else "original" / "part N"."""
+    if not spans:
+        return ""
+    total = max(float(s.get("end") or 0) for s in spans) or 1.0
+    prompts = any("prompt" in s for s in spans)
+    cells, rows = [], []
+    for span in spans:
+        start, end = float(span.get("start") or 0), float(span.get("end") or 0)
+        label = span.get("label") or ("original" if span["part"] == 0 else f"part {span['part']}")
+        width = 100.0 * (end - start) / total
+        cells.append(
+            f'<div class="ms-part ms-part-{span["part"] % 2}" style="width:{width:.2f}%" '
+            f'data-part="{span["part"]}" data-start="{start:.2f}" data-end="{end:.2f}" '
+            f'title="{esc(label)}: {start:.1f}–{end:.1f} s">{esc(label)}</div>'
+        )
+        prompt = f"<td>{esc(span.get('prompt') or '')}</td>" if prompts else ""
+        rows.append(
+            f"<tr><td>{esc(label)}</td><td>{start:.1f}–{end:.1f} s</td>{prompt}"
+            f"<td>{esc(span.get('prediction_id') or '–')}</td></tr>"
+        )
+    state = (record_compose or {}).get("state")
+    target = float((record_compose or {}).get("target_seconds") or 0)
+    note = ""
+    if state == "interrupted" and target > total:
+        note = (
+            f'<div class="ms-note">Stopped at {seconds_text(total)} of {seconds_text(target)}: '
+            f"press Resume to go on ({seconds_text(target - total)} to go).</div>"
+        )
+    head = "<th>Prompt</th>" if prompts else ""
+    return (
+        f'<div class="ms-parts" id="{esc(bar_id)}">{"".join(cells)}</div>{note}'
+        '<div class="ms-parts-scroll"><table class="ms-parts-table"><tr><th>Stretch</th>'
+        f"<th>Seconds</th>{head}<th>Prediction</th></tr>{''.join(rows)}</table></div>"
+    )
 
 
 def song_html(record: RunRecord) -> str:
@@ -166,6 +211,7 @@ class ArrangeHandlers:
         self.view = view
         self.arranger = arranger
         self.last_run = last_run  # the result shown: a finished song becomes it
+        self.buttons = RunButtons(view.arrange, view.cancel)
 
     def outputs(self) -> list[gr.components.Component]:
         v = self.view
@@ -232,32 +278,42 @@ class ArrangeHandlers:
     async def _follow(
         self, updates: AsyncIterator[ExtendUpdate], owner: str | None
     ) -> AsyncIterator[Updates]:
-        """Each change of a song being made, then the song as it ended."""
+        """Each change of a song being made, then the song as it ended (one run stream;
+        `updates` is lazy: nothing is sent before the stream reads it)."""
         v = self.view
-        idle = self._buttons(running=False)
-        running = self._buttons(running=True)
         names: list[str] = []
 
-        def progress(update: ExtendUpdate) -> Updates:
+        async def prepare() -> None:
+            return None
+
+        def begin(_prepared: None) -> Updates:
+            return {v.status: "", **self._buttons(running=True)}
+
+        def show(update: ExtendUpdate, _elapsed: float) -> Updates:
             if not names:
                 record = self.studio.library.get(update.entry_id, owner)
                 if record is not None:
                     names.extend(span["name"] for span in section_spans(record))
-            return {v.status: _progress(update, names), v.song: update.entry_id, **running}
+            return {v.status: _progress(update, names), v.song: update.entry_id}
 
-        end = ChainEnd()
-        chain = stream_chain(updates, v.status, progress=progress, idle=idle, end=end)
-        async for shown in chain:
-            yield shown
-        last = end.last
-        if last is None:
-            return
-        message = end_message(last, "Done: the song is in your history.")
-        out: Updates = {v.status: message, **self._buttons(running=False)}
-        record = self.studio.library.get(last.entry_id, owner)
-        if record is not None:
-            out.update({**self._song(record), **self._buttons(running=False, record=record)})
-        yield out
+        async def finish(last: ExtendUpdate | None, _elapsed: float) -> Updates:
+            if last is None:
+                return {}
+            out: Updates = {v.status: end_message(last, "Done: the song is in your history.")}
+            record = self.studio.library.get(last.entry_id, owner)
+            if record is not None:
+                out.update({**self._song(record), **self._buttons(running=False, record=record)})
+            return out
+
+        def refused(err: RequestInvalid) -> Updates:
+            return {v.status: errors_html(err.errors)}
+
+        def failed(err: StudioError, _last: ExtendUpdate | None) -> Updates:
+            return {v.status: message_html(str(err))}
+
+        how = Stream(self.buttons, prepare, lambda _: updates, begin, show, finish, refused, failed)
+        async for changes in stream(how):
+            yield changes
 
     async def arrange(
         self,
@@ -277,16 +333,19 @@ class ArrangeHandlers:
         owner = visitor.owner
         values = request_values(form_values(form))
         model_for(engine, local_model, values)
+        sections = sections_from_text(text)
+        token = self.studio.token(token_value)
+        # No result shown: "-" is refused, naming the result to start from.
+        from_run = ((snap or {}).get("run_id") or "-") if from_result else None
         updates = self.arranger.arrange(
-            sections_from_text(text),
+            sections,
             values,
-            token=self.studio.token(token_value),
+            token=token,
             owner=owner,
             payer=visitor.payer,
             overlap=overlap,
             engine=engine,
-            # No result shown: "-" is refused, naming the result to start from.
-            from_run=((snap or {}).get("run_id") or "-") if from_result else None,
+            from_run=from_run,
         )
         async for out in self._follow(updates, owner):
             yield out
@@ -347,8 +406,8 @@ def wire_arrange(
     owner: gr.components.Component,
     token: gr.components.Component,
     run_inputs: list[gr.components.Component],
-    engine: gr.components.Component,
-    model_version: gr.components.Component,
+    engine: gr.Radio,
+    model_version: gr.Radio,
 ) -> list[Any]:
     """Connect the panel. `run_inputs`: the engine, the local model and the form's components
     (as Variations takes them). Returns the events that make songs (the history refreshes)."""
@@ -384,7 +443,11 @@ def wire_arrange(
         ],
         **PRIVATE,
     )
-    run = {"concurrency_limit": 8, "concurrency_id": "generation", "trigger_mode": "once"}
+    run: dict[str, Any] = {
+        "concurrency_limit": 8,
+        "concurrency_id": "generation",
+        "trigger_mode": "once",
+    }
     made = v.arrange.click(
         handlers.arrange,
         [owner, token, v.sections, v.overlap, v.from_result, last_run, *run_inputs],
@@ -400,7 +463,7 @@ def wire_arrange(
         **run,
         **PRIVATE,
     )
-    events = [made, resumed, redone]
+    events: list[Any] = [made, resumed, redone]
     v.cancel.click(None, None, None, cancels=events, queue=False, **PRIVATE).then(
         handlers.after_stop, [v.song, owner], outputs, **PRIVATE
     )

@@ -1,9 +1,9 @@
-"""Extend the result into a longer piece: part by part, with the parts marked on one track."""
+"""Extend the selected result into a longer piece, part by part; the piece plays in the track
+with its parts marked (see `ui.track`)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,64 +15,18 @@ from services.compose.extend import (
     MAX_TOTAL_SECONDS,
     Extender,
     ExtendUpdate,
-    parts_summary,
 )
 from services.errors import RequestInvalid, StudioError
 from services.library import RunRecord
 from ui.context import Studio
+from ui.events import PRIVATE, Updates
 from ui.formatting import errors_html, esc, message_html, progress_html, seconds_text
-from ui.inputs import WAVEFORM
-
-Updates = dict[gr.components.Component, Any]
-
-
-@dataclass
-class ChainEnd:
-    """How a chain streamed by `stream_chain` ended: its last update (None: it was refused)."""
-
-    last: ExtendUpdate | None = None
-
-
-async def stream_chain(
-    updates: AsyncIterator[ExtendUpdate],
-    status: gr.components.Component,
-    *,
-    progress: Callable[[ExtendUpdate], Updates],
-    idle: Updates,
-    end: ChainEnd,
-) -> AsyncIterator[Updates]:
-    """A piece's or a song's updates as the page shows them while it is made; a refusal shows
-    in `status` with the buttons `idle`. The chain is closed on any exit (a stop cancels its
-    running part). `end.last` is its finished update, if it got that far."""
-    try:
-        async for update in updates:
-            if update.finished:
-                end.last = update
-                break
-            yield progress(update)
-    except RequestInvalid as err:
-        yield {status: errors_html(err.errors), **idle}
-    except StudioError as err:
-        yield {status: message_html(str(err)), **idle}
-    finally:
-        with contextlib.suppress(Exception):
-            await updates.aclose()
-
-
-def end_message(last: ExtendUpdate, done: str) -> str:
-    """The status once a chain ended: `done`, or why it stopped early."""
-    finished = last.status == "succeeded"
-    return message_html(
-        done if finished else (last.error or "Stopped."), kind="info" if finished else "error"
-    )
-
-
-PRIVATE: Mapping[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
+from ui.run_stream import RunButtons, Stream, stream, wire_stream
 
 
 @dataclass
 class ExtendView:
-    """The Extend panel's components."""
+    """The Extend panel's components (the piece itself plays in the track)."""
 
     panel: gr.Accordion
     seconds: gr.Slider
@@ -84,54 +38,26 @@ class ExtendView:
     undo: gr.Button
     source: gr.HTML
     status: gr.HTML
-    track: gr.Audio
-    parts: gr.HTML
+    note: gr.HTML
 
 
-def parts_html(
-    record_compose: Mapping[str, Any] | None,
-    spans: list[dict[str, Any]],
-    *,
-    bar_id: str = "ms-parts-bar",
-) -> str:
-    """One bar with a segment per stretch of the track: who made which seconds.
-
-    A span's `label` names it (a song's section), else "original" / "part N"; spans with a
-    `prompt` list it too.
-    """
-    if not spans:
+def piece_note(record: RunRecord) -> str:
+    """How long the piece is against what was asked, when it is shorter (Resume goes on)."""
+    compose = record.compose or {}
+    target = compose.get("target_seconds")
+    total = record.audio_seconds or 0.0
+    if not target or target <= total + 0.5:
         return ""
-    total = max(float(s.get("end") or 0) for s in spans) or 1.0
-    prompts = any("prompt" in s for s in spans)
-    cells, rows = [], []
-    for span in spans:
-        start, end = float(span.get("start") or 0), float(span.get("end") or 0)
-        label = span.get("label") or ("original" if span["part"] == 0 else f"part {span['part']}")
-        width = 100.0 * (end - start) / total
-        cells.append(
-            f'<div class="ms-part ms-part-{span["part"] % 2}" style="width:{width:.2f}%" '
-            f'data-part="{span["part"]}" data-start="{start:.2f}" data-end="{end:.2f}" '
-            f'title="{esc(label)}: {start:.1f}–{end:.1f} s">{esc(label)}</div>'
-        )
-        prompt = f"<td>{esc(span.get('prompt') or '')}</td>" if prompts else ""
-        rows.append(
-            f"<tr><td>{esc(label)}</td><td>{start:.1f}–{end:.1f} s</td>{prompt}"
-            f"<td>{esc(span.get('prediction_id') or '–')}</td></tr>"
-        )
-    state = (record_compose or {}).get("state")
-    target = (record_compose or {}).get("target_seconds")
-    note = ""
-    if state == "interrupted" and target and target > total + 0.5:
-        note = (
-            f'<div class="ms-note">Stopped at {seconds_text(total)} of {seconds_text(target)}: '
-            f"press Resume to go on ({seconds_text(target - total)} to go).</div>"
-        )
-    head = "<th>Prompt</th>" if prompts else ""
     return (
-        f'<div class="ms-parts" id="{esc(bar_id)}">{"".join(cells)}</div>{note}'
-        '<div class="ms-parts-scroll"><table class="ms-parts-table"><tr><th>Stretch</th>'
-        f"<th>Seconds</th>{head}<th>Prediction</th></tr>{''.join(rows)}</table></div>"
+        f'<div class="ms-note">The piece is {seconds_text(total)} of the '
+        f"{seconds_text(target)} you asked for: Resume goes on to {seconds_text(target)}, "
+        "Extend adds more.</div>"
     )
+
+
+def can_resume(record: RunRecord | None) -> bool:
+    """Resume means something only for a piece shorter than the length asked for."""
+    return record is not None and record.kind == "extend" and bool(piece_note(record))
 
 
 def _progress(update: ExtendUpdate) -> str:
@@ -144,7 +70,15 @@ def _progress(update: ExtendUpdate) -> str:
     )
 
 
-def build_extend(studio: Studio) -> ExtendView:
+def end_message(last: ExtendUpdate, done: str) -> str:
+    """The status once a chain (a piece, a song) ended: `done`, or why it stopped early."""
+    finished = last.status == "succeeded"
+    return message_html(
+        done if finished else (last.error or "Stopped."), kind="info" if finished else "error"
+    )
+
+
+def build_extend() -> ExtendView:
     """Lay out the panel (inside the current Blocks context)."""
     with gr.Accordion("Extend into a longer piece", open=False, elem_id="extend-panel") as panel:
         source = gr.HTML(
@@ -171,31 +105,30 @@ def build_extend(studio: Studio) -> ExtendView:
             cancel = gr.Button(
                 "Stop", variant="stop", interactive=False, elem_id="extend-cancel", scale=1
             )
-            resume = gr.Button("Resume", elem_id="extend-resume", scale=1)
-            undo = gr.Button("Undo last part", elem_id="extend-undo", scale=1)
+            resume = gr.Button("Resume", interactive=False, elem_id="extend-resume", scale=1)
+            undo = gr.Button(
+                "Take off the last part", interactive=False, elem_id="extend-undo", scale=1
+            )
         status = gr.HTML("", elem_id="extend-status")
-        parts = gr.HTML("", elem_id="extend-parts")
-        track = gr.Audio(
-            type="filepath", label="The piece", interactive=False, waveform_options=WAVEFORM,
-            buttons=["download"], elem_id="extend-track",
-        )  # fmt: skip
+        note = gr.HTML("", elem_id="extend-parts")
     return ExtendView(
-        panel, seconds, overlap, prompt, extend, resume, cancel, undo, source, status, track, parts
+        panel, seconds, overlap, prompt, extend, resume, cancel, undo, source, status, note
     )
 
 
 class ExtendHandlers:
-    """Extend, Stop and Undo; one instance serves every visitor."""
+    """Extend, Stop, Resume and Undo; one instance serves every visitor."""
 
     def __init__(self, studio: Studio, view: ExtendView, extender: Extender, last_run: gr.State):
         self.studio = studio
         self.view = view
         self.extender = extender
-        self.last_run = last_run  # the result shown: what Extend extends
+        self.last_run = last_run  # the selected result: what Extend extends
+        self.buttons = RunButtons(view.extend, view.cancel)
 
     def outputs(self) -> list[gr.components.Component]:
         v = self.view
-        return [v.status, v.track, v.parts, v.source, v.extend, v.cancel, v.undo, self.last_run]
+        return [v.status, v.note, v.source, v.extend, v.cancel, v.resume, v.undo, self.last_run]
 
     def _record(self, snap: dict[str, Any] | None, owner_value: Any) -> RunRecord | None:
         run_id = (snap or {}).get("run_id")
@@ -204,13 +137,15 @@ class ExtendHandlers:
         return self.studio.library.get(run_id, self.studio.owner(owner_value))
 
     def show_source(self, snap: dict[str, Any] | None, owner_value: Any) -> Updates:
-        """What Extend will extend: the result shown (a take, or a piece already extended)."""
+        """What Extend will extend: the selected result (a take, or a piece already extended)."""
         v = self.view
         record = self._record(snap, owner_value)
         if record is None or not record.has_audio:
             return {
                 v.source: '<div class="ms-muted">Make or open a take first.</div>',
                 v.undo: gr.update(interactive=False),
+                v.resume: gr.update(interactive=False),
+                v.note: "",
             }
         what = "this piece" if record.kind == "extend" else "this take"
         text = (
@@ -218,20 +153,23 @@ class ExtendHandlers:
             f"<b>{esc(record.prompt or '(no prompt)')}</b> · "
             f"{esc(seconds_text(record.audio_seconds))}</div>"
         )
-        out: Updates = {v.source: text, v.undo: gr.update(interactive=record.kind == "extend")}
-        if record.kind == "extend":
-            out[v.parts] = parts_html(record.compose, parts_summary(record))
-        return out
+        parts = (record.compose or {}).get("parts") or []
+        return {
+            v.source: text,
+            v.undo: gr.update(interactive=record.kind == "extend" and bool(parts)),
+            v.resume: gr.update(interactive=can_resume(record)),
+            v.note: piece_note(record) if record.kind == "extend" else "",
+        }
 
     def _show_piece(self, record: RunRecord) -> Updates:
-        """The piece as the result: its track, its parts, and the next Extend goes on with it."""
+        """The piece becomes the selected result (the track shows it, parts marked)."""
         v = self.view
-        snapshot = self.studio.snapshot(record)
+        parts = (record.compose or {}).get("parts") or []
         return {
-            v.track: snapshot["audio_path"],
-            v.parts: parts_html(record.compose, parts_summary(record)),
-            v.undo: gr.update(interactive=True),
-            self.last_run: snapshot,
+            v.note: piece_note(record),
+            v.undo: gr.update(interactive=bool(parts)),
+            v.resume: gr.update(interactive=can_resume(record)),
+            self.last_run: self.studio.snapshot(record),
         }
 
     async def extend(
@@ -243,44 +181,55 @@ class ExtendHandlers:
         overlap: float,
         prompt: str,
     ) -> AsyncIterator[Updates]:
-        """Add `seconds` to the result shown (None: resume a piece to its length)."""
+        """Add `seconds` to the selected result (None: resume a piece to its length)."""
         v = self.view
         visitor = self.studio.visitor(owner_value)
         owner = visitor.owner
-        running = {v.extend: gr.update(interactive=False), v.cancel: gr.update(interactive=True)}
-        idle = {v.extend: gr.update(interactive=True), v.cancel: gr.update(interactive=False)}
-        updates = self.extender.extend(
-            (snap or {}).get("run_id") or "",
-            seconds,
-            token=self.studio.token(token_value),
-            owner=owner,
-            prompt=prompt or None,
-            overlap=overlap,
-            payer=visitor.payer,
-        )
-        end = ChainEnd()
-        chain = stream_chain(
-            updates,
-            v.status,
-            progress=lambda update: {v.status: _progress(update), **running},
-            idle=idle,
-            end=end,
-        )
-        async for shown in chain:
-            yield shown
-        last = end.last
-        if last is None:
-            return
-        out: Updates = {v.status: end_message(last, "Done: the piece is in your history."), **idle}
-        record = self.studio.library.get(last.entry_id, owner)
-        if record is not None:
-            out.update(self._show_piece(record))
-        yield out
+
+        async def prepare() -> None:
+            return None
+
+        def start(_prepared: None) -> AsyncIterator[ExtendUpdate]:
+            return self.extender.extend(
+                (snap or {}).get("run_id") or "",
+                seconds,
+                token=self.studio.token(token_value),
+                owner=owner,
+                prompt=prompt or None,
+                overlap=overlap,
+                payer=visitor.payer,
+            )
+
+        def begin(_prepared: None) -> Updates:
+            return {v.status: "", v.resume: gr.update(interactive=False)}
+
+        def show(update: ExtendUpdate, _elapsed: float) -> Updates:
+            return {v.status: _progress(update)}
+
+        async def finish(last: ExtendUpdate | None, _elapsed: float) -> Updates:
+            if last is None:
+                return {}
+            done = "Done: the piece plays in the track and is in your history."
+            out: Updates = {v.status: end_message(last, done)}
+            record = self.studio.library.get(last.entry_id, owner)
+            if record is not None:
+                out.update(self._show_piece(record))
+            return out
+
+        def refused(err: RequestInvalid) -> Updates:
+            return {v.status: errors_html(err.errors)}
+
+        def failed(err: StudioError, _last: ExtendUpdate | None) -> Updates:
+            return {v.status: message_html(str(err))}
+
+        how = Stream(self.buttons, prepare, start, begin, show, finish, refused, failed)
+        async for changes in stream(how):
+            yield changes
 
     def after_stop(self, snap: dict[str, Any] | None, owner_value: Any) -> Updates:
         """Stop was pressed: the parts made so far stay; show the piece as it is."""
         v = self.view
-        idle = {v.extend: gr.update(interactive=True), v.cancel: gr.update(interactive=False)}
+        idle = self.buttons.state(running=False)
         record = self._record(snap, owner_value)
         if record is not None and record.kind != "extend":
             # A first Extend of a take made a new piece, filed under the take.
@@ -312,7 +261,8 @@ class ExtendHandlers:
             return {v.status: message_html(str(err))}
         return {
             v.status: message_html(
-                f"Undone: the piece is {seconds_text(record.audio_seconds)} again.", kind="info"
+                f"Took off the last part: the piece is {seconds_text(record.audio_seconds)} again.",
+                kind="info",
             ),
             **self._show_piece(record),
         }
@@ -321,17 +271,10 @@ class ExtendHandlers:
 def wire_extend(
     handlers: ExtendHandlers, *, owner: gr.components.Component, token: gr.components.Component
 ) -> list[Any]:
-    """Connect the panel; returns the Extend and Resume events (the history refreshes after)."""
+    """Connect the panel; returns the events after which the history refreshes."""
     v, last_run = handlers.view, handlers.last_run
-    last_run.change(handlers.show_source, [last_run, owner], [v.source, v.undo, v.parts], **PRIVATE)
-    event = v.extend.click(
-        handlers.extend,
-        [owner, token, last_run, v.seconds, v.overlap, v.prompt],
-        handlers.outputs(),
-        concurrency_limit=8,
-        concurrency_id="generation",
-        trigger_mode="once",
-        **PRIVATE,
+    last_run.change(
+        handlers.show_source, [last_run, owner], [v.source, v.undo, v.resume, v.note], **PRIVATE
     )
 
     async def resume(*values: Any) -> AsyncIterator[Updates]:
@@ -348,8 +291,15 @@ def wire_extend(
         trigger_mode="once",
         **PRIVATE,
     )
-    v.cancel.click(None, None, None, cancels=[event, resumed], queue=False, **PRIVATE).then(
-        handlers.after_stop, [last_run, owner], handlers.outputs(), **PRIVATE
+    started, stopped = wire_stream(
+        handlers.buttons,
+        handlers.extend,
+        [owner, token, last_run, v.seconds, v.overlap, v.prompt],
+        handlers.outputs(),
+        concurrency_id="generation",
+        concurrency_limit=8,
+        after_stop=(handlers.after_stop, [last_run, owner]),
+        also_cancels=[resumed],
     )
-    v.undo.click(handlers.undo, [last_run, owner], handlers.outputs(), **PRIVATE)
-    return [event, resumed]
+    undone = v.undo.click(handlers.undo, [last_run, owner], handlers.outputs(), **PRIVATE)
+    return [started, resumed, stopped, undone]

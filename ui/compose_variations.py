@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import gradio as gr
+from gradio.blocks import Block
 
 from services.compose.variations import MAX_TAKES, MIN_TAKES, Variations, VariationUpdate
 from services.errors import RequestInvalid, StudioError
+from services.generation import PreparedRun
 from services.library import RunRecord
 from ui.context import Studio
 from ui.engine_picker import model_for
+from ui.events import PRIVATE, Updates
 from ui.form_rules import form_values, request_values
 from ui.formatting import errors_html, esc, message_html
 from ui.inputs import WAVEFORM
 from ui.reuse import Reuse
+from ui.run_stream import RunButtons, Stream, stream, wire_stream
+from ui.track import file_url
 
-Updates = dict[gr.components.Component, Any]
-PRIVATE: Mapping[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
 STATUS_WORDS = {
     "creating": "starting",
     "preparing": "starting",
@@ -47,6 +49,7 @@ class Slot:
 
 @dataclass
 class VariationsView:
+    panel: gr.Accordion
     n: gr.Slider
     make: gr.Button
     cancel: gr.Button
@@ -55,19 +58,25 @@ class VariationsView:
     group: gr.State  # {"group_id": ..., "runs": [run id or None per slot]}
 
 
-def slot_label(slot: int, seed: int | None, status: str, detail: str = "") -> str:
+def slot_label(
+    slot: int, seed: int | None, status: str, detail: str = "", audio: str | None = None
+) -> str:
+    """One take's line; `audio` is where its file is served (kept for checks and scripts)."""
     word = STATUS_WORDS.get(status, status)
     seed_text = f"seed {seed}" if seed is not None else "seed …"
     return (
         f'<div class="ms-take" data-slot="{slot}" data-status="{esc(status)}" '
-        f'data-seed="{esc(seed if seed is not None else "")}"><b>Take {slot + 1}</b> · '
+        f'data-seed="{esc(seed if seed is not None else "")}" '
+        f'data-audio="{esc(file_url(audio) if audio else "")}"><b>Take {slot + 1}</b> · '
         f"{esc(seed_text)} · {esc(word)}{esc(detail)}</div>"
     )
 
 
 def build_variations() -> VariationsView:
     """Lay out the panel (inside the current Blocks context)."""
-    with gr.Accordion("Variations: several takes at once", open=False, elem_id="variations-panel"):
+    with gr.Accordion(
+        "Variations: several takes at once", open=False, elem_id="variations-panel"
+    ) as panel:
         with gr.Row():
             n = gr.Slider(
                 MIN_TAKES, MAX_TAKES, value=3, step=1, label="Takes", elem_id="variations-n"
@@ -88,7 +97,7 @@ def build_variations() -> VariationsView:
                     label = gr.HTML(slot_label(i, None, "waiting"), elem_id=f"take-{i}-label")
                     audio = gr.Audio(
                         type="filepath", show_label=False, interactive=False,
-                        waveform_options=WAVEFORM, buttons=["download"],
+                        waveform_options=WAVEFORM, buttons=[],
                         elem_id=f"take-{i}-audio",
                     )  # fmt: skip
                     with gr.Row():
@@ -97,7 +106,7 @@ def build_variations() -> VariationsView:
                         extend = gr.Button("Continue", size="sm", elem_id=f"take-{i}-continue")
                         again = gr.Button("Regenerate", size="sm", elem_id=f"take-{i}-again")
                 slots.append(Slot(box, label, audio, keep, melody, extend, again))
-    return VariationsView(n, make, cancel, status, slots, gr.State(None))
+    return VariationsView(panel, n, make, cancel, status, slots, gr.State(None))
 
 
 class VariationsHandlers:
@@ -107,10 +116,11 @@ class VariationsHandlers:
         self.studio = studio
         self.view = view
         self.variations = variations
+        self.buttons = RunButtons(view.make, view.cancel)
 
-    def outputs(self) -> list[gr.components.Component]:
+    def outputs(self) -> list[Block]:
         v = self.view
-        per_slot = [c for s in v.slots for c in (s.box, s.label, s.audio, s.keep)]
+        per_slot = [c for s in v.slots for c in (s.box, s.label, s.audio, s.keep, s.again)]
         return [v.status, v.make, v.cancel, v.group, *per_slot]
 
     def _show(self, update: VariationUpdate, runs: list[str | None]) -> Updates:
@@ -125,9 +135,10 @@ class VariationsHandlers:
             detail = f": {run.error}"
         if run.run_id:
             runs[update.slot] = run.run_id
-        out: Updates = {slot.label: slot_label(update.slot, update.seed, run.status, detail)}
-        if run.status == "succeeded" and run.audio_path:
-            out[slot.audio] = self.studio.files.servable(run.audio_path)
+        audio = self.studio.files.servable(run.audio_path) if run.status == "succeeded" else None
+        out: Updates = {slot.label: slot_label(update.slot, update.seed, run.status, detail, audio)}
+        if audio:
+            out[slot.audio] = audio
         return out
 
     async def make(
@@ -144,59 +155,62 @@ class VariationsHandlers:
         owner = visitor.owner
         values = request_values(form_values(form))
         model_for(engine, local_model, values)
-        idle = {v.make: gr.update(interactive=True), v.cancel: gr.update(interactive=False)}
-        try:
-            prepared = await asyncio.to_thread(self.studio.service.prepare, values, engine)
-        except RequestInvalid as err:
-            yield {v.status: errors_html(err.errors)}
-            return
         count = int(n)
         runs: list[str | None] = [None] * count
-        layout: Updates = {
-            v.make: gr.update(interactive=False),
-            v.cancel: gr.update(interactive=True),
-        }
-        for i, slot in enumerate(v.slots):
-            layout[slot.box] = gr.update(visible=i < count)
-            layout[slot.audio] = None
-            layout[slot.label] = slot_label(i, None, "waiting")
-            layout[slot.keep] = gr.update(value="☆ Keep")
-        updates = self.variations.run(
-            prepared,
-            count,
-            token=self.studio.token(token_value),
-            owner=owner,
-            engine=engine,
-            payer=visitor.payer,
-        )
-        try:
-            async for update in updates:
-                out = {**layout, **self._show(update, runs)}
-                layout = {}
-                out[v.group] = {"group_id": update.group_id, "runs": list(runs)}
-                if update.finished:
-                    # The end shows every take as the library has it, whatever updates the
-                    # page may have merged on the way.
-                    out.update(self._final_slots(update.group_id, owner))
-                    done = update.status == "succeeded"
-                    out[v.status] = message_html(
-                        f"{count} takes made: keep one, use it as a melody, continue it, or "
-                        "make one again."
-                        if done
-                        else (update.error or "Not every take ended."),
-                        kind="info" if done else "error",
-                    )
-                    out.update(idle)
-                else:
-                    out[v.status] = message_html(f"Making {count} takes at once…", kind="info")
-                yield out
-        except RequestInvalid as err:
-            yield {v.status: errors_html(err.errors), **idle}
-        except StudioError as err:
-            yield {v.status: message_html(str(err)), **idle}
-        finally:
-            with contextlib.suppress(Exception):
-                await updates.aclose()
+
+        async def prepare() -> PreparedRun:
+            return await asyncio.to_thread(self.studio.service.prepare, values, engine)
+
+        def start(prepared: PreparedRun) -> AsyncIterator[VariationUpdate]:
+            return self.variations.run(
+                prepared,
+                count,
+                token=self.studio.token(token_value),
+                owner=owner,
+                engine=engine,
+                payer=visitor.payer,
+            )
+
+        def begin(_prepared: PreparedRun) -> Updates:
+            layout: Updates = {
+                v.status: message_html(f"Making {count} takes at once…", kind="info")
+            }
+            for i, slot in enumerate(v.slots):
+                layout[slot.box] = gr.update(visible=i < count)
+                layout[slot.audio] = None
+                layout[slot.label] = slot_label(i, None, "waiting")
+                layout[slot.keep] = gr.update(value="☆ Keep")
+            return layout
+
+        def show(update: VariationUpdate, _elapsed: float) -> Updates:
+            out = self._show(update, runs)
+            out[v.group] = {"group_id": update.group_id, "runs": list(runs)}
+            return out
+
+        async def finish(last: VariationUpdate | None, _elapsed: float) -> Updates:
+            if last is None:
+                return {}
+            # The end shows every take as the library has it, whatever updates the page may
+            # have merged on the way.
+            out = self._final_slots(last.group_id, owner)
+            done = last.status == "succeeded"
+            out[v.status] = message_html(
+                f"{count} takes made: keep one, use it as a melody, continue it, or make one again."
+                if done
+                else (last.error or "Not every take ended."),
+                kind="info" if done else "error",
+            )
+            return out
+
+        def refused(err: RequestInvalid) -> Updates:
+            return {v.status: errors_html(err.errors)}
+
+        def failed(err: StudioError, _last: VariationUpdate | None) -> Updates:
+            return {v.status: message_html(str(err))}
+
+        how = Stream(self.buttons, prepare, start, begin, show, finish, refused, failed)
+        async for changes in stream(how):
+            yield changes
 
     def _final_slots(self, group_id: str, owner: str | None) -> Updates:
         """Each take's label and audio from the library, once the group has ended."""
@@ -209,15 +223,16 @@ class VariationsHandlers:
             slot = self.view.slots[i]
             seed = take.seed if take.seed is not None else (seeds[i] if i < len(seeds) else None)
             detail = f": {take.error}" if take.error and take.status != "succeeded" else ""
-            out[slot.label] = slot_label(i, seed, take.status, detail)
-            audio = self.studio.library.audio_file(take) if take.has_audio else None
+            file = self.studio.library.audio_file(take) if take.has_audio else None
+            audio = self.studio.files.servable(file)
+            out[slot.label] = slot_label(i, seed, take.status, detail, audio)
             if audio is not None:
-                out[slot.audio] = self.studio.files.servable(audio)
+                out[slot.audio] = audio
         return out
 
     def after_cancel(self, group: dict[str, Any] | None, owner_value: Any) -> Updates:
         v = self.view
-        idle = {v.make: gr.update(interactive=True), v.cancel: gr.update(interactive=False)}
+        idle = self.buttons.state(running=False)
         if group:
             self.variations.settle(group["group_id"], self.studio.owner(owner_value))
         return {v.status: message_html("Canceled every take still running.", kind="info"), **idle}
@@ -254,24 +269,40 @@ class VariationsHandlers:
             yield {v.status: message_html("Make variations first.")}
             return
         runs = list(group.get("runs") or [])
-        visitor = self.studio.visitor(owner_value)
-        updates = self.variations.regenerate(
-            group["group_id"],
-            slot,
-            token=self.studio.token(token_value),
-            owner=visitor.owner,
-            payer=visitor.payer,
-        )
-        try:
-            async for update in updates:
-                out = self._show(update, runs)
-                out[v.group] = {"group_id": group["group_id"], "runs": list(runs)}
-                yield out
-        except StudioError as err:
-            yield {v.status: message_html(str(err))}
-        finally:
-            with contextlib.suppress(Exception):
-                await updates.aclose()
+        group_id = str(group["group_id"])
+
+        async def prepare() -> None:
+            return None
+
+        def start(_prepared: None) -> AsyncIterator[VariationUpdate]:
+            visitor = self.studio.visitor(owner_value)
+            return self.variations.regenerate(
+                group_id,
+                slot,
+                token=self.studio.token(token_value),
+                owner=visitor.owner,
+                payer=visitor.payer,
+            )
+
+        def show(update: VariationUpdate, _elapsed: float) -> Updates:
+            out = self._show(update, runs)
+            out[v.group] = {"group_id": group_id, "runs": list(runs)}
+            return out
+
+        async def finish(_last: VariationUpdate | None, _elapsed: float) -> Updates:
+            return {}
+
+        def refused(err: RequestInvalid) -> Updates:
+            return {v.status: errors_html(err.errors)}
+
+        def failed(err: StudioError, _last: VariationUpdate | None) -> Updates:
+            return {v.status: message_html(str(err))}
+
+        # This slot's Regenerate waits while its take is made; "Cancel all" stops it.
+        buttons = RunButtons(v.slots[slot].again, v.cancel)
+        how = Stream(buttons, prepare, start, lambda _p: {}, show, finish, refused, failed)
+        async for changes in stream(how):
+            yield changes
 
 
 def wire_variations(
@@ -289,15 +320,6 @@ def wire_variations(
     Returns the events after which the history refreshes.
     """
     v = handlers.view
-    make = v.make.click(
-        handlers.make,
-        [owner, token, run_inputs[0], run_inputs[1], v.n, *run_inputs[2:]],
-        handlers.outputs(),
-        concurrency_limit=8,
-        concurrency_id="generation",
-        trigger_mode="once",
-        **PRIVATE,
-    )
     agains = []
     for i, slot in enumerate(v.slots):
         slot.keep.click(partial(handlers.keep, i), [v.group, owner], handlers.outputs(), **PRIVATE)
@@ -317,7 +339,14 @@ def wire_variations(
                 **PRIVATE,
             )
         )
-    v.cancel.click(None, None, None, cancels=[make, *agains], queue=False, **PRIVATE).then(
-        handlers.after_cancel, [v.group, owner], handlers.outputs(), **PRIVATE
+    make, stopped = wire_stream(
+        handlers.buttons,
+        handlers.make,
+        [owner, token, run_inputs[0], run_inputs[1], v.n, *run_inputs[2:]],
+        handlers.outputs(),
+        concurrency_id="generation",
+        concurrency_limit=8,
+        after_stop=(handlers.after_cancel, [v.group, owner]),
+        also_cancels=agains,
     )
-    return [make, *agains]
+    return [make, stopped, *agains]

@@ -8,11 +8,13 @@ Runs on this machine cost nothing and show no line.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlparse
 
 import gradio as gr
 
 from services.cost import FREE
 from services.errors import StudioError
+from services.settings import DEFAULT_BASE_URL
 from ui.context import Studio
 from ui.formatting import esc
 
@@ -28,6 +30,15 @@ def cost_html(studio: Studio, engine: Any, model_version: Any, duration: Any) ->
         return ""
     if estimate.basis == FREE:
         return ""
+    base_url = studio.settings.base_url
+    if base_url.rstrip("/") != DEFAULT_BASE_URL:
+        # An emulator or another server: Replicate bills nothing for these runs.
+        host = urlparse(base_url).netloc or base_url
+        return (
+            f'<p class="ms-cost">Runs go to {esc(host)}, not Replicate: no Replicate bill '
+            f"(≈ {estimate.gpu_seconds:.0f} s of GPU time, ${estimate.price:.3f} at "
+            "Replicate's rate).</p>"
+        )
     return f'<p class="ms-cost">{esc(estimate.text)}</p>'
 
 
@@ -41,7 +52,7 @@ def build_cost_line(
 def wire_cost_line(
     studio: Studio,
     line: gr.HTML,
-    inputs: list[gr.components.Component],
+    inputs: list[Any],
     triggers: list[Any],
 ) -> None:
     """Refresh the line when the engine, model or duration changes (and on `triggers`)."""

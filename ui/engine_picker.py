@@ -13,6 +13,10 @@ import gradio as gr
 
 from services.engines.protocol import LOCAL
 from services.engines.registry import Engines
+from ui.events import PRIVATE
+from ui.form_rules import mbd_state
+
+LOCAL_MBD = "Replicate only: multi-band diffusion is not available on this machine."
 
 
 @dataclass
@@ -60,33 +64,46 @@ def build_engine_picker(engines: Engines) -> EnginePicker:
 
 
 def wire_engine_picker(
-    picker: EnginePicker, replicate_model: gr.components.Component, engines: Engines
+    picker: EnginePicker,
+    replicate_model: gr.components.Component,
+    multi_band_diffusion: gr.components.Component,
+    engines: Engines,
 ) -> None:
-    """Show the model choice that belongs to the chosen engine, and the model's load."""
+    """Show the model choice that belongs to the chosen engine and the local model's load;
+    multi-band diffusion says it is Replicate's only while this machine is chosen (not a
+    Replicate model's rule)."""
 
     def tick() -> tuple[Any, Any]:
         line, loading = engines.load_line()
         return gr.update(value=line, visible=bool(line)), gr.Timer(active=loading)
 
-    picker.load_timer.tick(
-        tick,
-        None,
-        [picker.load_line, picker.load_timer],
-        api_visibility="private",
-        show_progress="hidden",
-    )
+    picker.load_timer.tick(tick, None, [picker.load_line, picker.load_timer], **PRIVATE)
 
-    def switch(name: str | None) -> tuple[Any, Any]:
+    def switch(name: str | None, model_version: str | None) -> tuple[Any, Any, Any]:
         local = name == LOCAL
-        return gr.update(visible=local), gr.update(visible=not local)
+        return (
+            gr.update(visible=local),
+            gr.update(visible=not local),
+            mbd_update(name, model_version),
+        )
 
     picker.engine.change(
         switch,
-        [picker.engine],
-        [picker.local_model, replicate_model],
-        api_visibility="private",
-        show_progress="hidden",
+        [picker.engine, replicate_model],
+        [picker.local_model, replicate_model, multi_band_diffusion],
+        **PRIVATE,
     )
+
+
+def mbd_update(engine: str | None, model_version: str | None) -> Any:
+    """Multi-band diffusion's state for the chosen engine and Replicate model."""
+    if engine == LOCAL:
+        return gr.update(value=False, interactive=False, info=LOCAL_MBD)
+    state = mbd_state(model_version or "")
+    update: dict[str, Any] = {"interactive": state.interactive, "info": state.info}
+    if state.force_value:
+        update["value"] = state.value
+    return gr.update(**update)
 
 
 def model_for(engine: str | None, local_model: str | None, values: dict[str, Any]) -> None:

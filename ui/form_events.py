@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
 import gradio as gr
@@ -12,14 +10,10 @@ from services.audio import CLIP_MAX_SECONDS, probe, too_large_message, too_long_
 from services.errors import AudioError
 from services.replicate.files import MAX_UPLOAD_BYTES
 from ui import form_rules
+from ui.events import QUICK
 from ui.form_rules import USE_CONTINUATION, ControlState
 from ui.formatting import esc, message_html, warnings_html
 from ui.inputs import Form
-
-# Small, instant handlers: no queue, no spinner, and never part of the public API.
-QUICK: Mapping[str, Any] = MappingProxyType(
-    {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
-)
 
 
 def _control(state: ControlState) -> dict[str, Any]:

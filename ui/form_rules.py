@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from services.musicgen import (
@@ -89,7 +89,11 @@ def form_values(components: Sequence[Any]) -> FormValues:
     """The handler's inputs (the form's components' values, in `Form.components` order)."""
     laid_out = len(fields(FormValues)) - 1  # every field but `extras`
     extras = dict(zip(EXTRA_INPUTS, components[laid_out:], strict=True))
-    return FormValues(*components[:laid_out], extras=extras)
+    return replace(FormValues(*components[:laid_out]), extras=extras)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def request_values(form: FormValues) -> dict[str, Any]:
@@ -115,7 +119,8 @@ def request_values(form: FormValues) -> dict[str, Any]:
         "temperature": form.temperature,
         "classifier_free_guidance": form.classifier_free_guidance,
         "output_format": form.output_format,
-        "seed": None if form.random_seed or form.seed in (None, "") else form.seed,
+        # An emptied seed box gives "" (not a number): a random seed then.
+        "seed": form.seed if not form.random_seed and _is_number(form.seed) else None,
         **{name: form.extras.get(name, BY_NAME[name].default) for name in EXTRA_INPUTS},
     }
 

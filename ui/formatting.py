@@ -18,7 +18,7 @@ REPLICATE_RUN_URL = "https://replicate.com/p/{id}"
 
 # What a musician reads for each stage of a run.
 STATUS_LABELS: dict[str, str] = {
-    "idle": "Ready: set up your piece and press Generate.",
+    "idle": "Ready",
     "validating": "Checking your settings…",
     "preparing": "Preparing your clip…",
     "creating": "Starting the run…",
@@ -155,9 +155,8 @@ def status_html(
         parts.append(f'<span class="ms-elapsed">{esc(seconds_text(elapsed))} elapsed</span>')
     url = replicate_url(prediction_id)
     if url:
-        parts.append(
-            f'<a href="{esc(url)}" target="_blank" rel="noopener">{esc(prediction_id)}</a>'
-        )
+        # The prediction's own id stays in the result's Details; here it is a link.
+        parts.append(f'<a href="{esc(url)}" target="_blank" rel="noopener">on Replicate ↗</a>')
     body = " · ".join(parts)
     if error:
         body += f'<div class="ms-reason">{esc(error)}</div>'
@@ -183,40 +182,8 @@ def progress_html(done: int | None, total: int | None) -> str:
 
 
 def idle_progress_html() -> str:
-    return progress_html(None, None).replace(
-        "waiting for the model to start writing…", "no run yet"
-    )
-
-
-# -- a finished run --------------------------------------------------------------------------
-
-
-def facts_html(summary: Mapping[str, Any]) -> str:
-    """The run's facts: engine, model, length, seed used, predict time, measured tempo and
-    key, where it was made."""
-    pid = summary.get("prediction_id")
-    url = summary.get("web_url")
-    link = f'<a href="{esc(url)}" target="_blank" rel="noopener">{esc(pid)}</a>' if url else "–"
-    seed = summary.get("seed")
-    local = summary.get("engine") == "local"
-    rows = [
-        ("Engine", esc(f"This machine ({summary.get('device')})" if local else "Replicate")),
-        ("Model", esc(summary.get("checkpoint") or model_text(summary.get("model_version")))),
-        ("Length", esc(seconds_text(summary.get("audio_seconds")))),
-        ("Seed used", esc(seed if seed is not None else "not reported")),
-        ("Predict time", esc(seconds_text(summary.get("predict_time")))),
-    ]
-    heard = tempo_key_parts(summary)
-    if heard:
-        rows.append(("Tempo, key", esc(" · ".join(heard))))
-    rtf = summary.get("realtime_factor")
-    if rtf is not None:
-        rows.append(("Real-time factor", esc(f"{rtf:.2f}× (model seconds per audio second)")))
-    rows.append(("Format", esc(summary.get("output_format") or "–")))
-    if not local:
-        rows.append(("Prediction", link))
-    cells = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<table class="ms-facts" data-run="{esc(summary.get("library_id"))}">{cells}</table>'
+    """No run going: an empty bar and no words (nothing is waiting)."""
+    return progress_html(None, None).replace("waiting for the model to start writing…", "")
 
 
 # -- the history gallery ---------------------------------------------------------------------
@@ -236,7 +203,8 @@ def tempo_key_parts(card: Mapping[str, Any]) -> list[str]:
 
 
 def card_html(card: Mapping[str, Any]) -> str:
-    """One history card's text: prompt, model, length, date, status and the reason it ended."""
+    """One history card's text: its kind's badge, the prompt, model, date, seed, and why it
+    ended when it did not succeed."""
     status = str(card.get("status") or "")
     prompt = card.get("prompt") or ""
     prompt_html = (
@@ -244,16 +212,15 @@ def card_html(card: Mapping[str, Any]) -> str:
         if prompt
         else '<div class="ms-card-prompt ms-muted">(no prompt: audio only)</div>'
     )
-    length = card.get("audio_seconds") or card.get("duration")
-    meta = [
-        esc(card.get("model_version") or "–"),
-        esc(seconds_text(float(length)) if length else "–"),
-        esc(date_text(card.get("created_at"))),
-    ]
+    meta = [esc(card.get("model_version") or "–"), esc(date_text(card.get("created_at")))]
     if card.get("seed") is not None:
         meta.append(f"seed {esc(card['seed'])}")
     meta.extend(esc(part) for part in tempo_key_parts(card))
-    badge = f'<span class="ms-badge ms-badge-{esc(status)}">{esc(status)}</span>'
+    kind = esc(card.get("kind") or "take")
+    badge = f'<span class="ms-kind ms-kind-{kind}">{esc(card.get("badge") or "Take")}</span>'
+    if status != "succeeded":
+        word = STATUS_LABELS.get(status, status).rstrip("…")
+        badge += f' <span class="ms-badge ms-badge-{esc(status)}">{esc(word)}</span>'
     fav = ' <span class="ms-fav" title="Favourite">★</span>' if card.get("favourite") else ""
     reason = ""
     if status in {"failed", "canceled", "aborted", "lost"} or card.get("data_removed"):
@@ -264,8 +231,8 @@ def card_html(card: Mapping[str, Any]) -> str:
         )
         reason = f'<div class="ms-reason">{esc(why)}</div>'
     return (
-        f'<div class="ms-card-text" data-run="{esc(card.get("id"))}" data-status="{esc(status)}">'
-        f"{badge}{fav}{prompt_html}"
+        f'<div class="ms-card-text" data-run="{esc(card.get("id"))}" data-status="{esc(status)}" '
+        f'data-audio="{esc(card.get("audio_url") or "")}">{badge}{fav}{prompt_html}'
         f'<div class="ms-card-meta">{" · ".join(meta)}</div>{reason}</div>'
     )
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import gradio as gr
@@ -15,16 +14,17 @@ from services.analysis.search import parse_history_query
 from services.errors import StudioError
 from services.library import RunRecord
 from services.library.records import IN_FLIGHT_STATUSES as IN_FLIGHT
+from ui.assets import SCROLL_TO_TRACK_JS, scroll_to_js
 from ui.context import Studio
+from ui.events import PRIVATE, Updates
 from ui.formatting import card_html, esc, history_summary_html, message_html
 from ui.inputs import WAVEFORM
+from ui.kinds import badge_text
 from ui.reuse import Reuse
+from ui.track import file_url, takes_html
 
 PER_PAGE = 8
 IN_FLIGHT_REFRESH_S = 3.0
-PRIVATE: Mapping[str, Any] = MappingProxyType(
-    {"api_visibility": "private", "show_progress": "hidden"}
-)
 
 
 @dataclass
@@ -37,13 +37,8 @@ class HistoryView:
     summary: gr.HTML
     previous: gr.Button
     next: gr.Button
-    confirm_row: gr.Row
-    confirm_text: gr.HTML
-    confirm_delete: gr.Button
-    keep: gr.Button
     export_file: gr.File
     state: gr.State  # the page shown: {"page", "pages", "total", "search", "cards"}
-    pending_delete: gr.State
     timer: gr.Timer  # ticks only while a run on the page is in flight (e.g. being resumed)
     seen: gr.State  # the library's revision when a tick last listed the page
 
@@ -82,12 +77,6 @@ def build_history_view(*, can_import: bool) -> HistoryView:
     if not can_import:
         gr.HTML(f'<div class="ms-clip-info">{esc(IMPORT_OFF)}</div>', elem_id="import-off")
     notice = gr.HTML("", elem_id="history-notice")
-    with gr.Row(visible=False, elem_id="confirm-delete-row") as confirm_row:
-        confirm_text = gr.HTML("", elem_id="confirm-delete-text")
-        confirm_delete = gr.Button(
-            "Delete for good", variant="stop", size="sm", elem_id="confirm-delete"
-        )
-        keep = gr.Button("Keep it", size="sm", elem_id="keep-run")
     export_file = gr.File(label="Export", visible=False, elem_id="export-file")
     with gr.Row(equal_height=True, elem_id="history-pager"):
         previous = gr.Button("← Newer", size="sm", elem_id="history-prev", min_width=100)
@@ -102,23 +91,21 @@ def build_history_view(*, can_import: bool) -> HistoryView:
         summary=summary,
         previous=previous,
         next=next_,
-        confirm_row=confirm_row,
-        confirm_text=confirm_text,
-        confirm_delete=confirm_delete,
-        keep=keep,
         export_file=export_file,
         state=gr.State(None),
-        pending_delete=gr.State(None),
         timer=gr.Timer(IN_FLIGHT_REFRESH_S, active=False),
         seen=gr.State(None),
     )
 
 
-def card(record: RunRecord, audio_file: Path | None) -> dict[str, Any]:
+def card(record: RunRecord, audio_file: Path | None, takes: str = "") -> dict[str, Any]:
     """What a history card shows (kept in the page's gr.State, server side)."""
     return {
         "audio_file": str(audio_file) if audio_file else None,
         "id": record.id,
+        "kind": record.kind,
+        "badge": badge_text(record),
+        "takes": takes,
         "prompt": record.prompt,
         "model_version": record.model_version,
         "duration": record.duration,
@@ -131,7 +118,6 @@ def card(record: RunRecord, audio_file: Path | None) -> dict[str, Any]:
         "favourite": record.favourite,
         "data_removed": record.data_removed,
         "has_audio": record.has_audio,
-        "kind": record.kind,
         "bpm": record.bpm,
         "key": record.key,
         # A loop's tempo as asked, shown beside the measured one.
@@ -142,10 +128,17 @@ def card(record: RunRecord, audio_file: Path | None) -> dict[str, Any]:
 class HistoryHandlers:
     """Listing and card actions; every call is limited to the visitor's own runs."""
 
-    def __init__(self, studio: Studio, view: HistoryView, reuse: Reuse):
+    def __init__(
+        self,
+        studio: Studio,
+        view: HistoryView,
+        reuse: Reuse,
+        hidden: Callable[[], frozenset[str]] = frozenset,
+    ):
         self.studio = studio
         self.view = view
         self.reuse = reuse
+        self.hidden = hidden  # entries deleted a moment ago (their Undo still possible)
 
     # -- listing -----------------------------------------------------------------------------
 
@@ -163,13 +156,22 @@ class HistoryHandlers:
             key=query.key,
             bpm_range=(query.bpm_min, query.bpm_max),
         )
+        hidden = self.hidden()
+        shown = [r for r in result.items if r.id not in hidden]
         return {
             "page": result.page,
             "pages": result.pages,
-            "total": result.total,
+            "total": result.total - (len(result.items) - len(shown)),
             "search": (search or "").strip(),
-            "cards": [card(r, self.studio.library.audio_file(r)) for r in result.items],
+            "cards": [self._card(r, owner) for r in shown],
         }
+
+    def _card(self, record: RunRecord, owner: str | None) -> dict[str, Any]:
+        audio = self.studio.library.audio_file(record)
+        item = card(record, audio, takes_html(self.studio, record, owner))
+        served = self.studio.files.servable(audio)
+        item["audio_url"] = file_url(served) if served else ""
+        return item
 
     def listing_outputs(self) -> list[gr.components.Component]:
         v = self.view
@@ -191,7 +193,7 @@ class HistoryHandlers:
         return self.show(owner_value, search, fav, 1)
 
     def same(
-        self, owner_value: Any, search: str | None, fav: bool, state: dict | None
+        self, owner_value: Any, search: str | None, fav: bool, state: dict[str, Any] | None
     ) -> tuple[Any, ...]:
         return self.show(owner_value, search, fav, (state or {}).get("page", 1))
 
@@ -200,7 +202,7 @@ class HistoryHandlers:
         owner_value: Any,
         search: str | None,
         fav: bool,
-        state: dict | None,
+        state: dict[str, Any] | None,
         seen: int | None,
     ) -> tuple[Any, ...]:
         """The timer: nothing at all unless the library changed since this visitor's last tick,
@@ -215,12 +217,12 @@ class HistoryHandlers:
         return (*shown, revision)
 
     def newer(
-        self, owner_value: Any, search: str | None, fav: bool, state: dict | None
+        self, owner_value: Any, search: str | None, fav: bool, state: dict[str, Any] | None
     ) -> tuple[Any, ...]:
         return self.show(owner_value, search, fav, (state or {}).get("page", 1) - 1)
 
     def older(
-        self, owner_value: Any, search: str | None, fav: bool, state: dict | None
+        self, owner_value: Any, search: str | None, fav: bool, state: dict[str, Any] | None
     ) -> tuple[Any, ...]:
         return self.show(owner_value, search, fav, (state or {}).get("page", 1) + 1)
 
@@ -229,19 +231,18 @@ class HistoryHandlers:
     def _snap(self, run_id: str, owner_value: Any) -> dict[str, Any] | None:
         return self.studio.run_snapshot(run_id, self.studio.owner(owner_value))
 
-    def reuse_settings(self, run_id: str, owner_value: Any) -> dict:
+    def reuse_settings(self, run_id: str, owner_value: Any) -> Updates:
         return self.reuse.settings(self._snap(run_id, owner_value))
 
-    def use_as_melody(self, run_id: str, owner_value: Any, model_version: str) -> dict:
+    def use_as_melody(self, run_id: str, owner_value: Any, model_version: str) -> Updates:
         return self.reuse.as_melody(self._snap(run_id, owner_value), model_version)
 
-    def continue_run(self, run_id: str, owner_value: Any) -> dict:
+    def continue_run(self, run_id: str, owner_value: Any) -> Updates:
         return self.reuse.continue_from(self._snap(run_id, owner_value))
 
-    def open_for_extend(self, run_id: str, owner_value: Any) -> tuple[Any, Any]:
-        """The run becomes the result shown (what Extend extends, what the stems and MIDI
-        panel works on), and the panel opens."""
-        return self._snap(run_id, owner_value), gr.update(open=True)
+    def open(self, run_id: str, owner_value: Any) -> dict[str, Any] | None:
+        """The card's result becomes the selected one (the track shows it)."""
+        return self._snap(run_id, owner_value)
 
     def set_favourite(self, run_id: str, value: bool, owner_value: Any) -> None:
         self.studio.library.set_favourite(run_id, self.studio.owner(owner_value), value)
@@ -258,28 +259,6 @@ class HistoryHandlers:
             ),
         )
 
-    def ask_delete(self, run_id: str, owner_value: Any) -> tuple[Any, ...]:
-        record = self.studio.library.get(run_id, self.studio.owner(owner_value))
-        if record is None:
-            return None, gr.update(visible=False), ""
-        what = record.prompt or "(no prompt)"
-        short = what if len(what) <= 80 else what[:77] + "…"
-        text = (
-            f'<div class="ms-box ms-warning">Delete “{esc(short)}” and its audio from your '
-            "library? This cannot be undone.</div>"
-        )
-        return run_id, gr.update(visible=True), text
-
-    def confirm_delete(self, run_id: str | None, owner_value: Any) -> tuple[Any, ...]:
-        removed = bool(run_id) and self.studio.library.delete(
-            run_id, self.studio.owner(owner_value)
-        )
-        note = message_html("Deleted.", kind="info") if removed else ""
-        return None, gr.update(visible=False), note
-
-    def keep(self) -> tuple[Any, ...]:
-        return None, gr.update(visible=False)
-
     async def import_runs(self, owner_value: Any, token_value: Any) -> str:
         if not import_allowed(self.studio):
             return message_html(IMPORT_OFF, kind="warning")
@@ -294,21 +273,24 @@ class HistoryHandlers:
 
 def render_cards(
     handlers: HistoryHandlers,
-    state: dict | None,
+    state: dict[str, Any] | None,
     *,
     owner: gr.components.Component,
-    model_version: gr.components.Component,
     search: gr.components.Component,
     favourites_only: gr.components.Component,
-    extend_target: tuple[gr.State, gr.Accordion] | None = None,
-    track_target: tuple[gr.State, gr.Accordion] | None = None,
+    selected: gr.State,
+    delete: Callable[[gr.Button, gr.components.Component], Any],
+    track_tools: gr.Accordion | None = None,
 ) -> None:
-    """The cards of one page, each with its player and actions (called inside @gr.render).
+    """The cards of one page (called inside @gr.render): each with its kind's badge, its
+    player, and at most three actions (Open, Favourite, More); the rest sit in More.
 
-    `extend_target` is the state the Extend panel reads and the panel itself: a card's
-    Extend button hands its run to them; `track_target` likewise for the stems and MIDI panel.
+    Open makes the card's result the selected one: the track shows it with all its actions.
+    `delete(button, run)` wires a Delete button (with its Undo) for the run `run` holds.
+    `track_tools` is the stems and MIDI panel: a card's "Stems & MIDI…" selects its result and
+    opens the panel.
     """
-    view, studio = handlers.view, handlers.studio
+    view = handlers.view
     cards = (state or {}).get("cards") or []
     if not cards:
         gr.HTML(
@@ -323,21 +305,49 @@ def render_cards(
         for item in cards:
             run_id = item["id"]
             with gr.Column(
-                elem_classes=["ms-card"], elem_id=f"card-{run_id}", min_width=260, scale=1
+                elem_classes=["ms-card", f"ms-card-{item.get('kind') or 'take'}"],
+                elem_id=f"card-{run_id}",
+                min_width=260,
+                scale=1,
             ):
                 gr.HTML(card_html(item), elem_classes=["ms-card-head"])
-                audio = studio.files.servable(item.get("audio_file"))
-                if audio:
+                audio = handlers.studio.files.servable(item.get("audio_file"))
+                if audio and not item.get("takes"):
                     gr.Audio(
                         value=audio,
                         type="filepath",
                         interactive=False,
                         show_label=False,
                         waveform_options=WAVEFORM,
-                        buttons=["download"],
+                        buttons=[],
+                        loop=item.get("kind") == "loop",
                         elem_classes=["ms-card-audio"],
                     )
+                elif item.get("takes"):
+                    gr.HTML(item["takes"], elem_classes=["ms-card-takes"])
+                run = gr.State(run_id)
                 with gr.Row(elem_classes=["ms-card-actions"]):
+                    open_btn = gr.Button("Open", size="sm", elem_classes=["card-open"])
+                    open_btn.click(
+                        partial(handlers.open, run_id), [owner], [selected], **PRIVATE
+                    ).then(None, js=SCROLL_TO_TRACK_JS)
+                    if item["status"] == "succeeded":
+                        fav = bool(item["favourite"])
+                        fav_btn = gr.Button(
+                            "★ Favourite" if fav else "☆ Favourite",
+                            size="sm",
+                            elem_classes=["card-favourite"],
+                        )
+                        fav_btn.click(
+                            partial(handlers.set_favourite, run_id, not fav),
+                            [owner],
+                            None,
+                            **PRIVATE,
+                        ).then(refresh, listing_inputs, handlers.listing_outputs(), **PRIVATE)
+                with (
+                    gr.Accordion("More", open=False, elem_classes=["ms-card-more"]),
+                    gr.Row(elem_classes=["ms-card-actions"]),
+                ):
                     reuse_btn = gr.Button("Reuse settings", size="sm", elem_classes=["card-reuse"])
                     reuse_btn.click(
                         partial(handlers.reuse_settings, run_id),
@@ -345,47 +355,14 @@ def render_cards(
                         handlers.reuse.outputs(),
                         **PRIVATE,
                     )
-                    if audio:
-                        melody_btn = gr.Button(
-                            "Use as melody", size="sm", elem_classes=["card-melody"]
+                    if track_tools is not None and item["status"] == "succeeded":
+                        tracks_btn = gr.Button(
+                            "Stems & MIDI…", size="sm", elem_classes=["card-tracks"]
                         )
-                        melody_btn.click(
-                            partial(handlers.use_as_melody, run_id),
-                            [owner, model_version],
-                            handlers.reuse.outputs(),
-                            **PRIVATE,
-                        )
-                        continue_btn = gr.Button(
-                            "Continue", size="sm", elem_classes=["card-continue"]
-                        )
-                        continue_btn.click(
-                            partial(handlers.continue_run, run_id),
-                            [owner],
-                            handlers.reuse.outputs(),
-                            **PRIVATE,
-                        )
-                        if extend_target is not None:
-                            extend_btn = gr.Button(
-                                "Extend…", size="sm", elem_classes=["card-extend"]
-                            )
-                            extend_btn.click(
-                                partial(handlers.open_for_extend, run_id),
-                                [owner],
-                                list(extend_target),
-                                **PRIVATE,
-                            )
-                        if track_target is not None:
-                            track_btn = gr.Button(
-                                "Stems & MIDI…", size="sm", elem_classes=["card-tracks"]
-                            )
-                            track_btn.click(
-                                partial(handlers.open_for_extend, run_id),
-                                [owner],
-                                list(track_target),
-                                **PRIVATE,
-                            )
-                        gr.DownloadButton(
-                            "Download", value=audio, size="sm", elem_classes=["card-download"]
+                        tracks_btn.click(
+                            partial(handlers.open, run_id), [owner], [selected], **PRIVATE
+                        ).then(lambda: gr.update(open=True), None, [track_tools], **PRIVATE).then(
+                            None, js=scroll_to_js("track-tools")
                         )
                     export_btn = gr.Button("Export", size="sm", elem_classes=["card-export"])
                     export_btn.click(
@@ -394,29 +371,13 @@ def render_cards(
                         [view.export_file, view.notice],
                         **PRIVATE,
                     )
-                    fav = bool(item["favourite"])
-                    fav_btn = gr.Button(
-                        "★ Unfavourite" if fav else "☆ Favourite",
-                        size="sm",
-                        elem_classes=["card-favourite"],
-                    )
-                    fav_btn.click(
-                        partial(handlers.set_favourite, run_id, not fav),
-                        [owner],
-                        None,
-                        **PRIVATE,
-                    ).then(refresh, listing_inputs, handlers.listing_outputs(), **PRIVATE)
                     # A run still in flight can't be deleted: its audio is about to be filed.
                     delete_btn = gr.Button(
                         "Delete",
                         size="sm",
-                        variant="stop",
                         elem_classes=["card-delete"],
                         interactive=item["status"] not in IN_FLIGHT,
                     )
-                    delete_btn.click(
-                        partial(handlers.ask_delete, run_id),
-                        [owner],
-                        [view.pending_delete, view.confirm_row, view.confirm_text],
-                        **PRIVATE,
+                    delete(delete_btn, run).then(
+                        refresh, listing_inputs, handlers.listing_outputs(), **PRIVATE
                     )

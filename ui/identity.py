@@ -60,7 +60,7 @@ def is_identity(value: object) -> bool:
 
 def ensure_identity(value: object) -> str:
     """The browser's identity, or a new one on its first visit (or if it was tampered with)."""
-    return value if is_identity(value) else new_identity()
+    return value if isinstance(value, str) and is_identity(value) else new_identity()
 
 
 def current_request() -> Any:

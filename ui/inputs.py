@@ -124,11 +124,11 @@ def _choices(name: str, words: dict[str, str] | None = None) -> list[tuple[str, 
     return [(f"{choice}: {words[choice]}", choice) for choice in spec.choices]
 
 
-def build_form() -> Form:
-    """Lay out the form inside the current Blocks context."""
+def build_prompt() -> gr.Textbox:
+    """The prompt (laid out first on the page, beside Generate)."""
     defaults = FormValues()
     prompt_spec = BY_NAME["prompt"]
-    prompt = gr.Textbox(
+    return gr.Textbox(
         value=defaults.prompt,
         label=prompt_spec.page_label,
         info=prompt_spec.page_info,
@@ -138,6 +138,13 @@ def build_form() -> Form:
         max_length=int(prompt_spec.limit.high) if prompt_spec.limit else None,
         elem_id="prompt",
     )
+
+
+def build_form(prompt: gr.Textbox | None = None) -> Form:
+    """Lay out the form inside the current Blocks context; `prompt` when laid out elsewhere."""
+    defaults = FormValues()
+    if prompt is None:
+        prompt = build_prompt()
     gr.Examples(
         examples=[[p] for p in EXAMPLE_PROMPTS],
         inputs=[prompt],

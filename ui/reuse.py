@@ -14,11 +14,10 @@ from gradio.utils import get_upload_folder
 
 from services.musicgen import COHERENT_MAX_SECONDS, MODEL_VERSIONS, GenerationRequest
 from ui import form_rules
+from ui.events import Updates
 from ui.form_rules import USE_CONTINUATION, USE_MELODY
 from ui.formatting import message_html
 from ui.inputs import Form
-
-Updates = dict[gr.components.Component, Any]
 
 
 def is_upload(path: str | None) -> bool:

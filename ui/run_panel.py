@@ -1,4 +1,8 @@
-"""Generate / Cancel, the live view of a run, and its result with the follow-up actions."""
+"""Generate / Cancel, and the track: the live run and its result in one place, one player.
+
+While a take is made its streamed start plays in the track's place (the preview); once it is
+filed the result takes that place. The actions on the result are in `ui.track`.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,12 @@ import gradio as gr
 
 from ui.formatting import idle_progress_html, status_html
 from ui.inputs import WAVEFORM
+from ui.track import EMPTY_FACTS, TrackActions, TrackParts, build_actions
 
 
 @dataclass
 class Controls:
-    """Generate and Cancel, with the refusals box beside them."""
+    """Generate and Cancel, with the refusals box under them."""
 
     errors: gr.HTML
     generate: gr.Button
@@ -21,44 +26,65 @@ class Controls:
 
 @dataclass
 class RunView:
-    """The live run and its result."""
+    """The live run and the selected result (the track)."""
 
     status: gr.HTML
     progress: gr.HTML
-    preview: gr.Audio  # streams the start of a take while the local engine still makes it
+    track: TrackParts
+    actions: TrackActions
     logs: gr.Textbox
-    result_audio: gr.Audio
-    download: gr.DownloadButton
-    facts: gr.HTML
-    use_as_melody: gr.Button
-    continue_this: gr.Button
-    reuse_settings: gr.Button
-    reuse_seed: gr.Button
     current_run: gr.State  # library id of the run in progress (for Cancel)
-    last_run: gr.State  # {"run_id", "audio_path", "seed", "audio_seconds", "request"}
+    last_run: gr.State  # the selected result's snapshot ({"run_id", "audio_path", ...})
+
+    @property
+    def preview(self) -> gr.Audio:
+        return self.track.preview
+
+    @property
+    def result_audio(self) -> gr.Audio:
+        return self.track.audio
+
+    @property
+    def facts(self) -> gr.HTML:
+        return self.track.facts
 
 
 def build_controls() -> Controls:
-    errors = gr.HTML("", elem_id="form-errors")
-    with gr.Row():
-        generate = gr.Button("Generate", variant="primary", elem_id="generate-btn", scale=3)
-        cancel = gr.Button(
-            "Cancel", variant="stop", interactive=False, elem_id="cancel-btn", scale=1
+    with gr.Row(elem_id="generate-bar", elem_classes=["ms-generate-bar"]):
+        generate = gr.Button(
+            "Generate", variant="primary", elem_id="generate-btn", scale=3, min_width=120
         )
+        cancel = gr.Button(
+            "Cancel", variant="stop", interactive=False, elem_id="cancel-btn", scale=1, min_width=80
+        )
+    errors = gr.HTML("", elem_id="form-errors")
     return Controls(errors=errors, generate=generate, cancel=cancel)
 
 
 def build_run_view() -> RunView:
+    """The track panel: status, progress, one player, its marks, facts and actions."""
     status = gr.HTML(status_html("idle"), elem_id="run-status")
     progress = gr.HTML(idle_progress_html(), elem_id="run-progress")
+    marks = gr.HTML("", elem_id="track-marks")
     preview = gr.Audio(
-        label="Listen while it is made",
+        label="Your take (playing while it is made)",
         streaming=True,
         autoplay=False,
         interactive=False,
         visible=False,
         elem_id="run-preview",
     )
+    audio = gr.Audio(
+        type="filepath",
+        label="Your take",
+        interactive=False,
+        waveform_options=WAVEFORM,
+        buttons=[],
+        elem_id="result-audio",
+    )
+    facts = gr.HTML(EMPTY_FACTS, elem_id="result-facts")
+    takes = gr.HTML("", elem_id="track-takes")
+    actions = build_actions()
     with gr.Accordion("Logs", open=False, elem_id="logs-accordion"):
         logs = gr.Textbox(
             label="Model logs",
@@ -68,41 +94,12 @@ def build_run_view() -> RunView:
             autoscroll=True,
             elem_id="run-logs",
         )
-    result_audio = gr.Audio(
-        type="filepath",
-        label="Result",
-        interactive=False,
-        waveform_options=WAVEFORM,
-        buttons=["download"],
-        elem_id="result-audio",
-    )
-    download = gr.DownloadButton("Download", visible=False, elem_id="result-download")
-    facts = gr.HTML("", elem_id="result-facts")
-    with gr.Row():
-        use_as_melody = gr.Button(
-            "Use as melody", size="sm", interactive=False, elem_id="use-as-melody", min_width=120
-        )
-        continue_this = gr.Button(
-            "Continue this", size="sm", interactive=False, elem_id="continue-this", min_width=120
-        )
-        reuse_settings = gr.Button(
-            "Reuse settings", size="sm", interactive=False, elem_id="reuse-settings", min_width=120
-        )
-        reuse_seed = gr.Button(
-            "Reuse seed", size="sm", interactive=False, elem_id="reuse-seed", min_width=120
-        )
     return RunView(
         status=status,
         progress=progress,
-        preview=preview,
+        track=TrackParts(audio=audio, preview=preview, marks=marks, facts=facts, takes=takes),
+        actions=actions,
         logs=logs,
-        result_audio=result_audio,
-        download=download,
-        facts=facts,
-        use_as_melody=use_as_melody,
-        continue_this=continue_this,
-        reuse_settings=reuse_settings,
-        reuse_seed=reuse_seed,
         current_run=gr.State(None),
         last_run=gr.State(None),
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,21 +12,23 @@ import gradio as gr
 from services.engines.protocol import LOCAL
 from services.errors import RequestInvalid, StudioError
 from services.events import Progress, RunUpdate
-from services.generation import GenerationService
+from services.generation import GenerationService, PreparedRun
 from services.library import Library
 from services.run_signals import RunEnd
 from ui.context import Studio
 from ui.engine_picker import model_for
+from ui.events import Updates
 from ui.form_rules import form_values, request_values
 from ui.formatting import (
     errors_html,
-    facts_html,
+    idle_progress_html,
     message_html,
     progress_html,
     status_html,
     warnings_html,
 )
 from ui.run_panel import Controls, RunView
+from ui.run_stream import RunButtons, Stream, stream
 
 LOG_LINES_SHOWN = 400
 SETTLE_TIMEOUT_S = 15.0
@@ -36,29 +37,57 @@ SETTLE_TIMEOUT_S = 15.0
 # Gradio round (postprocess, diff, send) that on a fast device cost more than the take.
 PAGE_REFRESH_S = 0.25
 
-Updates = dict[gr.components.Component, Any]
 
-
-async def cancel_inner(updates: AsyncIterator[RunUpdate]) -> None:
-    """Make the service see a cancellation even when Gradio closes us between two updates.
-
-    Gradio's Cancel either cancels the task awaiting the next update (the service then sees
-    CancelledError) or closes this generator while it is suspended at a yield. In the second
-    case the CancelledError is thrown into the service's generator here, so it still cancels
-    the prediction on Replicate and records the run as canceled.
-    """
-    athrow = getattr(updates, "athrow", None)
-    if athrow is None:
-        return
-    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, RuntimeError):
-        await athrow(asyncio.CancelledError())
-
-
-def _progress(progress: Progress | None, *, complete: bool = False) -> str:
+def progress_view(progress: Progress | None, *, complete: bool = False) -> str:
+    """The progress bar for the tokens written so far (all of them once `complete`)."""
     if progress is None:
         return progress_html(None, None)
     done = progress.total if complete else progress.done
     return progress_html(done, progress.total)
+
+
+class RunSeen:
+    """What one run has shown so far (its logs and progress), turned into the panel's lines.
+
+    Progress-only news is sent at most every `PAGE_REFRESH_S`, and the logs only when they
+    grew: each update the page gets costs the server a Gradio round."""
+
+    def __init__(self) -> None:
+        self.logs: list[str] = []
+        self.progress: Progress | None = None
+        self._shown: tuple[Any, ...] = ()  # what the page was last sent, beyond progress
+        self._shown_logs = 0
+        self._sent_at = 0.0
+
+    def show(self, view: Any, update: RunUpdate, elapsed: float, *, link: bool) -> Updates | None:
+        """The status, progress and logs of `view` (any panel with those three) for `update`;
+        `elapsed` is the page's own clock since the click. None: nothing worth sending yet."""
+        self.logs.extend(update.new_logs)
+        self.progress = update.progress or self.progress
+        news = (update.status, update.queue_position, update.error, update.run_id)
+        now = time.monotonic()
+        if (
+            news == self._shown
+            and not update.preview_path
+            and not update.finished
+            and now - self._sent_at < PAGE_REFRESH_S
+        ):
+            return None  # only progress moved, and the page saw it a moment ago
+        self._shown, self._sent_at = news, now
+        changes: Updates = {
+            view.status: status_html(
+                update.status,
+                elapsed=elapsed,
+                prediction_id=update.prediction_id if link else None,
+                error=update.error,
+                queue_position=update.queue_position,
+            ),
+            view.progress: progress_view(self.progress),
+        }
+        if len(self.logs) != self._shown_logs:
+            changes[view.logs] = "\n".join(self.logs[-LOG_LINES_SHOWN:])
+            self._shown_logs = len(self.logs)
+        return changes
 
 
 def cancel_now(
@@ -116,6 +145,7 @@ class RunHandlers:
         self.studio = studio
         self.controls = controls
         self.view = view
+        self.buttons = RunButtons(controls.generate, controls.cancel)
         # Visitors whose left-over runs are being resumed right now (one resume at a time).
         self._resuming: set[str] = set()
 
@@ -128,28 +158,11 @@ class RunHandlers:
             v.status,
             v.progress,
             v.preview,
-            v.logs,
             v.result_audio,
-            v.download,
-            v.facts,
-            v.use_as_melody,
-            v.continue_this,
-            v.reuse_settings,
-            v.reuse_seed,
+            v.logs,
             v.current_run,
             v.last_run,
         ]
-
-    def _buttons(self, *, running: bool) -> Updates:
-        return {
-            self.controls.generate: gr.update(interactive=not running),
-            self.controls.cancel: gr.update(interactive=running),
-        }
-
-    def _actions(self, enabled: bool) -> Updates:
-        v = self.view
-        buttons = (v.use_as_melody, v.continue_this, v.reuse_settings, v.reuse_seed)
-        return {b: gr.update(interactive=enabled) for b in buttons}
 
     async def generate(
         self,
@@ -167,126 +180,95 @@ class RunHandlers:
         token = self.studio.token(token_value)
         values = request_values(form_values(form))
         model_for(engine, local_model, values)
-        try:
-            prepared = await asyncio.to_thread(self.studio.service.prepare, values, engine)
-        except RequestInvalid as err:
-            yield {c.errors: errors_html(err.errors), v.status: status_html("idle")}
-            return
-        yield {
-            c.errors: warnings_html(list(prepared.notes)),
-            v.status: status_html("validating"),
-            v.progress: progress_html(None, None),
-            v.preview: gr.update(value=None, visible=False),
-            v.logs: "",
-            **self._buttons(running=True),
-        }
-        logs: list[str] = []
-        progress: Progress | None = None
-        last: RunUpdate | None = None
-        shown: tuple[Any, ...] = ()  # what the page was last sent, beyond progress
-        shown_logs = 0
-        sent_at = 0.0
         link = engine != LOCAL  # a Replicate prediction has a page on replicate.com
-        updates = self.studio.service.generate(
-            prepared,
-            token=token,
-            owner=owner,
-            engine=engine,
-            parent_run_id=parent_run or None,
-            payer=visitor.payer,
-        )
-        try:
-            async for update in updates:
-                last = update
-                logs.extend(update.new_logs)
-                progress = update.progress or progress
-                news = (update.status, update.queue_position, update.error, update.run_id)
-                now = time.monotonic()
-                if (
-                    news == shown
-                    and not update.preview_path
-                    and not update.finished
-                    and now - sent_at < PAGE_REFRESH_S
-                ):
-                    continue  # only progress moved, and the page saw it a moment ago
-                shown, sent_at = news, now
-                changes: Updates = {
-                    v.status: status_html(
-                        update.status,
-                        elapsed=update.elapsed,
-                        prediction_id=update.prediction_id if link else None,
-                        error=update.error,
-                        queue_position=update.queue_position,
-                    ),
-                    v.progress: _progress(progress),
-                    v.current_run: update.run_id,
-                    # Every update carries the buttons' state: a page that merged or missed
-                    # the first one still lets the musician cancel; the last one (a cancel may
-                    # end the handler right after it) frees Generate.
-                    **self._buttons(running=not update.finished),
-                }
-                if len(logs) != shown_logs:
-                    changes[v.logs] = "\n".join(logs[-LOG_LINES_SHOWN:])
-                    shown_logs = len(logs)
-                if update.preview_path:
-                    changes[v.preview] = gr.update(value=update.preview_path, visible=True)
-                yield changes
-        except GeneratorExit:
-            await cancel_inner(updates)
-            raise
-        except RequestInvalid as err:
-            yield {c.errors: errors_html(err.errors), **self._buttons(running=False)}
-            return
-        except StudioError as err:
-            # Before the first update nothing was sent (e.g. no token): not a failed run.
-            started = last is not None
-            yield {
-                c.errors: message_html(str(err)),
-                v.status: status_html("failed", error=str(err)) if started else status_html("idle"),
-                v.current_run: None,
-                **self._buttons(running=False),
+        seen = RunSeen()
+
+        async def prepare() -> PreparedRun:
+            return await asyncio.to_thread(self.studio.service.prepare, values, engine)
+
+        def start(prepared: PreparedRun) -> AsyncIterator[RunUpdate]:
+            return self.studio.service.generate(
+                prepared,
+                token=token,
+                owner=owner,
+                engine=engine,
+                parent_run_id=parent_run or None,
+                payer=visitor.payer,
+            )
+
+        def begin(prepared: PreparedRun) -> Updates:
+            return {
+                c.errors: warnings_html(list(prepared.notes)),
+                v.status: status_html("validating"),
+                v.progress: progress_html(None, None),
+                v.logs: "",
             }
-            return
-        finally:
-            with contextlib.suppress(Exception):
-                await updates.aclose()
-        yield self._finished(last, owner, progress)
+
+        def show(update: RunUpdate, elapsed: float) -> Updates | None:
+            lines = seen.show(v, update, elapsed, link=link)
+            if lines is None:
+                return None
+            changes = {**lines, v.current_run: update.run_id}
+            if update.preview_path:
+                # The start of the take plays in the track's place while the rest is made.
+                changes[v.preview] = gr.update(value=update.preview_path, visible=True)
+                changes[v.result_audio] = gr.update(visible=False)
+            return changes
+
+        async def finish(last: RunUpdate | None, elapsed: float) -> Updates:
+            return self._finished(last, owner, seen.progress, elapsed)
+
+        def failed(err: StudioError, last: RunUpdate | None) -> Updates:
+            # Before the first update nothing was sent (e.g. no token): not a failed run.
+            return {
+                c.errors: message_html(str(err)),
+                v.status: status_html("failed", error=str(err)) if last else status_html("idle"),
+                v.progress: idle_progress_html(),
+                v.current_run: None,
+            }
+
+        def refused(err: RequestInvalid) -> Updates:
+            return {c.errors: errors_html(err.errors), v.status: status_html("idle")}
+
+        how = Stream(self.buttons, prepare, start, begin, show, finish, refused, failed)
+        async for changes in stream(how):
+            yield changes
 
     def _finished(
-        self, last: RunUpdate | None, owner: str | None, progress: Progress | None
+        self, last: RunUpdate | None, owner: str | None, progress: Progress | None, elapsed: float
     ) -> Updates:
-        """The result of a run that ended: its audio and facts, or why it did not succeed."""
+        """The result of a run that ended: it becomes the selected track, or why it did not."""
         v = self.view
-        done = {v.current_run: None, **self._buttons(running=False)}
+        done: Updates = {v.current_run: None}
         if last is None:
-            return {v.status: status_html("failed", error="The run ended without news."), **done}
+            return {
+                v.status: status_html("failed", error="The run ended without news."),
+                v.progress: idle_progress_html(),
+                **done,
+            }
         record = self.studio.library.get(last.run_id, owner) if last.run_id else None
+        remote = record is not None and record.engine != LOCAL
         if last.status != "succeeded" or record is None or not last.audio_path:
             return {
                 v.status: status_html(
                     last.status,
-                    elapsed=last.elapsed,
-                    prediction_id=last.prediction_id if record and record.engine != LOCAL else None,
+                    elapsed=elapsed,
+                    prediction_id=last.prediction_id if remote else None,
                     error=last.error,
                 ),
+                v.progress: idle_progress_html(),
+                v.preview: gr.update(visible=False),
+                v.result_audio: gr.update(visible=True),
                 **done,
             }
-        snap = self.studio.snapshot(record)
-        summary = self.studio.service.summary(record.id, owner)
-        fmt = record.audio_format or "audio"
         return {
             v.status: status_html(
-                "succeeded",
-                elapsed=last.elapsed,
-                prediction_id=last.prediction_id if record.engine != LOCAL else None,
+                "succeeded", elapsed=elapsed, prediction_id=last.prediction_id if remote else None
             ),
             # The last progress line may come before the final one: the run is complete.
-            v.progress: _progress(progress, complete=True),
-            v.result_audio: snap["audio_path"],
-            v.download: gr.update(value=snap["audio_path"], visible=True, label=f"Download .{fmt}"),
-            v.facts: facts_html(summary),
-            v.last_run: snap,
-            **self._actions(True),
+            v.progress: progress_view(progress, complete=True),
+            # The track shows the new result (its player replaces the preview in place).
+            v.last_run: self.studio.snapshot(record),
             **done,
         }
 
@@ -315,8 +297,13 @@ class RunHandlers:
 
     async def after_cancel(self, run_id: str | None, owner_value: Any) -> Updates:
         """Cancel was pressed: wait until the run is recorded as ended, then say so."""
+        v = self.view
         return {
-            self.view.status: await ended_status(self.studio, run_id, owner_value),
-            self.view.current_run: None,
-            **self._buttons(running=False),
+            v.status: await ended_status(self.studio, run_id, owner_value),
+            v.current_run: None,
+            v.progress: idle_progress_html(),
+            # The canceled take's streamed start goes; the selected result plays there again.
+            v.preview: gr.update(value=None, visible=False),
+            v.result_audio: gr.update(visible=True),
+            **self.buttons.state(running=False),
         }

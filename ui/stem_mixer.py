@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from services.analysis.stems import stem_file, stem_names
 from services.library import RunRecord
-from ui.compose_loop import file_url
 from ui.context import Studio
 from ui.formatting import esc
+from ui.track import file_url
 
 
 def mixer_html(studio: Studio, record: RunRecord) -> str:

@@ -256,7 +256,9 @@ class TrackToolsHandlers:
         library = self.studio.library
         return self._deliver(lambda r, f: daw_bundle(library, r, f), run_value, owner_value)
 
-    def stem_snapshot(self, run_value: Any, stem: str | None, owner_value: Any) -> dict | None:
+    def stem_snapshot(
+        self, run_value: Any, stem: str | None, owner_value: Any
+    ) -> dict[str, Any] | None:
         """The stem as a run snapshot, for the form's "use as melody" and "continue"."""
         record = self._record(run_value, owner_value)
         path = stem_file(self.studio.library, record, stem or "") if record else None
@@ -270,7 +272,7 @@ class TrackToolsHandlers:
 def wire_track_tools(
     handlers: TrackToolsHandlers,
     *,
-    run: gr.components.Component,
+    run: gr.State,
     owner: gr.components.Component,
     reuse: Reuse,
     model_version: gr.components.Component,

@@ -28,6 +28,7 @@ CACHE_DIR = "cache"
 SLUG_WORDS = 4
 SLUG_MAX_CHARS = 40
 _WORD = re.compile(r"[a-z0-9]+")
+KIND_NAMES = {"extend": "piece", "variations": "variations", "part": "part", "arrange": "song"}
 _BPM_SUFFIX = re.compile(r"\s*,?\s*\b\d+(?:\.\d+)?\s*bpm\b", re.IGNORECASE)
 
 
@@ -51,8 +52,9 @@ def download_name(record: RunRecord, fmt: str) -> str:
         parts.append(f"loop-{float(compose['bpm']):g}bpm-{compose.get('bars')}bars")
         parts.append(tempo_key_tag(None, record.key))  # the tempo is the loop's own
     else:
-        if record.kind not in ("take", "variation"):
-            parts.append(slug(record.kind))
+        if record.kind not in ("take", "variation", "loop-source"):
+            # What it is, in a musician's word (the library's kind names are internal).
+            parts.append(KIND_NAMES.get(record.kind, slug(record.kind)))
         parts.append(tempo_key_tag(record.bpm, record.key))
     if record.seed is not None:
         parts.append(f"seed{record.seed}")
