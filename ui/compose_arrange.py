@@ -425,6 +425,9 @@ def wire_arrange(
         inputs=[v.sections, v.overlap, engine, model_version],
         outputs=[v.cost],
         queue=False,
+        # One estimate at a time, and always one more with the newest values: with the default
+        # ("once") a change made while the panel's opening estimate was pending was dropped.
+        trigger_mode="always_last",
         **PRIVATE,
     )
     last_run.change(
