@@ -93,6 +93,7 @@ def muted(page: Any) -> dict[str, bool]:
     )
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize(("width", "height", "name"), [(1366, 900, "laptop"), (390, 844, "phone")])
 def test_the_mixer_mutes_and_solos_stems(
     split_take: dict[str, Any],
@@ -123,6 +124,7 @@ def test_the_mixer_mutes_and_solos_stems(
     page.context.close()
 
 
+@pytest.mark.browser
 def test_the_card_shows_tempo_and_key_and_the_history_finds_runs_by_them(
     split_take: dict[str, Any],
     app: AppProcess,
