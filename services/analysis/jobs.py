@@ -51,6 +51,7 @@ async def follow_job(work: Callable[[JobControl], T]) -> AsyncIterator[Job[T]]:
     control = JobControl()
     task = asyncio.ensure_future(asyncio.to_thread(work, control))
     try:
+        yield Job(0.0, "Starting…")  # the page answers the click at once, however short the job
         while True:
             done, _ = await asyncio.wait({task}, timeout=POLL_S)
             if done:
