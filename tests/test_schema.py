@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from services.musicgen import (
     replicate_input_schema,
 )
 from tests.emulator.schema import validate_input, with_defaults
-from ui.form_rules import EXTRA_INPUTS, FormValues, request_values
+from ui.form_rules import FormValues, form_values, page_values, request_values
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,14 +156,56 @@ def test_replace_checks_like_a_new_request_and_old_rows_load() -> None:
     assert GenerationRequest.from_dict(request.to_dict()) == request
 
 
-def test_every_model_input_has_a_place_on_the_page() -> None:
-    """Laid out by hand, or (an input the layout does not know yet) a control of its kind."""
+def test_every_model_input_has_one_control_in_the_schemas_order() -> None:
+    """The form, its handlers' input list and the request all go by the schema's fields."""
+    import gradio as gr
+
+    from ui.inputs import build_form
+
+    with gr.Blocks():
+        form = build_form()
+    assert list(form.inputs) != list(INPUT_NAMES)  # the layout places them in its own order...
+    assert sorted(form.inputs) == sorted(INPUT_NAMES)  # ...each input once
+    components = form.components()
+    assert components[: len(INPUT_NAMES)] == [form.inputs[name] for name in INPUT_NAMES]
+    assert len(set(map(id, components))) == len(components)
+    assert form.extras == ()  # today every input has its place in the layout
     assert set(request_values(FormValues())) == set(INPUT_NAMES)
-    page = {f.name for f in fields(FormValues)} | {"continuation"}  # "Use the clip as"
-    assert set(INPUT_NAMES) <= page | set(EXTRA_INPUTS)
-    assert EXTRA_INPUTS == ()  # today every input has its hand-made place
-    defaults = GenerationRequest()
-    assert GenerationRequest.parse(request_values(FormValues())) == defaults
+    assert GenerationRequest.parse(request_values(FormValues())) == GenerationRequest()
+
+
+# Every input away from its default (and the clip continued from 2 s to 6 s).
+REUSED = GenerationRequest(
+    prompt="dub techno",
+    input_audio="/tmp/clip.wav",
+    duration=45,
+    continuation=True,
+    continuation_start=2,
+    continuation_end=6,
+    model_version="melody-large",
+    multi_band_diffusion=True,
+    normalization_strategy="peak",
+    output_format="mp3",
+    seed=1234,
+    temperature=0.7,
+    top_k=100,
+    top_p=0.5,
+    classifier_free_guidance=5,
+)
+
+
+def test_reusing_a_takes_settings_puts_every_input_back() -> None:
+    """A past take's request, shown in the form and read back, is the same request: every
+    field of the schema makes the round trip without being listed."""
+    assert {name for name in INPUT_NAMES if getattr(REUSED, name) == BY_NAME[name].default} == set()
+    page = page_values(REUSED)
+    assert page.long_mode and not page.to_end and not page.random_seed
+    assert GenerationRequest.parse(request_values(page)) == REUSED
+    # Through the handlers' input list, in the order the page sends it.
+    assert request_values(form_values(page.ordered())) == request_values(page)
+    # A take left at its defaults: random seed, the clip up to its end.
+    plain = GenerationRequest(prompt="x", input_audio="/tmp/clip.wav", continuation=True)
+    assert GenerationRequest.parse(request_values(page_values(plain))) == plain
 
 
 ADDED_INPUT = """
@@ -172,6 +213,10 @@ ADDED_INPUT = """
         int,
         Input("Tempo", Limit(40, 200), "Most music sits between 60 and 180 bpm."),
     ] = Field(120, ge=1, description="The tempo in beats per minute.")
+    swing: Annotated[bool, Input("Swing")] = Field(False, description="Swing the eighths.")
+"""
+# bpm's place in the layout (swing has none: it gets a control of its kind, under "More inputs").
+ADDED_PLACE = """            inputs["bpm"] = control("bpm", elem_id="bpm", min_width=220)
 """
 
 CHECK_ADDED_INPUT = """
@@ -201,22 +246,31 @@ except RequestInvalid as err:
     out["refusal"] = [str(e) for e in err.errors]
 out["parsed"] = GenerationRequest.parse({"prompt": "x", "bpm": "90"}).bpm
 out["sent"] = GenerationRequest(prompt="x", bpm=90).to_api_input()["bpm"]
-from dataclasses import fields
-from ui.form_rules import EXTRA_INPUTS, FormValues, form_values, request_values
+from ui.form_rules import FormValues, form_values, request_values
 from ui.inputs import build_form
+from ui.reuse import Reuse
 with gr.Blocks():
     form = build_form()
-out["page_extras"] = list(EXTRA_INPUTS)
-out["page_controls"] = [c.label for c in form.extras]
-laid_out = [getattr(FormValues(), f.name) for f in fields(FormValues) if f.name != "extras"]
-out["page_value"] = request_values(form_values([*laid_out, 96]))["bpm"]
-out["page_default"] = request_values(FormValues())["bpm"]
+    reuse = Reuse(form, gr.State(None), gr.HTML())
+out["page_extras"] = list(form.extras)
+out["page_controls"] = {
+    name: [type(form.inputs[name]).__name__, form.inputs[name].label, form.inputs[name].value]
+    for name in ("bpm", "swing")
+}
+out["page_order"] = [c.label for c in form.components()[-6:-3]]
+page = FormValues.of(bpm=96, swing=True).ordered()
+out["page_sent"] = [request_values(form_values(page))[name] for name in ("bpm", "swing")]
+out["page_default"] = [request_values(FormValues())[name] for name in ("bpm", "swing")]
+updates = reuse.settings({"request": {"prompt": "x", "bpm": 90, "swing": True}})
+out["reused"] = [updates[form.inputs[name]] for name in ("bpm", "swing")]
 print(json.dumps(out))
 """
 
 
 def test_adding_an_input_is_one_edit(tmp_path: Path) -> None:
-    """Declare one more field on a copy of the tree: every derived place carries it."""
+    """Declare two more fields on a copy of the tree, and give one a place in the layout: every
+    derived place carries both (the API, its help, validation, the emulator, the form, the
+    handlers' values and reuse), with no other edit."""
     copy = tmp_path / "tree"
     skip = shutil.ignore_patterns("__pycache__", "data", "*.wav", "*.mp3")
     for part in ("services", "ui"):
@@ -229,6 +283,11 @@ def test_adding_an_input_is_one_edit(tmp_path: Path) -> None:
     anchor = '    @model_validator(mode="before")'
     assert source.count(anchor) == 1
     module.write_text(source.replace(anchor, ADDED_INPUT.lstrip("\n") + "\n" + anchor))
+    layout = copy / "ui" / "inputs.py"
+    source = layout.read_text()
+    anchor = '            inputs["top_k"] = control('
+    assert source.count(anchor) == 1
+    layout.write_text(source.replace(anchor, ADDED_PLACE + anchor))
 
     result = subprocess.run(
         [sys.executable, "-c", CHECK_ADDED_INPUT],
@@ -240,13 +299,21 @@ def test_adding_an_input_is_one_edit(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["params"][-1] == "bpm" and out["signature"][-3:] == ["bpm", "engine", "api_token"]
+    assert out["params"][-2:] == ["bpm", "swing"]
+    assert out["signature"][-4:] == ["bpm", "swing", "engine", "api_token"]
     assert out["doc"]
     assert out["help"] == ("The tempo in beats per minute. It is a whole number from 40 to 200.")
-    assert out["components"][-2:] == ["bpm", "engine"]
-    # The page: a control of its kind under "More inputs", its value sent as "bpm".
-    assert out["page_extras"] == ["bpm"] and out["page_controls"] == ["Tempo"]
-    assert (out["page_value"], out["page_default"]) == (96, 120)
+    assert out["components"][-3:] == ["bpm", "swing", "engine"]
+    # The page: bpm where the layout put it, swing a control of its kind under "More inputs";
+    # both in the handlers' input list in the schema's order, sent and reused by their names.
+    assert out["page_extras"] == ["swing"]
+    assert out["page_controls"] == {
+        "bpm": ["Slider", "Tempo", 120],
+        "swing": ["Checkbox", "Swing", False],
+    }
+    assert out["page_order"] == ["Guidance", "Tempo", "Swing"]
+    assert out["page_sent"] == [96, True] and out["page_default"] == [120, False]
+    assert out["reused"] == [90, True]
     assert out["schema"] == {
         "title": "Bpm",
         "type": "integer",
@@ -285,7 +352,7 @@ def test_the_page_controls_read_the_declaration() -> None:
     with gr.Blocks():
         form = build_form()
     for name in ("top_k", "top_p", "temperature", "classifier_free_guidance"):
-        spec, slider = BY_NAME[name], getattr(form, name)
+        spec, slider = BY_NAME[name], form.inputs[name]
         assert spec.limit is not None
         assert (slider.label, slider.info, slider.step) == (
             spec.page_label,
@@ -294,16 +361,13 @@ def test_the_page_controls_read_the_declaration() -> None:
         )
         assert slider.maximum == spec.limit.high and slider.value == spec.default
         assert spec.limit.allows(slider.minimum), name
-    assert form.classifier_free_guidance.label == "Guidance"  # the page's own, shorter label
-    assert form.duration.minimum == LIMITS["duration"].low
-    assert form.prompt.max_length == LIMITS["prompt"].high
-    assert [value for _, value in form.output_format.choices] == list(
-        BY_NAME["output_format"].choices
-    )
-    assert [value for _, value in form.normalization_strategy.choices] == list(
-        BY_NAME["normalization_strategy"].choices
-    )
-    assert (
-        form.seed.label == BY_NAME["seed"].page_label
-        and form.seed.info == BY_NAME["seed"].page_info
-    )
+    controls = form.inputs
+    assert controls["classifier_free_guidance"].label == "Guidance"  # the page's shorter label
+    assert controls["duration"].minimum == LIMITS["duration"].low
+    assert controls["prompt"].max_length == LIMITS["prompt"].high
+    for name in ("output_format", "normalization_strategy", "model_version"):
+        assert [value for _, value in controls[name].choices] == list(BY_NAME[name].choices)
+    for name in INPUT_NAMES:
+        if name != "continuation":  # the "Use the clip as" choice, in the page's words
+            assert controls[name].label == BY_NAME[name].page_label, name
+    assert controls["seed"].info == BY_NAME["seed"].page_info

@@ -65,10 +65,10 @@ def test_a_shared_deployment_never_lists_everything() -> None:
 
 def test_the_form_sends_only_what_applies() -> None:
     melody = request_values(
-        FormValues(
+        FormValues.of(
             prompt="p",
             input_audio="/tmp/clip.wav",
-            audio_use=USE_MELODY,
+            continuation=USE_MELODY,
             continuation_start=3,
             continuation_end=5,
             to_end=False,
@@ -80,9 +80,9 @@ def test_the_form_sends_only_what_applies() -> None:
     assert melody["continuation_start"] == 0 and melody["continuation_end"] is None
     assert melody["seed"] is None
     continuing = request_values(
-        FormValues(
+        FormValues.of(
             input_audio="/tmp/clip.wav",
-            audio_use=USE_CONTINUATION,
+            continuation=USE_CONTINUATION,
             continuation_start=3,
             continuation_end=5,
             to_end=False,
@@ -94,7 +94,7 @@ def test_the_form_sends_only_what_applies() -> None:
     assert (continuing["continuation_start"], continuing["continuation_end"]) == (3, 5)
     assert continuing["seed"] == 77
     # Without a clip, "continue" cannot apply and is not sent.
-    no_clip = request_values(FormValues(prompt="p", audio_use=USE_CONTINUATION))
+    no_clip = request_values(FormValues.of(prompt="p", continuation=USE_CONTINUATION))
     assert no_clip["continuation"] is False and no_clip["input_audio"] is None
     assert GenerationRequest.parse(no_clip).prompt == "p"
 
@@ -144,9 +144,9 @@ def test_a_short_clip_never_breaks_the_start_and_end_sliders(seconds, to_end):
     chosen_start = new_start.value if start_update["interactive"] else 0
     chosen_start = min(chosen_start, new_start.maximum)
     request = request_values(
-        FormValues(
+        FormValues.of(
             input_audio="/tmp/clip.wav",
-            audio_use=USE_CONTINUATION,
+            continuation=USE_CONTINUATION,
             duration=8,
             continuation_start=chosen_start,
             continuation_end=new_end.value,
@@ -171,21 +171,23 @@ def test_the_page_takes_its_ranges_from_the_request_limits():
 
     with gr.Blocks():
         form = build_form()
-    assert (form.duration.minimum, form.duration.maximum) == (LIMITS["duration"].low, 30)
+    sliders = {
+        name: form.inputs[name]
+        for name in ("duration", "top_k", "top_p", "temperature", "classifier_free_guidance")
+    }
+    assert (sliders["duration"].minimum, sliders["duration"].maximum) == (
+        LIMITS["duration"].low,
+        30,
+    )
     assert form_rules.duration_limits(True, 8)[0] == DURATION_MAX
-    assert form.top_k.maximum == TOP_K_MAX and form.top_p.maximum == LIMITS["top_p"].high
-    assert form.temperature.minimum == TEMPERATURE_STEP > 0
-    assert form.temperature.maximum == TEMPERATURE_MAX
-    assert form.classifier_free_guidance.maximum == GUIDANCE_MAX
-    assert form.prompt.max_length == PROMPT_MAX_CHARS
+    assert sliders["top_k"].maximum == TOP_K_MAX
+    assert sliders["top_p"].maximum == LIMITS["top_p"].high
+    assert sliders["temperature"].minimum == TEMPERATURE_STEP > 0
+    assert sliders["temperature"].maximum == TEMPERATURE_MAX
+    assert sliders["classifier_free_guidance"].maximum == GUIDANCE_MAX
+    assert form.inputs["prompt"].max_length == PROMPT_MAX_CHARS
     # Every end of every range is a value the request accepts.
-    for name, slider in [
-        ("duration", form.duration),
-        ("top_k", form.top_k),
-        ("top_p", form.top_p),
-        ("temperature", form.temperature),
-        ("classifier_free_guidance", form.classifier_free_guidance),
-    ]:
+    for name, slider in sliders.items():
         for value in (slider.minimum, slider.maximum):
             assert getattr(GenerationRequest.parse({"prompt": "x", name: value}), name) == value
     long_max = form_rules.duration_limits(True, 8)[0]

@@ -115,36 +115,35 @@ def on_long_mode(long_mode: bool, duration: float) -> tuple[Any, str]:
 def wire_form(form: Form, clip_seconds: gr.State, parent_run: gr.State) -> None:
     """Attach the form's own events (all private, none sends anything)."""
     f = form
-    f.model_version.change(
-        on_model,
-        [f.model_version, f.input_audio, f.audio_use],
-        [f.multi_band_diffusion, f.audio_use],
-        **QUICK,
-    )
-    continuation_inputs = [f.input_audio, f.audio_use, clip_seconds]
-    bounds = [f.continuation_start, f.continuation_end, f.to_end]
-    f.input_audio.change(
+    model_version = f.control("model_version", gr.Radio)
+    audio = f.control("input_audio", gr.Audio)
+    use = f.control("continuation", gr.Radio)  # "Use the clip as"
+    mbd = f.inputs["multi_band_diffusion"]
+    model_version.change(on_model, [model_version, audio, use], [mbd, use], **QUICK)
+    continuation_inputs = [audio, use, clip_seconds]
+    bounds = [f.inputs["continuation_start"], f.inputs["continuation_end"], f.to_end]
+    audio.change(
         on_clip,
-        [f.input_audio, f.model_version, f.audio_use, *bounds],
-        [clip_seconds, f.clip_info, f.audio_use, *bounds],
+        [audio, model_version, use, *bounds],
+        [clip_seconds, f.clip_info, use, *bounds],
         queue=True,  # decodes the clip: may take a moment for a long file
         show_progress="hidden",
         api_visibility="private",
     )
     # A clip the visitor chose themselves no longer comes from an earlier run.
-    for event in (f.input_audio.upload, f.input_audio.stop_recording, f.input_audio.clear):
+    for event in (audio.upload, audio.stop_recording, audio.clear):
         event(lambda: None, None, [parent_run], **QUICK)
-    f.audio_use.change(continuation_updates, [*continuation_inputs, *bounds], bounds, **QUICK)
+    use.change(continuation_updates, [*continuation_inputs, *bounds], bounds, **QUICK)
     f.to_end.change(continuation_updates, [*continuation_inputs, *bounds], bounds, **QUICK)
-    f.long_mode.change(
-        on_long_mode, [f.long_mode, f.duration], [f.duration, f.duration_note], **QUICK
-    )
+    duration = f.inputs["duration"]
+    f.long_mode.change(on_long_mode, [f.long_mode, duration], [duration, f.duration_note], **QUICK)
+    seed = f.inputs["seed"]
     f.random_seed.change(
         lambda random_seed: gr.update(interactive=not random_seed),
         [f.random_seed],
-        [f.seed],
+        [seed],
         **QUICK,
     )
     f.dice.click(
-        lambda: (False, form_rules.random_seed_value()), None, [f.random_seed, f.seed], **QUICK
+        lambda: (False, form_rules.random_seed_value()), None, [f.random_seed, seed], **QUICK
     )

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from services.musicgen import (
-    BY_NAME,
     COHERENT_MAX_SECONDS,
     DURATION_MAX,
+    INPUT_NAMES,
     LIMITS,
     MELODY_MODELS,
     STEREO_MODELS,
@@ -49,47 +49,46 @@ class ControlState:
     force_value: bool = False
 
 
-_MODEL = GenerationRequest()  # the model's defaults
-
-
 @dataclass(frozen=True)
 class FormValues:
-    """The form as the page holds it (labels, switches and sliders); the model's defaults."""
+    """The form as the page holds it: one value per model input, by the input's name, in the
+    schema's order, then the page's own switches (which change how some inputs are read).
 
-    prompt: str = _MODEL.prompt
-    model_version: str = _MODEL.model_version
-    duration: float = _MODEL.duration
-    long_mode: bool = False
-    input_audio: str | None = _MODEL.input_audio
-    audio_use: str = USE_MELODY
-    continuation_start: float = _MODEL.continuation_start
-    continuation_end: float = 0
-    to_end: bool = True
-    top_k: float = _MODEL.top_k
-    top_p: float = _MODEL.top_p
-    temperature: float = _MODEL.temperature
-    classifier_free_guidance: float = _MODEL.classifier_free_guidance
-    random_seed: bool = True
-    seed: float | None = _MODEL.seed
-    normalization_strategy: str = _MODEL.normalization_strategy
-    output_format: str = _MODEL.output_format
-    multi_band_diffusion: bool = _MODEL.multi_band_diffusion
-    # Inputs the page has no hand-made control for (see EXTRA_INPUTS), by name.
-    extras: Mapping[str, Any] = field(default_factory=dict)
+    Each input's value is the request's own, except where the page shows it another way
+    (`page_values`): "continuation" is the "Use the clip as" choice (`USE_MELODY` or
+    `USE_CONTINUATION`).
+    """
 
+    inputs: Mapping[str, Any] = field(
+        default_factory=lambda: page_values(GenerationRequest()).inputs
+    )
+    long_mode: bool = False  # "Longer than 30 s": the duration slider reaches DURATION_MAX
+    to_end: bool = True  # "Until the end of the clip": no continuation_end is sent
+    random_seed: bool = True  # "Random seed": no seed is sent
 
-# The inputs the form above lays out by hand ("continuation" is its "Use the clip as" choice).
-LAID_OUT = frozenset({f.name for f in fields(FormValues)} | {"continuation"})
-# A model input added to the schema and not (yet) laid out by hand still gets a control of its
-# kind, under "More inputs": adding an input to services/musicgen.py is all it takes.
-EXTRA_INPUTS: tuple[str, ...] = tuple(name for name in BY_NAME if name not in LAID_OUT)
+    @classmethod
+    def of(cls, **values: Any) -> FormValues:
+        """The page's starting values with `values` changed, inputs and switches by name."""
+        switches = {f.name for f in fields(cls)} - {"inputs"}
+        start = cls()
+        inputs = {k: v for k, v in values.items() if k not in switches}
+        unknown = set(inputs) - set(INPUT_NAMES)
+        if unknown:
+            raise TypeError(f"not an input of the model or a switch of the page: {unknown}")
+        changed = {k: v for k, v in values.items() if k in switches}
+        return replace(start, inputs={**start.inputs, **inputs}, **changed)
+
+    def ordered(self) -> list[Any]:
+        """The values in the order of `Form.components` (the handlers' input list)."""
+        switches = [getattr(self, f.name) for f in fields(self) if f.name != "inputs"]
+        return [*(self.inputs[name] for name in INPUT_NAMES), *switches]
 
 
 def form_values(components: Sequence[Any]) -> FormValues:
     """The handler's inputs (the form's components' values, in `Form.components` order)."""
-    laid_out = len(fields(FormValues)) - 1  # every field but `extras`
-    extras = dict(zip(EXTRA_INPUTS, components[laid_out:], strict=True))
-    return replace(FormValues(*components[:laid_out]), extras=extras)
+    count = len(INPUT_NAMES)
+    inputs = dict(zip(INPUT_NAMES, components[:count], strict=True))
+    return FormValues(inputs, *components[count:])
 
 
 def _is_number(value: object) -> bool:
@@ -99,30 +98,41 @@ def _is_number(value: object) -> bool:
 def request_values(form: FormValues) -> dict[str, Any]:
     """The loose request values for `GenerationService.prepare` (named as the model names them).
 
-    Fields that cannot apply are left at the model's defaults so they never cause a refusal:
-    start/end without a clip to continue, a fixed seed while "random" is ticked.
+    Every input goes as its control holds it, but for the few the page's rules read: fields that
+    cannot apply are left at the model's defaults so they never cause a refusal (start/end
+    without a clip to continue, a fixed seed while "random" is ticked).
     """
-    has_audio = bool(form.input_audio)
-    continuing = has_audio and form.audio_use == USE_CONTINUATION
-    return {
-        "prompt": form.prompt or "",
-        "input_audio": form.input_audio or None,
-        "duration": form.duration,
-        "continuation": continuing,
-        "continuation_start": form.continuation_start if continuing else 0,
-        "continuation_end": None if (not continuing or form.to_end) else form.continuation_end,
-        "model_version": form.model_version,
-        "multi_band_diffusion": bool(form.multi_band_diffusion),
-        "normalization_strategy": form.normalization_strategy,
-        "top_k": form.top_k,
-        "top_p": form.top_p,
-        "temperature": form.temperature,
-        "classifier_free_guidance": form.classifier_free_guidance,
-        "output_format": form.output_format,
+    values = dict(form.inputs)
+    has_audio = bool(values["input_audio"])
+    continuing = has_audio and values["continuation"] == USE_CONTINUATION
+    seed = values["seed"]
+    values.update(
+        prompt=values["prompt"] or "",
+        input_audio=values["input_audio"] or None,
+        continuation=continuing,
+        continuation_start=values["continuation_start"] if continuing else 0,
+        continuation_end=None if not continuing or form.to_end else values["continuation_end"],
+        multi_band_diffusion=bool(values["multi_band_diffusion"]),
         # An emptied seed box gives "" (not a number): a random seed then.
-        "seed": form.seed if not form.random_seed and _is_number(form.seed) else None,
-        **{name: form.extras.get(name, BY_NAME[name].default) for name in EXTRA_INPUTS},
-    }
+        seed=seed if not form.random_seed and _is_number(seed) else None,
+    )
+    return values
+
+
+def page_values(request: GenerationRequest) -> FormValues:
+    """The form showing `request` (the inverse of `request_values`): its settings reused."""
+    values = request.model_dump()
+    values.update(
+        continuation=USE_CONTINUATION if request.continuation else USE_MELODY,
+        # "Until the end" ticked: the end slider's value is not read.
+        continuation_end=request.continuation_end or COHERENT_MAX_SECONDS,
+    )
+    return FormValues(
+        values,
+        long_mode=request.duration > COHERENT_MAX_SECONDS,
+        to_end=request.continuation_end is None,
+        random_seed=request.seed is None,
+    )
 
 
 # -- which controls apply ---------------------------------------------------------------------

@@ -6,12 +6,12 @@ Labels, help lines, defaults, ranges, steps and choices come from the fields of
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
 
 import gradio as gr
 
-from services.musicgen import BY_NAME, COHERENT_MAX_SECONDS, MODEL_VERSIONS
+from services.musicgen import BY_NAME, COHERENT_MAX_SECONDS, INPUT_NAMES, MODEL_VERSIONS
 from ui import form_rules
 from ui.form_rules import USE_CHOICES, USE_MELODY, FormValues
 
@@ -34,62 +34,78 @@ TEMPERATURE_STEP = BY_NAME["temperature"].input.step
 WAVEFORM = gr.WaveformOptions(waveform_color="#9ca3af", waveform_progress_color="#f97316")
 
 
+C = TypeVar("C", bound=gr.components.Component)
+
+
 @dataclass
 class Form:
-    """The form's components, in the order of `FormValues`' fields."""
+    """The form's components: one control per model input, by the input's name, then the
+    page's own switches and helpers."""
 
-    prompt: gr.Textbox
-    model_version: gr.Radio
-    duration: gr.Slider
+    inputs: dict[str, gr.components.Component]  # every input of `GenerationRequest`
     long_mode: gr.Checkbox
-    input_audio: gr.Audio
-    audio_use: gr.Radio
-    continuation_start: gr.Slider
-    continuation_end: gr.Slider
     to_end: gr.Checkbox
-    top_k: gr.Slider
-    top_p: gr.Slider
-    temperature: gr.Slider
-    classifier_free_guidance: gr.Slider
     random_seed: gr.Checkbox
-    seed: gr.Number
-    normalization_strategy: gr.Dropdown
-    output_format: gr.Radio
-    multi_band_diffusion: gr.Checkbox
     # Not part of the request:
     dice: gr.Button
     clip_info: gr.HTML
     duration_note: gr.HTML
-    # One generic control per input of EXTRA_INPUTS, in that order.
-    extras: list[gr.components.Component] = field(default_factory=list)
+    # The inputs the layout has no place for: a control of their kind under "More inputs".
+    extras: tuple[str, ...] = ()
 
     def components(self) -> list[gr.components.Component]:
-        """The request's components, in `FormValues` order (the handlers' input list)."""
-        laid_out = [getattr(self, f.name) for f in fields(FormValues) if f.name != "extras"]
-        return [*laid_out, *self.extras]
+        """The request's components, in `FormValues.ordered` order (the handlers' input list)."""
+        switches = [getattr(self, f.name) for f in fields(FormValues) if f.name != "inputs"]
+        return [*(self.inputs[name] for name in INPUT_NAMES), *switches]
+
+    def control(self, name: str, kind: type[C]) -> C:
+        """The input's control, as the component the layout made of it."""
+        component = self.inputs[name]
+        if not isinstance(component, kind):
+            raise TypeError(f"{name}'s control is a {type(component).__name__}, not a {kind}")
+        return component
 
 
-def _extra_control(name: str) -> gr.components.Component:
-    """A control of the input's kind, from its declaration alone."""
+def _kind_control(name: str) -> type[gr.components.Component]:
+    """The control an input of this kind gets unless the layout says otherwise."""
     spec = BY_NAME[name]
-    common: dict[str, Any] = {
-        "label": spec.page_label,
-        "info": spec.page_info,
-        "elem_id": f"extra-{name}",
-    }
-    if spec.kind == "switch":
-        return gr.Checkbox(value=bool(spec.default), **common)
-    if spec.kind == "choice":
-        return gr.Dropdown(list(spec.choices), value=spec.default, **common)
-    if spec.kind in ("whole", "number") and spec.limit is not None:
-        return _slider(name, elem_id=common["elem_id"])
     if spec.kind in ("whole", "number"):
-        return gr.Number(
-            value=spec.default, precision=0 if spec.kind == "whole" else None, **common
-        )
-    if spec.kind == "file":
-        return gr.Audio(type="filepath", label=spec.page_label, elem_id=common["elem_id"])
-    return gr.Textbox(value=spec.default or "", **common)
+        return gr.Slider if spec.limit is not None else gr.Number
+    controls: dict[str, type[gr.components.Component]] = {
+        "switch": gr.Checkbox,
+        "choice": gr.Dropdown,
+        "file": gr.Audio,
+        "text": gr.Textbox,
+    }
+    return controls[spec.kind]
+
+
+def control(
+    name: str, component: type[gr.components.Component] | None = None, **layout: Any
+) -> gr.components.Component:
+    """The input's control, labelled, ranged and set to its default by its declaration alone.
+
+    `component` is the control of its kind unless given; `layout` places it (elem_id, width)
+    and may change the rest (a narrower range, the choices' words, a help line of the rules).
+    """
+    spec = BY_NAME[name]
+    kind = component or _kind_control(name)
+    if kind is gr.Slider:
+        return _slider(name, **layout)
+    options: dict[str, Any] = {"label": spec.page_label}
+    if kind is gr.Audio:
+        options["type"] = "filepath"
+    else:
+        options.update(info=spec.page_info, value=spec.default)
+    if kind in (gr.Dropdown, gr.Radio):
+        options["choices"] = _choices(name)
+    elif kind is gr.Number:
+        options["precision"] = 0 if spec.kind == "whole" else None
+    elif kind is gr.Checkbox:
+        options["value"] = bool(spec.default)
+    elif kind is gr.Textbox:
+        options["value"] = spec.default or ""
+    return kind(**{**options, **layout})
 
 
 def _slider(name: str, **layout: Any) -> gr.Slider:
@@ -126,25 +142,29 @@ def _choices(name: str, words: dict[str, str] | None = None) -> list[tuple[str, 
 
 def build_prompt() -> gr.Textbox:
     """The prompt (laid out first on the page, beside Generate)."""
-    defaults = FormValues()
-    prompt_spec = BY_NAME["prompt"]
+    limit = BY_NAME["prompt"].limit
     return gr.Textbox(
-        value=defaults.prompt,
-        label=prompt_spec.page_label,
-        info=prompt_spec.page_info,
+        value=BY_NAME["prompt"].default,
+        label=BY_NAME["prompt"].page_label,
+        info=BY_NAME["prompt"].page_info,
         placeholder=EXAMPLE_PROMPTS[0],
         lines=3,
         max_lines=8,
-        max_length=int(prompt_spec.limit.high) if prompt_spec.limit else None,
+        max_length=int(limit.high) if limit else None,
         elem_id="prompt",
     )
 
 
 def build_form(prompt: gr.Textbox | None = None) -> Form:
-    """Lay out the form inside the current Blocks context; `prompt` when laid out elsewhere."""
-    defaults = FormValues()
-    if prompt is None:
-        prompt = build_prompt()
+    """Lay out the form inside the current Blocks context; `prompt` when laid out elsewhere.
+
+    The layout only says where each input goes (and how it looks, where it differs from its
+    kind's control); an input it has no place for gets a control of its kind under "More
+    inputs", and the handlers, reuse and the request take every input by its name.
+    """
+    start = FormValues()
+    inputs: dict[str, gr.components.Component] = {}
+    inputs["prompt"] = prompt = build_prompt() if prompt is None else prompt
     gr.Examples(
         examples=[[p] for p in EXAMPLE_PROMPTS],
         inputs=[prompt],
@@ -152,25 +172,20 @@ def build_form(prompt: gr.Textbox | None = None) -> Form:
         api_visibility="private",
         elem_id="example-prompts",
     )
-    model_version = gr.Radio(
-        MODEL_CHOICES,
-        value=defaults.model_version,
-        label=BY_NAME["model_version"].page_label,
-        info=BY_NAME["model_version"].page_info,
-        elem_id="model-version",
+    inputs["model_version"] = control(
+        "model_version", gr.Radio, choices=MODEL_CHOICES, elem_id="model-version"
     )
     with gr.Row():
-        duration = _slider(
+        inputs["duration"] = control(
             "duration",
             maximum=COHERENT_MAX_SECONDS,  # "Longer than 30 s" unlocks the rest
-            value=defaults.duration,
-            info=form_rules.duration_limits(False, defaults.duration)[2],
+            info=form_rules.duration_limits(False, start.inputs["duration"])[2],
             elem_id="duration-slider",
             scale=3,
             min_width=240,
         )
         long_mode = gr.Checkbox(
-            value=False,
+            value=start.long_mode,
             label="Longer than 30 s",
             info=f"Unlocks up to {form_rules.LONG_MAX_SECONDS} s: slower and less coherent.",
             elem_id="long-mode",
@@ -178,18 +193,18 @@ def build_form(prompt: gr.Textbox | None = None) -> Form:
             min_width=160,
         )
     duration_note = gr.HTML("", elem_id="duration-note")
-    input_audio = gr.Audio(
+    inputs["input_audio"] = control(
+        "input_audio",
         sources=["upload", "microphone"],
-        type="filepath",
-        label=BY_NAME["input_audio"].page_label,
         waveform_options=WAVEFORM,
         elem_id="input-audio",
     )
     clip_info = gr.HTML("", elem_id="clip-info")
-    use_state = form_rules.audio_use_state(False, defaults.model_version, USE_MELODY)
-    audio_use = gr.Radio(
+    # "continuation" is the choice of what to do with the clip.
+    use_state = form_rules.audio_use_state(False, start.inputs["model_version"], USE_MELODY)
+    inputs["continuation"] = gr.Radio(
         USE_CHOICES,
-        value=USE_MELODY,
+        value=start.inputs["continuation"],
         label="Use the clip as",
         info=use_state.info,
         interactive=use_state.interactive,
@@ -198,120 +213,79 @@ def build_form(prompt: gr.Textbox | None = None) -> Form:
     reason = form_rules.continuation_state(False, False, None)
     with gr.Row():
         # Within the clip: the ranges follow the clip once there is one.
-        continuation_start = _slider(
+        inputs["continuation_start"] = control(
             "continuation_start",
             maximum=COHERENT_MAX_SECONDS,
-            value=defaults.continuation_start,
             info=reason,
             interactive=False,
             elem_id="continuation-start",
             min_width=200,
         )
-        continuation_end = _slider(
+        inputs["continuation_end"] = control(
             "continuation_end",
             maximum=COHERENT_MAX_SECONDS,
-            value=COHERENT_MAX_SECONDS,
+            value=start.inputs["continuation_end"],
             interactive=False,
             elem_id="continuation-end",
             min_width=200,
         )
     to_end = gr.Checkbox(
-        value=True,
+        value=start.to_end,
         label="Until the end of the clip",
         interactive=False,
         elem_id="to-end",
     )
     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
         with gr.Row():
-            top_k = _slider(
-                "top_k",
-                value=defaults.top_k,
-                elem_id="top-k",
-                min_width=220,
-            )
-            top_p = _slider(
-                "top_p",
-                value=defaults.top_p,
-                elem_id="top-p",
-                min_width=220,
-            )
+            inputs["top_k"] = control("top_k", elem_id="top-k", min_width=220)
+            inputs["top_p"] = control("top_p", elem_id="top-p", min_width=220)
         with gr.Row():
-            temperature = _slider(
-                "temperature",
-                value=defaults.temperature,
-                elem_id="temperature",
-                min_width=220,
-            )
-            classifier_free_guidance = _slider(
-                "classifier_free_guidance",
-                value=defaults.classifier_free_guidance,
-                elem_id="guidance",
-                min_width=220,
+            inputs["temperature"] = control("temperature", elem_id="temperature", min_width=220)
+            inputs["classifier_free_guidance"] = control(
+                "classifier_free_guidance", elem_id="guidance", min_width=220
             )
         with gr.Row():
             random_seed = gr.Checkbox(
-                value=True,
+                value=start.random_seed,
                 label="Random seed",
                 info="Untick to repeat a result exactly with a fixed seed.",
                 elem_id="random-seed",
                 min_width=160,
             )
-            seed = gr.Number(
-                value=defaults.seed,
-                label=BY_NAME["seed"].page_label,
-                info=BY_NAME["seed"].page_info,
-                precision=0,
-                interactive=False,
+            inputs["seed"] = control(
+                "seed",
+                gr.Number,
+                interactive=not start.random_seed,
                 elem_id="seed",
                 min_width=160,
             )
             dice = gr.Button("⚄ Roll a seed", size="sm", elem_id="dice", min_width=120)
         with gr.Row():
-            normalization_strategy = gr.Dropdown(
-                _choices("normalization_strategy", NORMALIZATION_HELP),
-                value=defaults.normalization_strategy,
-                label=BY_NAME["normalization_strategy"].page_label,
-                info=BY_NAME["normalization_strategy"].page_info,
+            inputs["normalization_strategy"] = control(
+                "normalization_strategy",
+                choices=_choices("normalization_strategy", NORMALIZATION_HELP),
                 elem_id="normalization",
                 min_width=220,
             )
-            output_format = gr.Radio(
-                _choices("output_format"),
-                value=defaults.output_format,
-                label=BY_NAME["output_format"].page_label,
-                info=BY_NAME["output_format"].page_info,
-                elem_id="output-format",
-                min_width=160,
+            inputs["output_format"] = control(
+                "output_format", gr.Radio, elem_id="output-format", min_width=160
             )
-        mbd = form_rules.mbd_state(defaults.model_version)
-        multi_band_diffusion = gr.Checkbox(
-            value=defaults.multi_band_diffusion,
-            label=BY_NAME["multi_band_diffusion"].page_label,
+        mbd = form_rules.mbd_state(start.inputs["model_version"])
+        inputs["multi_band_diffusion"] = control(
+            "multi_band_diffusion",
             info=mbd.info,
             interactive=mbd.interactive,
             elem_id="multi-band-diffusion",
         )
-    with gr.Accordion("More inputs", open=False, visible=bool(form_rules.EXTRA_INPUTS)):
-        extras = [_extra_control(name) for name in form_rules.EXTRA_INPUTS]
+    extras = tuple(name for name in INPUT_NAMES if name not in inputs)
+    with gr.Accordion("More inputs", open=False, visible=bool(extras)):
+        for name in extras:
+            inputs[name] = control(name, elem_id=f"extra-{name}")
     return Form(
-        prompt=prompt,
-        model_version=model_version,
-        duration=duration,
+        inputs=inputs,
         long_mode=long_mode,
-        input_audio=input_audio,
-        audio_use=audio_use,
-        continuation_start=continuation_start,
-        continuation_end=continuation_end,
         to_end=to_end,
-        top_k=top_k,
-        top_p=top_p,
-        temperature=temperature,
-        classifier_free_guidance=classifier_free_guidance,
         random_seed=random_seed,
-        seed=seed,
-        normalization_strategy=normalization_strategy,
-        output_format=output_format,
-        multi_band_diffusion=multi_band_diffusion,
         dice=dice,
         clip_info=clip_info,
         duration_note=duration_note,

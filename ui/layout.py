@@ -106,7 +106,10 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 controls = build_controls()
                 start = FormValues()
                 cost = build_cost_line(
-                    studio, engines.default_name(), start.model_version, start.duration
+                    studio,
+                    engines.default_name(),
+                    start.inputs["model_version"],
+                    start.inputs["duration"],
                 )
                 default = engines.default_name()
                 with gr.Accordion(
@@ -150,10 +153,11 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             with gr.Column(scale=3, min_width=320):
                 form = build_form(prompt)
                 # Replicate's models only show while Replicate is the chosen engine.
-                form.model_version.visible = not picker.local_model.visible
+                model_version = form.control("model_version", gr.Radio)
+                model_version.visible = not picker.local_model.visible
                 if default == LOCAL:  # multi-band diffusion is Replicate's only
-                    form.multi_band_diffusion.info = LOCAL_MBD
-                    form.multi_band_diffusion.interactive = False
+                    form.inputs["multi_band_diffusion"].info = LOCAL_MBD
+                    form.inputs["multi_band_diffusion"].interactive = False
                 loop_view = build_loop()
             with gr.Column(scale=2, min_width=320):
                 extend_view = build_extend()
@@ -195,7 +199,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 run=seam.selected,
                 owner=seam.owner,
                 reuse=reuse,
-                model_version=form.model_version,
+                model_version=model_version,
             )
             return []  # a split or a transcription adds no history entry of its own
 
@@ -258,9 +262,12 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
         gr.on(engine_triggers, engine_box_state, [picker.engine, token], [engine_box], **QUICK)
 
         wire_form(form, clip_seconds, parent_run)
-        wire_engine_picker(picker, form.model_version, form.multi_band_diffusion, engines)
+        wire_engine_picker(picker, model_version, form.inputs["multi_band_diffusion"], engines)
         wire_cost_line(
-            studio, cost, [picker.engine, form.model_version, form.duration], [demo.load]
+            studio,
+            cost,
+            [picker.engine, model_version, form.inputs["duration"]],
+            [demo.load],
         )
 
         # -- generate and cancel
@@ -295,7 +302,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 token=token,
                 run_inputs=run_inputs,
                 engine=picker.engine,
-                model_version=form.model_version,
+                model_version=model_version,
             )
         )
         refresh_after(
@@ -305,7 +312,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
                 token=token,
                 run_inputs=run_inputs,
                 reuse=reuse,
-                model_version=form.model_version,
+                model_version=model_version,
                 last_run=view.last_run,
             )
         )
@@ -325,7 +332,10 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
         a = view.actions
         to_form = {"fn": None, "js": assets.SCROLL_TO_FORM_JS}
         a.use_as_melody.click(
-            reuse.as_melody, [view.last_run, form.model_version], reuse.outputs(), **PRIVATE
+            reuse.as_melody,
+            [view.last_run, model_version],
+            reuse.outputs(),
+            **PRIVATE,
         ).then(**to_form)
         a.continue_this.click(
             reuse.continue_from, [view.last_run], reuse.outputs(), **PRIVATE

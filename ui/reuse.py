@@ -70,11 +70,11 @@ class Reuse:
             return self._missing()
         if not snap.get("audio_path"):
             return self._no_audio()
-        f = self.form
+        controls = self.form.inputs
         return {
-            f.input_audio: snap["audio_path"],
-            f.audio_use: USE_MELODY,
-            f.model_version: form_rules.melody_model_for(model_version),
+            controls["input_audio"]: snap["audio_path"],
+            controls["continuation"]: USE_MELODY,
+            controls["model_version"]: form_rules.melody_model_for(model_version),
             self.parent_run: snap["run_id"],
             self.notice: message_html(
                 "The result is now the melody to follow. Describe the new arrangement in the "
@@ -89,16 +89,16 @@ class Reuse:
             return self._missing()
         if not snap.get("audio_path"):
             return self._no_audio()
-        f = self.form
+        controls = self.form.inputs
         start, duration = form_rules.continue_plan(snap.get("audio_seconds"))
         start_max, end_max = form_rules.clip_bounds(snap.get("audio_seconds"))
         return {
-            f.input_audio: snap["audio_path"],
-            f.audio_use: USE_CONTINUATION,
-            f.continuation_start: gr.update(value=start, maximum=start_max),
-            f.continuation_end: gr.update(value=end_max, maximum=end_max),
-            f.to_end: True,
-            f.duration: duration,
+            controls["input_audio"]: snap["audio_path"],
+            controls["continuation"]: USE_CONTINUATION,
+            controls["continuation_start"]: gr.update(value=start, maximum=start_max),
+            controls["continuation_end"]: gr.update(value=end_max, maximum=end_max),
+            self.form.to_end: True,
+            controls["duration"]: duration,
             self.parent_run: snap["run_id"],
             self.notice: message_html(
                 f"Ready to continue the result from {start} s to its end: the new piece starts "
@@ -116,45 +116,37 @@ class Reuse:
         clip = snap.get("input_audio_path") or (
             req.input_audio if is_upload(req.input_audio) else None
         )
-        long_mode = req.duration > COHERENT_MAX_SECONDS
-        maximum, _, info = form_rules.duration_limits(long_mode, req.duration)
+        maximum, _, info = form_rules.duration_limits(
+            req.duration > COHERENT_MAX_SECONDS, req.duration
+        )
         note = "Settings restored from that run."
         if req.input_audio and clip is None:
             note += " Its input clip is no longer on this server: add it again if you need it."
-        updates: Updates = {
-            f.prompt: req.prompt,
+        page = form_rules.page_values(req)
+        # Every input back in its control, by name; then what the rules bound to a range.
+        updates: Updates = dict(zip(f.components(), page.ordered(), strict=True))
+        controls = f.inputs
+        updates |= {
             # A local run's checkpoint is not one of Replicate's models: that radio keeps its value.
-            f.model_version: (
+            controls["model_version"]: (
                 req.model_version if req.model_version in MODEL_VERSIONS else gr.update()
             ),
-            f.long_mode: long_mode,
-            f.duration: gr.update(value=req.duration, maximum=maximum, info=info),
-            f.input_audio: clip,
-            f.audio_use: USE_CONTINUATION if req.continuation else USE_MELODY,
-            f.continuation_start: gr.update(
+            controls["duration"]: gr.update(value=req.duration, maximum=maximum, info=info),
+            controls["input_audio"]: clip,
+            controls["continuation_start"]: gr.update(
                 value=req.continuation_start,
                 maximum=max(COHERENT_MAX_SECONDS, req.continuation_start),
             ),
-            f.to_end: req.continuation_end is None,
-            f.top_k: req.top_k,
-            f.top_p: req.top_p,
-            f.temperature: req.temperature,
-            f.classifier_free_guidance: req.classifier_free_guidance,
-            f.random_seed: req.seed is None,
-            f.seed: req.seed,
-            f.normalization_strategy: req.normalization_strategy,
-            f.output_format: req.output_format,
-            f.multi_band_diffusion: req.multi_band_diffusion,
+            # Until the end of the clip: the end slider keeps its range (it may be the clip's).
+            controls["continuation_end"]: gr.update()
+            if req.continuation_end is None
+            else gr.update(
+                value=req.continuation_end,
+                maximum=max(COHERENT_MAX_SECONDS, req.continuation_end),
+            ),
             self.parent_run: None,
             self.notice: message_html(note, kind="info"),
         }
-        for name, control in zip(form_rules.EXTRA_INPUTS, f.extras, strict=True):
-            updates[control] = getattr(req, name)
-        if req.continuation_end is not None:
-            updates[f.continuation_end] = gr.update(
-                value=req.continuation_end,
-                maximum=max(COHERENT_MAX_SECONDS, req.continuation_end),
-            )
         return updates
 
     def seed(self, snap: dict[str, Any] | None) -> Updates:
@@ -169,6 +161,6 @@ class Reuse:
             }
         return {
             self.form.random_seed: False,
-            self.form.seed: snap["seed"],
+            self.form.inputs["seed"]: snap["seed"],
             self.notice: message_html(f"Seed fixed to {snap['seed']}.", kind="info"),
         }
