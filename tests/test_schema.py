@@ -208,6 +208,26 @@ def test_reusing_a_takes_settings_puts_every_input_back() -> None:
     assert GenerationRequest.parse(request_values(page_values(plain))) == plain
 
 
+def test_reuse_settings_sets_every_control_of_the_form() -> None:
+    """ "Reuse settings" on a past take: each input's control gets the take's value."""
+    import gradio as gr
+
+    from ui.inputs import build_form
+    from ui.reuse import Reuse
+
+    with gr.Blocks():
+        form = build_form()
+        reuse = Reuse(form, gr.State(None), gr.HTML())
+    updates = reuse.settings({"request": REUSED.to_dict(), "input_audio_path": "/kept/clip.wav"})
+    shown = {
+        name: value.get("value") if isinstance(value, dict) else value
+        for name, value in ((name, updates[form.inputs[name]]) for name in INPUT_NAMES)
+    }
+    assert shown == {**page_values(REUSED).inputs, "input_audio": "/kept/clip.wav"}
+    switches = (updates[form.long_mode], updates[form.to_end], updates[form.random_seed])
+    assert switches == (True, False, False)
+
+
 ADDED_INPUT = """
     bpm: Annotated[
         int,
