@@ -10,8 +10,9 @@
 The model validates: loose values from a form or the API are coerced by pydantic, the studio's
 limits are checked on every construction, and `GenerationRequest.parse` turns a refusal into
 one `FieldError` per field, worded from the field's declaration. The API's parameters and their
-help, the page's controls and the emulator's own input check are all derived from these fields
-(`INPUTS`): adding an input is one edit here.
+help, the page's controls, its handlers' values and "Reuse settings", and the emulator's own
+input check are all derived from these fields (`INPUTS`): adding an input is one edit here (plus,
+at most, its place in the page's layout, `ui.inputs.build_form`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """The form's rules without Gradio: what each control may do given the others, and the request.
 
 Every control that cannot apply is disabled and says why; `request_values` turns the form into
-the loose values `GenerationService.prepare` validates (it refuses what the form lets through).
+the loose values `GenerationService.prepare` validates (it refuses what the form lets through),
+and `page_values` a past request back into the form. Both go by the schema's fields: only the
+inputs these rules read are named.
 """
 
 from __future__ import annotations

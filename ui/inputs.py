@@ -1,7 +1,10 @@
 """The form: every model input with its default, range and one line of help.
 
 Labels, help lines, defaults, ranges, steps and choices come from the fields of
-`services.musicgen.GenerationRequest`; this module only lays them out.
+`services.musicgen.GenerationRequest` (`control` makes any input's control from its field);
+this module only says where each goes. The form keeps its controls by the inputs' names, and
+its handlers, `request_values` and reuse go by the schema's fields, so an input the layout
+places is one line here, and one it does not place still gets a control under "More inputs".
 """
 
 from __future__ import annotations
