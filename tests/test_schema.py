@@ -206,6 +206,8 @@ def test_reusing_a_takes_settings_puts_every_input_back() -> None:
     # A take left at its defaults: random seed, the clip up to its end.
     plain = GenerationRequest(prompt="x", input_audio="/tmp/clip.wav", continuation=True)
     assert GenerationRequest.parse(request_values(page_values(plain))) == plain
+    at_zero = REUSED.replace(continuation_start=0, continuation_end=0)  # an end, not "none"
+    assert GenerationRequest.parse(request_values(page_values(at_zero))) == at_zero
 
 
 def test_reuse_settings_sets_every_control_of_the_form() -> None:

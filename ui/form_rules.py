@@ -127,7 +127,9 @@ def page_values(request: GenerationRequest) -> FormValues:
     values.update(
         continuation=USE_CONTINUATION if request.continuation else USE_MELODY,
         # "Until the end" ticked: the end slider's value is not read.
-        continuation_end=request.continuation_end or COHERENT_MAX_SECONDS,
+        continuation_end=(
+            COHERENT_MAX_SECONDS if request.continuation_end is None else request.continuation_end
+        ),
     )
     return FormValues(
         values,
