@@ -63,10 +63,13 @@ class Form:
 
     def control(self, name: str, kind: type[C]) -> C:
         """The input's control, as the component the layout made of it."""
-        component = self.inputs[name]
-        if not isinstance(component, kind):
-            raise TypeError(f"{name}'s control is a {type(component).__name__}, not a {kind}")
-        return component
+        return _made(name, self.inputs[name], kind)
+
+
+def _made(name: str, component: gr.components.Component, kind: type[C]) -> C:
+    if not isinstance(component, kind):
+        raise TypeError(f"{name}'s control is a {type(component).__name__}, not a {kind}")
+    return component
 
 
 def _kind_control(name: str) -> type[gr.components.Component]:
@@ -146,16 +149,15 @@ def _choices(name: str, words: dict[str, str] | None = None) -> list[tuple[str, 
 def build_prompt() -> gr.Textbox:
     """The prompt (laid out first on the page, beside Generate)."""
     limit = BY_NAME["prompt"].limit
-    return gr.Textbox(
-        value=BY_NAME["prompt"].default,
-        label=BY_NAME["prompt"].page_label,
-        info=BY_NAME["prompt"].page_info,
+    prompt = control(
+        "prompt",
         placeholder=EXAMPLE_PROMPTS[0],
         lines=3,
         max_lines=8,
         max_length=int(limit.high) if limit else None,
         elem_id="prompt",
     )
+    return _made("prompt", prompt, gr.Textbox)
 
 
 def build_form(prompt: gr.Textbox | None = None) -> Form:
