@@ -30,6 +30,8 @@ from services.library.schema import Database
 _IN_FLIGHT = sorted(IN_FLIGHT_STATUSES)
 _FLIGHT_MARKS = ", ".join("?" for _ in _IN_FLIGHT)
 _KIND_MARKS = ", ".join("?" for _ in RUN_KINDS)
+_FINISHED = sorted(FINISHED_STATUSES)
+_FINISHED_MARKS = ", ".join("?" for _ in _FINISHED)
 # A run's GPU seconds as the caps count them: reserved while in flight (and young enough to be
 # live), measured once ended.
 _COUNTED = (
@@ -85,11 +87,10 @@ def evictable(conn: sqlite3.Connection, owner: str | None, keep: set[str]) -> li
     """`owner`'s (everyone's for None) finished, non-favourite runs holding audio, oldest
     first, except those in `keep`: what the size cap may remove to make room."""
     where, args = owner_clause(owner)
-    marks = ", ".join("?" for _ in FINISHED_STATUSES)
     rows = conn.execute(
         f"SELECT * FROM runs WHERE favourite = 0 AND audio_bytes > 0"
-        f" AND status IN ({marks}){where} ORDER BY created_at, id",
-        [*sorted(FINISHED_STATUSES), *args],
+        f" AND status IN ({_FINISHED_MARKS}){where} ORDER BY created_at, id",
+        [*_FINISHED, *args],
     ).fetchall()
     return [r for r in rows if r["id"] not in keep]
 
@@ -98,11 +99,10 @@ def kept_bytes(conn: sqlite3.Connection, owner: str | None) -> int:
     """Bytes of audio of `owner` (everyone for None) that the size cap may not remove:
     favourites and runs not finished."""
     where, args = owner_clause(owner)
-    marks = ", ".join("?" for _ in FINISHED_STATUSES)
     row = conn.execute(
         f"SELECT COALESCE(SUM(audio_bytes), 0) FROM runs WHERE audio_bytes > 0"
-        f" AND (favourite != 0 OR status NOT IN ({marks})){where}",
-        [*sorted(FINISHED_STATUSES), *args],
+        f" AND (favourite != 0 OR status NOT IN ({_FINISHED_MARKS})){where}",
+        [*_FINISHED, *args],
     ).fetchone()
     return int(row[0])
 

@@ -46,6 +46,12 @@ class Queries:
     def __init__(self, db: Database):
         self._db = db
 
+    def _records(self, sql: str, args: Iterable[Any]) -> builtins.list[RunRecord]:
+        """The rows `sql` selects (`SELECT * ...`), as records."""
+        with self._db.read() as conn:
+            rows = conn.execute(sql, builtins.list(args)).fetchall()
+        return [RunRecord.from_row(r) for r in rows]
+
     def list(
         self,
         owner: str | None = None,
@@ -136,23 +142,19 @@ class Queries:
         marks = ", ".join("?" for _ in IN_FLIGHT_STATUSES)
         kinds = tuple(kinds)
         kind_marks = ", ".join("?" for _ in kinds)
-        with self._db.read() as conn:
-            rows = conn.execute(
-                f"SELECT * FROM runs WHERE status IN ({marks}) AND kind IN ({kind_marks})"
-                " ORDER BY created_at, id",
-                [*sorted(IN_FLIGHT_STATUSES), *kinds],
-            ).fetchall()
-        return [RunRecord.from_row(r) for r in rows]
+        return self._records(
+            f"SELECT * FROM runs WHERE status IN ({marks}) AND kind IN ({kind_marks})"
+            " ORDER BY created_at, id",
+            [*sorted(IN_FLIGHT_STATUSES), *kinds],
+        )
 
     def children(self, parent_id: str, owner: str | None = None) -> builtins.list[RunRecord]:
         """The runs filed inside an entry (its parts, its variations), oldest first."""
         where, args = owner_clause(owner)
-        with self._db.read() as conn:
-            rows = conn.execute(
-                f"SELECT * FROM runs WHERE parent_id = ?{where} ORDER BY created_at, id",
-                [parent_id, *args],
-            ).fetchall()
-        return [RunRecord.from_row(r) for r in rows]
+        return self._records(
+            f"SELECT * FROM runs WHERE parent_id = ?{where} ORDER BY created_at, id",
+            [parent_id, *args],
+        )
 
     def replicate_runs_since(
         self, since: float, owner: str | None = None
@@ -161,13 +163,11 @@ class Queries:
         for None), oldest first: what an orphan found in the account may belong to."""
         where, args = owner_clause(owner)
         kinds = ", ".join("?" for _ in RUN_KINDS)
-        with self._db.read() as conn:
-            rows = conn.execute(
-                f"SELECT * FROM runs WHERE engine = 'replicate' AND created_at >= ?"
-                f" AND kind IN ({kinds}){where} ORDER BY created_at, id",
-                [since, *RUN_KINDS, *args],
-            ).fetchall()
-        return [RunRecord.from_row(r) for r in rows]
+        return self._records(
+            f"SELECT * FROM runs WHERE engine = 'replicate' AND created_at >= ?"
+            f" AND kind IN ({kinds}){where} ORDER BY created_at, id",
+            [since, *RUN_KINDS, *args],
+        )
 
     def predict_rates(self, model_version: str, *, limit: int = 50) -> builtins.list[float]:
         """Seconds of GPU work per second of audio of the latest succeeded Replicate runs of
@@ -185,12 +185,11 @@ class Queries:
         """The run made by this prediction (for this owner when one is given)."""
         check_owner(owner)
         where, args = owner_clause(owner)
-        with self._db.read() as conn:
-            row = conn.execute(
-                f"SELECT * FROM runs WHERE prediction_id = ?{where} ORDER BY rowid LIMIT 1",
-                [prediction_id, *args],
-            ).fetchone()
-        return RunRecord.from_row(row) if row else None
+        found = self._records(
+            f"SELECT * FROM runs WHERE prediction_id = ?{where} ORDER BY rowid LIMIT 1",
+            [prediction_id, *args],
+        )
+        return found[0] if found else None
 
     def known_predictions(self, owner: str | None = None) -> set[str]:
         """Every prediction id already in this owner's library (all owners for None)."""
