@@ -346,11 +346,9 @@ class LoopMaker:
         finally:
             await chosen.aclose()
         ticket = self._service.reserve([take], owner, chosen.name, payer=payer)
-        try:
+        with ticket:
             async for update in self._make(prepared, spec, started, token, owner, engine, ticket):
                 yield update
-        finally:
-            ticket.close()
 
     async def _make(
         self,

@@ -261,8 +261,7 @@ class Rows:
         fmt = _check_format(fmt)
         stem = run_id if version is None else f"{run_id}-v{int(version)}"
         dest = self._layout.audio_dir / f"{stem}.{fmt}"
-        if self.get(run_id) is None:
-            raise RunNotFound(run_id)
+        self.require(run_id)
         (move_atomic if move else copy_atomic)(Path(src), dest)
         try:
             with self._db.write() as conn:
@@ -340,3 +339,10 @@ class Rows:
         check_owner(owner)
         with self._db.read() as conn:
             return fetch_row(conn, run_id, owner)
+
+    def require(self, run_id: str, owner: str | None = None) -> RunRecord:
+        """The run; raises RunNotFound if it does not exist or belongs to another owner."""
+        record = self.get(run_id, owner)
+        if record is None:
+            raise RunNotFound(run_id)
+        return record

@@ -36,7 +36,7 @@ from services.library.accounting import Accounting, check_cap
 from services.library.export import write_export
 from services.library.layout import Layout
 from services.library.queries import Queries
-from services.library.rows import Rows, RunNotFound
+from services.library.rows import Rows
 from services.library.schema import Database
 
 DB_NAME = "library.sqlite3"
@@ -67,6 +67,7 @@ class Library:
         self.set_favourite = self.rows.set_favourite
         self.delete = self.rows.delete
         self.get = self.rows.get
+        self.require = self.rows.require
         self.audio_file = self.layout.audio_file
         self.input_file = self.layout.input_file
         self.compose_dir = self.layout.compose_dir
@@ -103,7 +104,5 @@ class Library:
         Raises RunNotFound if the run is not this owner's. A run without audio exports the
         sidecar alone.
         """
-        record = self.get(run_id, owner)
-        if record is None:
-            raise RunNotFound(run_id)
+        record = self.require(run_id, owner)
         return write_export(record, self.audio_file(record), Path(dest_dir))
