@@ -202,13 +202,8 @@ class Extender:
         chosen = self._service.engines.open(engine or record.engine, token)
         await chosen.aclose()
         # Every part is held to the caps before the first starts; they run one at a time.
-        ticket = self._service.reserve(
-            [base.replace(duration=lap + part) for part in planned],
-            owner,
-            chosen.name,
-            payer=payer,
-        )
-        with ticket:
+        runs = [base.replace(duration=lap + part) for part in planned]
+        with self._service.reserve(runs, owner, chosen.name, payer=payer) as ticket:
             caller = Caller(token, owner, engine, ticket)
             async for update in self._extend_chain(record, seconds, new, lap, prompt, caller):
                 yield update

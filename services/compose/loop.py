@@ -345,8 +345,7 @@ class LoopMaker:
             prepared = replace(prepared, request=take)
         finally:
             await chosen.aclose()
-        ticket = self._service.reserve([take], owner, chosen.name, payer=payer)
-        with ticket:
+        with self._service.reserve([take], owner, chosen.name, payer=payer) as ticket:
             async for update in self._make(prepared, spec, started, token, owner, engine, ticket):
                 yield update
 
