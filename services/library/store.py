@@ -51,7 +51,6 @@ class Library:
         self.max_mb = max_mb
         self.db_path = self.data_dir / DB_NAME
         self.layout = Layout(self.data_dir)
-        self.audio_dir = self.layout.audio_dir
         self._db = Database(self.db_path)
         self.rows = Rows(self._db, self.layout)
         self.queries = Queries(self._db)
