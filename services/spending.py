@@ -61,6 +61,12 @@ class Ticket:
             self._book.drop(self)
             self._book = None
 
+    def __enter__(self) -> Ticket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class Tickets:
     """The open tickets of this process (held by the generation service, never module-wide)."""

@@ -21,7 +21,7 @@ from services.compose.arrange import (
     plan_song,
     section_spans,
 )
-from services.errors import RequestInvalid, SpendingLimit
+from services.errors import RequestInvalid, SpendingLimit, StudioError
 from services.generation import GenerationService
 from services.library import Library
 from tests.browser_support import creates
@@ -165,6 +165,22 @@ async def test_making_a_section_again_keeps_the_ones_before_and_remakes_the_rest
     replaced = library.get(entry.id).compose["replaced"]
     assert {p["run_id"] for p in replaced} == {before[1]["run"], before[2]["run"]}
     assert all(library.get(p["run_id"]).has_audio for p in replaced)
+
+
+async def test_a_redo_that_fails_before_it_runs_frees_the_runs_it_held(emulator, tmp_path):
+    emulator.configure(max_wait_seconds=0.2)
+    _, arranger, library = make(emulator, tmp_path, MUSICGEN_MAX_RUNS_IN_FLIGHT="1")
+    first = (await song(arranger, emulator.token))[-1]
+    intro = section_spans(library.get(first.entry_id))[0]["run"]
+    assert library.delete(intro)  # the section kept by the redo is gone from the library
+
+    with pytest.raises(StudioError, match="missing from the library"):
+        async for _ in arranger.redo(first.entry_id, 2, token=emulator.token, owner=None):
+            pass
+
+    # The redo held the visitor's one run slot for its sections; failing, it gave it back.
+    again = (await song(arranger, emulator.token))[-1]
+    assert again.status == "succeeded", again.error
 
 
 async def test_the_spending_guard_counts_the_whole_song_before_anything_is_sent(emulator, tmp_path):

@@ -90,9 +90,7 @@ class Transcriber:
         if not midi_available():
             raise StudioError(NEEDS)
         control = control or JobControl()
-        record = self._library.get(run_id, owner)
-        if record is None:
-            raise RunNotFound(run_id)
+        record = self._library.require(run_id, owner)
         source = (stem or "").strip() or MIX
         if source == MIX:
             audio = self._library.audio_file(record)
@@ -147,9 +145,7 @@ class Transcriber:
             "tempo": record.bpm or DEFAULT_TEMPO,
         }
         try:
-            current = self._library.get(record.id)
-            if current is None:
-                raise RunNotFound(record.id)
+            current = self._library.require(record.id)
             updated = self._library.update(record.id, midi={**(current.midi or {}), source: entry})
         except RunNotFound:
             mid.unlink(missing_ok=True)

@@ -88,9 +88,7 @@ class StemSplitter:
         if not stems_available():
             raise StudioError(NEEDS)
         control = control or JobControl()
-        record = self._library.get(run_id, owner)
-        if record is None:
-            raise RunNotFound(run_id)
+        record = self._library.require(run_id, owner)
         source = self._library.audio_file(record)
         if source is None:
             raise StudioError("This result has no audio to split.")

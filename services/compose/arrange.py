@@ -19,8 +19,9 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 from pydub import AudioSegment
@@ -315,39 +316,47 @@ class Arranger(Extender):
         offset = float(source.audio_seconds or 0) if source else 0.0
         steps = plan_song(parsed, lap, offset, offset)
         ticket = self._admit(prepared.request, steps, owner, prepared.engine, payer)
-        try:  # a song refused or failed before it runs frees what it held
-            total = offset + sum(s.seconds for s in parsed)
-            stored = prepared.request.replace(
-                prompt=" → ".join(s.prompt for s in parsed)[:PROMPT_MAX_CHARS], duration=total
-            )
-            compose: dict[str, Any] = {
-                "sections": [asdict(s) for s in parsed],
-                "overlap": lap,
-                "target_seconds": total,
-                "parts": [],
-                "replaced": [],
-                "state": "running",
-            }
-            if source is not None:
-                compose["source"] = source_span(source)
-            entry = self._library.create_pending(
-                owner,
-                stored.to_dict(),
-                parent_id=source.id if source else None,
-                engine=prepared.engine,
-                kind="song",
-                compose=compose,
-            )
-            track = None
-            if source is not None:
-                await asyncio.to_thread(self._file_source, entry.id, source)
-                track = await asyncio.to_thread(self._build, entry, [], None)
-            caller = Caller(token, owner, prepared.engine, ticket)
-        except BaseException:
-            ticket.close()
-            raise
-        async for update in self._run(entry, track, steps, caller):
+        caller = Caller(token, owner, prepared.engine, ticket)
+        setup = partial(self._file_song, owner, prepared, parsed, lap, source)
+        async for update in self._run(caller, steps, setup):
             yield update
+
+    def _file_song(
+        self,
+        owner: str | None,
+        prepared: PreparedRun,
+        parsed: list[Section],
+        lap: int,
+        source: RunRecord | None,
+    ) -> tuple[RunRecord, AudioSegment | None]:
+        """File a new song's entry: (the entry, its track so far: the result it starts from)."""
+        offset = float(source.audio_seconds or 0) if source else 0.0
+        total = offset + sum(s.seconds for s in parsed)
+        stored = prepared.request.replace(
+            prompt=" → ".join(s.prompt for s in parsed)[:PROMPT_MAX_CHARS], duration=total
+        )
+        compose: dict[str, Any] = {
+            "sections": [asdict(s) for s in parsed],
+            "overlap": lap,
+            "target_seconds": total,
+            "parts": [],
+            "replaced": [],
+            "state": "running",
+        }
+        if source is not None:
+            compose["source"] = source_span(source)
+        entry = self._library.create_pending(
+            owner,
+            stored.to_dict(),
+            parent_id=source.id if source else None,
+            engine=prepared.engine,
+            kind="song",
+            compose=compose,
+        )
+        if source is None:
+            return entry, None
+        self._file_source(entry.id, source)
+        return entry, self._build(entry, [], None)
 
     async def resume(
         self,
@@ -364,13 +373,8 @@ class Arranger(Extender):
         track = await asyncio.to_thread(self._adopt_pending, entry, owner)
         entry = self._song(entry_id, owner)
         steps = self._steps(entry)
-        ticket = self._admit(self._base(entry), steps, owner, engine or entry.engine or "", payer)
-        try:  # a song refused or failed before it runs frees what it held
-            caller = Caller(token, owner, engine or entry.engine, ticket)
-        except BaseException:
-            ticket.close()
-            raise
-        async for update in self._run(entry, track, steps, caller):
+        caller = self._hold(entry, steps, token, owner, engine, payer)
+        async for update in self._run(caller, steps, lambda: (entry, track)):
             yield update
 
     async def redo(
@@ -421,23 +425,31 @@ class Arranger(Extender):
         offset = song_offset(entry)
         made = float(kept[-1]["end"]) if kept else offset
         steps = plan_song(wanted, lap, made, offset)
-        ticket = self._admit(self._base(entry), steps, owner, engine or entry.engine or "", payer)
+        caller = self._hold(entry, steps, token, owner, engine, payer)
+        setup = partial(self._replan, entry, wanted, kept, owner)
+        async for update in self._run(caller, steps, setup):
+            yield update
+
+    def _replan(
+        self, entry: RunRecord, wanted: list[Section], kept: list[dict[str, Any]], owner: str | None
+    ) -> tuple[RunRecord, AudioSegment | None]:
+        """Set a song to make `wanted` again after its `kept` parts (the others are kept as
+        replaced): (the entry, its track so far)."""
+        compose = dict(entry.compose or {})
         now = time.time()
+        parts = list(compose.get("parts") or [])
         replaced = [{**p, "replaced_at": now} for p in parts if p not in kept]
         compose.update(
             sections=[asdict(s) for s in wanted],
             parts=kept,
             replaced=[*(compose.get("replaced") or []), *replaced],
-            target_seconds=offset + sum(s.seconds for s in wanted),
+            target_seconds=song_offset(entry) + sum(s.seconds for s in wanted),
         )
         self._library.update(entry.id, compose=compose)
-        track = await asyncio.to_thread(self._build, entry, kept, None)
+        track = self._build(entry, kept, None)
         if track is not None:
-            await asyncio.to_thread(self._file_track, entry.id, track)
-        entry = self._song(entry_id, owner)
-        caller = Caller(token, owner, engine or entry.engine, ticket)
-        async for update in self._run(entry, track, steps, caller):
-            yield update
+            self._file_track(entry.id, track)
+        return self._song(entry.id, owner), track
 
     # -- shared by the three -------------------------------------------------------------
 
@@ -448,6 +460,20 @@ class Arranger(Extender):
                 [FieldError("run_id", "That song is not in your library (give a song's id).")]
             )
         return record
+
+    def _hold(
+        self,
+        entry: RunRecord,
+        steps: list[Step],
+        token: str | None,
+        owner: str | None,
+        engine: str | None,
+        payer: str | None,
+    ) -> Caller:
+        """Who a song that goes on is made for, its runs held to the caps (see `_admit`)."""
+        engine = engine or entry.engine
+        ticket = self._admit(self._base(entry), steps, owner, engine or "", payer)
+        return Caller(token, owner, engine, ticket)
 
     def _base(self, entry: RunRecord) -> GenerationRequest:
         return GenerationRequest.from_dict(entry.request)
@@ -460,12 +486,17 @@ class Arranger(Extender):
         return plan_song(sections, lap, self._track_seconds(entry), song_offset(entry))
 
     async def _run(
-        self, entry: RunRecord, track: AudioSegment | None, steps: list[Step], caller: Caller
+        self,
+        caller: Caller,
+        steps: list[Step],
+        setup: Callable[[], tuple[RunRecord, AudioSegment | None]],
     ) -> AsyncIterator[ExtendUpdate]:
-        """Make the song's `steps` on the chain (see Extender._chain), then free what the
-        song's ticket still holds."""
-        compose = dict(entry.compose or {})
+        """Set the song up (`setup`, in a worker thread: its entry and its track so far), make
+        its `steps` on the chain (see Extender._chain), then free what the song's ticket still
+        holds: a song refused or failed before it runs frees all it held."""
         try:
+            entry, track = await asyncio.to_thread(setup)
+            compose = dict(entry.compose or {})
             chain = self._chain(entry.id, compose, self._base(entry), track, steps, caller)
             async for update in chain:
                 yield update

@@ -202,18 +202,11 @@ class Extender:
         chosen = self._service.engines.open(engine or record.engine, token)
         await chosen.aclose()
         # Every part is held to the caps before the first starts; they run one at a time.
-        ticket = self._service.reserve(
-            [base.replace(duration=lap + part) for part in planned],
-            owner,
-            chosen.name,
-            payer=payer,
-        )
-        try:
+        runs = [base.replace(duration=lap + part) for part in planned]
+        with self._service.reserve(runs, owner, chosen.name, payer=payer) as ticket:
             caller = Caller(token, owner, engine, ticket)
             async for update in self._extend_chain(record, seconds, new, lap, prompt, caller):
                 yield update
-        finally:
-            ticket.close()
 
     async def _extend_chain(
         self,
@@ -390,9 +383,7 @@ class Extender:
         self, entry_id: str, owner: str | None, final: RunUpdate, target: float
     ) -> AudioSegment:
         """File a finished part in the composition and return the track with it."""
-        record = self._library.get(entry_id, owner)
-        if record is None:
-            raise RunNotFound(entry_id)
+        record = self._library.require(entry_id, owner)
         compose = dict(record.compose or {})
         pending = compose.pop("pending", None) or {}
         part_record = self._library.get(final.run_id or "", owner)

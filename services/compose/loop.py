@@ -345,12 +345,9 @@ class LoopMaker:
             prepared = replace(prepared, request=take)
         finally:
             await chosen.aclose()
-        ticket = self._service.reserve([take], owner, chosen.name, payer=payer)
-        try:
+        with self._service.reserve([take], owner, chosen.name, payer=payer) as ticket:
             async for update in self._make(prepared, spec, started, token, owner, engine, ticket):
                 yield update
-        finally:
-            ticket.close()
 
     async def _make(
         self,

@@ -116,11 +116,9 @@ class Variations:
         ticket = self._service.reserve(
             [request] * count, owner, chosen.name, payer=payer, parallel=count
         )
-        try:
+        with ticket:
             async for update in self._group(prepared, count, token, owner, engine, ticket):
                 yield update
-        finally:
-            ticket.close()
 
     async def _group(
         self,

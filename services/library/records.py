@@ -1,4 +1,4 @@
-"""What the library holds about one run, and the rules that keep secrets out of it."""
+"""What the library holds about one run, and the rules of its rows: owners, statuses, secrets."""
 
 from __future__ import annotations
 
@@ -38,6 +38,25 @@ REDACTED = "[redacted]"
 _TOKEN_TEXT = re.compile(
     r"\br8_[A-Za-z0-9]{8,}|(?i:\b(bearer|token)(\s+|=|:\s*))[A-Za-z0-9_\-.]{20,}"
 )
+
+
+def check_owner(owner: str | None) -> None:
+    """Refuse an owner that is neither None (a local install) nor an identity string."""
+    # An empty identity would silently become a shared bucket for every broken browser.
+    if owner is not None and (not isinstance(owner, str) or not owner.strip()):
+        raise ValueError("owner must be None (local install) or a non-empty identity string")
+
+
+def owner_clause(owner: str | None, column: str = "owner") -> tuple[str, list[Any]]:
+    """The SQL condition (" AND owner = ?") and its argument that keep a query to `owner`'s
+    rows; nothing for None (everyone's)."""
+    return ("", []) if owner is None else (f" AND {column} = ?", [owner])
+
+
+def check_status(status: str) -> None:
+    """Refuse a status the library does not know."""
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {status!r}")
 
 
 def scrub_text(text: str) -> str:
@@ -200,17 +219,3 @@ class RunRecord:
             stems=json.loads(row["stems"]) if row["stems"] else None,
             midi=json.loads(row["midi"]) if row["midi"] else None,
         )
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of a library query, newest first; `page` is 1-based."""
-
-    items: list[RunRecord]
-    total: int
-    page: int
-    per_page: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
