@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from services.generation import GenerationService
 from services.library import Library
 from services.settings import Settings
 from tests.emulator import Emulator
+from tests.support.interrupt import cancel_when
 from tests.support.services import make_service
 
 
@@ -98,18 +98,10 @@ async def test_cancelling_a_loop_cancels_its_take(emulator: Emulator, tmp_path: 
     emulator.configure(run_seconds=20.0)
     maker = maker_for(emulator, tmp_path)
     request, spec = maker.prepare({"prompt": "slow drone"}, 90, 2)
-    seen: list = []
-
-    async def consume() -> None:
-        async for update in maker.make(request, spec, token=emulator.token, owner=None):
-            seen.append(update)
-
-    task = asyncio.create_task(consume())
-    while not any(u.status == "processing" for u in seen):
-        await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    seen = await cancel_when(
+        maker.make(request, spec, token=emulator.token, owner=None),
+        lambda seen: any(u.status == "processing" for u in seen),
+    )
 
     prediction_id = next(u.prediction_id for u in seen if u.prediction_id)
     assert emulator.status(prediction_id) == "canceled"

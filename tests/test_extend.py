@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -21,6 +15,7 @@ from services.errors import RequestInvalid
 from services.generation import GenerationService
 from services.library import Library
 from services.musicgen import GenerationRequest
+from tests.support.interrupt import cancel_when, kill_at_second_part, run_module
 from tests.support.services import make_service
 
 
@@ -139,22 +134,16 @@ async def test_a_cancel_mid_chain_keeps_the_parts_done_and_the_chain_resumes(emu
     emulator.configure(max_wait_seconds=0.2)
     service, extender, library = make(emulator, tmp_path)
     source = await take(service, emulator.token, seconds=6)
-    seen: list = []
 
-    async def consume() -> None:
-        async for update in extender.extend(source, 40, token=emulator.token, owner=None):
-            seen.append(update)
-            if update.part == 1 and update.run and update.run.finished:
-                emulator.configure(run_seconds=30.0)  # the second part runs long
+    def second_part_runs_long(update) -> None:
+        if update.part == 1 and update.run and update.run.finished:
+            emulator.configure(run_seconds=30.0)
 
-    task = asyncio.create_task(consume())
-    for _ in range(600):  # until the second part is running on the emulator
-        if any(u.part == 2 and u.run and u.run.status == "processing" for u in seen):
-            break
-        await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    seen = await cancel_when(  # once the second part is running on the emulator
+        extender.extend(source, 40, token=emulator.token, owner=None),
+        lambda seen: any(u.part == 2 and u.run and u.run.status == "processing" for u in seen),
+        on_update=second_part_runs_long,
+    )
 
     entry_id = seen[0].entry_id
     entry = library.get(entry_id)
@@ -200,25 +189,11 @@ async def test_a_chain_killed_mid_part_resumes_after_a_restart_without_paying_tw
     service, _, library = make(emulator, tmp_path)
     source = await take(service, emulator.token, seconds=6)
     emulator.configure(run_seconds=4.0)  # long enough to kill the process during a part
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.extend_once", str(tmp_path), emulator.base_url,
-         emulator.token, source, "40"],
-        cwd=Path(__file__).resolve().parents[1],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    # Wait until the first part is filed and the second is on the emulator, then SIGKILL.
-    give_up = time.monotonic() + 60
-    while True:
-        pieces = [r for r in library.list(None).items if r.kind == "extend"]
-        parts = [r for r in library.children(pieces[0].id) if r.kind == "part"] if pieces else []
-        if len(parts) == 2 and parts[1].prediction_id:
-            break
-        assert time.monotonic() < give_up, "the chain never reached its second part"
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
-    entry = library.get(pieces[0].id)
+    process = run_module(
+        "tests.support.extend_once", str(tmp_path), emulator.base_url, emulator.token, source, "40"
+    )
+    # Killed once the first part is filed and the second is on the emulator.
+    entry, parts = kill_at_second_part(process, library, "extend")
     assert entry.status == "processing" and len(entry.compose["parts"]) == 1
     creates_before = emulator.creates
 

@@ -18,7 +18,6 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import torch
 from pydub import AudioSegment
 
 from services.engines.local import LocalConfig, LocalEngine, local_engine_available
@@ -29,34 +28,21 @@ from services.events import RunUpdate
 from services.library.records import RunRecord
 from services.musicgen import GenerationRequest
 from tests.support.audio_files import make_tone
+from tests.support.local_engines import tiny_engine
 from tests.support.tiny_musicgen import TinyCheckpoints
 
 RATE = 32_000
 HOP = 640
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny matrices: one thread is faster than two fighting over a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_musicgen: TinyCheckpoints) -> Iterator[LocalEngine]:
     """One engine for the module, configured as MUSICGEN_LOCAL_MODEL=<folder> would be."""
-    config = LocalConfig.from_env(
-        {
-            "MUSICGEN_LOCAL_MODEL": str(tiny_musicgen.text),
-            "MUSICGEN_LOCAL_MELODY_MODEL": str(tiny_musicgen.melody),
-            "MUSICGEN_DEVICE": "cpu",
-        }
-    )
-    local = LocalEngine(dataclasses.replace(config, preview_seconds=0.5))
-    yield local
-    local.shutdown()
+    with tiny_engine(tiny_musicgen, preview_seconds=0.5) as local:
+        yield local
 
 
 def request(**kw: object) -> GenerationRequest:

@@ -5,7 +5,6 @@ hears its melody and its text (transformers before 5.18 silently dropped both: u
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,30 +14,22 @@ import pytest
 
 pytest.importorskip("transformers")
 
-import torch
 
-from services.engines.local import LocalConfig, LocalEngine
+from services.engines.local import LocalEngine
 from services.musicgen import GenerationRequest
 from tests.support.audio_files import make_tone
+from tests.support.local_engines import tiny_engine
 from tests.support.tiny_musicgen import TinyCheckpoints
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_musicgen: TinyCheckpoints) -> Iterator[LocalEngine]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: one thread beats two on a busy 2-core machine
-    config = LocalConfig(
-        default_model=str(tiny_musicgen.text),
-        melody_model=str(tiny_musicgen.melody),
-        device="cpu",
-        preview_seconds=0,
-    )
     # fp32: int8's dynamic quantization scales each activation tensor by the whole batch, so
     # the unconditional half would differ by a rounding with the conditional half beside it.
-    local = LocalEngine(dataclasses.replace(config, max_models=2, precision="fp32"))
-    yield local
-    local.shutdown()
-    torch.set_num_threads(before)
+    with tiny_engine(tiny_musicgen, preview_seconds=0, max_models=2, precision="fp32") as local:
+        yield local
 
 
 async def take(local: LocalEngine, workdir: Path, **fields: object) -> np.ndarray:

@@ -4,7 +4,6 @@ like the real 32 kHz one), every previewed sample equals the final take's sample
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +25,7 @@ from tests.test_local_engine import samples
 RATE = 32_000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_streamed_decoding_is_the_codecs_own_decoding(tiny_musicgen: TinyCheckpoints) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from services.library import Library
 from services.musicgen import GenerationRequest
 from services.settings import Settings
 from tests.support.audio_files import make_tone
+from tests.support.interrupt import cancel_when
 from tests.support.services import make_service
 
 
@@ -69,21 +69,10 @@ async def test_one_cancel_stops_every_take(emulator, tmp_path):
     emulator.configure(run_seconds=30.0, max_wait_seconds=0.2)
     variations, library = make(emulator, tmp_path)
     request = GenerationRequest(prompt="ambient pads", duration=8)
-    seen = []
-
-    async def consume() -> None:
-        async for update in variations.run(request, 4, token=emulator.token, owner=None):
-            seen.append(update)
-
-    task = asyncio.create_task(consume())
-    for _ in range(400):  # until all four are processing on the emulator
-        processing = {u.slot for u in seen if u.run and u.run.status == "processing"}
-        if len(processing) == 4:
-            break
-        await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    seen = await cancel_when(  # once all four are processing on the emulator
+        variations.run(request, 4, token=emulator.token, owner=None),
+        lambda seen: len({u.slot for u in seen if u.run and u.run.status == "processing"}) == 4,
+    )
 
     ids = {u.run.prediction_id for u in seen if u.run and u.run.prediction_id}
     assert len(ids) == 4
