@@ -33,4 +33,3 @@ def tiny_engine(checkpoints: TinyCheckpoints, **changes: Any) -> Iterator[LocalE
         yield local
     finally:
         local.shutdown()
-
