@@ -39,6 +39,24 @@ CHROMIUM_ARGS = [
 SERVER_TOKEN = "r8_" + "StudioServerToken0123456789abcdefghijklm"
 VISITOR_TOKEN = "r8_" + "VisitorOwnToken0123456789abcdefghijklmn"
 APP_START_TIMEOUT_S = 60.0
+# What `/generate` and its siblings take first: the model's inputs, in the schema's order.
+MODEL_INPUTS = [
+    "prompt",
+    "input_audio",
+    "duration",
+    "continuation",
+    "continuation_start",
+    "continuation_end",
+    "model_version",
+    "multi_band_diffusion",
+    "normalization_strategy",
+    "output_format",
+    "seed",
+    "temperature",
+    "top_k",
+    "top_p",
+    "classifier_free_guidance",
+]
 UI_TIMEOUT_MS = 30_000
 
 

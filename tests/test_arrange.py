@@ -21,8 +21,7 @@ from services.library import Library
 from tests.browser_support import creates
 from tests.support.arrange_once import SETTINGS, SONG
 from tests.support.interrupt import cancel_when, kill_at_second_part, run_module
-from tests.test_extend import make as make_extender
-from tests.test_extend import take
+from tests.support.services import make_extender, take
 from ui.compose_arrange import sections_from_text
 
 

@@ -11,11 +11,11 @@ from gradio_client import Client
 from services.compose import audio_ops
 from services.library import Library
 from tests.browser_support import (
+    MODEL_INPUTS,
     AppProcess,
     creates,
 )
 from tests.emulator import Emulator
-from tests.test_gradio_api import MODEL_INPUTS
 
 
 def test_loop_is_exact_seamless_named_and_survives_a_restart(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from services.library import Library, RunRecord
 from services.musicgen import GenerationRequest
 from tests.emulator import Emulator
 from tests.support.audio_files import FORMATS, make_tone
-from tests.support.interrupt import cancel_when, kill, run_module, wait_until
+from tests.support.interrupt import cancel_when, kill, start_generation_process, wait_until
 from tests.support.services import make_service
 
 
@@ -212,15 +211,6 @@ async def test_closing_the_run_early_cancels_it_too(emulator, tmp_path):
 
     assert emulator.status(update.prediction_id) == "canceled"
     assert Library(tmp_path).get(update.run_id).status == "canceled"
-
-
-def start_generation_process(
-    emulator: Emulator, data_dir: Path, duration: int, melody: Path | None = None
-) -> subprocess.Popen[str]:
-    return run_module(
-        "tests.support.generate_once", str(data_dir), emulator.base_url, emulator.token,
-        "a run that outlives its process", str(duration), *([str(melody)] if melody else []),
-    )  # fmt: skip
 
 
 def kill_once_on_replicate(emulator: Emulator, data_dir: Path, duration: int) -> RunRecord:

@@ -11,6 +11,7 @@ from gradio_client import Client, handle_file
 
 from services.audio import probe
 from tests.browser_support import (
+    MODEL_INPUTS,
     SERVER_TOKEN,
     VISITOR_TOKEN,
     AppProcess,
@@ -19,24 +20,6 @@ from tests.browser_support import (
 from tests.emulator import Emulator
 from tests.support.audio_files import make_tone
 from tests.support.stored import files_holding
-
-MODEL_INPUTS = [
-    "prompt",
-    "input_audio",
-    "duration",
-    "continuation",
-    "continuation_start",
-    "continuation_end",
-    "model_version",
-    "multi_band_diffusion",
-    "normalization_strategy",
-    "output_format",
-    "seed",
-    "temperature",
-    "top_k",
-    "top_p",
-    "classifier_free_guidance",
-]
 
 
 def client_for(app: AppProcess) -> Client:

@@ -22,10 +22,10 @@ from services.errors import StudioError
 from services.events import RunUpdate
 from services.library import Library
 from services.musicgen import GenerationRequest
-from tests.support.local_engines import tiny_engine
+from tests.support.audio_files import samples
+from tests.support.local_engines import tiny_engine, tiny_request
 from tests.support.services import make_service
 from tests.support.tiny_musicgen import TinyCheckpoints
-from tests.test_local_engine import samples
 
 RATE = 32_000
 
@@ -57,14 +57,7 @@ def generate_calls(engine: LocalEngine, monkeypatch: pytest.MonkeyPatch) -> list
 
 
 def request(**kw: Any) -> GenerationRequest:
-    base: dict[str, Any] = {
-        "prompt": "calm piano",
-        "duration": 1,
-        "model_version": "",
-        "normalization_strategy": "clip",
-    }
-    base.update(kw)
-    return GenerationRequest(**base)
+    return tiny_request(**{"normalization_strategy": "clip", **kw})
 
 
 async def follow(engine: LocalEngine, run: EngineRun, workdir: Path) -> list[RunUpdate]:

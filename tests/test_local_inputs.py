@@ -16,9 +16,8 @@ pytest.importorskip("transformers")
 
 
 from services.engines.local import LocalEngine
-from services.musicgen import GenerationRequest
 from tests.support.audio_files import make_tone
-from tests.support.local_engines import tiny_engine
+from tests.support.local_engines import tiny_engine, tiny_request
 from tests.support.tiny_musicgen import TinyCheckpoints
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -34,17 +33,11 @@ def engine(tiny_musicgen: TinyCheckpoints) -> Iterator[LocalEngine]:
 
 async def take(local: LocalEngine, workdir: Path, **fields: object) -> np.ndarray:
     """The samples of one finished take of a 1 s request with `fields`."""
-    values: dict[str, object] = {
-        "prompt": "calm piano",
-        "duration": 1,
-        "model_version": "",
-        "seed": 5,
-        "normalization_strategy": "peak",
-        "output_format": "wav",
-    }
-    values.update(fields)
+    request = tiny_request(
+        **{"seed": 5, "normalization_strategy": "peak", "output_format": "wav", **fields}
+    )
     workdir.mkdir(parents=True)
-    run = await local.start(GenerationRequest(**values), workdir=workdir)  # type: ignore[arg-type]
+    run = await local.start(request, workdir=workdir)
     updates = [u async for u in local.follow(run, started=time.monotonic(), workdir=workdir)]
     final = updates[-1]
     assert final.status == "succeeded", final.error

@@ -18,9 +18,8 @@ from services.engines.local import LocalConfig, LocalEngine
 from services.engines.local.preview import _ChannelStream, decode_frames
 from services.events import RunUpdate
 from services.musicgen import GenerationRequest
-from tests.support.audio_files import make_tone
+from tests.support.audio_files import make_tone, samples
 from tests.support.tiny_musicgen import TinyCheckpoints
-from tests.test_local_engine import samples
 
 RATE = 32_000
 

@@ -17,6 +17,7 @@ from typing import TypeVar
 import pytest
 
 from services.library import Library, RunRecord
+from tests.emulator import Emulator
 
 REPO = Path(__file__).resolve().parents[2]
 GIVE_UP_S = 30.0
@@ -58,6 +59,17 @@ def run_module(module: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", module, *args], cwd=REPO, stdout=subprocess.PIPE, text=True
     )
+
+
+def start_generation_process(
+    emulator: Emulator, data_dir: Path, duration: int, melody: Path | None = None
+) -> subprocess.Popen[str]:
+    """A run of `duration` s (with `melody`, if given) made in a process of its own
+    (tests.support.generate_once), for a test to kill."""
+    return run_module(
+        "tests.support.generate_once", str(data_dir), emulator.base_url, emulator.token,
+        "a run that outlives its process", str(duration), *([str(melody)] if melody else []),
+    )  # fmt: skip
 
 
 def wait_until(condition: Callable[[], object], timeout: float = GIVE_UP_S) -> None:

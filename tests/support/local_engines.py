@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from services.engines.local import LocalConfig, LocalEngine
+from services.musicgen import GenerationRequest
 from tests.support.tiny_musicgen import TinyCheckpoints
 
 
@@ -33,3 +34,10 @@ def tiny_engine(checkpoints: TinyCheckpoints, **changes: Any) -> Iterator[LocalE
         yield local
     finally:
         local.shutdown()
+
+
+def tiny_request(**fields: Any) -> GenerationRequest:
+    """A 1 s "calm piano" request on the engine's default checkpoint, with `fields` set."""
+    return GenerationRequest(
+        **{"prompt": "calm piano", "duration": 1, "model_version": "", **fields}
+    )
