@@ -8,10 +8,8 @@ import pytest
 
 from services.compose.variations import Variations
 from services.errors import RequestInvalid, StudioError
-from services.generation import GenerationService
 from services.library import Library
 from services.musicgen import GenerationRequest
-from services.settings import Settings
 from tests.support.audio_files import make_tone
 from tests.support.interrupt import cancel_when
 from tests.support.services import make_service
@@ -110,17 +108,16 @@ async def test_a_bad_number_of_variations_is_refused_before_anything_is_sent(emu
 
 
 async def test_each_take_of_a_group_counts_against_the_visitors_runs_in_flight(emulator, tmp_path):
-    settings = Settings.from_env(
-        {
-            "MUSICGEN_DATA_DIR": str(tmp_path),
-            "REPLICATE_BASE_URL": emulator.base_url,
-            "MUSICGEN_ENGINE": "replicate",
-            "MUSICGEN_SHARED": "1",
-            "MUSICGEN_MAX_RUNS_IN_FLIGHT": "4",
-        }
-    )
     library = Library(tmp_path)
-    variations = Variations(GenerationService(settings, library), library)
+    service = make_service(
+        emulator,
+        tmp_path,
+        library=library,
+        MUSICGEN_ENGINE="replicate",
+        MUSICGEN_SHARED="1",
+        MUSICGEN_MAX_RUNS_IN_FLIGHT="4",
+    )
+    variations = Variations(service, library)
     for _ in range(2):
         busy = library.create_pending("ana", {"prompt": "still running"}, payer="addr:ana")
         library.update(busy.id, status="processing")
@@ -166,15 +163,9 @@ async def test_a_group_left_by_a_stopped_app_is_settled_once_its_takes_are_resum
     library.update(group.id, status="processing", compose={**group.compose, "takes": takes})
 
     # The next start, as app.py does it: runs resumed, then groups settled.
-    settings = Settings.from_env(
-        {
-            "MUSICGEN_DATA_DIR": str(tmp_path),
-            "REPLICATE_BASE_URL": emulator.base_url,
-            "REPLICATE_API_TOKEN": emulator.token,
-            "MUSICGEN_ENGINE": "replicate",
-        }
+    service = make_service(
+        emulator, tmp_path, REPLICATE_API_TOKEN=emulator.token, MUSICGEN_ENGINE="replicate"
     )
-    service = GenerationService(settings, Library(tmp_path))
     await service.resume_in_flight()
     variations = Variations(service, Library(tmp_path))
 

@@ -36,10 +36,11 @@ def make_service(
     local: Engine | None = None,
     client_factory: Callable[[str], ReplicateClient] | None = None,
     orphans: OrphanCheck | None = None,
+    measure_takes: bool = False,
     **env: str,
 ) -> GenerationService:
     """A generation service on `data_dir`'s library; `client_factory` gives its Replicate runs
-    the app's own client with test timings."""
+    the app's own client with test timings; `measure_takes` measures each take's tempo and key."""
     settings = studio_settings(data_dir, emulator, **env)
     engines = None
     if client_factory is not None:
@@ -50,6 +51,7 @@ def make_service(
         local=local,
         engines=engines,
         orphan_check=orphans,
+        measure_takes=measure_takes,
     )
 
 
