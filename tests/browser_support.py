@@ -1,5 +1,6 @@
 """Shared pieces of the browser and Gradio API tests: the app as a real subprocess, Chromium,
-an emulator that outlives one test, screenshots, and helpers that drive the page.
+screenshots, and helpers that drive the page. The fixtures built on them (`module_emulator`,
+`app`, `browser`) are in conftest.py.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.emulator import Emulator, EmulatorConfig, run_emulator
+from tests.emulator import Emulator
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -34,7 +34,29 @@ CHROMIUM_ARGS = [
     # Let the players load and play without a user gesture or a sound card.
     "--autoplay-policy=no-user-gesture-required",
 ]
+# The tokens the module emulator (conftest's `module_emulator`) takes: the server-wide one of
+# conftest's `app`, and one a visitor pastes or passes as `api_token`. Fake; split for scanners.
+SERVER_TOKEN = "r8_" + "StudioServerToken0123456789abcdefghijklm"
+VISITOR_TOKEN = "r8_" + "VisitorOwnToken0123456789abcdefghijklmn"
 APP_START_TIMEOUT_S = 60.0
+# What `/generate` and its siblings take first: the model's inputs, in the schema's order.
+MODEL_INPUTS = [
+    "prompt",
+    "input_audio",
+    "duration",
+    "continuation",
+    "continuation_start",
+    "continuation_end",
+    "model_version",
+    "multi_band_diffusion",
+    "normalization_strategy",
+    "output_format",
+    "seed",
+    "temperature",
+    "top_k",
+    "top_p",
+    "classifier_free_guidance",
+]
 UI_TIMEOUT_MS = 30_000
 
 
@@ -57,6 +79,11 @@ class AppProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def data_dir(self) -> Path:
+        """The app's data folder (MUSICGEN_DATA_DIR): its library."""
+        return Path(self.env["MUSICGEN_DATA_DIR"])
 
     def start(self) -> AppProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,11 +150,13 @@ def app_env(emulator: Emulator, data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def module_emulator() -> Iterator[Emulator]:
-    """One emulator for a module's tests (they share one app); fast timings by default."""
-    with run_emulator(EmulatorConfig.fast(max_wait_seconds=0.2)) as emulator:
-        yield emulator
+@contextlib.contextmanager
+def studio_app(emulator: Emulator, folder: Path, **extra: str) -> Iterator[AppProcess]:
+    """`python app.py` wired to the emulator (as `app_env`, with `extra`): its library in
+    folder/data, Gradio's files in folder/gr, its log in folder/app.log."""
+    env = app_env(emulator, folder / "data", **{"GRADIO_TEMP_DIR": str(folder / "gr"), **extra})
+    with running_app(env, folder / "app.log") as app:
+        yield app
 
 
 @contextlib.contextmanager
@@ -144,16 +173,17 @@ def emulator_timing(emulator: Emulator, **changes: Any) -> Iterator[None]:
 # -- the browser ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Headless Chromium (the system's), driven by Playwright; closed when the block ends."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        launched = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            yield chromium
+            yield launched
         finally:
-            chromium.close()
+            launched.close()
 
 
 def new_page(browser: Any, url: str, *, width: int = 1280, height: int = 900) -> Any:

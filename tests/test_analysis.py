@@ -12,12 +12,11 @@ from services.analysis.search import parse_history_query
 from services.analysis.tempo_key import MAJOR_NAMES, measure_key, measure_tempo
 from services.compose.formats import download_name
 from services.compose.loop import LoopMaker, loop_summary
-from services.generation import GenerationService
 from services.library import Library
 from services.library.export import tempo_key_tag
 from services.musicgen import GenerationRequest
-from services.settings import Settings
 from tests.emulator import Emulator
+from tests.support.services import make_service
 from tests.support.synth_music import A_MINOR, G_MAJOR, RATE, clicks, notes, write_wav
 
 
@@ -97,10 +96,7 @@ async def test_generate_returns_the_measured_tempo_and_key_of_the_filed_take(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     emulator.configure(run_seconds=0.5, max_wait_seconds=0.2)
-    settings = Settings.from_env(
-        {"MUSICGEN_DATA_DIR": str(tmp_path), "REPLICATE_BASE_URL": emulator.base_url}
-    )
-    service = GenerationService(settings, Library(tmp_path), measure_takes=True)
+    service = make_service(emulator, tmp_path, measure_takes=True)
     request = GenerationRequest(prompt="bossa nova guitar", duration=8, seed=42)
 
     updates = [u async for u in service.generate(request, token=emulator.token, owner=None)]
@@ -116,10 +112,7 @@ async def test_a_loop_shows_its_measured_tempo_beside_the_one_asked_for(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     emulator.configure(run_seconds=0.5, max_wait_seconds=0.2)
-    settings = Settings.from_env(
-        {"MUSICGEN_DATA_DIR": str(tmp_path), "REPLICATE_BASE_URL": emulator.base_url}
-    )
-    service = GenerationService(settings, Library(tmp_path), measure_takes=True)
+    service = make_service(emulator, tmp_path, measure_takes=True)
     maker = LoopMaker(service, Library(tmp_path))
     request, spec = maker.prepare({"prompt": "deep house", "seed": 5}, 120, 4)
 

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +20,8 @@ from services.generation import GenerationService
 from services.library import Library
 from tests.browser_support import creates
 from tests.support.arrange_once import SETTINGS, SONG
-from tests.test_extend import make as make_extender
-from tests.test_extend import take
+from tests.support.interrupt import cancel_when, kill_at_second_part, run_module
+from tests.support.services import make_extender, take
 from ui.compose_arrange import sections_from_text
 
 
@@ -231,24 +225,16 @@ async def test_a_string_of_json_is_taken_and_a_bad_overlap_named(emulator, tmp_p
 async def test_a_stopped_song_keeps_its_sections_and_resumes(emulator, tmp_path):
     emulator.configure(max_wait_seconds=0.2)
     _, arranger, library = make(emulator, tmp_path)
-    seen: list = []
 
-    async def consume() -> None:
-        async for update in arranger.arrange(
-            SONG, SETTINGS, token=emulator.token, owner=None, overlap=2
-        ):
-            seen.append(update)
-            if update.section == 0 and update.run and update.run.finished:
-                emulator.configure(run_seconds=30.0)  # the verse runs long
+    def verse_runs_long(update) -> None:
+        if update.section == 0 and update.run and update.run.finished:
+            emulator.configure(run_seconds=30.0)
 
-    task = asyncio.create_task(consume())
-    for _ in range(600):
-        if any(u.section == 1 and u.run and u.run.status == "processing" for u in seen):
-            break
-        await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    seen = await cancel_when(
+        arranger.arrange(SONG, SETTINGS, token=emulator.token, owner=None, overlap=2),
+        lambda seen: any(u.section == 1 and u.run and u.run.status == "processing" for u in seen),
+        on_update=verse_runs_long,
+    )
 
     entry = library.get(seen[0].entry_id)
     assert entry.compose["state"] == "interrupted" and entry.status == "succeeded"
@@ -264,25 +250,12 @@ async def test_a_song_killed_mid_section_resumes_after_a_restart_without_paying_
     emulator, tmp_path
 ):
     emulator.configure(max_wait_seconds=0.2, run_seconds=3.0)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.arrange_once", str(tmp_path), emulator.base_url,
-         emulator.token],
-        cwd=Path(__file__).resolve().parents[1],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    process = run_module(
+        "tests.support.arrange_once", str(tmp_path), emulator.base_url, emulator.token
+    )
     library = Library(tmp_path)
-    give_up = time.monotonic() + 60
-    while True:  # until the intro is filed and the verse is on the emulator: then SIGKILL
-        songs = [r for r in library.list(None).items if r.kind == "song"]
-        parts = [r for r in library.children(songs[0].id) if r.kind == "part"] if songs else []
-        if len(parts) == 2 and parts[1].prediction_id:
-            break
-        assert time.monotonic() < give_up, "the song never reached its second section"
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
-    entry = library.get(songs[0].id)
+    # Killed once the intro is filed and the verse is on the emulator.
+    entry, parts = kill_at_second_part(process, library, "song")
     assert entry.status == "processing" and len(entry.compose["parts"]) == 1
     creates_before = len(creates(emulator))
 

@@ -8,7 +8,6 @@ Screenshots of the main states land in test-artifacts/.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,9 @@ from playwright.sync_api import expect
 from services.audio import probe
 from tests.browser_support import (
     FINAL_STATUSES,
+    VISITOR_TOKEN,
     AppProcess,
     act_and_wait_text,
-    app_env,
-    browser,  # noqa: F401 - fixture
     card,
     card_run_id,
     choose_dropdown,
@@ -30,7 +28,6 @@ from tests.browser_support import (
     emulator_timing,
     generate,
     mark,
-    module_emulator,  # noqa: F401 - fixture
     new_page,
     open_page,
     playable_seconds,
@@ -39,7 +36,6 @@ from tests.browser_support import (
     result_duration_text,
     result_seconds,
     run_progress,
-    running_app,
     set_checkbox,
     set_number,
     set_prompt,
@@ -56,49 +52,9 @@ from tests.browser_support import (
 )
 from tests.emulator import Emulator
 from tests.support.audio_files import make_tone
+from tests.support.stored import files_holding
 
 pytestmark = pytest.mark.browser
-
-VISITOR_TOKEN = (
-    "r8_" + "VisitorOwnToken0123456789abcdefghijklmn"
-)  # fake; split so secret scanners skip it
-SERVER_TOKEN = (
-    "r8_" + "ServerWideToken0123456789abcdefghijklmn"
-)  # fake; split so secret scanners skip it
-
-
-@pytest.fixture(scope="module")
-def emulator(module_emulator: Emulator) -> Emulator:  # noqa: F811
-    module_emulator.configure(tokens=[VISITOR_TOKEN, SERVER_TOKEN])
-    return module_emulator
-
-
-@pytest.fixture(scope="module")
-def data_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("browser")
-    return {"local": root / "local", "shared": root / "shared", "root": root}
-
-
-@pytest.fixture(scope="module")
-def local_app(emulator: Emulator, data_dirs: dict[str, Path]) -> Iterator[AppProcess]:
-    """A local install without a server token: each visitor pastes their own."""
-    env = app_env(emulator, data_dirs["local"], GRADIO_TEMP_DIR=str(data_dirs["root"] / "gr"))
-    with running_app(env, data_dirs["root"] / "local-app.log") as app:
-        yield app
-
-
-@pytest.fixture(scope="module")
-def shared_app(emulator: Emulator, data_dirs: dict[str, Path]) -> Iterator[AppProcess]:
-    """A shared deployment (as on Spaces) with a server-wide token."""
-    env = app_env(
-        emulator,
-        data_dirs["shared"],
-        REPLICATE_API_TOKEN=SERVER_TOKEN,
-        MUSICGEN_SHARED="1",
-        GRADIO_TEMP_DIR=str(data_dirs["root"] / "gr"),
-    )
-    with running_app(env, data_dirs["root"] / "shared-app.log") as app:
-        yield app
 
 
 @pytest.fixture
@@ -110,7 +66,7 @@ def newest_prediction(emulator: Emulator) -> Any:
     return max(emulator.predictions.values(), key=lambda p: p.created)
 
 
-def visitor(browser: Any, app: AppProcess, **size: int) -> Any:  # noqa: F811
+def visitor(browser: Any, app: AppProcess, **size: int) -> Any:
     page = new_page(browser, app.url, **size)
     if page.locator("#token-box").count():
         set_token(page, VISITOR_TOKEN)
@@ -121,20 +77,19 @@ def visitor(browser: Any, app: AppProcess, **size: int) -> Any:  # noqa: F811
 
 
 def test_every_control_reaches_the_model_and_the_result_plays_and_stays(
-    browser: Any,  # noqa: F811
+    browser: Any,
     local_app: AppProcess,
-    emulator: Emulator,
+    module_emulator: Emulator,
     clip: Path,
-    data_dirs: dict[str, Path],
 ) -> None:
     page = new_page(browser, local_app.url)
     banner = page.locator("#token-banner")
     assert "No Replicate API token" in banner.inner_text()
     set_prompt(page, "anything")
-    before = emulator.creates
+    before = module_emulator.creates
     generate(page)
     assert "No Replicate API token" in wait_form_errors(page, "token")
-    assert emulator.creates == before
+    assert module_emulator.creates == before
     shot(page, "01-first-visit-no-token")
     set_token(page, VISITOR_TOKEN)
     page.wait_for_function("() => !document.querySelector('#token-banner')?.innerText.trim()")
@@ -166,8 +121,8 @@ def test_every_control_reaches_the_model_and_the_result_plays_and_stays(
     set_checkbox(page, "multi-band-diffusion", True)
     shot(page, "02-every-control-filled")
 
-    before = len(creates(emulator))
-    with emulator_timing(emulator, run_seconds=3.0):
+    before = len(creates(module_emulator))
+    with emulator_timing(module_emulator, run_seconds=3.0):
         generate(page)
         if wait_progress_steps(page, 2):
             shot(page, "03-running-progress")
@@ -180,7 +135,7 @@ def test_every_control_reaches_the_model_and_the_result_plays_and_stays(
     # The long duration was allowed with its warning shown beside the form.
     assert "less coherent" in page.locator("#form-errors").inner_text()
 
-    bodies = creates(emulator)[before:]
+    bodies = creates(module_emulator)[before:]
     assert len(bodies) == 1
     sent = bodies[0]["input"]
     audio_uri = sent.pop("input_audio")
@@ -201,7 +156,7 @@ def test_every_control_reaches_the_model_and_the_result_plays_and_stays(
         "output_format": "mp3",
         "multi_band_diffusion": True,
     }
-    prediction = newest_prediction(emulator)
+    prediction = newest_prediction(module_emulator)
     assert prediction.input_audio_info["duration"] == pytest.approx(6.0, abs=0.1)
 
     # The result: playable inline, downloadable as mp3, with its facts.
@@ -236,31 +191,28 @@ def test_every_control_reaches_the_model_and_the_result_plays_and_stays(
     shot(page, "06-after-restart")
 
     # The visitor's token never reached the server's disk or its log.
-    secret = VISITOR_TOKEN.encode()
-    for path in data_dirs["local"].rglob("*"):
-        if path.is_file():
-            assert secret not in path.read_bytes(), path
+    assert files_holding(local_app.data_dir, VISITOR_TOKEN) == []
     assert VISITOR_TOKEN not in local_app.log_text()
     page.context.close()
 
 
 def test_cancel_stops_the_run_mid_way(
-    browser: Any,  # noqa: F811
+    browser: Any,
     local_app: AppProcess,
-    emulator: Emulator,
+    module_emulator: Emulator,
 ) -> None:
     page = visitor(browser, local_app)
     prompt = "A very long ambient drone that we will stop"
     set_prompt(page, prompt)
-    with emulator_timing(emulator, run_seconds=20.0):
+    with emulator_timing(module_emulator, run_seconds=20.0):
         generate(page)
         wait_status(page, "processing")
         wait_progress(page, above=0)
         prediction_id = status_prediction_id(page)
-        assert prediction_id == newest_prediction(emulator).id
+        assert prediction_id == newest_prediction(module_emulator).id
         page.locator("#cancel-btn").click()
         assert wait_status(page, "canceled") == "canceled"
-    assert emulator.wait_for(prediction_id, "canceled", timeout=10) == "canceled"
+    assert module_emulator.wait_for(prediction_id, "canceled", timeout=10) == "canceled"
     expect(page.locator("#generate-btn")).to_be_enabled()
     expect(page.locator("#cancel-btn")).to_be_disabled()
     canceled = wait_card(page, prompt, "canceled")
@@ -271,34 +223,34 @@ def test_cancel_stops_the_run_mid_way(
 
 @pytest.mark.parametrize("mode", ["visitor token", "server token"])
 def test_a_run_in_flight_when_the_app_is_killed_is_finished_after_restart(
-    browser: Any,  # noqa: F811
+    browser: Any,
     local_app: AppProcess,
     shared_app: AppProcess,
-    emulator: Emulator,
+    module_emulator: Emulator,
     mode: str,
 ) -> None:
     app = local_app if mode == "visitor token" else shared_app
     page = visitor(browser, app)
     prompt = f"Interrupted tango ({mode})"
     set_prompt(page, prompt)
-    with emulator_timing(emulator, run_seconds=3.0):
+    with emulator_timing(module_emulator, run_seconds=3.0):
         generate(page)
         wait_status(page, "processing")
         prediction_id = status_prediction_id(page)
-        assert prediction_id == newest_prediction(emulator).id
+        assert prediction_id == newest_prediction(module_emulator).id
         app.restart()  # SIGKILL mid-run, then a fresh `python app.py`
     open_page(page, app.url)
     # The server's token resumes it at start; a visitor's token when they come back.
     run_card = wait_card(page, prompt, "succeeded")
-    assert emulator.status(prediction_id) == "succeeded"
+    assert module_emulator.status(prediction_id) == "succeeded"
     assert playable_seconds(page, run_card) == pytest.approx(8, abs=0.5)
     page.context.close()
 
 
 def test_a_refused_combination_shows_its_message_and_sends_nothing(
-    browser: Any,  # noqa: F811
+    browser: Any,
     local_app: AppProcess,
-    emulator: Emulator,
+    module_emulator: Emulator,
     clip: Path,
 ) -> None:
     page = visitor(browser, local_app)
@@ -311,7 +263,7 @@ def test_a_refused_combination_shows_its_message_and_sends_nothing(
     assert start.locator("input[type='range']").is_disabled()
     assert "add a clip first" in start.inner_text()
 
-    before = emulator.creates
+    before = module_emulator.creates
     generate(page)  # no prompt, no clip
     wait_form_errors(page, "Nothing was sent")
     errors = page.locator("#form-errors .ms-error")
@@ -326,49 +278,49 @@ def test_a_refused_combination_shows_its_message_and_sends_nothing(
     text = errors.inner_text()
     assert "In continuation mode, Duration is the total length" in text
     shot(page, "08-refused")
-    assert emulator.creates == before
+    assert module_emulator.creates == before
     page.context.close()
 
 
 def test_a_result_used_as_melody_and_then_continued(
-    browser: Any,  # noqa: F811
+    browser: Any,
     local_app: AppProcess,
-    emulator: Emulator,
+    module_emulator: Emulator,
 ) -> None:
     page = visitor(browser, local_app)
     set_prompt(page, "Whistled folk melody, solo")
     set_number(page, "duration-slider", 4)
     generate(page)
     assert wait_status(page, "succeeded", "failed") == "succeeded"
-    first = emulator.predictions[prediction_link(page)]
+    first = module_emulator.predictions[prediction_link(page)]
 
     act_and_wait_text(
         page, page.locator("#use-as-melody").click, "#clip-info", "Clip: 4", starts=True
     )
     set_prompt(page, "The same tune as a brass band")
-    before = len(creates(emulator))
+    before = len(creates(module_emulator))
     generate(page)
     assert wait_status(page, "succeeded", "failed") == "succeeded"
     assert prediction_link(page) != first.id
-    melody_body = creates(emulator)[before]["input"]
+    melody_body = creates(module_emulator)[before]["input"]
     assert melody_body["continuation"] is False
     assert melody_body["input_audio"]
-    melody_run = emulator.predictions[prediction_link(page)]
+    melody_run = module_emulator.predictions[prediction_link(page)]
     assert melody_run.input_audio_info["duration"] == pytest.approx(4.0, abs=0.1)
 
     act_and_wait_text(page, page.locator("#continue-this").click, "#form-notice", "continue")
     shot(page, "09-continue-ready")
-    before = len(creates(emulator))
+    before = len(creates(module_emulator))
     generate(page)
     assert wait_status(page, "succeeded", "failed") == "succeeded"
     assert prediction_link(page) != melody_run.id
-    continued = creates(emulator)[before]["input"]
+    continued = creates(module_emulator)[before]["input"]
     assert continued["continuation"] is True
     assert continued["input_audio"]
     assert continued["continuation_start"] == 0
     assert "continuation_end" not in continued  # to the end of the clip
     assert continued["duration"] == 12  # the 4 s clip plus 8 s of new music
-    continuation_run = emulator.predictions[prediction_link(page)]
+    continuation_run = module_emulator.predictions[prediction_link(page)]
     assert continuation_run.input_audio_info["duration"] == pytest.approx(4.0, abs=0.1)
     assert result_seconds(page) == pytest.approx(12, abs=0.5)
     shot(page, "10-continued")
@@ -376,7 +328,7 @@ def test_a_result_used_as_melody_and_then_continued(
 
 
 def test_a_prompt_with_html_is_shown_as_text(
-    browser: Any,  # noqa: F811
+    browser: Any,
     local_app: AppProcess,
 ) -> None:
     page = visitor(browser, local_app)
@@ -394,9 +346,9 @@ def test_a_prompt_with_html_is_shown_as_text(
 
 
 def test_history_search_favourite_export_import_and_delete(
-    browser: Any,  # noqa: F811
+    browser: Any,
     local_app: AppProcess,
-    emulator: Emulator,
+    module_emulator: Emulator,
     tmp_path: Path,
 ) -> None:
     page = visitor(browser, local_app)
@@ -456,7 +408,7 @@ def test_history_search_favourite_export_import_and_delete(
     expect(card(page, "Marimba loop")).to_have_count(0)
 
     # Import of the account's earlier runs, made elsewhere with the same token.
-    emulator.add_existing_prediction(
+    module_emulator.add_existing_prediction(
         token=VISITOR_TOKEN, input={"prompt": "Made on replicate.com earlier", "duration": 2}
     )
     act_and_wait_text(page, page.locator("#history-import").click, "#history-notice", "Imported")
@@ -465,7 +417,7 @@ def test_history_search_favourite_export_import_and_delete(
 
 
 def test_two_visitors_of_a_shared_deployment_see_only_their_own_runs(
-    browser: Any,  # noqa: F811
+    browser: Any,
     shared_app: AppProcess,
 ) -> None:
     alice = visitor(browser, shared_app)
@@ -498,7 +450,7 @@ def test_two_visitors_of_a_shared_deployment_see_only_their_own_runs(
 
 
 def test_the_page_fits_a_phone_screen(
-    browser: Any,  # noqa: F811
+    browser: Any,
     shared_app: AppProcess,
 ) -> None:
     page = visitor(browser, shared_app, width=390, height=844)

@@ -6,7 +6,6 @@ views land in test-artifacts/.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,13 +15,9 @@ from tests.browser_support import (
     AUDIO_DURATION_JS,
     AppProcess,
     act_and_wait_text,
-    app_env,
-    browser,  # noqa: F401 - fixture
     emulator_timing,
     generate,
-    module_emulator,  # noqa: F401 - fixture
     new_page,
-    running_app,
     set_number,
     set_prompt,
     shot,
@@ -32,24 +27,7 @@ from tests.emulator import Emulator
 
 pytestmark = pytest.mark.browser
 
-SERVER_TOKEN = "r8_" + "ComposeServerToken0123456789abcdefghij"  # fake; split for scanners
 LONG_MS = 90_000
-
-
-@pytest.fixture(scope="module")
-def emulator(module_emulator: Emulator) -> Emulator:  # noqa: F811
-    module_emulator.configure(tokens=[SERVER_TOKEN])
-    return module_emulator
-
-
-@pytest.fixture(scope="module")
-def app(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    root = tmp_path_factory.mktemp("compose")
-    env = app_env(
-        emulator, root / "data", REPLICATE_API_TOKEN=SERVER_TOKEN, GRADIO_TEMP_DIR=str(root / "gr")
-    )
-    with running_app(env, root / "app.log") as running:
-        yield running
 
 
 def open_panel(page: Any, elem_id: str) -> None:
@@ -81,9 +59,9 @@ def take_seconds(page: Any, slot: int) -> float:
 
 
 def test_a_take_is_extended_into_a_longer_piece_with_its_parts_marked(
-    browser: Any,  # noqa: F811
+    browser: Any,
     app: AppProcess,
-    emulator: Emulator,
+    module_emulator: Emulator,
 ) -> None:
     page = new_page(browser, app.url, height=1400)
     set_prompt(page, "Warm Rhodes groove with brushed drums")
@@ -96,7 +74,7 @@ def test_a_take_is_extended_into_a_longer_piece_with_its_parts_marked(
     )
     set_number(page, "extend-seconds", 20)
     set_number(page, "extend-overlap", 5)
-    before = emulator.creates
+    before = module_emulator.creates
 
     done = act_and_wait_text(
         page,
@@ -107,7 +85,7 @@ def test_a_take_is_extended_into_a_longer_piece_with_its_parts_marked(
     )
 
     assert "history" in done
-    assert emulator.creates == before + 1  # 20 s fit in one continuation part
+    assert module_emulator.creates == before + 1  # 20 s fit in one continuation part
     # The piece is the selected result: it plays in the track, its parts marked on it.
     page.wait_for_function("() => document.querySelectorAll('#track-marks .ms-part').length === 2")
     segments = page.locator("#track-marks .ms-part")
@@ -148,9 +126,9 @@ def test_a_take_is_extended_into_a_longer_piece_with_its_parts_marked(
 
 
 def test_variations_run_side_by_side_with_their_seeds_and_one_click_cancels_all(
-    browser: Any,  # noqa: F811
+    browser: Any,
     app: AppProcess,
-    emulator: Emulator,
+    module_emulator: Emulator,
 ) -> None:
     page = new_page(browser, app.url, height=1600)
     set_prompt(page, "Bossa nova guitar with soft shaker")
@@ -195,7 +173,7 @@ def test_variations_run_side_by_side_with_their_seeds_and_one_click_cancels_all(
     expect(page.locator("#take-0-again")).to_be_enabled()
 
     # Slow takes, then one click on "Cancel all".
-    with emulator_timing(emulator, run_seconds=30.0):
+    with emulator_timing(module_emulator, run_seconds=30.0):
         act_and_wait_text(
             page,
             lambda: page.locator("#variations-btn").click(),
@@ -207,7 +185,11 @@ def test_variations_run_side_by_side_with_their_seeds_and_one_click_cancels_all(
             "`#take-${i}-label .ms-take`)?.dataset.status === 'processing')",
             timeout=LONG_MS,
         )
-        running = [pid for pid in emulator.predictions if emulator.status(pid) == "processing"]
+        running = [
+            pid
+            for pid in module_emulator.predictions
+            if module_emulator.status(pid) == "processing"
+        ]
         act_and_wait_text(
             page,
             lambda: page.locator("#variations-cancel").click(),
@@ -216,13 +198,13 @@ def test_variations_run_side_by_side_with_their_seeds_and_one_click_cancels_all(
         )
     assert len(running) == 3
     for pid in running:
-        emulator.wait_for(pid, "canceled")
+        module_emulator.wait_for(pid, "canceled")
 
 
 def test_a_song_is_arranged_in_sections_named_on_its_track(
-    browser: Any,  # noqa: F811
+    browser: Any,
     app: AppProcess,
-    emulator: Emulator,
+    module_emulator: Emulator,
 ) -> None:
     page = new_page(browser, app.url, width=1366, height=900)
     open_panel(page, "arrange-panel")
@@ -233,7 +215,7 @@ def test_a_song_is_arranged_in_sections_named_on_its_track(
     set_number(page, "arrange-overlap", 1)
     # (The whole song's cost line is the arranger's estimate, tested in test_arrange; waiting
     # for it here timed out only inside the full parallel suite, for a reason not yet found.)
-    before = emulator.creates
+    before = module_emulator.creates
 
     done = act_and_wait_text(
         page,
@@ -244,7 +226,7 @@ def test_a_song_is_arranged_in_sections_named_on_its_track(
     )
 
     assert "history" in done
-    assert emulator.creates == before + 3  # one run per section
+    assert module_emulator.creates == before + 3  # one run per section
     segments = page.locator("#arrange-track-sections .ms-part")
     assert [s.inner_text() for s in segments.all()] == ["intro", "verse", "chorus"]
     spans = [

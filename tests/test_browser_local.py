@@ -6,7 +6,6 @@ tiny random-weight MusicGen checkpoint (the real loading code, tiny weights).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,13 +13,9 @@ from playwright.sync_api import expect
 
 from tests.browser_support import (
     AppProcess,
-    app_env,
-    browser,  # noqa: F401 - fixture
     generate,
-    module_emulator,  # noqa: F401 - fixture
     new_page,
     result_seconds,
-    running_app,
     set_number,
     set_prompt,
     shot,
@@ -33,29 +28,20 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def app(
-    module_emulator: Emulator,  # noqa: F811
-    tiny_musicgen: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[AppProcess]:
-    root = tmp_path_factory.mktemp("local-page")
-    env = app_env(
-        module_emulator,
-        root / "data",
-        GRADIO_TEMP_DIR=str(root / "gr"),
-        MUSICGEN_ENGINE="auto",  # no token anywhere: the local engine is the default
-        MUSICGEN_LOCAL_MODEL=str(tiny_musicgen.text),
-        MUSICGEN_LOCAL_MELODY_MODEL=str(tiny_musicgen.melody),
-        MUSICGEN_DEVICE="cpu",
-    )
-    with running_app(env, root / "app.log") as running:
-        yield running
+def app_settings(tiny_musicgen: Any) -> dict[str, str]:
+    return {
+        "REPLICATE_API_TOKEN": "",
+        "MUSICGEN_ENGINE": "auto",  # no token anywhere: the local engine is the default
+        "MUSICGEN_LOCAL_MODEL": str(tiny_musicgen.text),
+        "MUSICGEN_LOCAL_MELODY_MODEL": str(tiny_musicgen.melody),
+        "MUSICGEN_DEVICE": "cpu",
+    }
 
 
 def test_a_fresh_machine_makes_music_with_no_token(
-    browser: Any,  # noqa: F811
+    browser: Any,
     app: AppProcess,
-    module_emulator: Emulator,  # noqa: F811
+    module_emulator: Emulator,
     tiny_musicgen: Any,
 ) -> None:
     page = new_page(browser, app.url, height=1200)

@@ -4,7 +4,6 @@ wired to the emulator. Screenshots of the loop and compare views land in test-ar
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,12 @@ from tests.browser_support import (
     AUDIO_DURATION_JS,
     CHANGED_JS,
     AppProcess,
-    app_env,
-    browser,  # noqa: F401 - fixture
     choose_dropdown,
     emulator_timing,
     mark,
     marked_log,
-    module_emulator,  # noqa: F401 - fixture
     new_page,
     playable_seconds,
-    running_app,
     set_number,
     set_prompt,
     shot,
@@ -36,9 +31,6 @@ from tests.emulator import Emulator
 
 pytestmark = pytest.mark.browser
 
-SERVER_TOKEN = (
-    "r8_" + "ComposeServerTok0123456789abcdefghijklmn"
-)  # fake; split so secret scanners skip it
 LOOP_STATUS = "#loop-status .ms-status"
 LOOP_PROGRESS = "#loop-progress .ms-progress"
 COMPARE_NOTICE = "#compare-notice"
@@ -46,30 +38,6 @@ ACTIVE = "#compare-player audio[data-active='1']"
 
 # How a download's name says the measured key and tempo ("eflat-major", "119.7bpm-c-major").
 KEY = r"[a-g](sharp|flat)?-(major|minor)"
-
-
-@pytest.fixture(scope="module")
-def emulator(module_emulator: Emulator) -> Emulator:  # noqa: F811
-    module_emulator.configure(tokens=[SERVER_TOKEN])
-    return module_emulator
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("compose-browser")
-
-
-@pytest.fixture(scope="module")
-def app(emulator: Emulator, data_dir: Path) -> Iterator[AppProcess]:
-    """A local install with a server-wide token (no token to paste)."""
-    env = app_env(
-        emulator,
-        data_dir / "data",
-        REPLICATE_API_TOKEN=SERVER_TOKEN,
-        GRADIO_TEMP_DIR=str(data_dir / "gr"),
-    )
-    with running_app(env, data_dir / "app.log") as running:
-        yield running
 
 
 def open_panel(page: Any, elem_id: str, title: str) -> None:
@@ -104,9 +72,9 @@ def download(page: Any, fmt: str, tmp_path: Path) -> Path:
 
 
 def test_a_loop_is_made_with_progress_plays_looped_and_downloads(
-    browser: Any,  # noqa: F811
+    browser: Any,
     app: AppProcess,
-    emulator: Emulator,
+    module_emulator: Emulator,
     tmp_path: Path,
 ) -> None:
     page = new_page(browser, app.url)
@@ -117,7 +85,7 @@ def test_a_loop_is_made_with_progress_plays_looped_and_downloads(
     page.wait_for_function(
         "() => document.querySelector('#loop-plan [data-seconds]')?.dataset.seconds === '4.000'"
     )
-    with emulator_timing(emulator, run_seconds=2.0):
+    with emulator_timing(module_emulator, run_seconds=2.0):
         mark(page, LOOP_STATUS, LOOP_PROGRESS, "#loop-player")
         page.locator("#loop-btn").click()
         status = wait_final(page, LOOP_STATUS)
@@ -162,14 +130,14 @@ def test_a_loop_is_made_with_progress_plays_looped_and_downloads(
 
 
 def test_cancelling_a_loop_stops_its_take(
-    browser: Any,  # noqa: F811
+    browser: Any,
     app: AppProcess,
-    emulator: Emulator,
+    module_emulator: Emulator,
 ) -> None:
     page = new_page(browser, app.url)
     set_prompt(page, "Endless ambient drone")
     open_panel(page, "loop-box", "Loop: a seamless loop")
-    with emulator_timing(emulator, run_seconds=60.0):
+    with emulator_timing(module_emulator, run_seconds=60.0):
         mark(page, LOOP_STATUS)
         page.locator("#loop-btn").click()
         page.wait_for_function(
@@ -182,17 +150,20 @@ def test_cancelling_a_loop_stops_its_take(
         page.locator("#loop-cancel").click()
         assert wait_final(page, LOOP_STATUS, timeout_ms=30_000) == "canceled"
     take = max(
-        (p for p in emulator.predictions.values() if "Endless ambient drone" in p.input["prompt"]),
+        (
+            p
+            for p in module_emulator.predictions.values()
+            if "Endless ambient drone" in p.input["prompt"]
+        ),
         key=lambda p: p.created,
     )
-    assert emulator.status(take.id) == "canceled"
+    assert module_emulator.status(take.id) == "canceled"
     wait_card(page, "Endless ambient drone, 120 bpm", "canceled")
 
 
 def test_ab_compare_switches_in_place_matches_loudness_hides_and_keeps(
-    browser: Any,  # noqa: F811
+    browser: Any,
     app: AppProcess,
-    data_dir: Path,
     tmp_path: Path,
 ) -> None:
     # Two takes 6 dB apart: one made by the model, one the same take turned down.
@@ -201,7 +172,7 @@ def test_ab_compare_switches_in_place_matches_loudness_hides_and_keeps(
     )
     quiet_file = tmp_path / "quiet.wav"
     audio_ops.export(audio_ops.load(Path(loud_file)).apply_gain(-6.0), quiet_file, "wav")
-    quiet = Library(data_dir / "data").add_run(
+    quiet = Library(app.data_dir).add_run(
         None, {"prompt": "Quiet synth pads"}, status="succeeded", audio_src=quiet_file,
         audio_format="wav", audio_seconds=6.0, seed=12,
     )  # fmt: skip
@@ -297,6 +268,6 @@ def test_ab_compare_switches_in_place_matches_loudness_hides_and_keeps(
         arg=COMPARE_NOTICE,
     )
     page.locator(f"#card-{winner} .ms-fav").wait_for()
-    assert Library(data_dir / "data").get(winner).favourite
+    assert Library(app.data_dir).get(winner).favourite
     loser = quiet.id if x_is_loud else loud["library_id"]
-    assert not Library(data_dir / "data").get(loser).favourite
+    assert not Library(app.data_dir).get(loser).favourite

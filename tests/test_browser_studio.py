@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,13 @@ import pytest
 from tests.browser_support import (
     AppProcess,
     act_and_wait_text,
-    app_env,
-    browser,  # noqa: F401 - fixture
     card,
     choose_dropdown,
     generate,
-    module_emulator,  # noqa: F401 - fixture
     new_page,
     open_page,
     result_duration_text,
     result_seconds,
-    running_app,
     set_number,
     set_prompt,
     shot,
@@ -37,33 +32,15 @@ from tests.browser_support import (
     wait_result,
     wait_status,
 )
-from tests.emulator import Emulator
 
 # As measured (a 2 s take may be too short for a tempo; its key is always named).
 TEMPO_KEY = r"(\d+(\.\d)?bpm-)?[a-g](sharp|flat)?-(major|minor)"
 
 pytestmark = pytest.mark.browser
 
-SERVER_TOKEN = "r8_" + "StudioPageServerTok0123456789abcdefghij"  # fake; split for scanners
 LAPTOP = {"width": 1366, "height": 900}
 PHONE = {"width": 390, "height": 844}
 LONG_MS = 90_000
-
-
-@pytest.fixture(scope="module")
-def emulator(module_emulator: Emulator) -> Emulator:  # noqa: F811
-    module_emulator.configure(tokens=[SERVER_TOKEN])
-    return module_emulator
-
-
-@pytest.fixture(scope="module")
-def app(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    root = tmp_path_factory.mktemp("studio")
-    env = app_env(
-        emulator, root / "data", REPLICATE_API_TOKEN=SERVER_TOKEN, GRADIO_TEMP_DIR=str(root / "gr")
-    )
-    with running_app(env, root / "app.log") as running:
-        yield running
 
 
 def in_view(page: Any, selector: str, height: int) -> None:
@@ -94,7 +71,7 @@ def visible_players(page: Any) -> int:
 
 
 def test_first_screen_one_player_per_take_and_reload_shows_the_latest(
-    browser: Any,  # noqa: F811
+    browser: Any,
     app: AppProcess,
 ) -> None:
     page = new_page(browser, app.url, **LAPTOP)
@@ -153,7 +130,7 @@ def test_first_screen_one_player_per_take_and_reload_shows_the_latest(
 
 
 def test_each_kind_of_result_has_its_card_badge(
-    browser: Any,  # noqa: F811
+    browser: Any,
     app: AppProcess,
 ) -> None:
     page = new_page(browser, app.url, width=1366, height=1400)
@@ -247,7 +224,7 @@ def ffprobe_format(path: Path) -> str:
 
 
 def test_one_click_download_gives_each_format(
-    browser: Any,  # noqa: F811
+    browser: Any,
     app: AppProcess,
     tmp_path: Path,
 ) -> None:
@@ -275,7 +252,7 @@ def test_one_click_download_gives_each_format(
 
 
 def test_blind_ab_tells_nothing_before_reveal(
-    browser: Any,  # noqa: F811
+    browser: Any,
     app: AppProcess,
 ) -> None:
     page = new_page(browser, app.url, width=1366, height=1400)
@@ -303,7 +280,7 @@ def test_blind_ab_tells_nothing_before_reveal(
 
 
 def test_delete_is_undone(
-    browser: Any,  # noqa: F811
+    browser: Any,
     app: AppProcess,
 ) -> None:
     page = new_page(browser, app.url, **PHONE)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,24 +12,17 @@ import pytest
 from services.compose import audio_ops
 from services.compose.extend import Extender, parts_summary
 from services.compose.variations import Variations
-from services.engines.local import LocalConfig, LocalEngine
+from services.engines.local import LocalEngine
 from services.generation import GenerationService
 from services.library import Library
+from tests.support.local_engines import tiny_engine
 from tests.support.services import make_service
 
 
 @pytest.fixture(scope="module")
 def local(tiny_musicgen: Any) -> Iterator[LocalEngine]:
-    config = LocalConfig.from_env(
-        {
-            "MUSICGEN_LOCAL_MODEL": str(tiny_musicgen.text),
-            "MUSICGEN_LOCAL_MELODY_MODEL": str(tiny_musicgen.melody),
-            "MUSICGEN_DEVICE": "cpu",
-        }
-    )
-    engine = LocalEngine(dataclasses.replace(config, preview_seconds=0))
-    yield engine
-    engine.shutdown()
+    with tiny_engine(tiny_musicgen, preview_seconds=0) as engine:
+        yield engine
 
 
 def service_for(local: LocalEngine, data_dir: Path) -> tuple[GenerationService, Library]:

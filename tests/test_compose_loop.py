@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +10,9 @@ import pytest
 from services.compose import audio_ops
 from services.compose.loop import LoopMaker, LoopSpec, find_downbeat, loop_prompt, parse_loop
 from services.errors import RequestInvalid, StudioError
-from services.generation import GenerationService
 from services.library import Library
-from services.settings import Settings
 from tests.emulator import Emulator
+from tests.support.interrupt import cancel_when
 from tests.support.services import make_service
 
 
@@ -98,18 +96,10 @@ async def test_cancelling_a_loop_cancels_its_take(emulator: Emulator, tmp_path: 
     emulator.configure(run_seconds=20.0)
     maker = maker_for(emulator, tmp_path)
     request, spec = maker.prepare({"prompt": "slow drone"}, 90, 2)
-    seen: list = []
-
-    async def consume() -> None:
-        async for update in maker.make(request, spec, token=emulator.token, owner=None):
-            seen.append(update)
-
-    task = asyncio.create_task(consume())
-    while not any(u.status == "processing" for u in seen):
-        await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    seen = await cancel_when(
+        maker.make(request, spec, token=emulator.token, owner=None),
+        lambda seen: any(u.status == "processing" for u in seen),
+    )
 
     prediction_id = next(u.prediction_id for u in seen if u.prediction_id)
     assert emulator.status(prediction_id) == "canceled"
@@ -161,15 +151,9 @@ def test_the_tempo_is_written_into_the_prompt_once() -> None:
 async def test_a_loop_is_held_to_the_visitors_limits_before_anything_is_stored(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    settings = Settings.from_env(
-        {
-            "MUSICGEN_DATA_DIR": str(tmp_path),
-            "REPLICATE_BASE_URL": emulator.base_url,
-            "MUSICGEN_MAX_RUNS_IN_FLIGHT": "1",
-        }
-    )
     library = Library(tmp_path)
-    maker = LoopMaker(GenerationService(settings, library), library)
+    service = make_service(emulator, tmp_path, library=library, MUSICGEN_MAX_RUNS_IN_FLIGHT="1")
+    maker = LoopMaker(service, library)
     busy = library.create_pending(None, {"prompt": "a take still running"})
     request, spec = maker.prepare({"prompt": "drums"}, 120, 1)
     before = emulator.creates

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,50 +11,22 @@ from gradio_client import Client
 from services.compose import audio_ops
 from services.library import Library
 from tests.browser_support import (
+    MODEL_INPUTS,
     AppProcess,
-    app_env,
     creates,
-    module_emulator,  # noqa: F401 - fixture
-    running_app,
 )
 from tests.emulator import Emulator
-from tests.test_gradio_api import MODEL_INPUTS
-
-SERVER_TOKEN = (
-    "r8_" + "LoopServerToken0123456789abcdefghijklmno"
-)  # fake; split so secret scanners skip it
-
-
-@pytest.fixture(scope="module")
-def emulator(module_emulator: Emulator) -> Emulator:  # noqa: F811
-    module_emulator.configure(tokens=[SERVER_TOKEN])
-    return module_emulator
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("loop-api")
-
-
-@pytest.fixture(scope="module")
-def app(emulator: Emulator, root: Path) -> Iterator[AppProcess]:
-    """A local install with a server-wide token."""
-    env = app_env(
-        emulator, root / "data", REPLICATE_API_TOKEN=SERVER_TOKEN, GRADIO_TEMP_DIR=str(root / "gr")
-    )
-    with running_app(env, root / "app.log") as running:
-        yield running
 
 
 def test_loop_is_exact_seamless_named_and_survives_a_restart(
-    app: AppProcess, emulator: Emulator, root: Path
+    app: AppProcess, module_emulator: Emulator
 ) -> None:
     client = Client(app.url, verbose=False)
     api = client.view_api(return_format="dict", print_info=False)
     names = [p["parameter_name"] for p in api["named_endpoints"]["/loop"]["parameters"]]
     assert names == [*MODEL_INPUTS, "engine", "bpm", "bars"]
 
-    before = len(creates(emulator))
+    before = len(creates(module_emulator))
     audio, record = client.predict(
         prompt="Lo-fi piano with rain",
         seed=1234,
@@ -65,7 +36,7 @@ def test_loop_is_exact_seamless_named_and_survives_a_restart(
         api_name="/loop",
     )
     assert record["status"] == "succeeded", record
-    sent = creates(emulator)[before:]
+    sent = creates(module_emulator)[before:]
     assert len(sent) == 1
     assert sent[0]["input"]["prompt"] == "Lo-fi piano with rain, 120 bpm"
     assert sent[0]["input"]["duration"] == 7
@@ -89,7 +60,7 @@ def test_loop_is_exact_seamless_named_and_survives_a_restart(
     assert record["seed"] == 1234
 
     app.restart()
-    library = Library(root / "data")
+    library = Library(app.data_dir)
     listed = [r for r in library.list(None, per_page=100).items if r.kind == "loop"]
     assert [r.id for r in listed] == [record["library_id"]]  # in the history once
     inside_it = library.children(record["library_id"])
@@ -105,11 +76,11 @@ def test_loop_is_exact_seamless_named_and_survives_a_restart(
     [(300, 2, "bpm"), (120, 0, "bars"), (40, 16, "bars")],
 )
 def test_a_refused_loop_names_the_field_and_sends_nothing(
-    app: AppProcess, emulator: Emulator, bpm: float, bars: float, field: str
+    app: AppProcess, module_emulator: Emulator, bpm: float, bars: float, field: str
 ) -> None:
     client = Client(app.url, verbose=False)
-    before = emulator.creates
+    before = module_emulator.creates
     with pytest.raises(Exception, match=f"{field}: ") as refused:
         client.predict(prompt="drums", bpm=bpm, bars=bars, api_name="/loop")
     assert "Nothing was sent" in str(refused.value)
-    assert emulator.creates == before
+    assert module_emulator.creates == before

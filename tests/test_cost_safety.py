@@ -443,17 +443,15 @@ async def test_the_library_keeps_its_own_copy_of_the_input_clip(emulator, tmp_pa
 def test_generate_endpoint_is_held_to_the_same_spending_limit(emulator, tmp_path):
     from gradio_client import Client
 
-    from tests.browser_support import app_env, running_app
+    from tests.browser_support import studio_app
 
-    env = app_env(
+    with studio_app(
         emulator,
-        tmp_path / "data",
+        tmp_path,
         REPLICATE_API_TOKEN=emulator.token,
         MUSICGEN_SHARED="1",
         MUSICGEN_MAX_GPU_SECONDS_PER_VISITOR="10",
-        GRADIO_TEMP_DIR=str(tmp_path / "gr"),
-    )
-    with running_app(env, tmp_path / "app.log") as app:
+    ) as app:
         client = Client(app.url, verbose=False)
         # 8 s of stereo-melody-large is ≈ 18 GPU seconds by the figures: past the limit.
         with pytest.raises(Exception, match="limit of 10 GPU seconds"):

@@ -422,17 +422,9 @@ def test_api_callers_are_held_by_address_not_by_one_pool_for_all(
 ) -> None:
     from gradio_client import Client
 
-    from tests.browser_support import app_env, running_app
+    from tests.browser_support import studio_app
 
     emulator.configure(run_seconds=60.0)
-    env = app_env(
-        emulator,
-        tmp_path / "data",
-        REPLICATE_API_TOKEN=emulator.token,
-        MUSICGEN_SHARED="1",
-        MUSICGEN_MAX_RUNS_IN_FLIGHT="1",
-        GRADIO_TEMP_DIR=str(tmp_path / "gr"),
-    )
 
     def wait_for_creates(count: int) -> None:
         give_up = time.monotonic() + 60
@@ -440,7 +432,13 @@ def test_api_callers_are_held_by_address_not_by_one_pool_for_all(
             assert time.monotonic() < give_up, f"still {emulator.creates} creates"
             time.sleep(0.05)
 
-    with running_app(env, tmp_path / "app.log") as app:
+    with studio_app(
+        emulator,
+        tmp_path,
+        REPLICATE_API_TOKEN=emulator.token,
+        MUSICGEN_SHARED="1",
+        MUSICGEN_MAX_RUNS_IN_FLIGHT="1",
+    ) as app:
         # The app sees loopback connections' X-Forwarded-For as the client (uvicorn's proxy
         # headers, as behind a local proxy): each client below is a different address.
         def client(address: str) -> Client:

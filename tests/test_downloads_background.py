@@ -25,7 +25,7 @@ from services.replicate.retry import RetryPolicy
 from tests.client_support import make_client
 from tests.emulator import Emulator
 from tests.support import services as support
-from tests.test_generation import kill, start_generation_process, wait_until
+from tests.support.interrupt import kill, start_generation_process, wait_until
 
 # One try after each pause of 0.05 s growing to 0.2 s, after the client's 4 quick tries.
 PATIENCE = RetryPolicy(attempts=1, base_delay=0.05, max_delay=0.2)

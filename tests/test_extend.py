@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,25 +10,10 @@ import numpy as np
 import pytest
 
 from services.compose import audio_ops
-from services.compose.extend import Extender, parts_summary, plan_parts
+from services.compose.extend import parts_summary, plan_parts
 from services.errors import RequestInvalid
-from services.generation import GenerationService
-from services.library import Library
-from services.musicgen import GenerationRequest
-from tests.support.services import make_service
-
-
-def make(emulator, data_dir: Path, **env: str) -> tuple[GenerationService, Extender, Library]:
-    library = Library(data_dir)
-    service = make_service(emulator, data_dir, library=library, MUSICGEN_ENGINE="replicate", **env)
-    return service, Extender(service, library, data_dir), library
-
-
-async def take(service: GenerationService, token: str, seconds: int = 8) -> str:
-    request = GenerationRequest(prompt="warm rhodes groove", duration=seconds, seed=11)
-    updates = [u async for u in service.generate(request, token=token, owner=None)]
-    assert updates[-1].status == "succeeded", updates[-1].error
-    return updates[-1].run_id
+from tests.support.interrupt import cancel_when, kill_at_second_part, run_module
+from tests.support.services import make_extender, take
 
 
 def continuation_clips(emulator) -> list[bytes]:
@@ -64,7 +43,7 @@ async def test_an_8_s_take_extended_by_20_s_is_28_s_and_starts_with_the_original
     emulator, tmp_path
 ):
     emulator.configure(max_wait_seconds=0.2)
-    service, extender, library = make(emulator, tmp_path)
+    service, extender, library = make_extender(emulator, tmp_path)
     source = await take(service, emulator.token)
     original = audio_ops.samples(audio_ops.load(library.audio_file(library.get(source))))
 
@@ -106,7 +85,7 @@ async def test_an_8_s_take_extended_by_20_s_is_28_s_and_starts_with_the_original
 
 async def test_a_long_extension_chains_parts_and_undo_drops_the_last(emulator, tmp_path):
     emulator.configure(max_wait_seconds=0.2)
-    service, extender, library = make(emulator, tmp_path)
+    service, extender, library = make_extender(emulator, tmp_path)
     source = await take(service, emulator.token, seconds=6)
 
     updates = [
@@ -137,24 +116,18 @@ async def test_a_long_extension_chains_parts_and_undo_drops_the_last(emulator, t
 
 async def test_a_cancel_mid_chain_keeps_the_parts_done_and_the_chain_resumes(emulator, tmp_path):
     emulator.configure(max_wait_seconds=0.2)
-    service, extender, library = make(emulator, tmp_path)
+    service, extender, library = make_extender(emulator, tmp_path)
     source = await take(service, emulator.token, seconds=6)
-    seen: list = []
 
-    async def consume() -> None:
-        async for update in extender.extend(source, 40, token=emulator.token, owner=None):
-            seen.append(update)
-            if update.part == 1 and update.run and update.run.finished:
-                emulator.configure(run_seconds=30.0)  # the second part runs long
+    def second_part_runs_long(update) -> None:
+        if update.part == 1 and update.run and update.run.finished:
+            emulator.configure(run_seconds=30.0)
 
-    task = asyncio.create_task(consume())
-    for _ in range(600):  # until the second part is running on the emulator
-        if any(u.part == 2 and u.run and u.run.status == "processing" for u in seen):
-            break
-        await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    seen = await cancel_when(  # once the second part is running on the emulator
+        extender.extend(source, 40, token=emulator.token, owner=None),
+        lambda seen: any(u.part == 2 and u.run and u.run.status == "processing" for u in seen),
+        on_update=second_part_runs_long,
+    )
 
     entry_id = seen[0].entry_id
     entry = library.get(entry_id)
@@ -168,14 +141,14 @@ async def test_a_cancel_mid_chain_keeps_the_parts_done_and_the_chain_resumes(emu
 
     # A new process resumes the chain to its target (no seconds given: what was left).
     emulator.configure(run_seconds=None)
-    _, extender2, library2 = make(emulator, tmp_path)
+    _, extender2, library2 = make_extender(emulator, tmp_path)
     resumed = [u async for u in extender2.extend(entry_id, None, token=emulator.token, owner=None)]
     assert resumed[-1].status == "succeeded", resumed[-1].error
     assert library2.get(entry_id).audio_seconds == pytest.approx(46, abs=0.1)
 
 
 async def test_bad_extend_requests_name_their_field_and_send_nothing(emulator, tmp_path):
-    service, extender, _ = make(emulator, tmp_path)
+    service, extender, _ = make_extender(emulator, tmp_path)
     source = await take(service, emulator.token, seconds=6)
     before = emulator.creates
     for seconds, overlap, field in [(0, 5, "seconds"), (400, 5, "seconds"), (10, 20, "overlap")]:
@@ -197,34 +170,20 @@ async def test_a_chain_killed_mid_part_resumes_after_a_restart_without_paying_tw
     emulator, tmp_path
 ):
     emulator.configure(max_wait_seconds=0.2)
-    service, _, library = make(emulator, tmp_path)
+    service, _, library = make_extender(emulator, tmp_path)
     source = await take(service, emulator.token, seconds=6)
     emulator.configure(run_seconds=4.0)  # long enough to kill the process during a part
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.extend_once", str(tmp_path), emulator.base_url,
-         emulator.token, source, "40"],
-        cwd=Path(__file__).resolve().parents[1],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    # Wait until the first part is filed and the second is on the emulator, then SIGKILL.
-    give_up = time.monotonic() + 60
-    while True:
-        pieces = [r for r in library.list(None).items if r.kind == "extend"]
-        parts = [r for r in library.children(pieces[0].id) if r.kind == "part"] if pieces else []
-        if len(parts) == 2 and parts[1].prediction_id:
-            break
-        assert time.monotonic() < give_up, "the chain never reached its second part"
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
-    entry = library.get(pieces[0].id)
+    process = run_module(
+        "tests.support.extend_once", str(tmp_path), emulator.base_url, emulator.token, source, "40"
+    )
+    # Killed once the first part is filed and the second is on the emulator.
+    entry, parts = kill_at_second_part(process, library, "extend")
     assert entry.status == "processing" and len(entry.compose["parts"]) == 1
     creates_before = emulator.creates
 
     # The next start: the chain becomes resumable, the part in flight is followed and filed.
     emulator.configure(run_seconds=None)
-    service2, extender2, library2 = make(emulator, tmp_path)
+    service2, extender2, library2 = make_extender(emulator, tmp_path)
     assert extender2.mark_interrupted() == [entry.id]
     await service2.resume_in_flight(token=emulator.token)
     assert library2.get(parts[1].id).status == "succeeded"

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,10 +9,11 @@ import pytest
 from services.audio import probe
 from services.errors import RequestInvalid, StudioError
 from services.generation import GenerationService
-from services.library import Library
+from services.library import Library, RunRecord
 from services.musicgen import GenerationRequest
 from tests.emulator import Emulator
 from tests.support.audio_files import FORMATS, make_tone
+from tests.support.interrupt import cancel_when, kill, start_generation_process, wait_until
 from tests.support.services import make_service
 
 
@@ -189,20 +184,12 @@ async def test_an_api_refusal_ends_the_run_with_its_words(emulator, tmp_path):
 async def test_cancel_mid_run_cancels_on_replicate_and_keeps_the_record(emulator, tmp_path):
     emulator.configure(run_seconds=20.0)
     service = make_service(emulator, tmp_path)
-    seen: list = []
-
-    async def consume() -> None:
-        async for update in service.generate(
+    seen = await cancel_when(
+        service.generate(
             GenerationRequest(prompt="long drone", duration=8), token=emulator.token, owner=None
-        ):
-            seen.append(update)
-
-    task = asyncio.create_task(consume())
-    while not any(u.status == "processing" for u in seen):
-        await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+        ),
+        lambda seen: any(u.status == "processing" for u in seen),
+    )
 
     prediction_id = next(u.prediction_id for u in seen if u.prediction_id)
     assert emulator.status(prediction_id) == "canceled"
@@ -226,38 +213,19 @@ async def test_closing_the_run_early_cancels_it_too(emulator, tmp_path):
     assert Library(tmp_path).get(update.run_id).status == "canceled"
 
 
-def start_generation_process(
-    emulator: Emulator, data_dir: Path, duration: int, melody: Path | None = None
-):
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.support.generate_once", str(data_dir), emulator.base_url,
-         emulator.token, "a run that outlives its process", str(duration),
-         *([str(melody)] if melody else [])],
-        cwd=Path(__file__).resolve().parents[1],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-
-
-def wait_until(condition, timeout: float = 30.0) -> None:
-    give_up = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < give_up, "timed out"
-        time.sleep(0.05)
-
-
-def kill(process: subprocess.Popen) -> None:
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
+def kill_once_on_replicate(emulator: Emulator, data_dir: Path, duration: int) -> RunRecord:
+    """A run made in a process of its own, killed once its prediction is on Replicate; returns
+    the record the process left in flight."""
+    process = start_generation_process(emulator, data_dir, duration)
+    library = Library(data_dir)
+    wait_until(lambda: library.in_flight() and library.in_flight()[0].prediction_id)
+    kill(process)
+    return library.in_flight()[0]
 
 
 async def test_a_killed_process_is_resumed_on_the_next_start(emulator, tmp_path):
     emulator.configure(run_seconds=3.0, max_wait_seconds=0.5)
-    process = start_generation_process(emulator, tmp_path, 4)
-    library = Library(tmp_path)
-    wait_until(lambda: library.in_flight() and library.in_flight()[0].prediction_id)
-    kill(process)
-    record = library.in_flight()[0]
+    record = kill_once_on_replicate(emulator, tmp_path, 4)
     assert record.status in ("starting", "processing")
 
     service = make_service(emulator, tmp_path, REPLICATE_API_TOKEN=emulator.token)
@@ -293,11 +261,7 @@ async def test_a_run_killed_during_a_blocking_create_is_found_and_resumed(
 
 async def test_an_output_that_expired_before_it_was_fetched_is_recorded_as_lost(emulator, tmp_path):
     emulator.configure(run_seconds=1.0, max_wait_seconds=0.2)
-    process = start_generation_process(emulator, tmp_path, 2)
-    library = Library(tmp_path)
-    wait_until(lambda: library.in_flight() and library.in_flight()[0].prediction_id)
-    kill(process)
-    record = library.in_flight()[0]
+    record = kill_once_on_replicate(emulator, tmp_path, 2)
     emulator.wait_for(record.prediction_id, "succeeded")
     emulator.expire_outputs()
 

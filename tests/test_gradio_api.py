@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,71 +11,15 @@ from gradio_client import Client, handle_file
 
 from services.audio import probe
 from tests.browser_support import (
+    MODEL_INPUTS,
+    SERVER_TOKEN,
+    VISITOR_TOKEN,
     AppProcess,
-    app_env,
     creates,
-    module_emulator,  # noqa: F401 - fixture
-    running_app,
 )
 from tests.emulator import Emulator
 from tests.support.audio_files import make_tone
-
-VISITOR_TOKEN = (
-    "r8_" + "ApiVisitorToken0123456789abcdefghijklmno"
-)  # fake; split so secret scanners skip it
-SERVER_TOKEN = (
-    "r8_" + "ApiServerToken00123456789abcdefghijklmno"
-)  # fake; split so secret scanners skip it
-MODEL_INPUTS = [
-    "prompt",
-    "input_audio",
-    "duration",
-    "continuation",
-    "continuation_start",
-    "continuation_end",
-    "model_version",
-    "multi_band_diffusion",
-    "normalization_strategy",
-    "output_format",
-    "seed",
-    "temperature",
-    "top_k",
-    "top_p",
-    "classifier_free_guidance",
-]
-
-
-@pytest.fixture(scope="module")
-def emulator(module_emulator: Emulator) -> Emulator:  # noqa: F811
-    module_emulator.configure(tokens=[VISITOR_TOKEN, SERVER_TOKEN])
-    return module_emulator
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("api")
-
-
-@pytest.fixture(scope="module")
-def server_app(emulator: Emulator, root: Path) -> Iterator[AppProcess]:
-    """A shared deployment with a server-wide token (as a public Space would run)."""
-    env = app_env(
-        emulator,
-        root / "server-data",
-        REPLICATE_API_TOKEN=SERVER_TOKEN,
-        MUSICGEN_SHARED="1",
-        GRADIO_TEMP_DIR=str(root / "gr"),
-    )
-    with running_app(env, root / "server-app.log") as app:
-        yield app
-
-
-@pytest.fixture(scope="module")
-def visitor_app(emulator: Emulator, root: Path) -> Iterator[AppProcess]:
-    """A deployment without a server token: API callers pass their own as `api_token`."""
-    env = app_env(emulator, root / "visitor-data", GRADIO_TEMP_DIR=str(root / "gr"))
-    with running_app(env, root / "visitor-app.log") as app:
-        yield app
+from tests.support.stored import files_holding
 
 
 def client_for(app: AppProcess) -> Client:
@@ -84,9 +27,9 @@ def client_for(app: AppProcess) -> Client:
 
 
 def test_generate_is_named_with_the_model_inputs_and_runs_end_to_end(
-    server_app: AppProcess, emulator: Emulator, tmp_path: Path
+    shared_app: AppProcess, module_emulator: Emulator, tmp_path: Path
 ) -> None:
-    client = client_for(server_app)
+    client = client_for(shared_app)
     api = client.view_api(return_format="dict", print_info=False)
     # The public endpoints and nothing internal.
     assert sorted(api["named_endpoints"]) == [
@@ -103,7 +46,7 @@ def test_generate_is_named_with_the_model_inputs_and_runs_end_to_end(
     # The model's inputs, then the engine; no api_token: the server has its own.
     assert names == [*MODEL_INPUTS, "engine"]
 
-    before = len(creates(emulator))
+    before = len(creates(module_emulator))
     audio, record = client.predict(
         prompt="Bossa nova guitar and soft shaker",
         duration=3,
@@ -120,9 +63,9 @@ def test_generate_is_named_with_the_model_inputs_and_runs_end_to_end(
     assert record["error"] is None
     assert record["predict_time"] > 0
     assert record["library_id"]
-    prediction = emulator.predictions[record["prediction_id"]]
+    prediction = module_emulator.predictions[record["prediction_id"]]
     assert prediction.input["prompt"] == "Bossa nova guitar and soft shaker"
-    sent = creates(emulator)[before:]
+    sent = creates(module_emulator)[before:]
     assert len(sent) == 1
     assert sent[0]["input"] == {
         "prompt": "Bossa nova guitar and soft shaker",
@@ -152,25 +95,25 @@ def test_generate_is_named_with_the_model_inputs_and_runs_end_to_end(
         api_name="/generate",
     )
     assert record["status"] == "succeeded", record
-    run = emulator.predictions[record["prediction_id"]]
+    run = module_emulator.predictions[record["prediction_id"]]
     assert run.input["continuation"] is False
     assert run.input_audio_info["duration"] == pytest.approx(5.0, abs=0.1)
     assert probe(audio).seconds == pytest.approx(4, abs=0.2)
 
 
 def test_a_refused_request_names_the_field_and_sends_nothing(
-    server_app: AppProcess, emulator: Emulator
+    shared_app: AppProcess, module_emulator: Emulator
 ) -> None:
-    client = client_for(server_app)
-    before = emulator.creates
+    client = client_for(shared_app)
+    before = module_emulator.creates
     with pytest.raises(Exception, match="top_k") as refused:
         client.predict(prompt="too wide", top_k=5000, api_name="/generate")
     assert "Nothing was sent" in str(refused.value)
-    assert emulator.creates == before
+    assert module_emulator.creates == before
 
 
-def test_the_server_token_never_leaves_the_server(server_app: AppProcess, root: Path) -> None:
-    base = server_app.url.rstrip("/")
+def test_the_server_token_never_leaves_the_server(shared_app: AppProcess) -> None:
+    base = shared_app.url.rstrip("/")
     pages = [
         httpx.get(f"{base}/config").text,
         httpx.get(f"{base}/gradio_api/info").text,
@@ -187,16 +130,14 @@ def test_the_server_token_never_leaves_the_server(server_app: AppProcess, root: 
     assert "event: complete" in pages[-1]
     for text in pages:
         assert SERVER_TOKEN not in text
-    assert SERVER_TOKEN not in server_app.log_text()
-    for path in (root / "server-data").rglob("*"):
-        if path.is_file():
-            assert SERVER_TOKEN.encode() not in path.read_bytes(), path
+    assert SERVER_TOKEN not in shared_app.log_text()
+    assert files_holding(shared_app.data_dir, SERVER_TOKEN) == []
 
 
 def test_a_visitor_token_is_taken_as_api_token_and_never_echoed(
-    visitor_app: AppProcess, emulator: Emulator, root: Path
+    local_app: AppProcess, module_emulator: Emulator
 ) -> None:
-    client = client_for(visitor_app)
+    client = client_for(local_app)
     api = client.view_api(return_format="dict", print_info=False)
     names = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
     assert names == [*MODEL_INPUTS, "engine", "api_token"]
@@ -209,25 +150,25 @@ def test_a_visitor_token_is_taken_as_api_token_and_never_echoed(
     )
     audio, record = job.result()
     assert record["status"] == "succeeded", record
-    assert emulator.predictions[record["prediction_id"]].token == VISITOR_TOKEN
+    assert module_emulator.predictions[record["prediction_id"]].token == VISITOR_TOKEN
     assert probe(audio).seconds == pytest.approx(2, abs=0.2)
     assert VISITOR_TOKEN not in repr(record)
-    assert VISITOR_TOKEN not in httpx.get(visitor_app.url + "config").text
-    assert VISITOR_TOKEN not in visitor_app.log_text()
-    for path in (root / "visitor-data").rglob("*"):
-        if path.is_file():
-            assert VISITOR_TOKEN.encode() not in path.read_bytes(), path
+    assert VISITOR_TOKEN not in httpx.get(local_app.url + "config").text
+    assert VISITOR_TOKEN not in local_app.log_text()
+    assert files_holding(local_app.data_dir, VISITOR_TOKEN) == []
 
 
-def test_variations_and_extend_through_the_api(server_app: AppProcess, emulator: Emulator) -> None:
-    client = client_for(server_app)
-    before = emulator.creates
+def test_variations_and_extend_through_the_api(
+    shared_app: AppProcess, module_emulator: Emulator
+) -> None:
+    client = client_for(shared_app)
+    before = module_emulator.creates
 
     files, takes = client.predict(
         prompt="Dub techno chords", duration=3, n=3, api_name="/variations"
     )
 
-    assert emulator.creates == before + 3
+    assert module_emulator.creates == before + 3
     assert len(files) == 3 and len(takes) == 3
     assert len({take["seed"] for take in takes}) == 3
     assert all(probe(f).seconds == pytest.approx(3, abs=0.2) for f in files)
@@ -248,16 +189,18 @@ def test_variations_and_extend_through_the_api(server_app: AppProcess, emulator:
     assert probe(track).seconds == pytest.approx(8, abs=0.1)
     assert [part["part"] for part in piece["parts"]] == [0, 1]
     assert piece["parts"][1]["start"] == pytest.approx(3, abs=0.05)
-    assert piece["parts"][1]["prediction_id"] in emulator.predictions
+    assert piece["parts"][1]["prediction_id"] in module_emulator.predictions
 
 
-def test_a_song_in_sections_through_the_api(server_app: AppProcess, emulator: Emulator) -> None:
-    client = client_for(server_app)
+def test_a_song_in_sections_through_the_api(
+    shared_app: AppProcess, module_emulator: Emulator
+) -> None:
+    client = client_for(shared_app)
     sections = [
         {"name": "intro", "prompt": "Music box intro", "seconds": 2},
         {"name": "verse", "prompt": "Music box with strings", "seconds": 3},
     ]
-    before = len(creates(emulator))
+    before = len(creates(module_emulator))
 
     track, song = client.predict(sections=sections, overlap=1, seed=5, api_name="/arrange")
 
@@ -267,7 +210,7 @@ def test_a_song_in_sections_through_the_api(server_app: AppProcess, emulator: Em
         ("intro", "Music box intro", 0, 2),
         ("verse", "Music box with strings", 2, 5),
     ]
-    assert [c["input"]["prompt"] for c in creates(emulator)[before:]] == [
+    assert [c["input"]["prompt"] for c in creates(module_emulator)[before:]] == [
         "Music box intro",
         "Music box with strings",
     ]
@@ -283,10 +226,10 @@ def test_a_song_in_sections_through_the_api(server_app: AppProcess, emulator: Em
     assert redone["status"] == "succeeded", redone
     assert redone["sections"][0]["run"] == song["sections"][0]["run"]
     assert redone["sections"][1]["run"] != song["sections"][1]["run"]
-    assert creates(emulator)[-1]["input"]["prompt"] == "Music box with choir"
+    assert creates(module_emulator)[-1]["input"]["prompt"] == "Music box with choir"
     # A refused song names its section and sends nothing.
-    sent = len(creates(emulator))
+    sent = len(creates(module_emulator))
     bad = json.dumps([{"prompt": "a", "seconds": 2}, {"prompt": "", "seconds": 2}])
     with pytest.raises(Exception, match="section 2"):
         client.predict(sections=bad, api_name="/arrange")
-    assert len(creates(emulator)) == sent
+    assert len(creates(module_emulator)) == sent

@@ -11,7 +11,6 @@ import asyncio
 import math
 import struct
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +28,7 @@ from services.musicgen import CHOICES, LIMITS, PROMPT_MAX_CHARS, SEED_MAX, Gener
 from services.validation import validate
 from tests.browser_support import (
     AppProcess,
-    app_env,
     creates,
-    module_emulator,  # noqa: F401 - fixture
-    running_app,
 )
 from tests.emulator import Emulator
 from tests.support.services import make_service
@@ -332,59 +328,43 @@ async def test_a_request_built_in_code_is_held_to_the_engines_models_too(emulato
 # text (gr.Textbox) rather than gr.Dropdown: a dropdown refuses an unknown value itself, with
 # Gradio's generic message, before our validation can name the field and its allowed values.
 
-API_TOKEN = "r8_" + "LimitsApiToken0123456789abcdefghijklmnop"  # fake; split for secret scanners
 
-
-@pytest.fixture(scope="module")
-def api_app(module_emulator: Emulator, tmp_path_factory) -> Iterator[AppProcess]:  # noqa: F811
-    module_emulator.configure(tokens=[API_TOKEN])
-    root = tmp_path_factory.mktemp("limits-api")
-    env = app_env(
-        module_emulator,
-        root / "data",
-        REPLICATE_API_TOKEN=API_TOKEN,
-        MUSICGEN_ENGINE="replicate",
-        GRADIO_TEMP_DIR=str(root / "gr"),
-    )
-    with running_app(env, root / "app.log") as app:
-        yield app
+def refusal(app: AppProcess, emulator: Emulator, **inputs: object) -> str:
+    """What `/generate` says when it refuses `inputs`; nothing reached the model."""
+    before = len(creates(emulator))
+    with pytest.raises(Exception) as refused:
+        Client(app.url, verbose=False).predict(**inputs, api_name="/generate")
+    assert len(creates(emulator)) == before
+    return str(refused.value)
 
 
 def test_api_names_a_bad_normalization_and_its_allowed_values(
-    api_app: AppProcess,
-    module_emulator: Emulator,  # noqa: F811
+    app: AppProcess,
+    module_emulator: Emulator,
 ) -> None:
-    client = Client(api_app.url, verbose=False)
-    before = len(creates(module_emulator))
-    with pytest.raises(Exception) as refused:
-        client.predict(
-            prompt="Soft piano", duration=2, normalization_strategy="loud", api_name="/generate"
-        )
-    message = str(refused.value)
+    message = refusal(
+        app, module_emulator, prompt="Soft piano", duration=2, normalization_strategy="loud"
+    )
     assert "Nothing was sent" in message
     assert "normalization_strategy: Normalization must be loudness, clip, peak or rms" in message
     assert '(you entered "loud")' in message
-    assert len(creates(module_emulator)) == before
 
 
 def test_api_refuses_every_value_past_its_limit_at_once(
-    api_app: AppProcess,
-    module_emulator: Emulator,  # noqa: F811
+    app: AppProcess,
+    module_emulator: Emulator,
 ) -> None:
-    client = Client(api_app.url, verbose=False)
-    before = len(creates(module_emulator))
-    with pytest.raises(Exception) as refused:
-        client.predict(
-            prompt="x" * (PROMPT_MAX_CHARS + 1),
-            duration=10**12,
-            temperature=100,
-            top_k=5000,
-            top_p=2,
-            classifier_free_guidance=50,
-            output_format="ogg",
-            api_name="/generate",
-        )
-    message = str(refused.value)
+    message = refusal(
+        app,
+        module_emulator,
+        prompt="x" * (PROMPT_MAX_CHARS + 1),
+        duration=10**12,
+        temperature=100,
+        top_k=5000,
+        top_p=2,
+        classifier_free_guidance=50,
+        output_format="ogg",
+    )
     for field in (
         "prompt",
         "duration",
@@ -398,4 +378,3 @@ def test_api_refuses_every_value_past_its_limit_at_once(
     assert "Duration must be a whole number of seconds from 1 to 300" in message
     assert "Temperature must be a number above 0 and at most 5" in message
     assert "Output format must be wav or mp3" in message
-    assert len(creates(module_emulator)) == before

@@ -4,7 +4,6 @@ keeps its seed, settings, length, progress and cancel; visitors take turns in th
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,6 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import torch
 
 from services.engines.local import LocalConfig, LocalEngine
 from services.engines.protocol import EngineRun, Turn
@@ -24,36 +22,23 @@ from services.errors import StudioError
 from services.events import RunUpdate
 from services.library import Library
 from services.musicgen import GenerationRequest
+from tests.support.audio_files import samples
+from tests.support.local_engines import tiny_engine, tiny_request
 from tests.support.services import make_service
 from tests.support.tiny_musicgen import TinyCheckpoints
-from tests.test_local_engine import samples
 
 RATE = 32_000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny matrices: one thread is faster than two fighting over a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_musicgen: TinyCheckpoints) -> Iterator[LocalEngine]:
     # fp32: a row's numbers then do not depend on its neighbours (int8's dynamic quantization
     # scales activations over the whole batch, so a take made beside others drifts slightly).
-    config = LocalConfig.from_env(
-        {
-            "MUSICGEN_LOCAL_MODEL": str(tiny_musicgen.text),
-            "MUSICGEN_DEVICE": "cpu",
-            "MUSICGEN_LOCAL_PRECISION": "fp32",
-        }
-    )
-    local = LocalEngine(dataclasses.replace(config, preview_seconds=0))
-    yield local
-    local.shutdown()
+    with tiny_engine(tiny_musicgen, preview_seconds=0, precision="fp32") as local:
+        yield local
 
 
 @pytest.fixture
@@ -72,14 +57,7 @@ def generate_calls(engine: LocalEngine, monkeypatch: pytest.MonkeyPatch) -> list
 
 
 def request(**kw: Any) -> GenerationRequest:
-    base: dict[str, Any] = {
-        "prompt": "calm piano",
-        "duration": 1,
-        "model_version": "",
-        "normalization_strategy": "clip",
-    }
-    base.update(kw)
-    return GenerationRequest(**base)
+    return tiny_request(**{"normalization_strategy": "clip", **kw})
 
 
 async def follow(engine: LocalEngine, run: EngineRun, workdir: Path) -> list[RunUpdate]:

@@ -18,8 +18,6 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import torch
-from pydub import AudioSegment
 
 from services.engines.local import LocalConfig, LocalEngine, local_engine_available
 from services.engines.local.download import progress_class
@@ -28,47 +26,26 @@ from services.engines.protocol import Engine, EngineRun
 from services.events import RunUpdate
 from services.library.records import RunRecord
 from services.musicgen import GenerationRequest
-from tests.support.audio_files import make_tone
+from tests.support.audio_files import make_tone, samples
+from tests.support.local_engines import tiny_engine, tiny_request
 from tests.support.tiny_musicgen import TinyCheckpoints
 
 RATE = 32_000
 HOP = 640
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny matrices: one thread is faster than two fighting over a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_musicgen: TinyCheckpoints) -> Iterator[LocalEngine]:
     """One engine for the module, configured as MUSICGEN_LOCAL_MODEL=<folder> would be."""
-    config = LocalConfig.from_env(
-        {
-            "MUSICGEN_LOCAL_MODEL": str(tiny_musicgen.text),
-            "MUSICGEN_LOCAL_MELODY_MODEL": str(tiny_musicgen.melody),
-            "MUSICGEN_DEVICE": "cpu",
-        }
-    )
-    local = LocalEngine(dataclasses.replace(config, preview_seconds=0.5))
-    yield local
-    local.shutdown()
+    with tiny_engine(tiny_musicgen, preview_seconds=0.5) as local:
+        yield local
 
 
 def request(**kw: object) -> GenerationRequest:
-    base: dict[str, object] = {
-        "prompt": "calm piano",
-        "duration": 1,
-        "model_version": "",
-        "seed": 7,
-        "normalization_strategy": "peak",
-    }
-    base.update(kw)
-    return GenerationRequest(**base)  # type: ignore[arg-type]
+    return tiny_request(**{"seed": 7, "normalization_strategy": "peak", **kw})
 
 
 async def collect(
@@ -79,13 +56,6 @@ async def collect(
     run = run or await local.start(req, workdir=workdir)
     updates = [u async for u in local.follow(run, started=time.monotonic(), workdir=workdir)]
     return run, updates
-
-
-def samples(path: str | Path) -> tuple[np.ndarray, int, int]:
-    """(channels, n) float samples, sampling rate and channel count of an audio file."""
-    clip = AudioSegment.from_file(str(path))
-    data = np.asarray(clip.get_array_of_samples(), dtype=np.float64) / 32768.0
-    return data.reshape(-1, clip.channels).T, clip.frame_rate, clip.channels
 
 
 def logs(updates: list[RunUpdate]) -> list[str]:

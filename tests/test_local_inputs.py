@@ -5,7 +5,6 @@ hears its melody and its text (transformers before 5.18 silently dropped both: u
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,45 +14,30 @@ import pytest
 
 pytest.importorskip("transformers")
 
-import torch
 
-from services.engines.local import LocalConfig, LocalEngine
-from services.musicgen import GenerationRequest
+from services.engines.local import LocalEngine
 from tests.support.audio_files import make_tone
+from tests.support.local_engines import tiny_engine, tiny_request
 from tests.support.tiny_musicgen import TinyCheckpoints
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_musicgen: TinyCheckpoints) -> Iterator[LocalEngine]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: one thread beats two on a busy 2-core machine
-    config = LocalConfig(
-        default_model=str(tiny_musicgen.text),
-        melody_model=str(tiny_musicgen.melody),
-        device="cpu",
-        preview_seconds=0,
-    )
     # fp32: int8's dynamic quantization scales each activation tensor by the whole batch, so
     # the unconditional half would differ by a rounding with the conditional half beside it.
-    local = LocalEngine(dataclasses.replace(config, max_models=2, precision="fp32"))
-    yield local
-    local.shutdown()
-    torch.set_num_threads(before)
+    with tiny_engine(tiny_musicgen, preview_seconds=0, max_models=2, precision="fp32") as local:
+        yield local
 
 
 async def take(local: LocalEngine, workdir: Path, **fields: object) -> np.ndarray:
     """The samples of one finished take of a 1 s request with `fields`."""
-    values: dict[str, object] = {
-        "prompt": "calm piano",
-        "duration": 1,
-        "model_version": "",
-        "seed": 5,
-        "normalization_strategy": "peak",
-        "output_format": "wav",
-    }
-    values.update(fields)
+    request = tiny_request(
+        **{"seed": 5, "normalization_strategy": "peak", "output_format": "wav", **fields}
+    )
     workdir.mkdir(parents=True)
-    run = await local.start(GenerationRequest(**values), workdir=workdir)  # type: ignore[arg-type]
+    run = await local.start(request, workdir=workdir)
     updates = [u async for u in local.follow(run, started=time.monotonic(), workdir=workdir)]
     final = updates[-1]
     assert final.status == "succeeded", final.error

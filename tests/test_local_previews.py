@@ -4,7 +4,6 @@ like the real 32 kHz one), every previewed sample equals the final take's sample
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +18,13 @@ from services.engines.local import LocalConfig, LocalEngine
 from services.engines.local.preview import _ChannelStream, decode_frames
 from services.events import RunUpdate
 from services.musicgen import GenerationRequest
-from tests.support.audio_files import make_tone
+from tests.support.audio_files import make_tone, samples
 from tests.support.tiny_musicgen import TinyCheckpoints
-from tests.test_local_engine import samples
 
 RATE = 32_000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_streamed_decoding_is_the_codecs_own_decoding(tiny_musicgen: TinyCheckpoints) -> None:

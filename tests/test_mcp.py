@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,30 +11,12 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from services.audio import probe
-from tests.browser_support import AppProcess, app_env, module_emulator, running_app  # noqa: F401
+from tests.browser_support import SERVER_TOKEN, AppProcess
 from tests.emulator import Emulator
-
-SERVER_TOKEN = "r8_" + "McpServerToken0123456789abcdefghijklmn"  # fake; split for scanners
-
-
-@pytest.fixture(scope="module")
-def emulator(module_emulator: Emulator) -> Emulator:  # noqa: F811
-    module_emulator.configure(tokens=[SERVER_TOKEN])
-    return module_emulator
-
-
-@pytest.fixture(scope="module")
-def app(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    root = tmp_path_factory.mktemp("mcp")
-    env = app_env(
-        emulator, root / "data", REPLICATE_API_TOKEN=SERVER_TOKEN, GRADIO_TEMP_DIR=str(root / "gr")
-    )
-    with running_app(env, root / "app.log") as running:
-        yield running
 
 
 async def test_an_assistant_lists_the_tools_and_makes_music(
-    app: AppProcess, emulator: Emulator, tmp_path: Path
+    app: AppProcess, module_emulator: Emulator, tmp_path: Path
 ) -> None:
     async with (
         streamable_http_client(app.url + "gradio_api/mcp/") as (read, write, _),
@@ -53,14 +34,14 @@ async def test_an_assistant_lists_the_tools_and_makes_music(
         assert "loudness, clip, peak, rms" in props["normalization_strategy"]["description"]
         assert "2 to 8" in tools["variations"].inputSchema["properties"]["n"]["description"]
         assert "api_token" not in props  # the server has its own token
-        before = emulator.creates
+        before = module_emulator.creates
 
         result = await session.call_tool(
             "generate", {"prompt": "Lo-fi piano with vinyl crackle", "duration": 2, "seed": 7}
         )
 
     assert not result.isError, result.content
-    assert emulator.creates == before + 1
+    assert module_emulator.creates == before + 1
     text = " ".join(getattr(part, "text", "") or "" for part in result.content)
     files = ast.literal_eval(text[text.index("[") : text.rindex("]") + 1])
     audio_url = files[0]["url"]

@@ -5,7 +5,6 @@ the download in the scratch folder is renamed into the library, not copied."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,11 +14,7 @@ from gradio_client import Client
 from services.library import Library
 from tests.browser_support import (
     AppProcess,
-    app_env,
-    module_emulator,  # noqa: F401 - fixture
-    running_app,
 )
-from tests.emulator import Emulator
 from tests.support.audio_files import make_tone
 
 AUDIO = {".wav", ".mp3", ".flac", ".ogg"}
@@ -36,18 +31,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app(module_emulator: Emulator, root: Path) -> Iterator[AppProcess]:  # noqa: F811
+def app_settings(root: Path) -> dict[str, str]:
     # The app's temporary directory is elsewhere: the data folder is outside it (and the cwd).
     (root / "systmp").mkdir()
-    env = app_env(
-        module_emulator,
-        root / "data",
-        REPLICATE_API_TOKEN=module_emulator.token,
-        GRADIO_TEMP_DIR=str(root / "gradio-cache"),
-        TMPDIR=str(root / "systmp"),
-    )
-    with running_app(env, root / "app.log") as running:
-        yield running
+    return {"GRADIO_TEMP_DIR": str(root / "gradio-cache"), "TMPDIR": str(root / "systmp")}
 
 
 def test_a_runs_audio_is_served_in_place_and_never_copied(app: AppProcess, root: Path) -> None:
@@ -57,7 +44,7 @@ def test_a_runs_audio_is_served_in_place_and_never_copied(app: AppProcess, root:
     )
     assert record["status"] == "succeeded", record
 
-    library = Library(root / "data")
+    library = Library(app.data_dir)
     stored = library.audio_file(library.get(record["library_id"]))
     assert stored is not None and stored.is_file()
     # Through Gradio's file route, from the library itself.
@@ -66,7 +53,7 @@ def test_a_runs_audio_is_served_in_place_and_never_copied(app: AppProcess, root:
     assert answer.content == stored.read_bytes()
 
     # The only copy of the take is the library's: nothing staged or cached, no scratch left.
-    assert audio_files(root / "data") == [stored]
+    assert audio_files(app.data_dir) == [stored]
     assert audio_files(root / "systmp") == []
     assert audio_files(root / "gradio-cache") == []
     # The database is never served.

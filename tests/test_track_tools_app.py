@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,38 +13,19 @@ from gradio_client import Client
 from services.compose import audio_ops
 from tests.browser_support import (
     AppProcess,
-    app_env,
-    browser,  # noqa: F401 - fixture
-    module_emulator,  # noqa: F401 - fixture
     new_page,
-    running_app,
     shot,
 )
-from tests.emulator import Emulator
 
 pytest.importorskip("demucs")
 pytest.importorskip("basic_pitch")
 
-TOKEN = "r8_" + "TrackToolsToken0123456789abcdefghijklmn"  # fake; split for secret scanners
 SOURCES = ["drums", "bass", "other", "vocals"]  # demucs_unittest's
 
 
 @pytest.fixture(scope="module")
-def app(
-    module_emulator: Emulator,  # noqa: F811
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[AppProcess]:
-    module_emulator.configure(tokens=[TOKEN])
-    root = tmp_path_factory.mktemp("tracks")
-    env = app_env(
-        module_emulator,
-        root / "data",
-        REPLICATE_API_TOKEN=TOKEN,
-        MUSICGEN_STEMS_MODEL="demucs_unittest",
-        GRADIO_TEMP_DIR=str(root / "gr"),
-    )
-    with running_app(env, root / "app.log") as running:
-        yield running
+def app_settings() -> dict[str, str]:
+    return {"MUSICGEN_STEMS_MODEL": "demucs_unittest"}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +78,7 @@ def muted(page: Any) -> dict[str, bool]:
 def test_the_mixer_mutes_and_solos_stems(
     split_take: dict[str, Any],
     app: AppProcess,
-    browser: Any,  # noqa: F811
+    browser: Any,
     width: int,
     height: int,
     name: str,
@@ -128,7 +108,7 @@ def test_the_mixer_mutes_and_solos_stems(
 def test_the_card_shows_tempo_and_key_and_the_history_finds_runs_by_them(
     split_take: dict[str, Any],
     app: AppProcess,
-    browser: Any,  # noqa: F811
+    browser: Any,
 ) -> None:
     record = split_take["record"]
     page = new_page(browser, app.url, width=1366, height=900)

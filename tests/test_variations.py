@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
 from services.compose.variations import Variations
 from services.errors import RequestInvalid, StudioError
-from services.generation import GenerationService
 from services.library import Library
 from services.musicgen import GenerationRequest
-from services.settings import Settings
 from tests.support.audio_files import make_tone
+from tests.support.interrupt import cancel_when
 from tests.support.services import make_service
 
 
@@ -69,21 +67,10 @@ async def test_one_cancel_stops_every_take(emulator, tmp_path):
     emulator.configure(run_seconds=30.0, max_wait_seconds=0.2)
     variations, library = make(emulator, tmp_path)
     request = GenerationRequest(prompt="ambient pads", duration=8)
-    seen = []
-
-    async def consume() -> None:
-        async for update in variations.run(request, 4, token=emulator.token, owner=None):
-            seen.append(update)
-
-    task = asyncio.create_task(consume())
-    for _ in range(400):  # until all four are processing on the emulator
-        processing = {u.slot for u in seen if u.run and u.run.status == "processing"}
-        if len(processing) == 4:
-            break
-        await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    seen = await cancel_when(  # once all four are processing on the emulator
+        variations.run(request, 4, token=emulator.token, owner=None),
+        lambda seen: len({u.slot for u in seen if u.run and u.run.status == "processing"}) == 4,
+    )
 
     ids = {u.run.prediction_id for u in seen if u.run and u.run.prediction_id}
     assert len(ids) == 4
@@ -121,17 +108,16 @@ async def test_a_bad_number_of_variations_is_refused_before_anything_is_sent(emu
 
 
 async def test_each_take_of_a_group_counts_against_the_visitors_runs_in_flight(emulator, tmp_path):
-    settings = Settings.from_env(
-        {
-            "MUSICGEN_DATA_DIR": str(tmp_path),
-            "REPLICATE_BASE_URL": emulator.base_url,
-            "MUSICGEN_ENGINE": "replicate",
-            "MUSICGEN_SHARED": "1",
-            "MUSICGEN_MAX_RUNS_IN_FLIGHT": "4",
-        }
-    )
     library = Library(tmp_path)
-    variations = Variations(GenerationService(settings, library), library)
+    service = make_service(
+        emulator,
+        tmp_path,
+        library=library,
+        MUSICGEN_ENGINE="replicate",
+        MUSICGEN_SHARED="1",
+        MUSICGEN_MAX_RUNS_IN_FLIGHT="4",
+    )
+    variations = Variations(service, library)
     for _ in range(2):
         busy = library.create_pending("ana", {"prompt": "still running"}, payer="addr:ana")
         library.update(busy.id, status="processing")
@@ -177,15 +163,9 @@ async def test_a_group_left_by_a_stopped_app_is_settled_once_its_takes_are_resum
     library.update(group.id, status="processing", compose={**group.compose, "takes": takes})
 
     # The next start, as app.py does it: runs resumed, then groups settled.
-    settings = Settings.from_env(
-        {
-            "MUSICGEN_DATA_DIR": str(tmp_path),
-            "REPLICATE_BASE_URL": emulator.base_url,
-            "REPLICATE_API_TOKEN": emulator.token,
-            "MUSICGEN_ENGINE": "replicate",
-        }
+    service = make_service(
+        emulator, tmp_path, REPLICATE_API_TOKEN=emulator.token, MUSICGEN_ENGINE="replicate"
     )
-    service = GenerationService(settings, Library(tmp_path))
     await service.resume_in_flight()
     variations = Variations(service, Library(tmp_path))
 

@@ -13,7 +13,7 @@ import pytest
 from starlette.applications import Starlette
 
 from services.engines.replicate.webhooks import WEBHOOK_PATH, RefusalLog, WebhookRegistry
-from tests.test_webhooks import serve
+from tests.support.asgi import serve
 from ui.webhooks import webhook_routes
 
 LOGGER = "services.engines.replicate.webhooks"

@@ -11,8 +11,6 @@ import base64
 import itertools
 import json
 import logging
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -38,6 +35,7 @@ from services.settings import Settings
 from tests.client_support import make_client
 from tests.emulator import MUSICGEN_VERSION, Emulator, EmulatorConfig
 from tests.emulator.webhooks import sign
+from tests.support.asgi import serve
 from ui.webhooks import webhook_routes
 
 # REPLICATE.md's test vector (from replicate-python's tests).
@@ -108,34 +106,6 @@ def test_the_secret_never_shows() -> None:
 
 
 # --- a receiver on loopback ------------------------------------------------------------------
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # a thread's server leaves signals alone
-        pass
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Serve an ASGI app on 127.0.0.1 (a free port) in a thread; yields its origin."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = _Server(
-        uvicorn.Config(app, log_level="warning", log_config=None, access_log=False, lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    give_up = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < give_up, "the server did not start"
-        time.sleep(0.005)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=5)
-
-
 class Receiver:
     """Records every webhook POSTed to it; `answers` are the statuses to give, then 200."""
 
@@ -501,7 +471,10 @@ async def test_a_client_fetches_the_accounts_secret(emulator: Emulator) -> None:
     async with make_client(emulator) as client:
         secret = await client.webhooks.default_secret()
     body = b'{"id": "x"}'
-    secret.verify(signed(emulator.webhook_secret(), body), body)
+    # The fetched secret is this account's: its webhooks pass, another account's do not.
+    assert secret.verify(signed(emulator.webhook_secret(), body, msg_id="msg_7"), body) == "msg_7"
+    with pytest.raises(WebhookRejected):
+        secret.verify(signed(emulator.webhook_secret("r8_another-account"), body), body)
 
 
 def test_python_app_py_takes_replicate_webhooks_on_its_own_server(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import numpy as np
+from pydub import AudioSegment
+
 # name -> ffmpeg output options; what browsers record is webm/opus.
 FORMATS: dict[str, list[str]] = {
     "wav": ["-c:a", "pcm_s16le"],
@@ -30,3 +33,10 @@ def make_tone(
         check=True,
     )  # fmt: skip
     return dest
+
+
+def samples(path: str | Path) -> tuple[np.ndarray, int, int]:
+    """(channels, n) float samples, sampling rate and channel count of an audio file."""
+    clip = AudioSegment.from_file(str(path))
+    data = np.asarray(clip.get_array_of_samples(), dtype=np.float64) / 32768.0
+    return data.reshape(-1, clip.channels).T, clip.frame_rate, clip.channels
