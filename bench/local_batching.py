@@ -9,9 +9,10 @@ unless given one. The engine rows run in one process on one warm model: one 2 s 
 4 variations of it (one group, one pass); 4 visitors' 2 s takes started at once (the fair queue
 batches them); the click to the first streamed preview. Takes made in a batch are compared,
 sample for sample, with the same take made alone. The page rows run `python app.py` on the local
-engine and measure the app process's CPU time for the same take through `/generate`
-(gradio_client) and through the page (Chromium clicking Generate, previews streaming), on the
-tiny test checkpoint and on musicgen-small's architecture. `rows()` returns the table's rows for
+engine and measure the app process's CPU time (with the ffmpeg and ffprobe it runs) for the same
+take through `/generate` (gradio_client) and through the page (Chromium clicking Generate,
+previews streaming), each until the app is idle again, on the tiny test checkpoint and on
+musicgen-small's architecture. `rows()` returns the table's rows for
 `bench.local_engine` to print beside its own.
 """
 
@@ -170,9 +171,28 @@ def engine_rows(folder: Path, seconds: float, *, quick: bool = False) -> list[di
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` so far (Linux /proc)."""
+    """User + system CPU time of process `pid` so far, with its finished children's (the
+    ffmpeg and ffprobe it ran): Linux /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _settled(pid: int, *, window: float = 0.5, quiet: float = 0.05, limit: float = 60.0) -> None:
+    """Wait until process `pid` is idle (at most `quiet` CPU seconds in a `window`).
+
+    A take's work does not end when its answer arrives: the page lists the history again and
+    shows the result after the status says "succeeded". Waiting for the app to go quiet
+    counts that work in its own take, not in the next one measured.
+    """
+    give_up = time.monotonic() + limit
+    before = _cpu_seconds(pid)
+    while time.monotonic() < give_up:
+        time.sleep(window)
+        now = _cpu_seconds(pid)
+        if now - before <= quiet:
+            return
+        before = now
 
 
 @contextmanager
@@ -197,7 +217,14 @@ def page_cpu(folder: Path, seconds: float, label: str, reps: int = 2) -> dict[st
     """The app's CPU seconds for one take through /generate and through the page."""
     from gradio_client import Client
 
-    from tests.browser_support import generate, new_page, set_number, set_prompt, wait_status
+    from tests.browser_support import (
+        generate,
+        new_page,
+        set_number,
+        set_prompt,
+        wait_result,
+        wait_status,
+    )
 
     with tempfile.TemporaryDirectory() as tmp, _app(folder, Path(tmp)) as app:
         pid = app.proc.pid
@@ -212,6 +239,7 @@ def page_cpu(folder: Path, seconds: float, label: str, reps: int = 2) -> dict[st
                     given[p["parameter_name"]] = None
             before = _cpu_seconds(pid)
             client.predict(**given, api_name="/generate")
+            _settled(pid)
             return _cpu_seconds(pid) - before
 
         from playwright.sync_api import sync_playwright
@@ -226,9 +254,14 @@ def page_cpu(folder: Path, seconds: float, label: str, reps: int = 2) -> dict[st
                 before = _cpu_seconds(pid)
                 generate(page)
                 wait_status(page, "succeeded", "failed", timeout_ms=900_000)
+                # The page's take is done once the track shows it and the history lists it.
+                run_id = wait_result(page, timeout_ms=120_000)
+                page.locator(f"#history-cards .ms-card-text[data-run='{run_id}']").wait_for()
+                _settled(pid)
                 return _cpu_seconds(pid) - before
 
-            through_api()  # warm-up: the model loads, Gradio warms its caches
+            _settled(pid)  # the default checkpoint's load at start
+            through_api()  # warm-up: Gradio warms its caches
             through_page()
             api_cpu, page_cpu_s = [], []
             for _ in range(reps):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -211,7 +212,10 @@ class RunHandlers:
             changes = {**lines, v.current_run: update.run_id}
             if update.preview_path:
                 # The start of the take plays in the track's place while the rest is made.
-                changes[v.preview] = gr.update(value=update.preview_path, visible=True)
+                # Its bytes, not its path: gr.Audio runs ffprobe on every file path it is given,
+                # and the piece is the engine's own 16-bit wav, which the stream reads anyway.
+                piece = Path(update.preview_path).read_bytes()
+                changes[v.preview] = gr.update(value=piece, visible=True)
                 changes[v.result_audio] = gr.update(visible=False)
             return changes
 
