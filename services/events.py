@@ -37,9 +37,10 @@ class RunUpdate:
     successful run (by an engine: its checked file in the run's scratch folder; by the
     generation service: the filed copy in the library).
     `queue_position` (1 = next) is set while a run waits for a busy device; `preview_path` is a
-    file holding the audio decoded since the previous preview, for the page to play while the
-    run goes on. `predict_time` (seconds the model worked) and `realtime_factor` (those seconds
-    per second of audio) come with the terminal update where the engine knows them.
+    16-bit PCM wav holding the audio decoded since the previous preview, for the page to play
+    while the run goes on. `predict_time` (seconds the model worked) and `realtime_factor`
+    (those seconds per second of audio) come with the terminal update where the engine knows
+    them.
     `audio_seconds` comes with `audio_path` when the engine has already checked the file (its
     measured length): the service then files it without probing it again.
     """

@@ -22,6 +22,11 @@ from gradio.blocks import Block
 from services.errors import RequestInvalid, StudioError
 from ui.events import PRIVATE, Updates
 
+# Between the start and the end of a run, the start and stop buttons' state is sent again at
+# most this often: each time costs the server a component rebuilt with its whole config
+# (Gradio's handling of a property update), and progress comes up to 4 times a second.
+BUTTONS_REFRESH_S = 5.0
+
 
 class Finishing(Protocol):
     """An update of a run or a composition: it says when it is the last one."""
@@ -94,7 +99,7 @@ class Stream(Generic[P, U]):
 
 async def stream(how: Stream[P, U]) -> AsyncIterator[Updates]:
     """Run `how` end to end, yielding the page's changes (a Gradio generator handler)."""
-    clock = time.monotonic()
+    clock = buttons_sent = time.monotonic()
     idle = how.buttons.state(running=False)
     try:
         prepared = await how.prepare()
@@ -107,12 +112,17 @@ async def stream(how: Stream[P, U]) -> AsyncIterator[Updates]:
     try:
         async for update in updates:
             last = update
-            # Every update carries the buttons' state: a page that merged or missed the first
-            # one still lets the musician cancel; the last one frees the start button.
             changes = how.show(update, time.monotonic() - clock)
             if changes is None:
                 continue
-            yield {**changes, **how.buttons.state(running=not update.finished)}
+            # The buttons' state goes again every BUTTONS_REFRESH_S (a page that merged or
+            # missed the first one still lets the musician cancel) and with the last update,
+            # which frees the start button.
+            now = time.monotonic()
+            if update.finished or now - buttons_sent >= BUTTONS_REFRESH_S:
+                changes = {**changes, **how.buttons.state(running=not update.finished)}
+                buttons_sent = now
+            yield changes
             if update.finished:
                 break
     except GeneratorExit:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -58,6 +59,7 @@ class RunSeen:
         self._shown: tuple[Any, ...] = ()  # what the page was last sent, beyond progress
         self._shown_logs = 0
         self._sent_at = 0.0
+        self.previewing = False  # the preview player is shown, in the result's place
 
     def show(self, view: Any, update: RunUpdate, elapsed: float, *, link: bool) -> Updates | None:
         """The status, progress and logs of `view` (any panel with those three) for `update`;
@@ -211,8 +213,14 @@ class RunHandlers:
             changes = {**lines, v.current_run: update.run_id}
             if update.preview_path:
                 # The start of the take plays in the track's place while the rest is made.
-                changes[v.preview] = gr.update(value=update.preview_path, visible=True)
-                changes[v.result_audio] = gr.update(visible=False)
+                # Its bytes, not its path: gr.Audio runs ffprobe on every file path it is given,
+                # and the piece is the engine's own 16-bit wav, which the stream reads anyway.
+                piece = Path(update.preview_path).read_bytes()
+                changes[v.preview] = piece
+                if not seen.previewing:  # a property update costs a component rebuilt: once
+                    seen.previewing = True
+                    changes[v.preview] = gr.update(value=piece, visible=True)
+                    changes[v.result_audio] = gr.update(visible=False)
             return changes
 
         async def finish(last: RunUpdate | None, elapsed: float) -> Updates:

@@ -173,11 +173,14 @@ class Engines:
 def local_engine(settings: Settings, env: Mapping[str, str] | None = None) -> Engine | None:
     """The one local engine of this process, when MUSICGEN_ENGINE allows it and it is installed.
 
-    Its model loads with the first local run, not here: the page is up in seconds.
+    Its model loads with the first local run, not here: the page is up in seconds. Before
+    torch is imported, its CPU threads are told to sleep rather than spin while they wait
+    (`threads.sleep_while_waiting`: spinning cost several times a take's CPU on a busy machine).
     """
     if settings.engine == REPLICATE:
         return None
     from services.engines.local import LocalConfig, LocalEngine, local_engine_available
+    from services.engines.local.threads import sleep_while_waiting
 
     if not local_engine_available():
         if settings.engine == LOCAL:
@@ -186,4 +189,5 @@ def local_engine(settings: Settings, env: Mapping[str, str] | None = None) -> En
                 "pip install -r requirements-local.txt"
             )
         return None
+    sleep_while_waiting()
     return LocalEngine(LocalConfig.from_env(os.environ if env is None else env))
