@@ -14,7 +14,6 @@ import io
 import math
 import time
 import wave
-from dataclasses import fields
 from typing import Any
 
 import gradio as gr
@@ -24,7 +23,7 @@ from services.library import Library
 from services.settings import Settings
 from ui.context import Studio
 from ui.files import FileServer
-from ui.form_rules import EXTRA_INPUTS, FormValues
+from ui.form_rules import FormValues
 from ui.run_panel import build_controls, build_run_view
 from ui.run_stream import BUTTONS_REFRESH_S
 from ui.runs import RunHandlers
@@ -36,9 +35,7 @@ def is_property_update(value: Any) -> bool:
 
 def form(**values: Any) -> list[Any]:
     """The form's values in the order the handler takes them."""
-    chosen = FormValues(**values)
-    laid_out = [getattr(chosen, f.name) for f in fields(FormValues) if f.name != "extras"]
-    return laid_out + [None] * len(EXTRA_INPUTS)
+    return FormValues.of(**values).ordered()
 
 
 async def test_a_local_take_on_the_page_shows_cancel_previews_and_then_frees_generate(
