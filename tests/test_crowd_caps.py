@@ -326,6 +326,35 @@ async def test_a_refused_extend_stores_and_writes_nothing(emulator: Emulator, tm
     assert files_after == files_before
 
 
+async def test_a_take_left_during_its_create_is_canceled_on_replicate_and_kept_in_history(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    # A visitor who gives up while the create has no answer yet: the run it made must not go
+    # on running (paid) unknown to its record, waiting for the next start's sweep.
+    emulator.configure(run_seconds=60.0)
+    emulator.add_fault("late", method="POST", path="/v1/predictions", delay=1.0)
+    service = make_service(emulator, tmp_path)
+    updates = service.generate(a_request(), token=emulator.token, owner="a" * 32, payer=HOME)
+
+    async def click() -> None:
+        async for _ in updates:
+            pass
+
+    task = asyncio.create_task(click())
+    give_up = time.monotonic() + 30
+    while emulator.creates == 0:  # made; its answer is held back
+        assert time.monotonic() < give_up and not task.done()
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    [made] = emulator.predictions
+    assert emulator.status(made) == "canceled"
+    record = Library(tmp_path).find_by_prediction(made)
+    assert record is not None and record.status == "canceled" and record.owner == "a" * 32
+
+
 # ---- smaller failures ------------------------------------------------------------------------
 
 

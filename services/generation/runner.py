@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 LOGS_TAIL_CHARS = 4000
 PROGRESS_WRITE_S = 2.0
 CANCEL_TIMEOUT_S = 30.0
+# How long a run whose click left during its create waits for the create's answer (to cancel
+# the run it made); past it the recovery looks for the run instead.
+CREATE_LANDING_S = 30.0
 # How long a filed run's result waits for its tempo and key before it is reported without them
 # (they are stored when the measurement ends; the first one in a process loads the analysis).
 MEASURE_WAIT_S = 30.0
@@ -190,7 +193,17 @@ class Runner:
                         self._library.keep_input, record.id, Path(request.input_audio)
                     )
                 yield stage("creating")
-                run = await eng.start(request, workdir=workdir, clip=prepared.clip, turn=turn)
+                starting = asyncio.ensure_future(
+                    eng.start(request, workdir=workdir, clip=prepared.clip, turn=turn)
+                )
+                try:
+                    run = await asyncio.shield(starting)
+                except asyncio.CancelledError:
+                    # The click left while the create was under way: the run it makes (paid
+                    # for from its first second) is waited for, so that it is canceled and
+                    # filed below, not left running unseen until the next start's sweep.
+                    run = await self._landed(starting, token, record)
+                    raise
                 if run.unclear_create:
                     self._on_unclear(token, record)
                 self.note_started(record.id, run)
@@ -207,8 +220,10 @@ class Runner:
             # is paid for and only waits for its audio is fetched on in the background.
             if downloading:
                 self._on_left_downloading(token, record.id)
-            elif not finished:
-                await self._stop(eng, record.id, run, watch)
+            elif not finished and await self._stop(eng, record.id, run, watch) is None:
+                # It had succeeded before the cancel reached it: paid for, so filed all the
+                # same, in the background (not only at the next start).
+                self._on_left_downloading(token, record.id)
             raise
         except StudioError as err:
             if isinstance(err, CreateUnclear):
@@ -224,6 +239,26 @@ class Runner:
                 ticket.ended()
             with contextlib.suppress(Exception):
                 await eng.aclose()
+
+    async def _landed(
+        self, starting: asyncio.Future[EngineRun], token: str | None, record: RunRecord
+    ) -> EngineRun | None:
+        """The run a create under way makes (None if it made none), its prediction recorded;
+        waited for at most CREATE_LANDING_S. A create with no clear answer by then is looked
+        for in the background (the recovery adopts and cancels its run)."""
+        try:
+            run = await asyncio.wait_for(asyncio.shield(starting), CREATE_LANDING_S)
+        except (CreateUnclear, TimeoutError):
+            # Its answer may still come: retrieve it then (unheard, it would be logged).
+            starting.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._on_unclear(token, record)
+            return None
+        except StudioError:
+            return None  # refused: nothing was made
+        if run.unclear_create:
+            self._on_unclear(token, record)
+        self.note_started(record.id, run)
+        return run
 
     # -- cancel ---------------------------------------------------------------------------
 
