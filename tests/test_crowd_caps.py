@@ -489,6 +489,39 @@ def test_api_callers_are_held_by_address_not_by_one_pool_for_all(
     assert emulator.creates == 2
 
 
+def test_many_replicate_runs_through_the_api_are_made_at_once_not_in_turns(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    from gradio_client import Client
+
+    from tests.browser_support import app_env, running_app
+
+    # A Replicate run mostly waits on HTTP: a crowd's calls are all sent at once, not 8 at a
+    # time (Gradio's default per event) with the rest waiting in its queue.
+    emulator.configure(run_seconds=120.0)
+    calls = 12
+    env = app_env(
+        emulator,
+        tmp_path / "data",
+        REPLICATE_API_TOKEN=emulator.token,
+        GRADIO_TEMP_DIR=str(tmp_path / "gr"),
+    )
+    with running_app(env, tmp_path / "app.log") as app:
+        client = Client(app.url, verbose=False)
+        jobs = [
+            client.submit(prompt=f"take {i}", duration=2, api_name="/generate")
+            for i in range(calls)
+        ]
+        give_up = time.monotonic() + 60
+        while emulator.creates < calls:
+            assert time.monotonic() < give_up, f"only {emulator.creates} runs made at once"
+            time.sleep(0.05)
+        running = [p for p in emulator.predictions if emulator.status(p) != "succeeded"]
+        assert len(running) == calls  # all in flight at the same moment
+        for job in jobs:
+            job.cancel()
+
+
 def test_sign_in_and_the_proxy_are_read_from_the_environment(tmp_path: Path) -> None:
     base = {"MUSICGEN_DATA_DIR": str(tmp_path)}
     local = Settings.from_env(base)
