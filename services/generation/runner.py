@@ -8,6 +8,7 @@ A run no click consumes (resumed, adopted by the recovery) is followed by `follo
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import tempfile
@@ -114,9 +115,13 @@ class Runner:
         # Measure every filed take's tempo and key (the app does; most tests need not).
         self._measure_takes = measure_takes
         # The analysis warmed up once, while the first run is made; measurements that
-        # outlasted MEASURE_WAIT_S (held so they are not collected).
+        # outlasted MEASURE_WAIT_S or were not waited for (held so they are not collected).
         self._warm_up: asyncio.Future[None] | None = None
         self._measuring: set[asyncio.Future[None]] = set()
+        # Tempo and key are measured one take at a time, in a thread of their own: seconds of
+        # CPU that a crowd's takes would otherwise pile onto asyncio's few default threads,
+        # where every run's preparing, fetching and filing waits behind them.
+        self._measurer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="measure")
 
     # -- one run --------------------------------------------------------------------------
 
@@ -162,7 +167,10 @@ class Runner:
             raise
         started = time.monotonic()
         if self._measure_takes and self._warm_up is None:
-            self._warm_up = asyncio.ensure_future(asyncio.to_thread(warm_up_quietly))
+            loop = asyncio.get_running_loop()
+            self._warm_up = asyncio.ensure_future(
+                loop.run_in_executor(self._measurer, warm_up_quietly)
+            )
         # The clip's path is this server's upload folder: the library keeps its own copy.
         stored = {**request.to_dict(), "input_audio": None}
         # The run holds its estimate from now until it is filed with its measured time.
@@ -464,14 +472,23 @@ class Runner:
         return replace(final, audio_path=str(path), new_logs=final.new_logs + tuple(notes))
 
     async def _measure_soon(self, run_id: str) -> None:
-        """Measure the filed run in a thread; wait for it at most MEASURE_WAIT_S."""
+        """Measure the filed run in the measuring thread; wait for it at most MEASURE_WAIT_S,
+        and not at all behind other takes' measurements (a crowd's results go out at once)."""
         if not self._measure_takes:
             return
-        task = asyncio.ensure_future(asyncio.to_thread(self.measure_filed, run_id))
-        done, _ = await asyncio.wait({task}, timeout=MEASURE_WAIT_S)
-        if not done:  # the result goes out now; the record gains bpm and key when it ends
-            self._measuring.add(task)
-            task.add_done_callback(self._measuring.discard)
+        behind = bool(self._measuring)
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(
+            loop.run_in_executor(self._measurer, self.measure_filed, run_id)
+        )
+        self._measuring.add(task)
+        task.add_done_callback(self._measuring.discard)
+        if not behind:  # otherwise the record gains bpm and key when its turn has come
+            await asyncio.wait({task}, timeout=MEASURE_WAIT_S)
+
+    def close(self) -> None:
+        """Drop the measurements still waiting (at shutdown: their takes are filed already)."""
+        self._measurer.shutdown(wait=False, cancel_futures=True)
 
     def measure_filed(self, run_id: str) -> None:
         """Measure and keep a filed entry's tempo and key (when this service measures takes);
