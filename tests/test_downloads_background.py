@@ -193,7 +193,7 @@ async def test_a_take_that_succeeded_as_its_visitor_left_is_filed_without_a_rest
     # The follower's poll is held back while the run ends; the visitor leaves then: the cancel
     # finds the run succeeded, and its audio (paid for) is filed in the background.
     emulator.configure(queue_seconds=0.05, run_seconds=1.5, stream=False)
-    held = emulator.add_fault("slow", method="GET", path="/v1/predictions/", delay=5.0)
+    held = emulator.add_fault("slow", method="GET", path="/v1/predictions/", delay=3.0)
     service = make_service(emulator, tmp_path)
     updates = service.generate(REQUEST, token=emulator.token, owner="visitor-a")
 
@@ -213,3 +213,5 @@ async def test_a_take_that_succeeded_as_its_visitor_left_is_filed_without_a_rest
     record = Library(tmp_path).get(run_id)
     assert record.status == "succeeded" and record.prediction_id == made
     assert Library(tmp_path).audio_file(record) is not None and record.owner == "visitor-a"
+    # The held poll is answered (to nobody) before the emulator stops.
+    await until(lambda: all(r.status for r in emulator.requests if r.fault == "slow"))
