@@ -1,34 +1,43 @@
 """A crowd on one Space (issue #20): 200 simulated visitors against `python app.py`.
 
-    python -m bench.crowd                   # 200 visitors arriving over 40 s
-    python -m bench.crowd --visitors 40     # a quicker look
+    python -m bench.crowd                   # 200 visitors over 40 s, polling, then webhooks
+    python -m bench.crowd --visitors 40 --only polling    # a quicker look
 
-The app runs as a Space would: shared (per-visitor identities), the host's Replicate token paying
-for every visitor, both engines offered (Replicate, here the emulator in a process of its own
-with Replicate's real limits; and the local engine on a tiny random-weight checkpoint). Spending
-caps are off (MUSICGEN_MAX_RUNS_IN_FLIGHT=0): this measures load, not refusals (the caps and the
-fair local queue come from sibling branches).
+The app runs as a Space would: shared (per-visitor identities and the default caps: 4 runs in
+flight per visitor, 3 waiting for the local engine), behind a proxy (MUSICGEN_BEHIND_PROXY: the
+client is the address the proxy puts in X-Forwarded-For), the host's Replicate token paying for
+every visitor, both engines offered (Replicate, here the emulator in a process of its own with
+Replicate's real limits; and the local engine on a tiny random-weight checkpoint). Each mode
+starts its own app: `polling` follows runs by polls alone, `webhooks` gives the app its own
+loopback address as its public URL (as SPACE_HOST does on a Space), so runs are created with
+webhooks and polls are the fallback.
 
-Visitors arrive evenly over `--arrival` seconds, each with gradio_client (a few shared Client
-objects, one thread per visitor): half are page-like (they load the page first, as a browser
-does), half are plain API callers. Three in four are light (one short take), one in four heavy
-(four takes at once); `--local-share` of the takes (default one in twenty) run on the local
-engine, the rest on Replicate. Everything on loopback. The crowd is bounded in time: a take still
-waiting `--patience` seconds after the last arrival is given up (and reported as such).
+Visitors arrive evenly over `--arrival` seconds, each from an address of their own (a public
+IPv4 address in X-Forwarded-For on every request), through gradio_client (a few shared Client
+objects, one thread per visitor): half are page-like (they load the page and its config first,
+as a browser does), half plain API callers. Three in four are light (one 1 s take), one in four
+heavy (four 2 s takes at once); `--local-share` of the takes (default one in twenty) run on the
+local engine, the rest on Replicate. Everything on loopback. A take still waiting `--patience`
+seconds after the last arrival is given up (and reported as such).
 
 Reported: errors (target 0: exceptions, or a take that did not succeed), the wait before a run
 starts (time to the result minus the model's own time, p50 and p95, light and heavy, next to one
-take alone), the token's reads in its busiest minute, the app's memory growth (RSS after the
-crowd minus after warm-up), and runs lost (a prediction the emulator made that the library does
-not hold with its audio; target 0).
+take alone; target: a light visitor's p95 at most one run longer than alone, i.e. alone's wait
+plus alone's whole time from call to result), the token's reads in its busiest minute (target
+2,400 polling, 1,000 with webhooks), the app's memory growth (RSS after the crowd minus after
+warm-up), and runs lost (target 0): a prediction the emulator made that the library does not
+know, or has not filed, or whose paid audio it does not hold; or a take the API reported
+succeeded whose audio is not in the library.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import math
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,13 +50,20 @@ import httpx
 
 from bench.emulator import EmulatorProcess, free_port
 from bench.polling_budget import _busiest_minute, _reads
-from bench.stats import markdown_table, p50, p95, secs
+from bench.stats import markdown_table, p50, p95, secs, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 8
 TAKE_TIMEOUT = 300.0
 UNFINISHED = "unfinished"  # still waiting when the crowd's time was up
 SETTLE_TIMEOUT = 120.0
+READ_TARGETS = {"polling": 2400, "webhooks": 1000}
+WARM_UP_ADDRESS = "81.1.0.1"
+
+
+def address(visitor: int) -> str:
+    """Visitor n's own public address (a different one for every visitor)."""
+    return f"81.2.{visitor // 250}.{visitor % 250 + 1}"
 
 
 @dataclass
@@ -70,73 +86,129 @@ class Take:
 
 @dataclass
 class Report:
+    mode: str
     visitors: int
     takes: list[Take] = field(default_factory=list)
-    alone: dict[str, float] = field(default_factory=dict)
+    alone: dict[str, Take] = field(default_factory=dict)
     reads_busiest_minute: int = 0
     throttled: int = 0
     rss_before_mb: float = 0.0
     rss_after_mb: float = 0.0
-    lost: int = 0
+    lost: Counter[str] = field(default_factory=Counter)
     predictions: int = 0
     wall: float = 0.0
 
-    def waits(self, heavy: bool, engine: str | None = None) -> list[float]:
-        return [
-            t.wait
-            for t in self.takes
-            if t.heavy == heavy and (engine is None or t.engine == engine) and t.wait is not None
-        ]
+    def errors(self) -> list[Take]:
+        return [t for t in self.takes if t.status not in ("succeeded", UNFINISHED)]
 
-    def table(self) -> str:
-        errors = [t for t in self.takes if t.status not in ("succeeded", UNFINISHED)]
-        unfinished = [t for t in self.takes if t.status == UNFINISHED]
-        rows: list[list[object]] = [
-            ["visitors / takes", f"{self.visitors} / {len(self.takes)}"],
-            ["errors (target 0)", f"{len(errors)}"],
-            ["takes still waiting when the time was up", f"{len(unfinished)}"],
-        ]
-        for engine in ("replicate", "local"):
-            light, heavy = self.waits(False, engine), self.waits(True, engine)
-            alone = secs(self.alone.get(engine))
-            rows.append(
-                [
-                    f"wait before start, {engine}: light p50 / p95",
-                    f"{secs(p50(light))} / {secs(p95(light))} (alone {alone})",
-                ]
+    def unfinished(self) -> list[Take]:
+        return [t for t in self.takes if t.status == UNFINISHED]
+
+    def waits(self, heavy: bool, engine: str) -> list[float]:
+        mine = [t for t in self.takes if t.heavy == heavy and t.engine == engine]
+        return [t.wait for t in mine if t.wait is not None]
+
+    def light_target(self, engine: str) -> float | None:
+        """One run longer than alone: alone's wait plus alone's whole call."""
+        alone = self.alone.get(engine)
+        if alone is None or alone.wait is None:
+            return None
+        return alone.wait + alone.elapsed
+
+    def light_ok(self, engine: str) -> bool | None:
+        target, light = self.light_target(engine), self.waits(False, engine)
+        if target is None or not light:
+            return None
+        return p95(light) <= target
+
+
+def _cell(value: str, ok: bool | None = None) -> str:
+    return value if ok is None else f"{value}: {verdict(ok)}"
+
+
+def table(reports: list[Report]) -> str:
+    """One column per mode, then the target."""
+    rows: list[list[object]] = []
+
+    def row(measure: str, cells: list[str], target: str = "") -> None:
+        rows.append([measure, *cells, target])
+
+    row("visitors / takes", [f"{r.visitors} / {len(r.takes)}" for r in reports])
+    row("errors", [_cell(str(len(r.errors())), not r.errors()) for r in reports], "0")
+    row(
+        "takes still waiting when the time was up",
+        [_cell(str(len(r.unfinished())), not r.unfinished()) for r in reports],
+        "0",
+    )
+    for engine in ("replicate", "local"):
+        cells = []
+        for r in reports:
+            light, alone = r.waits(False, engine), r.alone.get(engine)
+            alone_text = secs(alone.wait) if alone is not None else "n/a"
+            text = (
+                f"{secs(p50(light))} / {secs(p95(light))} (alone {alone_text}; "
+                f"≤ {secs(r.light_target(engine))}; n={len(light)})"
             )
-            rows.append(
-                [
-                    f"wait before start, {engine}: heavy p50 / p95",
-                    f"{secs(p50(heavy))} / {secs(p95(heavy))}",
-                ]
+            cells.append(_cell(text, r.light_ok(engine)))
+        row(
+            f"wait before start, {engine}: light p50 / p95",
+            cells,
+            "p95 ≤ one run longer than alone",
+        )
+        row(
+            f"wait before start, {engine}: heavy p50 / p95",
+            [
+                f"{secs(p50(r.waits(True, engine)))} / {secs(p95(r.waits(True, engine)))} "
+                f"(n={len(r.waits(True, engine))})"
+                for r in reports
+            ],
+        )
+    row(
+        "reads in the busiest minute (one token), 429s",
+        [
+            _cell(
+                f"{r.reads_busiest_minute:,}, {r.throttled}",
+                r.reads_busiest_minute <= READ_TARGETS[r.mode] and not r.throttled,
             )
-        grew = self.rss_after_mb - self.rss_before_mb
-        memory = f"{self.rss_before_mb:.0f} MB → {self.rss_after_mb:.0f} MB (+{grew:.0f} MB)"
-        reads = f"{self.reads_busiest_minute} (429s: {self.throttled})"
-        rows += [
-            ["reads in the busiest minute (one token)", reads],
-            ["app memory (RSS) after warm-up → after", memory],
-            ["runs lost (target 0)", f"{self.lost} of {self.predictions} predictions"],
-            ["wall", secs(self.wall, 0)],
-        ]
-        kinds = Counter(f"{t.status}: {(t.error or '')[:60]}" for t in errors)
+            for r in reports
+        ],
+        "≤ 2,400 polling / ≤ 1,000 webhooks, no 429",
+    )
+    row(
+        "app memory (RSS) after warm-up → after",
+        [
+            f"{r.rss_before_mb:.0f} → {r.rss_after_mb:.0f} MB "
+            f"(+{r.rss_after_mb - r.rss_before_mb:.0f} MB)"
+            for r in reports
+        ],
+        "informative (no target in #20)",
+    )
+    row(
+        "runs lost",
+        [
+            _cell(f"{sum(r.lost.values())} ({r.predictions} predictions)", not r.lost)
+            for r in reports
+        ],
+        "0",
+    )
+    row("wall (arrivals to the last result)", [secs(r.wall, 0) for r in reports])
+    for r in reports:
+        kinds = Counter(f"{t.status}: {(t.error or '')[:70]}" for t in r.errors())
         for kind, count in kinds.most_common(4):
-            rows.append([f"errors: {kind}", count])
-        return markdown_table(["measure", "value"], rows)
+            rows.append([f"{r.mode} errors: {kind}", count, "", ""][: 2 + len(reports)])
+        for kind, count in r.lost.most_common():
+            rows.append([f"{r.mode} lost: {kind}", count, "", ""][: 2 + len(reports)])
+    return markdown_table(["measure", *(r.mode for r in reports), "target"], rows)
 
 
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
-    return float("nan")
+    return math.nan
 
 
-def _start_app(env: dict[str, str], log: Path) -> tuple[Any, str]:
-    import subprocess
-
-    port = free_port()
+def _start_app(env: dict[str, str], port: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     full = {**os.environ, **env, "GRADIO_SERVER_PORT": str(port)}
     full.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     with log.open("ab") as out:
@@ -158,7 +230,9 @@ def _start_app(env: dict[str, str], log: Path) -> tuple[Any, str]:
     raise RuntimeError("app.py did not start in time")
 
 
-def _one_take(client: Any, take: Take, duration: int, deadline: float | None = None) -> Take:
+def _one_take(
+    client: Any, take: Take, duration: int, where: str, deadline: float | None = None
+) -> Take:
     started = time.monotonic()
     job = None
     try:
@@ -167,6 +241,7 @@ def _one_take(client: Any, take: Take, duration: int, deadline: float | None = N
             duration=duration,
             engine=take.engine,
             api_name="/generate",
+            headers={"X-Forwarded-For": where},  # as the Space's proxy says who connected
         )
         wait = TAKE_TIMEOUT if deadline is None else max(0.1, deadline - time.monotonic())
         try:
@@ -196,8 +271,9 @@ def _visitor(
     rng: random.Random,
 ) -> list[Take]:
     client = clients[n % len(clients)]
+    where = address(n)
     if page:  # a browser loads the page (and its config) before pressing Generate
-        with httpx.Client(timeout=60) as http:
+        with httpx.Client(timeout=60, headers={"X-Forwarded-For": where}) as http:
             http.get(url)
             http.get(url + "config")
     count = 4 if heavy else 1
@@ -205,116 +281,132 @@ def _visitor(
     takes = [Take(n, heavy, engine) for engine in engines]
     duration = 2 if heavy else 1
     with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
-        done = pool.map(lambda t: _one_take(client, t, duration, deadline), takes)
+        done = pool.map(lambda t: _one_take(client, t, duration, where, deadline), takes)
         return list(done)
 
 
+def _lost(predictions: list[dict[str, Any]], library: Any, takes: list[Take]) -> Counter[str]:
+    """Runs whose result is not in the library at the end, by kind (see the module docstring)."""
+    lost: Counter[str] = Counter()
+    for prediction in predictions:
+        record = library.find_by_prediction(prediction["id"])
+        if record is None:
+            lost["a prediction the library does not know"] += 1
+        elif record.in_flight or record.status in ("lost", "downloading"):
+            lost[f"not filed (still {record.status})"] += 1
+        elif prediction.get("status") == "succeeded" and (
+            record.status != "succeeded" or library.audio_file(record) is None
+        ):
+            lost[f"paid, audio not kept (filed {record.status})"] += 1
+    for take in takes:
+        if take.status == "succeeded":
+            record = library.get(take.library_id) if take.library_id else None
+            if record is None or library.audio_file(record) is None:
+                lost[f"a {take.engine} take reported succeeded, its audio not kept"] += 1
+    return lost
+
+
 def run(
-    visitors: int, arrival: float, patience: float, local_share: float = 0.05, seed: int = 20
+    emulator: EmulatorProcess,
+    scratch: Path,
+    mode: str,
+    visitors: int,
+    arrival: float,
+    patience: float,
+    local_share: float = 0.05,
+    seed: int = 20,
 ) -> Report:
     from gradio_client import Client
 
     from services.library import Library
     from tests.support.tiny_musicgen import build_checkpoint
 
-    report = Report(visitors)
+    report = Report(mode, visitors)
     rng = random.Random(seed)
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-crowd-") as scratch,
-        EmulatorProcess(
-            read_limit_per_minute=3000,
-            create_limit_per_minute=600,
-            queue_seconds=0.5,
-            run_seconds=1.0,
-            stream=False,
-        ) as emulator,
-    ):
-        folder = build_checkpoint(Path(scratch) / "tiny", "text")
-        data = Path(scratch) / "data"
-        env = {
-            "REPLICATE_BASE_URL": emulator.base_url,
-            "REPLICATE_API_TOKEN": emulator.token,
-            "MUSICGEN_DATA_DIR": str(data),
-            "MUSICGEN_SHARED": "1",
-            "MUSICGEN_ENGINE": "auto",
-            "MUSICGEN_LOCAL_MODEL": str(folder),
-            "MUSICGEN_DEVICE": "cpu",
-            "MUSICGEN_MAX_RUNS_IN_FLIGHT": "0",
-            "SPACE_ID": "",
-            "SPACE_HOST": "",
-            "MUSICGEN_PUBLIC_URL": "",
-        }
-        proc, url = _start_app(env, Path(scratch) / "app.log")
-        try:
-            clients = [
-                Client(
-                    url,
-                    verbose=False,
-                    max_workers=visitors,
-                    # A crowd queues: a visitor waits for their turn, not for httpx's 5 s.
-                    httpx_kwargs={"timeout": httpx.Timeout(TAKE_TIMEOUT)},
-                    download_files=str(Path(scratch) / "downloads"),
-                    analytics_enabled=False,
-                )
-                for _ in range(CLIENTS)
-            ]
-            for engine in ("replicate", "local"):  # warm-up (loads the local model), then alone
-                _one_take(clients[0], Take(-1, False, engine), 1)
-                alone = _one_take(clients[0], Take(-1, False, engine), 1)
-                if alone.wait is not None:
-                    report.alone[engine] = alone.wait
-            report.rss_before_mb = _rss_mb(proc.pid)
-            emulator.reset()
-            started = time.monotonic()
-            deadline = started + arrival + patience
-            plan = [(n, rng.random() < 0.25, rng.random() < 0.5) for n in range(visitors)]
-            with concurrent.futures.ThreadPoolExecutor(max_workers=visitors) as pool:
-                futures = []
-                for n, heavy, page in plan:
-                    at = started + arrival * n / max(1, visitors)
-                    time.sleep(max(0.0, at - time.monotonic()))
-                    futures.append(
-                        pool.submit(
-                            _visitor,
-                            clients,
-                            url,
-                            n,
-                            heavy,
-                            page,
-                            local_share,
-                            deadline,
-                            random.Random(n),
-                        )
+    folder = scratch / "tiny"
+    if not folder.exists():
+        build_checkpoint(folder, "text")
+    data = scratch / f"data-{mode}"
+    port = free_port()
+    env = {
+        "REPLICATE_BASE_URL": emulator.base_url,
+        "REPLICATE_API_TOKEN": emulator.token,
+        "MUSICGEN_DATA_DIR": str(data),
+        "MUSICGEN_SHARED": "1",
+        "MUSICGEN_BEHIND_PROXY": "1",
+        "MUSICGEN_ENGINE": "auto",
+        "MUSICGEN_LOCAL_MODEL": str(folder),
+        "MUSICGEN_DEVICE": "cpu",
+        "SPACE_ID": "",
+        "SPACE_HOST": "",
+        # With webhooks, Replicate (the emulator) reaches the app's own route on loopback.
+        "MUSICGEN_PUBLIC_URL": f"http://127.0.0.1:{port}" if mode == "webhooks" else "",
+    }
+    emulator.reset()
+    proc, url = _start_app(env, port, scratch / f"app-{mode}.log")
+    try:
+        clients = [
+            Client(
+                url,
+                verbose=False,
+                max_workers=visitors,
+                # A crowd queues: a visitor waits for their turn, not for httpx's 5 s.
+                httpx_kwargs={"timeout": httpx.Timeout(TAKE_TIMEOUT)},
+                download_files=str(scratch / "downloads"),
+                analytics_enabled=False,
+            )
+            for _ in range(CLIENTS)
+        ]
+        for engine in ("replicate", "local"):  # warm-up (loads the local model), then alone
+            _one_take(clients[0], Take(-1, False, engine), 1, WARM_UP_ADDRESS)
+            report.alone[engine] = _one_take(clients[0], Take(-1, False, engine), 1, "81.1.0.2")
+        report.rss_before_mb = _rss_mb(proc.pid)
+        warm_ids = {p["id"] for p in emulator.predictions()}
+        requests_before = len(emulator.requests())
+        started = time.monotonic()
+        deadline = started + arrival + patience
+        plan = [(n, rng.random() < 0.25, rng.random() < 0.5) for n in range(visitors)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=visitors) as pool:
+            futures = []
+            for n, heavy, page in plan:
+                at = started + arrival * n / max(1, visitors)
+                time.sleep(max(0.0, at - time.monotonic()))
+                futures.append(
+                    pool.submit(
+                        _visitor,
+                        clients,
+                        url,
+                        n,
+                        heavy,
+                        page,
+                        local_share,
+                        deadline,
+                        random.Random(n),
                     )
-                for future in futures:
-                    report.takes += future.result()
-            report.wall = time.monotonic() - started
-            report.rss_after_mb = _rss_mb(proc.pid)
-            library = Library(data)
-            give_up = time.monotonic() + SETTLE_TIMEOUT
-            while library.in_flight() and time.monotonic() < give_up:
-                time.sleep(0.5)  # runs a visitor gave up on are still being filed
-            requests = emulator.requests()
-            report.reads_busiest_minute = _busiest_minute([r["time"] for r in _reads(requests)])
-            report.throttled = sum(1 for r in requests if r.get("status") == 429)
-            predictions = emulator.predictions()
-            report.predictions = len(predictions)
-            for prediction in predictions:
-                record = library.find_by_prediction(prediction["id"])
-                kept = record is not None and (
-                    record.status != "succeeded" or library.audio_file(record) is not None
                 )
-                if record is None or not kept or record.status in ("lost", "downloading"):
-                    report.lost += 1
-            library.close()
-            for client in clients:
-                client.close()
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except Exception:
-                proc.kill()
+            for future in futures:
+                report.takes += future.result()
+        report.wall = time.monotonic() - started
+        report.rss_after_mb = _rss_mb(proc.pid)
+        library = Library(data)
+        give_up = time.monotonic() + SETTLE_TIMEOUT
+        while library.in_flight() and time.monotonic() < give_up:
+            time.sleep(0.5)  # runs a visitor gave up on are still being filed
+        requests = emulator.requests()[requests_before:]
+        report.reads_busiest_minute = _busiest_minute([r["time"] for r in _reads(requests)])
+        report.throttled = sum(1 for r in requests if r.get("status") == 429)
+        predictions = [p for p in emulator.predictions() if p["id"] not in warm_ids]
+        report.predictions = len(predictions)
+        report.lost = _lost(predictions, library, report.takes)
+        library.close()
+        for client in clients:
+            client.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     return report
 
 
@@ -323,12 +415,38 @@ def main() -> None:
     parser.add_argument("--visitors", type=int, default=200)
     parser.add_argument("--arrival", type=float, default=40.0, help="seconds they arrive over")
     parser.add_argument(
-        "--patience", type=float, default=180.0, help="seconds after the last arrival to finish"
+        "--patience", type=float, default=150.0, help="seconds after the last arrival to finish"
     )
     parser.add_argument("--local-share", type=float, default=0.05, help="takes run locally")
+    parser.add_argument("--only", choices=["polling", "webhooks"], default=None)
     args = parser.parse_args()
-    report = run(args.visitors, args.arrival, args.patience, args.local_share)
-    print(report.table())
+    modes = [m for m in ("polling", "webhooks") if args.only in (None, m)]
+    reports = []
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-crowd-") as scratch,
+        EmulatorProcess(
+            read_limit_per_minute=3000,
+            create_limit_per_minute=600,
+            queue_seconds=0.5,
+            run_seconds=1.0,
+            stream=False,  # meta/musicgen offers no stream: followed by polls (or webhooks)
+        ) as emulator,
+    ):
+        for mode in modes:
+            reports.append(
+                run(
+                    emulator,
+                    Path(scratch),
+                    mode,
+                    args.visitors,
+                    args.arrival,
+                    args.patience,
+                    args.local_share,
+                )
+            )
+            print(table(reports[-1:]), flush=True)
+    print()
+    print(table(reports))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from services.analysis.search import parse_history_query
 from services.analysis.tempo_key import MAJOR_NAMES, measure_key, measure_tempo
 from services.compose.formats import download_name
 from services.compose.loop import LoopMaker, loop_summary
+from services.events import RunUpdate
 from services.library import Library
 from services.library.export import tempo_key_tag
 from services.musicgen import GenerationRequest
@@ -106,6 +110,52 @@ async def test_generate_returns_the_measured_tempo_and_key_of_the_filed_take(
     # The emulator's chords change every 2 s on a 0.5 s pulse: 120 BPM.
     assert summary["bpm"] == pytest.approx(120.0, abs=0.5)
     assert summary["key"] == emulator_key(42, "bossa nova guitar")
+
+
+async def test_a_crowds_results_do_not_wait_behind_each_others_tempo_and_key(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Measuring is seconds of CPU per take: one take at a time, in a thread of its own (a crowd
+    # once filled every thread runs are prepared and filed in), and a take filed while another
+    # is measured goes out at once; its tempo and key follow.
+    from services.generation import runner
+
+    emulator.configure(run_seconds=0.2, max_wait_seconds=0.2)
+    service = make_service(emulator, tmp_path, measure_takes=True)
+    held, lock, at_once, active = threading.Event(), threading.Lock(), [], [0]
+    measure = runner.measure_filed
+
+    def measured_when_let(library: Library, run_id: str) -> object:
+        with lock:
+            active[0] += 1
+            at_once.append(active[0])
+        held.wait(60)
+        try:
+            return measure(library, run_id)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(runner, "measure_filed", measured_when_let)
+
+    async def take(seed: int) -> list[RunUpdate]:
+        request = GenerationRequest(prompt="bossa nova guitar", duration=8, seed=seed)
+        return [u async for u in service.generate(request, token=emulator.token, owner=None)]
+
+    first = asyncio.create_task(take(1))
+    while not at_once:  # the first take is filed and measured (held there)
+        assert not first.done()
+        await asyncio.sleep(0.01)
+    later = [await take(seed) for seed in (2, 3)]
+    assert [u[-1].status for u in later] == ["succeeded"] * 2 and not held.is_set()
+    assert service.summary(later[0][-1].run_id, None)["bpm"] is None  # not measured yet
+    held.set()
+    ids = [(await first)[-1].run_id, *(u[-1].run_id for u in later)]
+    give_up = time.monotonic() + 60
+    while any(service.summary(i, None)["bpm"] is None for i in ids):
+        assert time.monotonic() < give_up, "tempo never measured"
+        await asyncio.sleep(0.05)
+    assert max(at_once) == 1
 
 
 async def test_a_loop_shows_its_measured_tempo_beside_the_one_asked_for(

@@ -326,6 +326,35 @@ async def test_a_refused_extend_stores_and_writes_nothing(emulator: Emulator, tm
     assert files_after == files_before
 
 
+async def test_a_take_left_during_its_create_is_canceled_on_replicate_and_kept_in_history(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    # A visitor who gives up while the create has no answer yet: the run it made must not go
+    # on running (paid) unknown to its record, waiting for the next start's sweep.
+    emulator.configure(run_seconds=60.0)
+    emulator.add_fault("late", method="POST", path="/v1/predictions", delay=1.0)
+    service = make_service(emulator, tmp_path)
+    updates = service.generate(a_request(), token=emulator.token, owner="a" * 32, payer=HOME)
+
+    async def click() -> None:
+        async for _ in updates:
+            pass
+
+    task = asyncio.create_task(click())
+    give_up = time.monotonic() + 30
+    while emulator.creates == 0:  # made; its answer is held back
+        assert time.monotonic() < give_up and not task.done()
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    [made] = emulator.predictions
+    assert emulator.status(made) == "canceled"
+    record = Library(tmp_path).find_by_prediction(made)
+    assert record is not None and record.status == "canceled" and record.owner == "a" * 32
+
+
 # ---- smaller failures ------------------------------------------------------------------------
 
 
@@ -456,6 +485,39 @@ def test_api_callers_are_held_by_address_not_by_one_pool_for_all(
         for job in (busy, other):
             job.cancel()
     assert emulator.creates == 2
+
+
+def test_many_replicate_runs_through_the_api_are_made_at_once_not_in_turns(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    from gradio_client import Client
+
+    from tests.browser_support import app_env, running_app
+
+    # A Replicate run mostly waits on HTTP: a crowd's calls are all sent at once, not 8 at a
+    # time (Gradio's default per event) with the rest waiting in its queue.
+    emulator.configure(run_seconds=120.0)
+    calls = 12
+    env = app_env(
+        emulator,
+        tmp_path / "data",
+        REPLICATE_API_TOKEN=emulator.token,
+        GRADIO_TEMP_DIR=str(tmp_path / "gr"),
+    )
+    with running_app(env, tmp_path / "app.log") as app:
+        client = Client(app.url, verbose=False)
+        jobs = [
+            client.submit(prompt=f"take {i}", duration=2, api_name="/generate")
+            for i in range(calls)
+        ]
+        give_up = time.monotonic() + 60
+        while emulator.creates < calls:
+            assert time.monotonic() < give_up, f"only {emulator.creates} runs made at once"
+            time.sleep(0.05)
+        running = [p for p in emulator.predictions if emulator.status(p) != "succeeded"]
+        assert len(running) == calls  # all in flight at the same moment
+        for job in jobs:
+            job.cancel()
 
 
 def test_sign_in_and_the_proxy_are_read_from_the_environment(tmp_path: Path) -> None:

@@ -185,3 +185,33 @@ async def test_an_unclear_create_whose_listings_fail_is_adopted_without_a_restar
     assert record.prediction_id == prediction_id
     assert record.status == "succeeded" and Library(tmp_path).audio_file(record) is not None
     assert emulator.creates == 1
+
+
+async def test_a_take_that_succeeded_as_its_visitor_left_is_filed_without_a_restart(
+    emulator, tmp_path
+):
+    # The follower's poll is held back while the run ends; the visitor leaves then: the cancel
+    # finds the run succeeded, and its audio (paid for) is filed in the background.
+    emulator.configure(queue_seconds=0.05, run_seconds=1.5, stream=False)
+    held = emulator.add_fault("slow", method="GET", path="/v1/predictions/", delay=3.0)
+    service = make_service(emulator, tmp_path)
+    updates = service.generate(REQUEST, token=emulator.token, owner="visitor-a")
+
+    async def click() -> None:
+        async for _ in updates:
+            pass
+
+    task = asyncio.create_task(click())
+    await until(lambda: held.fired == 1)
+    [made] = emulator.predictions
+    await until(lambda: emulator.status(made) == "succeeded")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    [run_id] = await service.settle_sweeps()
+    record = Library(tmp_path).get(run_id)
+    assert record.status == "succeeded" and record.prediction_id == made
+    assert Library(tmp_path).audio_file(record) is not None and record.owner == "visitor-a"
+    # The held poll is answered (to nobody) before the emulator stops.
+    await until(lambda: all(r.status for r in emulator.requests if r.fault == "slow"))

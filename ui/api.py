@@ -20,6 +20,7 @@ from services.errors import RequestInvalid, StudioError
 from services.input_help import docstring
 from services.musicgen import INPUT_NAMES, INPUTS, InputField
 from ui.context import Studio
+from ui.run_slots import run_slots
 
 DESCRIPTION = (
     "Generate music with MusicGen. Parameters are the model's own inputs, plus `engine` "
@@ -206,4 +207,5 @@ def build_api(studio: Studio) -> None:
         api_name="generate",
         api_description=DESCRIPTION,
         show_progress="hidden",
+        **run_slots(studio.settings),  # the page's runs and the API's share the slots
     )

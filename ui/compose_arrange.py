@@ -25,6 +25,7 @@ from ui.events import PRIVATE, Updates
 from ui.form_rules import form_values, request_values
 from ui.formatting import errors_html, esc, message_html, progress_html, seconds_text
 from ui.inputs import WAVEFORM
+from ui.run_slots import run_slots
 from ui.run_stream import RunButtons, Stream, stream
 
 EXAMPLE_SECTIONS = (
@@ -447,8 +448,7 @@ def wire_arrange(
         **PRIVATE,
     )
     run: dict[str, Any] = {
-        "concurrency_limit": 8,
-        "concurrency_id": "generation",
+        **run_slots(handlers.studio.settings),
         "trigger_mode": "once",
     }
     made = v.arrange.click(

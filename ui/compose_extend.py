@@ -21,6 +21,7 @@ from services.library import RunRecord
 from ui.context import Studio
 from ui.events import PRIVATE, Updates
 from ui.formatting import errors_html, esc, message_html, progress_html, seconds_text
+from ui.run_slots import run_slots
 from ui.run_stream import RunButtons, Stream, stream, wire_stream
 
 
@@ -286,8 +287,7 @@ def wire_extend(
         resume,
         [owner, token, last_run, v.overlap, v.prompt],
         handlers.outputs(),
-        concurrency_limit=8,
-        concurrency_id="generation",
+        **run_slots(handlers.studio.settings),
         trigger_mode="once",
         **PRIVATE,
     )
@@ -296,8 +296,7 @@ def wire_extend(
         handlers.extend,
         [owner, token, last_run, v.seconds, v.overlap, v.prompt],
         handlers.outputs(),
-        concurrency_id="generation",
-        concurrency_limit=8,
+        **run_slots(handlers.studio.settings),
         after_stop=(handlers.after_stop, [last_run, owner]),
         also_cancels=[resumed],
     )

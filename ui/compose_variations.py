@@ -22,6 +22,7 @@ from ui.form_rules import form_values, request_values
 from ui.formatting import errors_html, esc, message_html
 from ui.inputs import WAVEFORM
 from ui.reuse import Reuse
+from ui.run_slots import run_slots
 from ui.run_stream import RunButtons, Stream, stream, wire_stream
 from ui.track import file_url
 
@@ -334,8 +335,7 @@ def wire_variations(
                 partial(handlers.again, i),
                 [owner, token, v.group],
                 handlers.outputs(),
-                concurrency_limit=8,
-                concurrency_id="generation",
+                **run_slots(handlers.studio.settings),
                 **PRIVATE,
             )
         )
@@ -344,8 +344,7 @@ def wire_variations(
         handlers.make,
         [owner, token, run_inputs[0], run_inputs[1], v.n, *run_inputs[2:]],
         handlers.outputs(),
-        concurrency_id="generation",
-        concurrency_limit=8,
+        **run_slots(handlers.studio.settings),
         after_stop=(handlers.after_cancel, [v.group, owner]),
         also_cancels=agains,
     )

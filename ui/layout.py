@@ -36,6 +36,7 @@ from ui.identity import ensure_identity
 from ui.inputs import build_form, build_prompt
 from ui.reuse import Reuse
 from ui.run_panel import build_controls, build_run_view
+from ui.run_slots import queue_workers, run_slots
 from ui.run_stream import wire_stream
 from ui.runs import RunHandlers
 from ui.stem_mixer import MIXER_CSS, MIXER_HEAD
@@ -62,7 +63,6 @@ OWNER_KEY = "musicgen-studio.owner"
 # config, so it is no secret; it only has to stay the same across restarts, or every visitor
 # would lose their identity (and so their history) whenever the app restarts.
 OWNER_SECRET = "musicgen-studio-owner-v1"
-GENERATION_CONCURRENCY = 32  # runs mostly wait on Replicate: many may be in flight at once
 
 HEADER = (
     '<div class="ms-header"><h1>MusicGen Studio</h1><p>Describe the music, press Generate: '
@@ -277,8 +277,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             runs.generate,
             [owner, token, parent_run, *run_inputs],
             runs.outputs(),
-            concurrency_id="generation",
-            concurrency_limit=GENERATION_CONCURRENCY,
+            **run_slots(settings),
             # The browser sends Gradio's cancel only once this handler has returned, so it is
             # instant; waiting for the run to settle comes after.
             stop=(runs.cancel_pressed, [view.current_run, owner]),
@@ -379,6 +378,8 @@ def launch_options(settings: Settings) -> dict[str, Any]:
         "css": assets.CSS + MIXER_CSS,
         "head": assets.HEAD + MIXER_HEAD,
         "max_file_size": "100mb",
+        # Queue workers for the run slots (many Replicate runs at once) and every other event.
+        "max_threads": queue_workers(settings),
         "footer_links": ["api", "gradio"],
         # Gradio's run history would keep every call's inputs (a pasted token among them).
         "run_history": False,

@@ -8,6 +8,7 @@ A run no click consumes (resumed, adopted by the recovery) is followed by `follo
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import tempfile
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 LOGS_TAIL_CHARS = 4000
 PROGRESS_WRITE_S = 2.0
 CANCEL_TIMEOUT_S = 30.0
+# How long a run whose click left during its create waits for the create's answer (to cancel
+# the run it made); past it the recovery looks for the run instead.
+CREATE_LANDING_S = 30.0
 # How long a filed run's result waits for its tempo and key before it is reported without them
 # (they are stored when the measurement ends; the first one in a process loads the analysis).
 MEASURE_WAIT_S = 30.0
@@ -111,9 +115,13 @@ class Runner:
         # Measure every filed take's tempo and key (the app does; most tests need not).
         self._measure_takes = measure_takes
         # The analysis warmed up once, while the first run is made; measurements that
-        # outlasted MEASURE_WAIT_S (held so they are not collected).
+        # outlasted MEASURE_WAIT_S or were not waited for (held so they are not collected).
         self._warm_up: asyncio.Future[None] | None = None
         self._measuring: set[asyncio.Future[None]] = set()
+        # Tempo and key are measured one take at a time, in a thread of their own: seconds of
+        # CPU that a crowd's takes would otherwise pile onto asyncio's few default threads,
+        # where every run's preparing, fetching and filing waits behind them.
+        self._measurer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="measure")
 
     # -- one run --------------------------------------------------------------------------
 
@@ -159,7 +167,10 @@ class Runner:
             raise
         started = time.monotonic()
         if self._measure_takes and self._warm_up is None:
-            self._warm_up = asyncio.ensure_future(asyncio.to_thread(warm_up_quietly))
+            loop = asyncio.get_running_loop()
+            self._warm_up = asyncio.ensure_future(
+                loop.run_in_executor(self._measurer, warm_up_quietly)
+            )
         # The clip's path is this server's upload folder: the library keeps its own copy.
         stored = {**request.to_dict(), "input_audio": None}
         # The run holds its estimate from now until it is filed with its measured time.
@@ -190,7 +201,17 @@ class Runner:
                         self._library.keep_input, record.id, Path(request.input_audio)
                     )
                 yield stage("creating")
-                run = await eng.start(request, workdir=workdir, clip=prepared.clip, turn=turn)
+                starting = asyncio.ensure_future(
+                    eng.start(request, workdir=workdir, clip=prepared.clip, turn=turn)
+                )
+                try:
+                    run = await asyncio.shield(starting)
+                except asyncio.CancelledError:
+                    # The click left while the create was under way: the run it makes (paid
+                    # for from its first second) is waited for, so that it is canceled and
+                    # filed below, not left running unseen until the next start's sweep.
+                    run = await self._landed(starting, token, record)
+                    raise
                 if run.unclear_create:
                     self._on_unclear(token, record)
                 self.note_started(record.id, run)
@@ -207,8 +228,10 @@ class Runner:
             # is paid for and only waits for its audio is fetched on in the background.
             if downloading:
                 self._on_left_downloading(token, record.id)
-            elif not finished:
-                await self._stop(eng, record.id, run, watch)
+            elif not finished and await self._stop(eng, record.id, run, watch) is None:
+                # It had succeeded before the cancel reached it: paid for, so filed all the
+                # same, in the background (not only at the next start).
+                self._on_left_downloading(token, record.id)
             raise
         except StudioError as err:
             if isinstance(err, CreateUnclear):
@@ -224,6 +247,26 @@ class Runner:
                 ticket.ended()
             with contextlib.suppress(Exception):
                 await eng.aclose()
+
+    async def _landed(
+        self, starting: asyncio.Future[EngineRun], token: str | None, record: RunRecord
+    ) -> EngineRun | None:
+        """The run a create under way makes (None if it made none), its prediction recorded;
+        waited for at most CREATE_LANDING_S. A create with no clear answer by then is looked
+        for in the background (the recovery adopts and cancels its run)."""
+        try:
+            run = await asyncio.wait_for(asyncio.shield(starting), CREATE_LANDING_S)
+        except (CreateUnclear, TimeoutError):
+            # Its answer may still come: retrieve it then (unheard, it would be logged).
+            starting.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._on_unclear(token, record)
+            return None
+        except StudioError:
+            return None  # refused: nothing was made
+        if run.unclear_create:
+            self._on_unclear(token, record)
+        self.note_started(record.id, run)
+        return run
 
     # -- cancel ---------------------------------------------------------------------------
 
@@ -429,14 +472,23 @@ class Runner:
         return replace(final, audio_path=str(path), new_logs=final.new_logs + tuple(notes))
 
     async def _measure_soon(self, run_id: str) -> None:
-        """Measure the filed run in a thread; wait for it at most MEASURE_WAIT_S."""
+        """Measure the filed run in the measuring thread; wait for it at most MEASURE_WAIT_S,
+        and not at all behind other takes' measurements (a crowd's results go out at once)."""
         if not self._measure_takes:
             return
-        task = asyncio.ensure_future(asyncio.to_thread(self.measure_filed, run_id))
-        done, _ = await asyncio.wait({task}, timeout=MEASURE_WAIT_S)
-        if not done:  # the result goes out now; the record gains bpm and key when it ends
-            self._measuring.add(task)
-            task.add_done_callback(self._measuring.discard)
+        behind = bool(self._measuring)
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(
+            loop.run_in_executor(self._measurer, self.measure_filed, run_id)
+        )
+        self._measuring.add(task)
+        task.add_done_callback(self._measuring.discard)
+        if not behind:  # otherwise the record gains bpm and key when its turn has come
+            await asyncio.wait({task}, timeout=MEASURE_WAIT_S)
+
+    def close(self) -> None:
+        """Drop the measurements still waiting (at shutdown: their takes are filed already)."""
+        self._measurer.shutdown(wait=False, cancel_futures=True)
 
     def measure_filed(self, run_id: str) -> None:
         """Measure and keep a filed entry's tempo and key (when this service measures takes);
