@@ -584,12 +584,16 @@ AUDIO_DURATION_JS = """
 
 
 def playable_seconds(page: Any, scope: Any) -> float:
-    """Load a history card's audio (its own run's file) in the page's own <audio> element;
-    its duration in seconds."""
+    """Load what a history card's player plays (its own run's file, fetched only once played)
+    in the page's own <audio> element; its duration in seconds."""
     run_id = card_run_id(scope)
     assert run_id, "not a history card"
-    href = scope.locator(".ms-card-text").first.get_attribute("data-audio")
-    assert href and run_id in href, "the card has no audio of its own run"
+    player = scope.locator("audio.ms-card-audio")
+    assert player.count() == 1, "the card has no player of its own"
+    href = player.get_attribute("src")
+    assert href and run_id in href, "the card's player does not play its own run"
+    assert href == scope.locator(".ms-card-text").first.get_attribute("data-audio")
+    assert player.get_attribute("preload") == "none"  # a listing downloads no take
     return float(page.evaluate(AUDIO_DURATION_JS, href))
 
 

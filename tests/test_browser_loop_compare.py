@@ -127,6 +127,7 @@ def test_a_loop_is_made_with_progress_plays_looped_and_downloads(
     card = wait_card(page, "Dusty boom bap drums, 120 bpm", "succeeded", run_id=loop_id)
     assert page.locator("#history-cards .ms-card", has_text="Dusty boom bap drums").count() == 1
     assert playable_seconds(page, card) == pytest.approx(4.0, abs=0.01)
+    assert card.locator("audio.ms-card-audio").get_attribute("loop") is not None  # plays round
 
 
 def test_cancelling_a_loop_stops_its_take(

@@ -77,7 +77,7 @@ CSS = """
 .ms-card-more > .label-wrap { padding: 2px 0 !important; font-size: 0.85em; }
 .ms-takes { list-style: none; margin: 4px 0; padding: 0; font-size: 0.85em; }
 .ms-takes li { margin: 4px 0; }
-.ms-takes audio { width: 100%; height: 32px; display: block; }
+.ms-takes audio, audio.ms-card-audio { width: 100%; height: 32px; display: block; }
 .ms-details { font-size: 0.85em; color: var(--body-text-color-subdued); margin-top: 4px;
   word-break: break-all; }
 .ms-track-actions { gap: 4px !important; flex-wrap: wrap; }

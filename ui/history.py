@@ -18,7 +18,6 @@ from ui.assets import SCROLL_TO_TRACK_JS, scroll_to_js
 from ui.context import Studio
 from ui.events import PRIVATE, Updates
 from ui.formatting import card_html, esc, history_summary_html, message_html
-from ui.inputs import WAVEFORM
 from ui.kinds import badge_text
 from ui.reuse import Reuse
 from ui.track import file_url, takes_html
@@ -271,6 +270,20 @@ class HistoryHandlers:
         return message_html(report.message, kind="info")
 
 
+def card_player_html(audio: str, *, loop: bool = False) -> str:
+    """A card's player: the browser's own, which fetches the take only when it is played.
+
+    Not a gr.Audio: each listing would rebuild every card's player, Gradio probing each file
+    with ffprobe on the server and the browser downloading every take to draw its waveform.
+    The open track keeps the waveform player.
+    """
+    looping = " loop" if loop else ""
+    return (
+        f'<audio class="ms-card-audio" controls preload="none"{looping} '
+        f'src="{esc(file_url(audio))}"></audio>'
+    )
+
+
 def render_cards(
     handlers: HistoryHandlers,
     state: dict[str, Any] | None,
@@ -313,16 +326,7 @@ def render_cards(
                 gr.HTML(card_html(item), elem_classes=["ms-card-head"])
                 audio = handlers.studio.files.servable(item.get("audio_file"))
                 if audio and not item.get("takes"):
-                    gr.Audio(
-                        value=audio,
-                        type="filepath",
-                        interactive=False,
-                        show_label=False,
-                        waveform_options=WAVEFORM,
-                        buttons=[],
-                        loop=item.get("kind") == "loop",
-                        elem_classes=["ms-card-audio"],
-                    )
+                    gr.HTML(card_player_html(audio, loop=item.get("kind") == "loop"))
                 elif item.get("takes"):
                     gr.HTML(item["takes"], elem_classes=["ms-card-takes"])
                 run = gr.State(run_id)
