@@ -238,8 +238,15 @@ def _extra_rows(folder: Path, seconds: int, reps: int) -> list[Row]:
             module = importlib.import_module(name)
         except ModuleNotFoundError:
             continue
-        found.extend(module.rows(folder, seconds, reps))
+        for row in module.rows(float(seconds), str(folder)):
+            note = f" ({row['note']})" if row.get("note") else ""
+            found.append(Row(row["measure"], f"{row['value']}{note}", _verdict(row)))
     return found
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    """The target with its PASS/MISS, as the batching bench states them."""
+    return f"{row['target']}: {row['result']}" if row.get("result") else str(row["target"])
 
 
 def _spawn(side: str, folder: Path, **options: Any) -> dict[str, Any]:
