@@ -230,7 +230,7 @@ def _list(values: list[float]) -> str:
     return ", ".join(f"{v:.1f}" for v in values)
 
 
-def _extra_rows(folder: Path, seconds: int, reps: int) -> list[Row]:
+def _extra_rows(folder: Path, seconds: int) -> list[Row]:
     """Rows from the other benchmark modules that exist in this checkout."""
     found: list[Row] = []
     for name in EXTRA_ROWS:
@@ -289,7 +289,7 @@ def main() -> None:
 
             build_checkpoint(folder, "text", size="small")
         table = rows(folder, args.seconds, args.reps, skip_memory=args.skip_memory)
-        table += _extra_rows(folder, args.seconds, args.reps)
+        table += _extra_rows(folder, args.seconds)
     load_after = os.getloadavg()
     what = args.checkpoint or "musicgen-small's architecture, random weights"
     print(f"\n{what}, CPU ({os.cpu_count()} cores); load")

@@ -20,7 +20,7 @@ from ui.events import PRIVATE, Updates
 from ui.formatting import card_html, esc, history_summary_html, message_html
 from ui.kinds import badge_text
 from ui.reuse import Reuse
-from ui.track import file_url, takes_html
+from ui.track import file_url, native_player_html, takes_html
 
 PER_PAGE = 8
 IN_FLIGHT_REFRESH_S = 3.0
@@ -270,20 +270,6 @@ class HistoryHandlers:
         return message_html(report.message, kind="info")
 
 
-def card_player_html(audio: str, *, loop: bool = False) -> str:
-    """A card's player: the browser's own, which fetches the take only when it is played.
-
-    Not a gr.Audio: each listing would rebuild every card's player, Gradio probing each file
-    with ffprobe on the server and the browser downloading every take to draw its waveform.
-    The open track keeps the waveform player.
-    """
-    looping = " loop" if loop else ""
-    return (
-        f'<audio class="ms-card-audio" controls preload="none"{looping} '
-        f'src="{esc(file_url(audio))}"></audio>'
-    )
-
-
 def render_cards(
     handlers: HistoryHandlers,
     state: dict[str, Any] | None,
@@ -326,7 +312,11 @@ def render_cards(
                 gr.HTML(card_html(item), elem_classes=["ms-card-head"])
                 audio = handlers.studio.files.servable(item.get("audio_file"))
                 if audio and not item.get("takes"):
-                    gr.HTML(card_player_html(audio, loop=item.get("kind") == "loop"))
+                    gr.HTML(
+                        native_player_html(
+                            audio, loop=item.get("kind") == "loop", css="ms-card-audio"
+                        )
+                    )
                 elif item.get("takes"):
                     gr.HTML(item["takes"], elem_classes=["ms-card-takes"])
                 run = gr.State(run_id)

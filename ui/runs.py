@@ -216,8 +216,9 @@ class RunHandlers:
                 # Its bytes, not its path: gr.Audio runs ffprobe on every file path it is given,
                 # and the piece is the engine's own 16-bit wav, which the stream reads anyway.
                 piece = Path(update.preview_path).read_bytes()
-                changes[v.preview] = piece
-                if not seen.previewing:  # a property update costs a component rebuilt: once
+                if seen.previewing:
+                    changes[v.preview] = piece
+                else:  # a property update costs a component rebuilt: the player is shown once
                     seen.previewing = True
                     changes[v.preview] = gr.update(value=piece, visible=True)
                     changes[v.result_audio] = gr.update(visible=False)

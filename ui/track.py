@@ -218,16 +218,24 @@ def takes_html(studio: Studio, record: RunRecord, owner: str | None) -> str:
         take = studio.library.get(str(slots.get(str(i)) or ""), owner) if str(i) in slots else None
         audio = studio.files.servable(studio.library.audio_file(take)) if take else None
         seed = take.seed if take and take.seed is not None else seeds[i]
-        player = (
-            f'<audio controls preload="none" src="{esc(file_url(audio))}"></audio>'
-            if audio
-            else '<span class="ms-muted">no audio</span>'
-        )
+        player = native_player_html(audio) if audio else '<span class="ms-muted">no audio</span>'
         items.append(
             f'<li class="ms-take-item" data-slot="{i}"><b>Take {i + 1}</b> · seed {esc(seed)}'
             f"{player}</li>"
         )
     return f'<ul class="ms-takes">{"".join(items)}</ul>'
+
+
+def native_player_html(audio: str, *, loop: bool = False, css: str = "") -> str:
+    """The browser's own player for a served file: it fetches the file only once played.
+
+    Where many takes are listed (history cards, a group's takes): a gr.Audio each would have
+    Gradio probe every file with ffprobe at each listing, and the browser download every take
+    to draw its waveform. The open track keeps the waveform player.
+    """
+    looping = " loop" if loop else ""
+    kind = f' class="{esc(css)}"' if css else ""
+    return f'<audio{kind} controls preload="none"{looping} src="{esc(file_url(audio))}"></audio>'
 
 
 def file_url(path: str) -> str:
