@@ -5,6 +5,7 @@ precision setting decides what the decoder runs at. On the tiny checkpoints."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -113,3 +114,19 @@ def test_precision_auto_is_int8_on_cpu_and_fp32_is_one_setting_away(
     assert not any(isinstance(m, dynamic) for m in fp32.modules())
     # The text encoder and EnCodec stay float32 either way.
     assert isinstance(int8.text_encoder.encoder.block[0].layer[0].SelfAttention.q, torch.nn.Linear)
+
+
+def test_a_start_without_the_checkpoint_logs_why_in_words_not_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as a machine with no connection
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # and nothing downloaded before
+    engine = LocalEngine(LocalConfig(default_model="facebook/musicgen-small", device="cpu"))
+    try:
+        with caplog.at_level(logging.WARNING):
+            engine.warm_up().join(60)
+    finally:
+        engine.shutdown()
+    (record,) = [r for r in caplog.records if "at start failed" in r.getMessage()]
+    assert "facebook/musicgen-small is not on this machine" in record.getMessage()
+    assert record.exc_info is None  # the operator reads one line, not a stack

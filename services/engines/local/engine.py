@@ -317,6 +317,8 @@ class LocalEngine:
         def load_default() -> None:
             try:
                 self.preload()
+            except StudioError as err:  # worded for the operator already (offline, no disk)
+                log.warning("Loading %s at start failed: %s", self.config.default_model, err)
             except Exception:
                 log.warning("Loading %s at start failed", self.config.default_model, exc_info=True)
 
