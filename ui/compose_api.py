@@ -6,6 +6,7 @@ Like `/generate` they have hidden components of their own and no trigger on the 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import gradio as gr
@@ -14,6 +15,7 @@ from services.compose.arrange import Arranger, section_spans
 from services.compose.extend import DEFAULT_OVERLAP, Extender, ExtendUpdate, parts_summary
 from services.compose.variations import MAX_TAKES, MIN_TAKES, Variations
 from services.input_help import docstring
+from services.library import RunRecord
 from ui.api import (
     REQUEST_PARAMETERS,
     api_errors,
@@ -63,6 +65,21 @@ class ComposeApi:
         self._variations = variations
         self._arranger = arranger
 
+    async def _finished(
+        self, updates: AsyncIterator[ExtendUpdate], owner: str | None, what: str
+    ) -> tuple[ExtendUpdate, RunRecord, dict[str, Any]]:
+        """Follow a piece or a song to its end: its last update, its entry, the entry's record."""
+        last: ExtendUpdate | None = None
+        with api_errors():
+            async for update in updates:
+                last = update
+        if last is None:
+            raise gr.Error(f"The {what} ended without a result.")
+        entry = self.studio.library.get(last.entry_id, owner)
+        if entry is None:
+            raise gr.Error(f"The {what} is no longer in the library.")
+        return last, entry, api_record(self.studio.service.summary(entry.id, owner), owner)
+
     async def extend(
         self,
         run_id: str,
@@ -75,24 +92,16 @@ class ComposeApi:
         """Extend `run_id` by `seconds`; returns (the whole track, its record with `parts`)."""
         visitor = self.studio.api_visitor(access_key)
         owner = visitor.owner
-        last = None
-        with api_errors():
-            async for update in self._extender.extend(
-                (run_id or "").strip(),
-                seconds,
-                token=self.studio.token(api_token),
-                owner=owner,
-                prompt=prompt or None,
-                overlap=DEFAULT_OVERLAP if overlap is None else overlap,
-                payer=visitor.payer,
-            ):
-                last = update
-        if last is None:
-            raise gr.Error("The piece ended without a result.")
-        entry = self.studio.library.get(last.entry_id, owner)
-        if entry is None:
-            raise gr.Error("The piece is no longer in the library.")
-        record = api_record(self.studio.service.summary(entry.id, owner), owner)
+        updates = self._extender.extend(
+            (run_id or "").strip(),
+            seconds,
+            token=self.studio.token(api_token),
+            owner=owner,
+            prompt=prompt or None,
+            overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+            payer=visitor.payer,
+        )
+        last, entry, record = await self._finished(updates, owner, "piece")
         # Status and error are the entry's own, as the history shows them: a piece that
         # stopped early keeps what was made (succeeded) and says why it stopped.
         compose = entry.compose or {}
@@ -130,16 +139,7 @@ class ComposeApi:
                 overlap=DEFAULT_OVERLAP if overlap is None else overlap,
                 from_run=(named.get("run_id") or "").strip() or None,
             )  # fmt: skip
-        last: ExtendUpdate | None = None
-        with api_errors():
-            async for update in updates:
-                last = update
-        if last is None:
-            raise gr.Error("The song ended without a result.")
-        entry = self.studio.library.get(last.entry_id, owner)
-        if entry is None:
-            raise gr.Error("The song is no longer in the library.")
-        record = api_record(self.studio.service.summary(entry.id, owner), owner)
+        last, entry, record = await self._finished(updates, owner, "song")
         record.update(
             kind="song", sections=section_spans(entry), status=last.status, error=last.error
         )
