@@ -14,11 +14,11 @@ from typing import Any
 import gradio as gr
 
 from services.compose.arrange import Arranger, section_spans
-from services.compose.extend import DEFAULT_OVERLAP, MAX_OVERLAP, ExtendUpdate
+from services.compose.extend import ExtendUpdate
 from services.cost import FREE
 from services.errors import RequestInvalid, StudioError
 from services.library import RunRecord
-from ui.compose_extend import end_message
+from ui.compose_extend import end_message, overlap_slider
 from ui.context import Studio
 from ui.engine_picker import model_for
 from ui.events import PRIVATE, Updates
@@ -169,11 +169,7 @@ def build_arrange(studio: Studio) -> ArrangeView:
             EXAMPLE_SECTIONS, lines=4, max_lines=24, label="Sections",
             elem_id="arrange-sections",
         )  # fmt: skip
-        overlap = gr.Slider(
-            1, MAX_OVERLAP, value=DEFAULT_OVERLAP, step=1,
-            label="Overlap (seconds each part hears before it goes on)",
-            elem_id="arrange-overlap",
-        )  # fmt: skip
+        overlap = overlap_slider("arrange-overlap")
         from_result = gr.Checkbox(
             False,
             label="Start from the result shown (the first section continues it)",

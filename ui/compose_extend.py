@@ -25,6 +25,14 @@ from ui.run_slots import run_slots
 from ui.run_stream import RunButtons, Stream, stream, wire_stream
 
 
+def overlap_slider(elem_id: str) -> gr.Slider:
+    """How much of the music so far each new part hears (Extend and Arrange alike)."""
+    return gr.Slider(
+        1, MAX_OVERLAP, value=DEFAULT_OVERLAP, step=1,
+        label="Overlap (seconds each part hears before it goes on)", elem_id=elem_id,
+    )  # fmt: skip
+
+
 @dataclass
 class ExtendView:
     """The Extend panel's components (the piece itself plays in the track)."""
@@ -91,11 +99,7 @@ def build_extend() -> ExtendView:
                 1, MAX_TOTAL_SECONDS - 1, value=20, step=1, label="Seconds to add",
                 elem_id="extend-seconds",
             )  # fmt: skip
-            overlap = gr.Slider(
-                1, MAX_OVERLAP, value=DEFAULT_OVERLAP, step=1,
-                label="Overlap (seconds each part hears before it goes on)",
-                elem_id="extend-overlap",
-            )  # fmt: skip
+            overlap = overlap_slider("extend-overlap")
         prompt = gr.Textbox(
             label="Prompt for the new parts",
             placeholder="Leave empty to keep the take's prompt",
