@@ -12,7 +12,7 @@ import pytest
 
 from services.analysis.filing import measure_filed
 from services.analysis.search import parse_history_query
-from services.analysis.tempo_key import MAJOR_NAMES, measure_key, measure_tempo
+from services.analysis.tempo_key import MAJOR_NAMES, MINOR_NAMES, measure_key, measure_tempo
 from services.compose.formats import download_name
 from services.compose.loop import LoopMaker, loop_summary
 from services.events import RunUpdate
@@ -36,6 +36,22 @@ def test_97_bpm_reads_97_not_librosas_frame_quantised_96() -> None:
 @pytest.mark.parametrize(("chords", "key"), [(A_MINOR, "A minor"), (G_MAJOR, "G major")])
 def test_triads_of_a_key_read_as_that_key(chords: list[list[int]], key: str) -> None:
     assert measure_key(notes(chords * 2), RATE) == key
+
+
+def cadence(tonic: int, minor: bool, detune: float) -> list[list[float]]:
+    """I-IV-V-I (i-iv-V-i in minor) on `tonic` with its root in the bass, `detune` semitones off."""
+    third = 3 if minor else 4
+    chords = [[0, third, 7], [5, 5 + third, 12], [7, 11, 14], [0, third, 7]]
+    return [[36 + tonic + c[0] + detune] + [48 + tonic + n + detune for n in c] for c in chords]
+
+
+@pytest.mark.parametrize("detune", [0.0, 0.3, -0.2])
+def test_every_one_of_the_24_keys_reads_as_itself_even_off_concert_pitch(detune: float) -> None:
+    # A band tuned a little off A440 (as a take often is) still names its key, in all 24.
+    for tonic in range(12):
+        for minor, names in ((False, MAJOR_NAMES), (True, MINOR_NAMES)):
+            want = f"{names[tonic]} {'minor' if minor else 'major'}"
+            assert measure_key(notes(cadence(tonic, minor, detune), 0.5), RATE) == want
 
 
 def test_silence_has_no_tempo_and_no_key() -> None:

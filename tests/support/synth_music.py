@@ -30,7 +30,10 @@ def hz(midi: float) -> float:
 
 
 def notes(
-    pitches: list[list[int]], seconds: float = 1.0, rate: int = RATE, gap: float = 0.0
+    pitches: list[list[int]] | list[list[float]],
+    seconds: float = 1.0,
+    rate: int = RATE,
+    gap: float = 0.0,
 ) -> np.ndarray:
     """Each group of MIDI pitches sounded together for `seconds` (a triad, or one note) with a
     soft attack and release, then `gap` seconds of silence, in turn."""
