@@ -410,6 +410,15 @@ def prepare_input_audio(
 # -- outputs -------------------------------------------------------------------------------
 
 
+def _pcm_codec(tag: int, bits: int) -> str:
+    """ffprobe's name for a WAV's PCM codec, from its format tag and sample size."""
+    if not bits:
+        return "pcm"
+    if tag == 3:
+        return f"pcm_f{bits}le"
+    return "pcm_u8" if bits == 8 else f"pcm_s{bits}le"
+
+
 def _pcm_wav_info(path: Path) -> AudioInfo | None:
     """A complete PCM WAV read from its header, or None (not one, or its data is cut off).
 
@@ -421,23 +430,26 @@ def _pcm_wav_info(path: Path) -> AudioInfo | None:
         head = fh.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return None
-        byte_rate = channels = rate = bits = 0
+        byte_rate = channels = rate = bits = tag = 0
         pos = 12
         while pos + 8 <= size:
             fh.seek(pos)
             chunk, length = struct.unpack("<4sI", fh.read(8))
             if chunk == b"fmt ":
-                fmt = fh.read(16)
+                fmt = fh.read(min(length, 40))
                 if len(fmt) < 16:
                     return None
-                tag, channels, rate, byte_rate, _, bits = struct.unpack("<HHIIHH", fmt)
-                if tag not in (1, 3, 0xFFFE) or not (channels and rate and byte_rate):
+                tag, channels, rate, byte_rate, _, bits = struct.unpack("<HHIIHH", fmt[:16])
+                if tag == 0xFFFE and len(fmt) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the real tag
+                    tag = struct.unpack("<H", fmt[24:26])[0]  # opens its sub-format GUID
+                if tag not in (1, 3) or not (channels and rate and byte_rate):
                     return None
             elif chunk == b"data":
                 if not byte_rate or length == 0 or pos + 8 + length > size:
                     return None
-                codec = f"pcm_s{bits}le" if bits else "pcm"
-                return AudioInfo(length / byte_rate, channels, rate, codec, "wav", size)
+                return AudioInfo(
+                    length / byte_rate, channels, rate, _pcm_codec(tag, bits), "wav", size
+                )
             pos += 8 + length + (length & 1)
     return None
 
@@ -460,3 +472,33 @@ def check_output(
             "asked for. The file may have arrived incomplete."
         )
     return info
+
+
+# What every browser plays as it is: (container, codec), as ffprobe names them.
+_BROWSER_PLAYABLE = frozenset(
+    {("wav", "pcm_s16le"), ("wav", "pcm_s24le"), ("wav", "pcm_f32le"), ("wav", "pcm_u8")}
+)
+
+
+def _mpeg_audio_start(head: bytes) -> bool:
+    """An ID3 tag, or an MPEG audio frame's sync word followed by a Layer III header."""
+    if head[:3] == b"ID3":
+        return True
+    return len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE6 == 0xE2
+
+
+def plays_as_is(path: str | os.PathLike[str]) -> bool:
+    """True when the file's header shows a browser plays it as it is: a complete PCM WAV, or
+    an MP3 named .mp3. Read in-process, without an ffprobe; False means "not known"."""
+    path = Path(path)
+    try:
+        suffix = path.suffix.lower()
+        if suffix == ".wav":
+            info = _pcm_wav_info(path)
+            return info is not None and ("wav", info.codec) in _BROWSER_PLAYABLE
+        if suffix == ".mp3":
+            with open(path, "rb") as fh:
+                return _mpeg_audio_start(fh.read(4))
+    except OSError:
+        return False
+    return False

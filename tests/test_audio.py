@@ -15,6 +15,7 @@ from services.audio import (
     MAX_UPLOAD_BYTES,
     check_output,
     prepare_input_audio,
+    plays_as_is,
     probe,
 )
 from services.errors import AudioError
@@ -368,3 +369,35 @@ def test_a_whole_wav_output_is_measured_exactly(clips):
         2,
         "wav",
     )
+
+
+# -- what a browser plays as it is ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wav_kinds(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("wav-kinds")
+    for codec in ("pcm_s16le", "pcm_s24le", "pcm_f32le", "pcm_u8", "pcm_s32le", "pcm_mulaw"):
+        ffmpeg(*TONE, "-c:a", codec, str(folder / f"{codec}.wav"))
+    ffmpeg(*TONE, "-c:a", "pcm_s16le", "-f", "wav", str(folder / "wav-named.mp3"))
+    ffmpeg(*TONE, "-c:a", "libmp3lame", "-f", "mp3", str(folder / "mp3-named.wav"))
+    ffmpeg(*TONE, "-c:a", "libmp3lame", "-id3v2_version", "0", str(folder / "no-tag.mp3"))
+    return folder
+
+
+def test_a_header_says_playable_only_where_ffprobe_agrees(clips, junk, wav_kinds):
+    # The player skips Gradio's ffprobe when plays_as_is says yes: it must never say yes to a
+    # file Gradio's own check would convert, and must say yes to what the studio writes.
+    from gradio.processing_utils import PLAYABLE_AUDIO_CODECS, audio_is_playable
+
+    files = [p for folder in (clips, junk, wav_kinds) for p in sorted(folder.iterdir())]
+    said_yes = {p.name for p in files if plays_as_is(p)}
+    for path in files:
+        if path.name in said_yes:
+            assert audio_is_playable(str(path)), path.name
+            codec = ffprobe(path)["codec"]
+            assert (path.suffix, codec) in PLAYABLE_AUDIO_CODECS, path.name
+    assert said_yes == {
+        "tone.wav", "tone.mp3", "whole.wav", "no-tag.mp3",
+        "pcm_s16le.wav", "pcm_s24le.wav", "pcm_f32le.wav", "pcm_u8.wav",
+    }  # fmt: skip

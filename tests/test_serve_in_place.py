@@ -5,6 +5,7 @@ the download in the scratch folder is renamed into the library, not copied."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import httpx
@@ -34,7 +35,20 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def app_settings(root: Path) -> dict[str, str]:
     # The app's temporary directory is elsewhere: the data folder is outside it (and the cwd).
     (root / "systmp").mkdir()
-    return {"GRADIO_TEMP_DIR": str(root / "gradio-cache"), "TMPDIR": str(root / "systmp")}
+    # Every ffprobe the app starts is written down, then run.
+    tools = root / "tools"
+    tools.mkdir()
+    real = shutil.which("ffprobe")
+    assert real is not None
+    (tools / "ffprobe").write_text(
+        f'#!/bin/sh\necho "$*" >> {root / "ffprobe.log"}\nexec {real} "$@"\n'
+    )
+    (tools / "ffprobe").chmod(0o755)
+    return {
+        "GRADIO_TEMP_DIR": str(root / "gradio-cache"),
+        "TMPDIR": str(root / "systmp"),
+        "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}",
+    }
 
 
 def test_a_runs_audio_is_served_in_place_and_never_copied(app: AppProcess, root: Path) -> None:
@@ -59,6 +73,22 @@ def test_a_runs_audio_is_served_in_place_and_never_copied(app: AppProcess, root:
     # The database is never served.
     refused = httpx.get(f"{app.url}gradio_api/file={library.db_path}", timeout=30)
     assert refused.status_code in (403, 404)
+
+
+def test_a_wav_take_is_handed_over_without_an_ffprobe(app: AppProcess, root: Path) -> None:
+    # Gradio's player probes every file it sends (a process, ~70 ms of CPU); the studio's WAV
+    # takes say in their header that a browser plays them, so none is started for one.
+    client = Client(app.url, verbose=False)
+    audio, record = client.predict(
+        prompt="no probe for me", duration=2, output_format="wav", api_name="/generate"
+    )
+    assert record["status"] == "succeeded", record
+    library = Library(app.data_dir)
+    stored = library.audio_file(library.get(record["library_id"]))
+    assert stored is not None
+    assert Path(audio).read_bytes() == stored.read_bytes()  # the take itself reached the caller
+    probes = (root / "ffprobe.log").read_text() if (root / "ffprobe.log").exists() else ""
+    assert stored.name not in probes
 
 
 def test_a_downloaded_file_is_renamed_into_the_library_not_copied(tmp_path: Path) -> None:

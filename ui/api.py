@@ -21,6 +21,7 @@ from services.input_help import docstring
 from services.musicgen import INPUT_NAMES, INPUTS, InputField
 from ui.context import Studio
 from ui.run_slots import run_slots
+from ui.take_audio import TakeAudio
 
 DESCRIPTION = (
     "Generate music with MusicGen. Parameters are the model's own inputs, plus `engine` "
@@ -198,7 +199,7 @@ def build_api(studio: Studio) -> None:
     api = GenerateApi(studio)
     with gr.Column(visible=False):
         inputs = [*model_input_components(), *token_components(studio)]
-        outputs = [gr.Audio(label="audio", type="filepath"), gr.JSON(label="record")]
+        outputs = [TakeAudio(label="audio", type="filepath"), gr.JSON(label="record")]
     gr.on(
         triggers=[],
         fn=api.generate,

@@ -25,6 +25,7 @@ from ui.api import (
     token_components,
 )
 from ui.context import Studio
+from ui.take_audio import TakeAudio
 
 EXTEND_DESCRIPTION = (
     "Extend a result into a longer piece (up to 5 minutes) by chained continuation: each part "
@@ -237,7 +238,7 @@ def build_compose_api(
             gr.Textbox("", label="access_key"),
             *token_components(studio),
         ]
-        extend_outputs = [gr.Audio(label="audio", type="filepath"), gr.JSON(label="record")]
+        extend_outputs = [TakeAudio(label="audio", type="filepath"), gr.JSON(label="record")]
         variation_inputs = [
             *model_input_components(),
             gr.Number(3, label="n", minimum=MIN_TAKES, maximum=MAX_TAKES),
@@ -257,7 +258,7 @@ def build_compose_api(
             gr.Textbox("", label="access_key"),
             *token_components(studio),
         ]
-        arrange_outputs = [gr.Audio(label="audio", type="filepath"), gr.JSON(label="record")]
+        arrange_outputs = [TakeAudio(label="audio", type="filepath"), gr.JSON(label="record")]
     gr.on(
         triggers=[],
         fn=api.extend,

@@ -27,6 +27,7 @@ from ui.formatting import errors_html, esc, message_html, progress_html, seconds
 from ui.inputs import WAVEFORM
 from ui.run_slots import run_slots
 from ui.run_stream import RunButtons, Stream, stream
+from ui.take_audio import TakeAudio
 
 EXAMPLE_SECTIONS = (
     "intro | soft felt piano, warm, slow | 8\n"
@@ -190,7 +191,7 @@ def build_arrange(studio: Studio) -> ArrangeView:
             redo = gr.Button("Make again", interactive=False, elem_id="arrange-redo", scale=1)
         status = gr.HTML("", elem_id="arrange-status")
         track_sections = gr.HTML("", elem_id="arrange-track-sections")
-        track = gr.Audio(
+        track = TakeAudio(
             type="filepath", label="The song", interactive=False, waveform_options=WAVEFORM,
             buttons=["download"], elem_id="arrange-track",
         )  # fmt: skip

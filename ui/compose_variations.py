@@ -24,6 +24,7 @@ from ui.inputs import WAVEFORM
 from ui.reuse import Reuse
 from ui.run_slots import run_slots
 from ui.run_stream import RunButtons, Stream, stream, wire_stream
+from ui.take_audio import TakeAudio
 from ui.track import file_url
 
 STATUS_WORDS = {
@@ -96,7 +97,7 @@ def build_variations() -> VariationsView:
                     visible=False, min_width=240, elem_id=f"take-{i}", elem_classes=["ms-card"]
                 ) as box:
                     label = gr.HTML(slot_label(i, None, "waiting"), elem_id=f"take-{i}-label")
-                    audio = gr.Audio(
+                    audio = TakeAudio(
                         type="filepath", show_label=False, interactive=False,
                         waveform_options=WAVEFORM, buttons=[],
                         elem_id=f"take-{i}-audio",

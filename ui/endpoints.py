@@ -30,6 +30,7 @@ from ui.api import (
 )
 from ui.compose_api import build_compose_api
 from ui.context import Studio
+from ui.take_audio import TakeAudio
 from ui.track_api import build_track_api
 from ui.track_tools import TrackServices
 
@@ -114,7 +115,7 @@ def build_loop_api(studio: Studio) -> None:
             gr.Number(2, label="bars", info="1-16 bars of 4/4"),
             *token_components(studio),
         ]
-        outputs = [gr.Audio(label="loop", type="filepath"), gr.JSON(label="record")]
+        outputs = [TakeAudio(label="loop", type="filepath"), gr.JSON(label="record")]
     gr.on(
         triggers=[],
         fn=request_endpoint(api.loop, {"bpm": None, "bars": None}, LOOP_DOC),

@@ -12,6 +12,7 @@ import gradio as gr
 
 from ui.formatting import idle_progress_html, status_html
 from ui.inputs import WAVEFORM
+from ui.take_audio import TakeAudio
 from ui.track import EMPTY_FACTS, TrackActions, TrackParts, build_actions
 
 
@@ -74,7 +75,7 @@ def build_run_view() -> RunView:
         visible=False,
         elem_id="run-preview",
     )
-    audio = gr.Audio(
+    audio = TakeAudio(
         type="filepath",
         label="Your take",
         interactive=False,
