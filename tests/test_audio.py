@@ -14,8 +14,8 @@ from services.audio import (
     CLIP_MAX_SECONDS,
     MAX_UPLOAD_BYTES,
     check_output,
-    prepare_input_audio,
     plays_as_is,
+    prepare_input_audio,
     probe,
 )
 from services.errors import AudioError
