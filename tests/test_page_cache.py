@@ -1,0 +1,85 @@
+"""The page and its config are made once per address they are asked at, not for every visitor:
+Gradio copies and rewrites its whole page config for each `GET /` and `GET /config`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from gradio import route_utils
+
+import ui
+from app import build_app
+from services.settings import Settings
+from tests.browser_support import free_port
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[str]:
+    """The studio's page launched in this process (as `app.py` launches it), its origin."""
+    settings = Settings.from_env(
+        {"MUSICGEN_DATA_DIR": str(tmp_path), "MUSICGEN_ENGINE": "replicate"}
+    )
+    demo, _service, library = build_app(settings)
+    demo.launch(
+        **ui.launch_options(settings),
+        server_name="127.0.0.1",
+        server_port=free_port(),
+        prevent_thread_lock=True,
+        quiet=True,
+        app_kwargs={"middleware": ui.server_middleware()},
+    )
+    try:
+        yield demo.local_url.rstrip("/")
+    finally:
+        demo.close()
+        library.close()
+
+
+@pytest.fixture
+def rewrites(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The root URLs Gradio writes into a copy of its config, one per copy it makes."""
+    made: list[str] = []
+    original = route_utils.update_root_in_config
+
+    def counted(config: Any, root: str) -> Any:
+        made.append(root)
+        return original(config, root)
+
+    monkeypatch.setattr(route_utils, "update_root_in_config", counted)
+    return made
+
+
+def test_many_visitors_get_the_same_page_made_once(page: str, rewrites: list[str]) -> None:
+    with httpx.Client(base_url=page, timeout=30) as client:
+        first_page, first_config = client.get("/"), client.get("/config")
+        later = [(client.get("/").content, client.get("/config").content) for _ in range(10)]
+    assert first_page.status_code == first_config.status_code == 200
+    assert "MusicGen" in first_page.text and first_config.json()["root"] == page
+    assert all(p == first_page.content and c == first_config.content for p, c in later)
+    assert len(rewrites) == 2  # the page and the config, each made once for eleven visitors
+
+
+def test_each_address_gets_its_own_urls_and_a_signed_in_visitor_is_never_served_a_copy(
+    page: str, rewrites: list[str]
+) -> None:
+    with httpx.Client(base_url=page, timeout=30) as client:
+        direct = client.get("/config").json()
+        proxied = [
+            client.get("/config", headers={"X-Forwarded-Host": "studio.example.org"}).json()
+            for _ in range(3)
+        ]
+        secure = client.get(
+            "/config",
+            headers={"X-Forwarded-Host": "studio.example.org", "X-Forwarded-Proto": "https"},
+        ).json()
+        for _ in range(2):
+            client.get("/config", headers={"Cookie": "access-token-x=secret"})
+    assert direct["root"] == page
+    assert [p["root"] for p in proxied] == ["http://studio.example.org"] * 3
+    assert secure["root"] == "https://studio.example.org"
+    # One copy per address, and one per request carrying Gradio's login cookie.
+    assert len(rewrites) == 3 + 2
