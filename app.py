@@ -5,6 +5,11 @@
 
 from __future__ import annotations
 
+from services.threads import one_blas_thread
+
+# Before anything imports numpy (which loads OpenBLAS and its spinning helper thread).
+one_blas_thread()
+
 import asyncio
 import contextlib
 import logging

@@ -1,6 +1,7 @@
-"""The app's local engine makes torch's CPU threads sleep while they wait, instead of spinning.
+"""The app's helper threads sleep while they wait, instead of spinning: torch's (the local
+engine's OpenMP) and numpy's (OpenBLAS, which runs on the calling thread alone).
 
-Spinning threads burned several times a take's CPU on a busy machine (services/engines/local/
+Spinning threads burned several times a take's CPU on a busy machine (services/
 threads.py; bench.local_batching measures it). What a musician's machine shows is OpenMP's own
 account of its settings, printed by libgomp as it loads (OMP_DISPLAY_ENV), in a fresh process
 that starts the way app.py does.
@@ -13,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.engines.local.threads import WAIT_POLICY, sleep_while_waiting
+from services.threads import BLAS_THREADS, WAIT_POLICY, one_blas_thread, sleep_while_waiting
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,3 +57,38 @@ def test_an_operators_own_wait_policy_stands() -> None:
     unset: dict[str, str] = {}
     sleep_while_waiting(unset)
     assert unset == {WAIT_POLICY: "PASSIVE"}
+
+
+# What importing app.py does before its own imports, then numpy's linear algebra at work.
+APP_IMPORT_THEN_NUMPY = """
+import os
+import app
+import numpy as np
+np.linalg.lstsq(np.random.rand(400, 40), np.random.rand(400), rcond=None)
+print(len(os.listdir("/proc/self/task")))
+"""
+
+
+def test_the_apps_numpy_starts_no_spinning_helper_thread(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != BLAS_THREADS}
+    env.update(MUSICGEN_ENGINE="replicate", MUSICGEN_DATA_DIR=str(tmp_path))
+
+    def threads(code: str) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+            timeout=120, check=True,
+        )  # fmt: skip
+        return int(run.stdout.split()[-1])
+
+    # Without the app's setup, OpenBLAS starts a helper on this machine of several cores.
+    assert threads(APP_IMPORT_THEN_NUMPY.replace("import app\n", "")) > 1
+    assert threads(APP_IMPORT_THEN_NUMPY) == 1
+
+
+def test_an_operators_own_blas_threads_stand() -> None:
+    env = {BLAS_THREADS: "4"}
+    assert one_blas_thread(env)
+    assert env == {BLAS_THREADS: "4"}
+    unset: dict[str, str] = {}
+    one_blas_thread(unset)
+    assert unset == {BLAS_THREADS: "1"}

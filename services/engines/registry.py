@@ -175,12 +175,13 @@ def local_engine(settings: Settings, env: Mapping[str, str] | None = None) -> En
 
     Its model loads with the first local run, not here: the page is up in seconds. Before
     torch is imported, its CPU threads are told to sleep rather than spin while they wait
-    (`threads.sleep_while_waiting`: spinning cost several times a take's CPU on a busy machine).
+    (`services.threads.sleep_while_waiting`: spinning cost several times a take's CPU on a
+    busy machine).
     """
     if settings.engine == REPLICATE:
         return None
     from services.engines.local import LocalConfig, LocalEngine, local_engine_available
-    from services.engines.local.threads import sleep_while_waiting
+    from services.threads import sleep_while_waiting
 
     if not local_engine_available():
         if settings.engine == LOCAL:

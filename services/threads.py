@@ -1,4 +1,15 @@
-"""How torch's CPU threads wait between two pieces of work: asleep, not spinning.
+"""How the process's helper threads wait between two pieces of work: asleep, not spinning.
+
+Two kinds of helper threads spin while they wait, and on a shared 2-core machine their spinning
+takes the cores from the work itself: OpenBLAS's (numpy's and scipy's linear algebra, loaded with
+numpy) and OpenMP's (torch's CPU kernels, loaded with the local engine).
+
+OpenBLAS starts one helper per core when it loads and keeps it spinning for a while after each
+call. The studio's own numpy work is small (tempo and key fits, audio arithmetic) and gains
+nothing from a second thread; the spinning cost about half the app's CPU per take in a crowd of
+Replicate takes (bench.crowd: 138 ms of CPU a take with the helper, 74 ms without). So OpenBLAS
+runs on the calling thread alone (`one_blas_thread`, before numpy is first imported). torch does
+its heavy lifting with its own kernels and threads, untouched by this.
 
 torch's CPU kernels run on OpenMP (GNU libgomp in the PyPI wheels). By default libgomp's
 threads spin for a while (GOMP_SPINCOUNT 300,000) before they sleep: the helper thread between
@@ -22,6 +33,21 @@ from collections.abc import MutableMapping
 log = logging.getLogger(__name__)
 
 WAIT_POLICY = "OMP_WAIT_POLICY"
+BLAS_THREADS = "OPENBLAS_NUM_THREADS"
+
+
+def one_blas_thread(env: MutableMapping[str, str] | None = None) -> bool:
+    """OpenBLAS on the calling thread alone (no helper to spin), unless the operator set a
+    number of their own. OpenBLAS reads it as it loads: True if it will apply (numpy not
+    imported yet)."""
+    env = os.environ if env is None else env
+    if BLAS_THREADS in env:
+        return True  # the operator's choice stands
+    env[BLAS_THREADS] = "1"
+    if "numpy" in sys.modules:
+        log.warning("numpy was imported before the app set up its threads: OpenBLAS may spin idle")
+        return False
+    return True
 
 
 def sleep_while_waiting(env: MutableMapping[str, str] | None = None) -> bool:
