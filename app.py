@@ -13,6 +13,7 @@ one_blas_thread()
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -31,6 +32,8 @@ from services.settings import Settings
 log = logging.getLogger("musicgen_studio")
 
 QUEUE_CONCURRENCY = 8  # page events (listing, form updates) at once; runs have their own limit
+GRADIO_SUMMARY_EVERY = "GRADIO_ANALYTICS_CACHE_FREQUENCY"  # events between two summaries
+NEVER = 10**12
 
 
 def startup(
@@ -78,6 +81,11 @@ def build_app(settings: Settings) -> tuple[gr.Blocks, GenerationService, Library
     library = Library(settings.data_dir, max_mb=settings.max_library_mb)
     service = GenerationService(settings, library, local=local_engine(settings), measure_takes=True)
     demo = ui.build(settings, service, library)
+    # Gradio's queue sums up every event it has run (a pandas table of up to 10,000 of them,
+    # 10-18 ms of CPU) after each event, for a monitoring page this app does not open: with a
+    # crowd that was about a seventh of the app's CPU. Read as the queue is made; an operator's
+    # own setting stands.
+    os.environ.setdefault(GRADIO_SUMMARY_EVERY, str(NEVER))
     # Bounded: past it a click is refused at once ("busy, try again in a minute", ui.busy)
     # rather than left waiting behind a crowd.
     demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=settings.queue_max_size)

@@ -1,5 +1,7 @@
-"""The page and its config are made once per address they are asked at, not for every visitor:
-Gradio copies and rewrites its whole page config for each `GET /` and `GET /config`."""
+"""What Gradio would do for every visitor or event, done once or not at all: the page and its
+config are made once per address they are asked at (Gradio copies and rewrites its whole
+page config for each `GET /` and `GET /config`), and the queue does not sum up every event it
+has run for a monitoring page this app never opens."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 from gradio import route_utils
+from gradio.queueing import Queue
+from gradio_client import Client
 
 import ui
 from app import build_app
@@ -18,7 +22,23 @@ from tests.browser_support import free_port
 
 
 @pytest.fixture
-def page(tmp_path: Path) -> Iterator[str]:
+def summaries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many event records each of Gradio's queue summaries tabulated (set before the app
+    is built: the queue reads its setting as it is made)."""
+    monkeypatch.delenv("GRADIO_ANALYTICS_CACHE_FREQUENCY", raising=False)
+    made: list[int] = []
+    original = Queue._get_df
+
+    def counted(records: Any) -> Any:
+        made.append(len(records))
+        return original(records)
+
+    monkeypatch.setattr(Queue, "_get_df", staticmethod(counted))
+    return made
+
+
+@pytest.fixture
+def page(tmp_path: Path, summaries: list[int]) -> Iterator[str]:
     """The studio's page launched in this process (as `app.py` launches it), its origin."""
     settings = Settings.from_env(
         {"MUSICGEN_DATA_DIR": str(tmp_path), "MUSICGEN_ENGINE": "replicate"}
@@ -83,3 +103,12 @@ def test_each_address_gets_its_own_urls_and_a_signed_in_visitor_is_never_served_
     assert secure["root"] == "https://studio.example.org"
     # One copy per address, and one per request carrying Gradio's login cookie.
     assert len(rewrites) == 3 + 2
+
+
+def test_the_queue_does_not_tabulate_every_event_it_ran(page: str, summaries: list[int]) -> None:
+    client = Client(page + "/", verbose=False)
+    for _ in range(3):  # three events run to their end (each refused: nothing to make)
+        with pytest.raises(Exception, match="Nothing was sent"):
+            client.predict(prompt="", duration=0, api_name="/generate")
+    client.close()
+    assert summaries == []
