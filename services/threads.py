@@ -40,25 +40,26 @@ def one_blas_thread(env: MutableMapping[str, str] | None = None) -> bool:
     """OpenBLAS on the calling thread alone (no helper to spin), unless the operator set a
     number of their own. OpenBLAS reads it as it loads: True if it will apply (numpy not
     imported yet)."""
-    env = os.environ if env is None else env
-    if BLAS_THREADS in env:
-        return True  # the operator's choice stands
-    env[BLAS_THREADS] = "1"
-    if "numpy" in sys.modules:
-        log.warning("numpy was imported before the app set up its threads: OpenBLAS may spin idle")
-        return False
-    return True
+    return _before_load(env, BLAS_THREADS, "1", "numpy", "OpenBLAS's helper threads")
 
 
 def sleep_while_waiting(env: MutableMapping[str, str] | None = None) -> bool:
     """Make OpenMP's threads sleep while they wait (`OMP_WAIT_POLICY=PASSIVE`), unless the
     operator set a policy of their own. libgomp reads it once, when torch is first imported:
     True if it will apply (torch not imported yet)."""
+    return _before_load(env, WAIT_POLICY, "PASSIVE", "torch", "torch's threads")
+
+
+def _before_load(
+    env: MutableMapping[str, str] | None, name: str, value: str, module: str, threads: str
+) -> bool:
+    """Set `name` for a library read once as `module` is first imported; the operator's own
+    setting stands. True if it will apply (the module not imported yet)."""
     env = os.environ if env is None else env
-    if WAIT_POLICY in env:
+    if name in env:
         return True  # the operator's choice stands
-    env[WAIT_POLICY] = "PASSIVE"
-    if "torch" in sys.modules:
-        log.warning("torch was imported before the local engine: its threads may spin idle")
+    env[name] = value
+    if module in sys.modules:
+        log.warning("%s was imported before this was set: %s may spin idle", module, threads)
         return False
     return True

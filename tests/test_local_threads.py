@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from services.threads import BLAS_THREADS, WAIT_POLICY, one_blas_thread, sleep_while_waiting
 
@@ -29,34 +32,30 @@ torch.ones(64, 64).sum()
 """
 
 
+def fresh_process(code: str, unset: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`code` run in a new Python process in the repository, without `unset`, with `env`."""
+    full = {k: v for k, v in os.environ.items() if k != unset}
+    full.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=full, capture_output=True, text=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+
+
 def openmp_settings(tmp_path: Path) -> str:
     """What libgomp says of its settings in a process started as the app starts."""
-    env = {k: v for k, v in os.environ.items() if k != WAIT_POLICY}
-    env.update(MUSICGEN_ENGINE="local", MUSICGEN_DATA_DIR=str(tmp_path), OMP_DISPLAY_ENV="VERBOSE")
-    done = subprocess.run(
-        [sys.executable, "-c", APP_START],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return done.stderr
+    return fresh_process(
+        APP_START,
+        WAIT_POLICY,
+        MUSICGEN_ENGINE="local",
+        MUSICGEN_DATA_DIR=str(tmp_path),
+        OMP_DISPLAY_ENV="VERBOSE",
+    ).stderr
 
 
 def test_the_apps_torch_threads_sleep_instead_of_spinning(tmp_path: Path) -> None:
     shown = openmp_settings(tmp_path)
     assert "GOMP_SPINCOUNT = '0'" in shown, shown
-
-
-def test_an_operators_own_wait_policy_stands() -> None:
-    env = {WAIT_POLICY: "ACTIVE"}
-    assert sleep_while_waiting(env)
-    assert env == {WAIT_POLICY: "ACTIVE"}
-    unset: dict[str, str] = {}
-    sleep_while_waiting(unset)
-    assert unset == {WAIT_POLICY: "PASSIVE"}
 
 
 # What importing app.py does before its own imports, then numpy's linear algebra at work.
@@ -70,14 +69,10 @@ print(len(os.listdir("/proc/self/task")))
 
 
 def test_the_apps_numpy_starts_no_spinning_helper_thread(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != BLAS_THREADS}
-    env.update(MUSICGEN_ENGINE="replicate", MUSICGEN_DATA_DIR=str(tmp_path))
-
     def threads(code: str) -> int:
-        run = subprocess.run(
-            [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-            timeout=120, check=True,
-        )  # fmt: skip
+        run = fresh_process(
+            code, BLAS_THREADS, MUSICGEN_ENGINE="replicate", MUSICGEN_DATA_DIR=str(tmp_path)
+        )
         return int(run.stdout.split()[-1])
 
     # Without the app's setup, OpenBLAS starts a helper on this machine of several cores.
@@ -85,10 +80,19 @@ def test_the_apps_numpy_starts_no_spinning_helper_thread(tmp_path: Path) -> None
     assert threads(APP_IMPORT_THEN_NUMPY) == 1
 
 
-def test_an_operators_own_blas_threads_stand() -> None:
-    env = {BLAS_THREADS: "4"}
-    assert one_blas_thread(env)
-    assert env == {BLAS_THREADS: "4"}
+@pytest.mark.parametrize(
+    ("set_up", "name", "ours", "theirs"),
+    [
+        (sleep_while_waiting, WAIT_POLICY, "PASSIVE", "ACTIVE"),
+        (one_blas_thread, BLAS_THREADS, "1", "4"),
+    ],
+)
+def test_an_operators_own_setting_stands(
+    set_up: Callable[[dict[str, str]], bool], name: str, ours: str, theirs: str
+) -> None:
+    env = {name: theirs}
+    assert set_up(env)
+    assert env == {name: theirs}
     unset: dict[str, str] = {}
-    one_blas_thread(unset)
-    assert unset == {BLAS_THREADS: "1"}
+    set_up(unset)
+    assert unset == {name: ours}

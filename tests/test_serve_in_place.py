@@ -51,16 +51,21 @@ def app_settings(root: Path) -> dict[str, str]:
     }
 
 
-def test_a_runs_audio_is_served_in_place_and_never_copied(app: AppProcess, root: Path) -> None:
+def wav_take(app: AppProcess, prompt: str) -> tuple[Path, Path, Library]:
+    """A 2 s WAV take through /generate: the file the caller got, the library's, the library."""
     client = Client(app.url, verbose=False)
-    _audio, record = client.predict(
-        prompt="serve me in place", duration=2, output_format="wav", api_name="/generate"
+    audio, record = client.predict(
+        prompt=prompt, duration=2, output_format="wav", api_name="/generate"
     )
     assert record["status"] == "succeeded", record
-
     library = Library(app.data_dir)
     stored = library.audio_file(library.get(record["library_id"]))
     assert stored is not None and stored.is_file()
+    return Path(audio), stored, library
+
+
+def test_a_runs_audio_is_served_in_place_and_never_copied(app: AppProcess, root: Path) -> None:
+    _audio, stored, library = wav_take(app, "serve me in place")
     # Through Gradio's file route, from the library itself.
     answer = httpx.get(f"{app.url}gradio_api/file={stored}", timeout=30)
     assert answer.status_code == 200
@@ -78,15 +83,8 @@ def test_a_runs_audio_is_served_in_place_and_never_copied(app: AppProcess, root:
 def test_a_wav_take_is_handed_over_without_an_ffprobe(app: AppProcess, root: Path) -> None:
     # Gradio's player probes every file it sends (a process, ~70 ms of CPU); the studio's WAV
     # takes say in their header that a browser plays them, so none is started for one.
-    client = Client(app.url, verbose=False)
-    audio, record = client.predict(
-        prompt="no probe for me", duration=2, output_format="wav", api_name="/generate"
-    )
-    assert record["status"] == "succeeded", record
-    library = Library(app.data_dir)
-    stored = library.audio_file(library.get(record["library_id"]))
-    assert stored is not None
-    assert Path(audio).read_bytes() == stored.read_bytes()  # the take itself reached the caller
+    audio, stored, _library = wav_take(app, "no probe for me")
+    assert audio.read_bytes() == stored.read_bytes()  # the take itself reached the caller
     probes = (root / "ffprobe.log").read_text() if (root / "ffprobe.log").exists() else ""
     assert stored.name not in probes
 
