@@ -132,6 +132,12 @@ def running_app(env: dict[str, str], log_path: Path) -> Iterator[AppProcess]:
         app.stop()
 
 
+def parameter_names(client: Any, endpoint: str) -> list[str]:
+    """The parameters a gradio_client `client` lists for a named endpoint, in order."""
+    api = client.view_api(return_format="dict", print_info=False)
+    return [p["parameter_name"] for p in api["named_endpoints"][endpoint]["parameters"]]
+
+
 def app_env(emulator: Emulator, data_dir: Path, **extra: str) -> dict[str, str]:
     """Environment for an app wired to the emulator; no server token unless given.
 

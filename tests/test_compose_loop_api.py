@@ -14,6 +14,7 @@ from tests.browser_support import (
     MODEL_INPUTS,
     AppProcess,
     creates,
+    parameter_names,
 )
 from tests.emulator import Emulator
 
@@ -22,9 +23,7 @@ def test_loop_is_exact_seamless_named_and_survives_a_restart(
     app: AppProcess, module_emulator: Emulator
 ) -> None:
     client = Client(app.url, verbose=False)
-    api = client.view_api(return_format="dict", print_info=False)
-    names = [p["parameter_name"] for p in api["named_endpoints"]["/loop"]["parameters"]]
-    assert names == [*MODEL_INPUTS, "engine", "bpm", "bars"]
+    assert parameter_names(client, "/loop") == [*MODEL_INPUTS, "engine", "bpm", "bars"]
 
     before = len(creates(module_emulator))
     audio, record = client.predict(

@@ -32,6 +32,7 @@ from tests.client_support import make_client
 from tests.emulator import Emulator
 from tests.support import services as support
 from tests.support.audio_files import make_tone
+from tests.support.interrupt import cancel_when
 from ui.identity import client_address, page_visitor, signed_in_account
 
 HOME = "addr:81.2.69.142"  # one address (a visitor's line)
@@ -335,19 +336,8 @@ async def test_a_take_left_during_its_create_is_canceled_on_replicate_and_kept_i
     emulator.add_fault("late", method="POST", path="/v1/predictions", delay=1.0)
     service = make_service(emulator, tmp_path)
     updates = service.generate(a_request(), token=emulator.token, owner="a" * 32, payer=HOME)
-
-    async def click() -> None:
-        async for _ in updates:
-            pass
-
-    task = asyncio.create_task(click())
-    give_up = time.monotonic() + 30
-    while emulator.creates == 0:  # made; its answer is held back
-        assert time.monotonic() < give_up and not task.done()
-        await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    # Left once the prediction is made, while its answer is held back.
+    await cancel_when(updates, lambda _seen: emulator.creates > 0)
 
     [made] = emulator.predictions
     assert emulator.status(made) == "canceled"
