@@ -69,7 +69,7 @@ def startup(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            service.runner.close()  # tempo and key measurements not yet made
+            service.close()  # tempo and key measurements not yet made
             await asyncio.to_thread(service.engines.shutdown)
             await service.engines.aclose()
 

@@ -474,10 +474,8 @@ def check_output(
     return info
 
 
-# What every browser plays as it is: (container, codec), as ffprobe names them.
-_BROWSER_PLAYABLE = frozenset(
-    {("wav", "pcm_s16le"), ("wav", "pcm_s24le"), ("wav", "pcm_f32le"), ("wav", "pcm_u8")}
-)
+# The WAV codecs every browser plays as they are, as ffprobe names them.
+_BROWSER_WAV_CODECS = frozenset({"pcm_s16le", "pcm_s24le", "pcm_f32le", "pcm_u8"})
 
 
 def _mpeg_audio_start(head: bytes) -> bool:
@@ -495,7 +493,7 @@ def plays_as_is(path: str | os.PathLike[str]) -> bool:
         suffix = path.suffix.lower()
         if suffix == ".wav":
             info = _pcm_wav_info(path)
-            return info is not None and ("wav", info.codec) in _BROWSER_PLAYABLE
+            return info is not None and info.codec in _BROWSER_WAV_CODECS
         if suffix == ".mp3":
             with open(path, "rb") as fh:
                 return _mpeg_audio_start(fh.read(4))

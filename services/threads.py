@@ -38,15 +38,15 @@ BLAS_THREADS = "OPENBLAS_NUM_THREADS"
 
 def one_blas_thread(env: MutableMapping[str, str] | None = None) -> bool:
     """OpenBLAS on the calling thread alone (no helper to spin), unless the operator set a
-    number of their own. OpenBLAS reads it as it loads: True if it will apply (numpy not
-    imported yet)."""
+    number of their own. OpenBLAS reads it as it loads: False if it was set too late (numpy
+    imported already)."""
     return _before_load(env, BLAS_THREADS, "1", "numpy", "OpenBLAS's helper threads")
 
 
 def sleep_while_waiting(env: MutableMapping[str, str] | None = None) -> bool:
     """Make OpenMP's threads sleep while they wait (`OMP_WAIT_POLICY=PASSIVE`), unless the
     operator set a policy of their own. libgomp reads it once, when torch is first imported:
-    True if it will apply (torch not imported yet)."""
+    False if it was set too late (torch imported already)."""
     return _before_load(env, WAIT_POLICY, "PASSIVE", "torch", "torch's threads")
 
 
@@ -54,7 +54,7 @@ def _before_load(
     env: MutableMapping[str, str] | None, name: str, value: str, module: str, threads: str
 ) -> bool:
     """Set `name` for a library read once as `module` is first imported; the operator's own
-    setting stands. True if it will apply (the module not imported yet)."""
+    setting stands (and counts as applied). False if ours came too late (`module` imported)."""
     env = os.environ if env is None else env
     if name in env:
         return True  # the operator's choice stands

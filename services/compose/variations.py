@@ -113,10 +113,9 @@ class Variations:
         finally:
             await chosen.aclose()
         # No await from here to the takes' rows: every take is held before any starts.
-        ticket = self._service.reserve(
+        with self._service.reserve(
             [request] * count, owner, chosen.name, payer=payer, parallel=count
-        )
-        with ticket:
+        ) as ticket:
             async for update in self._group(prepared, count, token, owner, engine, ticket):
                 yield update
 

@@ -39,8 +39,9 @@ CANCEL_TIMEOUT_S = 30.0
 # How long a run whose click left during its create waits for the create's answer (to cancel
 # the run it made); past it the recovery looks for the run instead.
 CREATE_LANDING_S = 30.0
-# How long a filed run's result waits for its tempo and key before it is reported without them
-# (they are stored when the measurement ends; the first one in a process loads the analysis).
+# How long a filed run's result waits for its tempo and key before it is reported without them,
+# when no other take's measurement is queued ahead of it (then it does not wait at all). They
+# are stored when the measurement ends; the first one in a process loads the analysis.
 MEASURE_WAIT_S = 30.0
 
 
@@ -114,8 +115,8 @@ class Runner:
         self._signals = RunSignals()
         # Measure every filed take's tempo and key (the app does; most tests need not).
         self._measure_takes = measure_takes
-        # The analysis warmed up once, while the first run is made; measurements that
-        # outlasted MEASURE_WAIT_S or were not waited for (held so they are not collected).
+        # The analysis warmed up once, while the first run is made; the measurements under
+        # way (held so they are not collected; a new one queues behind them).
         self._warm_up: asyncio.Future[None] | None = None
         self._measuring: set[asyncio.Future[None]] = set()
         # Tempo and key are measured one take at a time, in a thread of their own: seconds of
@@ -168,9 +169,7 @@ class Runner:
         started = time.monotonic()
         if self._measure_takes and self._warm_up is None:
             loop = asyncio.get_running_loop()
-            self._warm_up = asyncio.ensure_future(
-                loop.run_in_executor(self._measurer, warm_up_quietly)
-            )
+            self._warm_up = loop.run_in_executor(self._measurer, warm_up_quietly)
         # The clip's path is this server's upload folder: the library keeps its own copy.
         stored = {**request.to_dict(), "input_audio": None}
         # The run holds its estimate from now until it is filed with its measured time.
@@ -212,9 +211,7 @@ class Runner:
                     # filed below, not left running unseen until the next start's sweep.
                     run = await self._landed(starting, token, record)
                     raise
-                if run.unclear_create:
-                    self._on_unclear(token, record)
-                self.note_started(record.id, run)
+                self._started(token, record, run)
                 follow = self._follow_and_file(
                     eng, record.id, request, run, started, workdir, watch
                 )
@@ -263,10 +260,15 @@ class Runner:
             return None
         except StudioError:
             return None  # refused: nothing was made
+        self._started(token, record, run)
+        return run
+
+    def _started(self, token: str | None, record: RunRecord, run: EngineRun) -> None:
+        """A run the engine made: one whose create was unclear is looked for in the background;
+        its follower's signals are set up."""
         if run.unclear_create:
             self._on_unclear(token, record)
         self.note_started(record.id, run)
-        return run
 
     # -- cancel ---------------------------------------------------------------------------
 
@@ -478,9 +480,7 @@ class Runner:
             return
         behind = bool(self._measuring)
         loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(
-            loop.run_in_executor(self._measurer, self.measure_filed, run_id)
-        )
+        task = loop.run_in_executor(self._measurer, self.measure_filed, run_id)
         self._measuring.add(task)
         task.add_done_callback(self._measuring.discard)
         if not behind:  # otherwise the record gains bpm and key when its turn has come

@@ -65,6 +65,7 @@ class GenerationService:
         self.entry_dropped = self.runner.entry_dropped
         self.wait_end = self.runner.wait_end
         self.measure_filed = self.runner.measure_filed
+        self.close = self.runner.close
         self.resume_in_flight = self.recovery.resume_in_flight
         self.sweep_orphans = self.recovery.sweep_orphans
         self.settle_sweeps = self.recovery.settle_sweeps

@@ -43,11 +43,8 @@ class Entry(Generic[T]):
     since: float = field(default_factory=time.monotonic)
 
     def ready(self, now: float, gather_s: float = 0.0) -> bool:
-        # Compared as `ready_at` computes it (since + wait), never as `now - since`: the
-        # rounding of the two differs, and a worker woken at ready_at would find it not ready.
-        if now < self.since + gather_s:
-            return False
-        return len(self.items) + self.gone >= self.size or now >= self.since + GROUP_WAIT_S
+        # One computation with `ready_at`: a worker woken at ready_at finds it ready.
+        return now >= self.ready_at(gather_s)
 
     def ready_at(self, gather_s: float) -> float:
         """When it will be ready at the latest (monotonic time)."""
