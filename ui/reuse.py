@@ -116,13 +116,11 @@ class Reuse:
         clip = snap.get("input_audio_path") or (
             req.input_audio if is_upload(req.input_audio) else None
         )
-        maximum, _, info = form_rules.duration_limits(
-            req.duration > COHERENT_MAX_SECONDS, req.duration
-        )
+        page = form_rules.page_values(req)
+        maximum, _, info = form_rules.duration_limits(page.long_mode, req.duration)
         note = "Settings restored from that run."
         if req.input_audio and clip is None:
             note += " Its input clip is no longer on this server: add it again if you need it."
-        page = form_rules.page_values(req)
         # Every input back in its control, by name; then what the rules bound to a range.
         updates: Updates = dict(zip(f.components(), page.ordered(), strict=True))
         controls = f.inputs

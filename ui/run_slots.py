@@ -1,5 +1,7 @@
-"""How many runs the app makes at once: one Gradio concurrency group for every event that runs
-the model (the page's Generate, `/generate`, the composing panels), sized by the engines offered.
+"""How many runs the app makes at once: one Gradio concurrency group for the events that run the
+model (the page's Generate, `/generate`, Variations, Extend, Arrange), sized by the engines
+offered. The Loop panel keeps a group of its own (ui.compose_loop), `/loop` Gradio's default,
+and Split / Transcribe theirs (ui.track_tools: they do not run MusicGen).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ REPLICATE_RUNS_AT_ONCE = 128
 # (turns by visitor, a few waiting each). The slots only have to let them reach it, or Gradio's
 # first-come order in front of it would decide the turns instead.
 LOCAL_RUNS_AT_ONCE = 32
-# Gradio's own number of queue workers (40), kept for every event that does not run the model.
+# Gradio's own number of queue workers (40), kept for every event outside the run slots.
 OTHER_EVENTS = 40
 
 

@@ -1,7 +1,8 @@
 """One way to stream a run on the page: prepare -> stream updates -> finish.
 
 Generate, Make loop, Make variations and Extend all go through `stream`: it refuses a bad
-request before anything is sent, keeps the start and cancel buttons' states on every update,
+request before anything is sent, sends the start and cancel buttons' states with the first and
+last updates and every BUTTONS_REFRESH_S between (a property update rebuilds a component),
 lets a cancel reach the service even when Gradio closes the generator between two updates, and
 turns a failure into the panel's message. `wire_stream` connects the buttons the same way for
 every panel (one click starts, one click stops, the history refreshes after both).
