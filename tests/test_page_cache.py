@@ -105,6 +105,29 @@ def test_each_address_gets_its_own_urls_and_a_signed_in_visitor_is_never_served_
     assert len(rewrites) == 3 + 2
 
 
+def test_one_request_cannot_change_the_page_every_later_visitor_gets(page: str) -> None:
+    # A repeated header counts as Gradio reads it (its first value), and what Gradio's CORS
+    # layer adds for one caller's Origin is not handed to the next caller.
+    host = httpx.URL(page).netloc.decode()
+    with httpx.Client(base_url=page, timeout=30) as client:
+        crafted = client.get(
+            "/config",
+            headers=[
+                ("X-Forwarded-Host", "evil.example"),
+                ("X-Forwarded-Host", host),
+                ("Origin", "http://localhost:5173"),  # an origin Gradio's CORS allows
+            ],
+        )
+        later = client.get("/config", headers={"X-Forwarded-Host": host})
+        plain = client.get("/config")
+    assert crafted.json()["root"] == "http://evil.example"  # Gradio's own reading, for it
+    assert crafted.headers["access-control-allow-origin"] == "http://localhost:5173"
+    assert later.json()["root"] == f"http://{host}"
+    assert "access-control-allow-origin" not in later.headers
+    assert "access-control-allow-origin" not in plain.headers
+    assert plain.json()["root"] == page
+
+
 def test_the_queue_does_not_tabulate_every_event_it_ran(page: str, summaries: list[int]) -> None:
     client = Client(page + "/", verbose=False)
     for _ in range(3):  # three events run to their end (each refused: nothing to make)

@@ -5,7 +5,9 @@ JSON for this page) and walks it to write the root URL into every file URL: abou
 per visitor, on the one Python thread that also runs everyone's takes. The config is fixed once
 the app is launched; what differs between requests is only what the root URL is made from (the
 host, the proxy's forwarded host and scheme, the mount path) and the query. So the answer is
-kept per those, and the same bytes go to the next visitor.
+kept per those (read as Gradio reads them: the first of a repeated header), and the same bytes
+go to the next visitor. What is kept is the app's own answer: headers that middleware outside
+this one adds for a caller (Gradio's CORS headers for its Origin) are added again for each.
 
 Not kept: an answer that sets a cookie or is not a 200, and any request carrying Gradio's own
 login cookie (the config then names the user). The store is bounded, so made-up Host headers
@@ -15,19 +17,15 @@ cannot grow it without end.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PATHS = frozenset({"/", "/config", "/config/"})
 # What Gradio's root URL (and so every URL in the answer) is made from.
-ROOT_HEADERS = (b"host", b"x-forwarded-host", b"x-forwarded-proto", b"x-gradio-server")
-LOGIN_COOKIE = b"access-token"  # Gradio's own auth: the config then carries the user's name
+ROOT_HEADERS = ("host", "x-forwarded-host", "x-forwarded-proto", "x-gradio-server")
+LOGIN_COOKIE = "access-token"  # Gradio's own auth: the config then carries the user's name
 MAX_ENTRIES = 32  # distinct addresses the page is reached at; ~1 MB each
 
 Key = tuple[Any, ...]
@@ -40,8 +38,9 @@ def _key(scope: Scope) -> Key | None:
         return None
     if scope.get("path") not in PATHS:
         return None
-    headers = dict(scope.get("headers") or [])
-    if LOGIN_COOKIE in headers.get(b"cookie", b""):
+    # Read as Gradio and Starlette read them: the first of a repeated header counts.
+    headers = Headers(scope=scope)
+    if LOGIN_COOKIE in headers.get("cookie", ""):
         return None
     return (
         scope["path"],
@@ -55,7 +54,7 @@ def _key(scope: Scope) -> Key | None:
 class PageCache:
     """ASGI middleware: repeated `GET /` and `GET /config` answered from a kept copy."""
 
-    def __init__(self, app: App):
+    def __init__(self, app: ASGIApp):
         self.app = app
         self._answers: OrderedDict[Key, Answer] = OrderedDict()
 
@@ -78,10 +77,12 @@ class PageCache:
 
         async def record(message: Message) -> None:
             nonlocal start
-            await send(message)
             if message["type"] == "http.response.start":
-                start = message
-            elif message["type"] == "http.response.body" and start is not None:
+                # Copied before it is sent: middleware outside this one (Gradio's CORS) adds
+                # headers for this caller's Origin to the message it is handed.
+                start = {**message, "headers": list(message.get("headers", []))}
+            await send(message)
+            if message["type"] == "http.response.body" and start is not None:
                 body.append(bytes(message.get("body", b"")))
                 if not message.get("more_body", False):
                     self._keep(key, start, b"".join(body))
