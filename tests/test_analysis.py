@@ -163,7 +163,7 @@ async def test_a_crowds_results_do_not_wait_behind_each_others_tempo_and_key(
         assert not first.done()
         await asyncio.sleep(0.01)
     later = [await take(seed) for seed in (2, 3)]
-    assert [u[-1].status for u in later] == ["succeeded"] * 2 and not held.is_set()
+    assert [u[-1].status for u in later] == ["succeeded"] * 2
     assert service.summary(later[0][-1].run_id, None)["bpm"] is None  # not measured yet
     held.set()
     ids = [(await first)[-1].run_id, *(u[-1].run_id for u in later)]

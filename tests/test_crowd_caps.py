@@ -32,7 +32,7 @@ from tests.client_support import make_client
 from tests.emulator import Emulator
 from tests.support import services as support
 from tests.support.audio_files import make_tone
-from tests.support.interrupt import cancel_when
+from tests.support.interrupt import cancel_when, wait_until
 from ui.identity import client_address, page_visitor, signed_in_account
 
 HOME = "addr:81.2.69.142"  # one address (a visitor's line)
@@ -445,12 +445,6 @@ def test_api_callers_are_held_by_address_not_by_one_pool_for_all(
 
     emulator.configure(run_seconds=60.0)
 
-    def wait_for_creates(count: int) -> None:
-        give_up = time.monotonic() + 60
-        while emulator.creates < count:
-            assert time.monotonic() < give_up, f"still {emulator.creates} creates"
-            time.sleep(0.05)
-
     with studio_app(
         emulator,
         tmp_path,
@@ -465,13 +459,13 @@ def test_api_callers_are_held_by_address_not_by_one_pool_for_all(
 
         home = client("81.2.69.142")
         busy = home.submit(prompt="long", duration=2, api_name="/generate")
-        wait_for_creates(1)
+        wait_until(lambda: emulator.creates >= 1, 60)
         # Another call from the same address is a fresh identity, but not a fresh allowance.
         with pytest.raises(Exception, match="1 run in progress"):
             client("81.2.69.142").predict(prompt="more", duration=2, api_name="/generate")
         # A caller from another address is not held by the first one's run.
         other = client("81.2.69.160").submit(prompt="mine", duration=2, api_name="/generate")
-        wait_for_creates(2)
+        wait_until(lambda: emulator.creates >= 2, 60)
         for job in (busy, other):
             job.cancel()
     assert emulator.creates == 2
@@ -482,30 +476,20 @@ def test_many_replicate_runs_through_the_api_are_made_at_once_not_in_turns(
 ) -> None:
     from gradio_client import Client
 
-    from tests.browser_support import app_env, running_app
+    from tests.browser_support import studio_app
 
     # A Replicate run mostly waits on HTTP: a crowd's calls are all sent at once, not 8 at a
-    # time (Gradio's default per event) with the rest waiting in its queue.
+    # time (Gradio's default per event) with the rest waiting in its queue. No run ends for
+    # 120 s, so every create seen is a run in flight at the same moment.
     emulator.configure(run_seconds=120.0)
     calls = 12
-    env = app_env(
-        emulator,
-        tmp_path / "data",
-        REPLICATE_API_TOKEN=emulator.token,
-        GRADIO_TEMP_DIR=str(tmp_path / "gr"),
-    )
-    with running_app(env, tmp_path / "app.log") as app:
+    with studio_app(emulator, tmp_path, REPLICATE_API_TOKEN=emulator.token) as app:
         client = Client(app.url, verbose=False)
         jobs = [
             client.submit(prompt=f"take {i}", duration=2, api_name="/generate")
             for i in range(calls)
         ]
-        give_up = time.monotonic() + 60
-        while emulator.creates < calls:
-            assert time.monotonic() < give_up, f"only {emulator.creates} runs made at once"
-            time.sleep(0.05)
-        running = [p for p in emulator.predictions if emulator.status(p) != "succeeded"]
-        assert len(running) == calls  # all in flight at the same moment
+        wait_until(lambda: emulator.creates >= calls, 60)
         for job in jobs:
             job.cancel()
 

@@ -25,7 +25,7 @@ from services.replicate.retry import RetryPolicy
 from tests.client_support import make_client
 from tests.emulator import Emulator
 from tests.support import services as support
-from tests.support.interrupt import kill, start_generation_process, wait_until
+from tests.support.interrupt import cancel_when, kill, start_generation_process, wait_until
 
 # One try after each pause of 0.05 s growing to 0.2 s, after the client's 4 quick tries.
 PATIENCE = RetryPolicy(attempts=1, base_delay=0.05, max_delay=0.2)
@@ -197,17 +197,14 @@ async def test_a_take_that_succeeded_as_its_visitor_left_is_filed_without_a_rest
     service = make_service(emulator, tmp_path)
     updates = service.generate(REQUEST, token=emulator.token, owner="visitor-a")
 
-    async def click() -> None:
-        async for _ in updates:
-            pass
-
-    task = asyncio.create_task(click())
-    await until(lambda: held.fired == 1)
+    # Left once the follower's poll is held and the run has ended on Replicate.
+    await cancel_when(
+        updates,
+        lambda _seen: (
+            held.fired == 1 and all(emulator.status(p) == "succeeded" for p in emulator.predictions)
+        ),
+    )
     [made] = emulator.predictions
-    await until(lambda: emulator.status(made) == "succeeded")
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
 
     [run_id] = await service.settle_sweeps()
     record = Library(tmp_path).get(run_id)

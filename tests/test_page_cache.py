@@ -25,7 +25,9 @@ from tests.browser_support import free_port
 def summaries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many event records each of Gradio's queue summaries tabulated (set before the app
     is built: the queue reads its setting as it is made)."""
-    monkeypatch.delenv("GRADIO_ANALYTICS_CACHE_FREQUENCY", raising=False)
+    # Unset for the app, and unset again afterwards (building the app sets it in os.environ).
+    monkeypatch.setenv("GRADIO_ANALYTICS_CACHE_FREQUENCY", "")
+    monkeypatch.delenv("GRADIO_ANALYTICS_CACHE_FREQUENCY")
     made: list[int] = []
     original = Queue._get_df
 
