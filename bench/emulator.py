@@ -29,6 +29,8 @@ from typing import Any
 
 import httpx
 
+from bench.stats import cpu_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 VERSION_PATH = re.compile(r"^/v1/models/([^/]+)/([^/]+)/versions/([^/]+)$")
 # Limits high enough that no measurement is throttled (the real ones are noted in the report).
@@ -216,8 +218,7 @@ class EmulatorProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU the emulator process has used so far (Linux /proc)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.pid, children=False)
 
 
 def main() -> None:

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.stats import cpu_seconds
+
 PROMPTS = ("lofi beat with mellow piano", "fast rock drums", "calm jazz trio", "synth pads")
 SEEDS = (1234, 2345, 3456, 4567)
 
@@ -171,15 +173,7 @@ def engine_rows(folder: Path, seconds: float, *, quick: bool = False) -> list[di
         engine.shutdown()
 
 
-def _cpu_seconds(pid: int, *, children: bool = True) -> float:
-    """User + system CPU time of process `pid` so far, with its finished children's (the
-    ffmpeg and ffprobe it ran) unless `children` is False: Linux /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(f) for f in fields[11 : 15 if children else 13])  # utime, stime, cu, cs
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _settled(pid: int, *, window: float = 0.5, quiet: float = 0.05, limit: float = 60.0) -> None:
+def _settled(pid: int, *, window: float = 0.5, quiet: float = 0.05, limit: float = 180.0) -> None:
     """Wait until process `pid` is idle (at most `quiet` CPU seconds in a `window`).
 
     A take's work does not end when its answer arrives: the page lists the history again and
@@ -187,13 +181,14 @@ def _settled(pid: int, *, window: float = 0.5, quiet: float = 0.05, limit: float
     counts that work in its own take, not in the next one measured.
     """
     give_up = time.monotonic() + limit
-    before = _cpu_seconds(pid)
+    before = cpu_seconds(pid)
     while time.monotonic() < give_up:
         time.sleep(window)
-        now = _cpu_seconds(pid)
+        now = cpu_seconds(pid)
         if now - before <= quiet:
             return
         before = now
+    raise RuntimeError(f"the app never went quiet in {limit:g} s: its CPU would be miscounted")
 
 
 @contextmanager
@@ -238,11 +233,13 @@ def page_cpu(folder: Path, seconds: float, label: str, reps: int = 2) -> dict[st
             for p in params:
                 if p["parameter_name"] not in given and not p.get("parameter_has_default"):
                     given[p["parameter_name"]] = None
-            before, alone = _cpu_seconds(pid), _cpu_seconds(pid, children=False)
-            client.predict(**given, api_name="/generate")
-            answered = _cpu_seconds(pid, children=False) - alone
+            before, alone = cpu_seconds(pid), cpu_seconds(pid, children=False)
+            _, record = client.predict(**given, api_name="/generate")
+            if record["status"] != "succeeded":
+                raise RuntimeError(f"the /generate take failed: {record}")
+            answered = cpu_seconds(pid, children=False) - alone
             _settled(pid)
-            return _cpu_seconds(pid) - before, answered
+            return cpu_seconds(pid) - before, answered
 
         from playwright.sync_api import sync_playwright
 
@@ -253,15 +250,16 @@ def page_cpu(folder: Path, seconds: float, label: str, reps: int = 2) -> dict[st
             set_number(page, "duration-slider", seconds)
 
             def through_page() -> tuple[float, float]:
-                before, alone = _cpu_seconds(pid), _cpu_seconds(pid, children=False)
+                before, alone = cpu_seconds(pid), cpu_seconds(pid, children=False)
                 generate(page)
-                wait_status(page, "succeeded", "failed", timeout_ms=900_000)
-                answered = _cpu_seconds(pid, children=False) - alone
+                if wait_status(page, "succeeded", "failed", timeout_ms=900_000) != "succeeded":
+                    raise RuntimeError("the page's take failed")
+                answered = cpu_seconds(pid, children=False) - alone
                 # The page's take is done once the track shows it and the history lists it.
                 run_id = wait_result(page, timeout_ms=120_000)
                 page.locator(f"#history-cards .ms-card-text[data-run='{run_id}']").wait_for()
                 _settled(pid)
-                return _cpu_seconds(pid) - before, answered
+                return cpu_seconds(pid) - before, answered
 
             _settled(pid)  # the default checkpoint's load at start
             through_api()  # warm-up: Gradio warms its caches

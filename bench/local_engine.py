@@ -17,8 +17,9 @@ prints one table, each measure beside its target (issue 16):
 - quality guard: int8 against fp32 on the same inputs, teacher-forced over 200 decoding steps
   (random codes): top-1 agreement of the next-token distributions and their mean KL.
 
-`rows(folder)` returns the table's rows; modules listed in EXTRA_ROWS (bench.local_batching,
-added by the batching work) contribute rows of their own through the same function.
+`rows(folder, seconds, reps)` returns this module's rows; modules listed in EXTRA_ROWS
+(bench.local_batching) contribute theirs through `rows(seconds, checkpoint)`, as dicts with a
+measure, a value, a target, a PASS/MISS result and a note.
 Random weights make noise, but every step costs what it costs with the real weights.
 """
 
@@ -45,7 +46,7 @@ SEED = 1234
 QUALITY_STEPS = 200
 MEMORY_STEPS = 20
 PRECISIONS = ("fp32", "int8", "bf16", "fp16")
-# Modules with a `rows(folder: Path, seconds: int, reps: int) -> list[Row]` of their own.
+# Modules with a `rows(seconds: float, checkpoint: str) -> list[dict[str, Any]]` of their own.
 EXTRA_ROWS = ("bench.local_batching",)
 
 

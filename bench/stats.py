@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
+
+
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """User + system CPU seconds process `pid` has used so far, with its finished children's
+    (the ffmpeg and ffprobe it ran) unless `children` is False: Linux /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11 : 15 if children else 13])  # utime, stime, cu, cs
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
