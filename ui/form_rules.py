@@ -71,7 +71,7 @@ class FormValues:
     @classmethod
     def of(cls, **values: Any) -> FormValues:
         """The page's starting values with `values` changed, inputs and switches by name."""
-        switches = {f.name for f in fields(cls)} - {"inputs"}
+        switches = set(switch_names())
         start = cls()
         inputs = {k: v for k, v in values.items() if k not in switches}
         unknown = set(inputs) - set(INPUT_NAMES)
@@ -82,8 +82,20 @@ class FormValues:
 
     def ordered(self) -> list[Any]:
         """The values in the order of `Form.components` (the handlers' input list)."""
-        switches = [getattr(self, f.name) for f in fields(self) if f.name != "inputs"]
-        return [*(self.inputs[name] for name in INPUT_NAMES), *switches]
+        return in_form_order(self)
+
+
+def switch_names() -> tuple[str, ...]:
+    """The page's own switches (long mode, to the end, random seed), as FormValues and Form
+    both name them."""
+    return tuple(f.name for f in fields(FormValues) if f.name != "inputs")
+
+
+def in_form_order(holder: Any) -> list[Any]:
+    """`holder`'s inputs in schema order, then its switches: the handlers' input list. A Form
+    (its components) and a FormValues (their values) hold them under the same names."""
+    switches = [getattr(holder, name) for name in switch_names()]
+    return [*(holder.inputs[name] for name in INPUT_NAMES), *switches]
 
 
 def form_values(components: Sequence[Any]) -> FormValues:

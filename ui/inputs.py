@@ -9,7 +9,7 @@ places is one line here, and one it does not place still gets a control under "M
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import gradio as gr
@@ -58,8 +58,7 @@ class Form:
 
     def components(self) -> list[gr.components.Component]:
         """The request's components, in `FormValues.ordered` order (the handlers' input list)."""
-        switches = [getattr(self, f.name) for f in fields(FormValues) if f.name != "inputs"]
-        return [*(self.inputs[name] for name in INPUT_NAMES), *switches]
+        return form_rules.in_form_order(self)
 
     def control(self, name: str, kind: type[C]) -> C:
         """The input's control, as the component the layout made of it."""
