@@ -377,7 +377,7 @@ def test_history_search_favourite_export_import_and_delete(
     assert card_run_id(marimba) == marimba_id
     # The export's file is named after the run's short id: this export's link, not an older one.
     this_export = page.locator(f"#export-file a[href*='{marimba_id[:8]}']").first
-    marimba.locator(".ms-card-more button.label-wrap").click()  # the card's menu
+    marimba.locator(".ms-card-more > summary").click()  # the card's menu
     with page.expect_download() as download_info:
         marimba.locator(".card-export").click()
         this_export.wait_for()
@@ -395,7 +395,7 @@ def test_history_search_favourite_export_import_and_delete(
 
     marimba = wait_card(page, "Marimba loop", run_id=marimba_id)
     if not marimba.locator(".card-delete").is_visible():
-        marimba.locator(".ms-card-more button.label-wrap").click()
+        marimba.locator(".ms-card-more > summary").click()
     mark(page, "#history-summary")
     act_and_wait_text(page, marimba.locator(".card-delete").click, "#undo-text", "Marimba loop")
     shot(page, "12-deleted-with-undo")

@@ -199,7 +199,7 @@ def test_each_kind_of_result_has_its_card_badge(
         assert internal not in text
     assert take_id not in text
     for i in range(cards.count()):
-        actions = cards.nth(i).locator(".ms-card-actions button, .ms-card-more button.label-wrap")
+        actions = cards.nth(i).locator(".ms-card-actions button, .ms-card-more > summary")
         visible = [b for b in actions.all() if b.is_visible()]
         assert len(visible) <= 3, [b.inner_text() for b in visible]
     page.locator("#history-title").scroll_into_view_if_needed()
@@ -307,3 +307,24 @@ def test_delete_is_undone(
     wait_card(page, "Delete me softly", "succeeded", run_id=run_id)
     shot(page, "studio-11-undone", full_page=False)
     page.context.close()
+
+
+def test_a_take_costs_the_server_two_events(browser: Any, app: AppProcess) -> None:
+    """The run's own stream brings the history's new card; the selected result's panels (track,
+    stems, Extend, Arrange) answer in one event: each more would be a queue round of the
+    server's CPU after every take."""
+    page = new_page(browser, app.url)
+
+    def take_shown(prompt: str) -> None:
+        run_id = make_take(page, prompt, seconds=2)
+        wait_card(page, prompt, "succeeded", run_id=run_id)
+        page.wait_for_function(  # the track shows the new take
+            "(id) => document.querySelector('#result-facts .ms-facts')?.dataset.run === id",
+            arg=run_id,
+        )
+
+    take_shown("One take before counting")  # the page's own load events are over by now
+    joins: list[str] = []
+    page.on("request", lambda r: joins.append(r.url) if "/queue/join" in r.url else None)
+    take_shown("Two events a take")
+    assert len(joins) == 2, joins

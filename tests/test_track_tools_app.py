@@ -85,7 +85,7 @@ def test_the_mixer_mutes_and_solos_stems(
 ) -> None:
     run_id = split_take["record"]["library_id"]
     page = new_page(browser, app.url, width=width, height=height)
-    page.locator(f"#card-{run_id} .ms-card-more button.label-wrap").click()  # the card's menu
+    page.locator(f"#card-{run_id} .ms-card-more > summary").click()  # the card's menu
     page.locator(f"#card-{run_id} .card-tracks").click()
     page.wait_for_selector("#stem-mixer .ms-stem audio", state="attached")
     assert sorted(muted(page)) == sorted(SOURCES)

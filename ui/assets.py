@@ -41,7 +41,16 @@ CSS = """
   background: var(--block-background-fill); }
 .ms-card-prompt { font-weight: 600; white-space: pre-wrap; word-break: break-word; margin: 4px 0; }
 .ms-card-meta { font-size: 0.85em; color: var(--body-text-color-subdued); }
-.ms-card-actions { gap: 4px !important; flex-wrap: wrap; }
+.ms-card-actions { display: flex; align-items: stretch; gap: 4px !important; flex-wrap: wrap;
+  margin-top: 6px; }
+/* A card's buttons are plain HTML (ui.history_cards) dressed as Gradio's small buttons. */
+.ms-btn { border: var(--button-border-width, 1px) solid var(--button-secondary-border-color);
+  background: var(--button-secondary-background-fill); color: var(--button-secondary-text-color);
+  border-radius: var(--button-small-radius, 6px); padding: var(--button-small-padding, 4px 10px);
+  font-size: var(--button-small-text-size, 0.85em); font-weight: 600;
+  line-height: 1.4; cursor: pointer; }
+.ms-btn:hover { background: var(--button-secondary-background-fill-hover); }
+.ms-btn:disabled { opacity: 0.5; cursor: not-allowed; }
 .ms-parts { display: flex; width: 100%; height: 28px; border-radius: 6px; overflow: hidden;
   margin: 6px 0; font-size: 0.8em; }
 .ms-part { display: flex; align-items: center; justify-content: center; overflow: hidden;
@@ -74,7 +83,9 @@ CSS = """
 #track-col { gap: 6px; }
 .ms-kind { display: inline-block; font-size: 0.8em; font-weight: 600; padding: 1px 8px;
   border-radius: 999px; background: #ffedd5; color: #7c2d12; }
-.ms-card-more > .label-wrap { padding: 2px 0 !important; font-size: 0.85em; }
+.ms-card-more { margin-top: 4px; }
+.ms-card-more > summary { cursor: pointer; padding: 2px 0; font-size: 0.85em;
+  color: var(--body-text-color-subdued); }
 .ms-takes { list-style: none; margin: 4px 0; padding: 0; font-size: 0.85em; }
 .ms-takes li { margin: 4px 0; }
 .ms-takes audio, audio.ms-card-audio { width: 100%; height: 32px; display: block; }

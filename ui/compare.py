@@ -22,7 +22,7 @@ from services.compose.compare import Match, match
 from services.errors import StudioError
 from services.library import RunRecord
 from ui.context import Studio
-from ui.events import PRIVATE
+from ui.events import PRIVATE, QUICK
 from ui.formatting import esc, message_html
 from ui.kinds import entry_label
 
@@ -227,12 +227,17 @@ class CompareHandlers:
         self.hidden = hidden  # results deleted a moment ago (Undo still possible)
 
     def refresh(self, owner_value: Any, first: str | None, second: str | None) -> tuple[Any, Any]:
+        """The pickers list the visitor's results as they are now; a choice that is gone is
+        cleared, one still there is left alone (the musician may be choosing right now)."""
         choices = entry_choices(self.studio, self.studio.owner(owner_value), self.hidden())
         ids = {value for _, value in choices}
-        return (
-            gr.update(choices=choices, value=first if first in ids else None),
-            gr.update(choices=choices, value=second if second in ids else None),
+        a, b = (
+            gr.update(choices=choices)
+            if chosen is None or chosen in ids
+            else gr.update(choices=choices, value=None)
+            for chosen in (first, second)
         )
+        return a, b
 
     def _serve(self, record: RunRecord, name: str) -> str:
         """A URL for the entry's audio under a neutral name (a blind test shows no names)."""
@@ -330,12 +335,11 @@ def build_compare(
     studio: Studio,
     *,
     owner: gr.components.Component,
-    history_state: gr.State,
     hidden: Callable[[], frozenset[str]] = frozenset,
 ) -> tuple[CompareView, list[Any]]:
     """The "Compare" panel and its events; returns the view and the Keep events (after which
     the history should be listed again)."""
-    with gr.Accordion("Compare A/B", open=False, elem_id="compare-box"):
+    with gr.Accordion("Compare A/B", open=False, elem_id="compare-box") as box:
         with gr.Row():
             first = gr.Dropdown(label="A", choices=[], value=None, elem_id="compare-a")
             second = gr.Dropdown(label="B", choices=[], value=None, elem_id="compare-b")
@@ -369,7 +373,10 @@ def build_compare(
         reveal=reveal,
     )
     handlers = CompareHandlers(studio, view, hidden)
-    history_state.change(handlers.refresh, [owner, first, second], [first, second], **PRIVATE)
+    # The pickers are listed when the panel opens and whenever one is clicked, not after every
+    # take: a listing rebuilds both dropdowns, and most takes are never compared.
+    for shown in (box.expand, first.focus, second.focus):
+        shown(handlers.refresh, [owner, first, second], [first, second], **QUICK)
     load.click(
         handlers.compare,
         [owner, first, second, blind],

@@ -27,6 +27,7 @@ from ui.formatting import errors_html, esc, message_html, progress_html, seconds
 from ui.inputs import WAVEFORM
 from ui.run_slots import run_slots
 from ui.run_stream import RunButtons, Stream, stream
+from ui.selection import Selection
 from ui.take_audio import TakeAudio
 
 EXAMPLE_SECTIONS = (
@@ -401,6 +402,7 @@ class ArrangeHandlers:
 def wire_arrange(
     handlers: ArrangeHandlers,
     *,
+    selection: Selection,
     owner: gr.components.Component,
     token: gr.components.Component,
     run_inputs: list[gr.components.Component],
@@ -428,22 +430,8 @@ def wire_arrange(
         trigger_mode="always_last",
         **PRIVATE,
     )
-    last_run.change(
-        handlers.show_song,
-        [last_run, owner],
-        [
-            v.song,
-            v.track_sections,
-            v.redo_from,
-            v.sections,
-            v.track,
-            v.arrange,
-            v.cancel,
-            v.resume,
-            v.redo,
-        ],
-        **PRIVATE,
-    )
+    song = [v.song, v.track_sections, v.redo_from, v.sections, v.track, v.arrange, v.cancel]
+    selection.watch(handlers.show_song, [last_run, owner], [*song, v.resume, v.redo])
     run: dict[str, Any] = {
         **run_slots(handlers.studio.settings),
         "trigger_mode": "once",

@@ -23,6 +23,7 @@ from ui.events import PRIVATE, Updates
 from ui.formatting import errors_html, esc, message_html, progress_html, seconds_text
 from ui.run_slots import run_slots
 from ui.run_stream import RunButtons, Stream, stream, wire_stream
+from ui.selection import Selection
 
 
 def overlap_slider(elem_id: str) -> gr.Slider:
@@ -274,13 +275,15 @@ class ExtendHandlers:
 
 
 def wire_extend(
-    handlers: ExtendHandlers, *, owner: gr.components.Component, token: gr.components.Component
+    handlers: ExtendHandlers,
+    *,
+    selection: Selection,
+    owner: gr.components.Component,
+    token: gr.components.Component,
 ) -> list[Any]:
     """Connect the panel; returns the events after which the history refreshes."""
     v, last_run = handlers.view, handlers.last_run
-    last_run.change(
-        handlers.show_source, [last_run, owner], [v.source, v.undo, v.resume, v.note], **PRIVATE
-    )
+    selection.watch(handlers.show_source, [last_run, owner], [v.source, v.undo, v.resume, v.note])
 
     async def resume(*values: Any) -> AsyncIterator[Updates]:
         owner_value, token_value, snap, overlap, prompt = values

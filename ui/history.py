@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,13 @@ from services.analysis.search import parse_history_query
 from services.errors import StudioError
 from services.library import RunRecord
 from services.library.records import IN_FLIGHT_STATUSES as IN_FLIGHT
-from ui.assets import SCROLL_TO_TRACK_JS, scroll_to_js
 from ui.context import Studio
-from ui.events import PRIVATE, Updates
-from ui.formatting import card_html, esc, history_summary_html, message_html
+from ui.events import Updates
+from ui.formatting import esc, history_summary_html, message_html
+from ui.history_cards import CARD_ACTIONS_JS, EMPTY_HISTORY, cards_html
 from ui.kinds import badge_text
 from ui.reuse import Reuse
-from ui.track import file_url, native_player_html, takes_html
+from ui.track import file_url, takes_html
 
 PER_PAGE = 8
 IN_FLIGHT_REFRESH_S = 3.0
@@ -37,6 +36,7 @@ class HistoryView:
     previous: gr.Button
     next: gr.Button
     export_file: gr.File
+    cards: gr.HTML  # the page's cards (`ui.history_cards`)
     state: gr.State  # the page shown: {"page", "pages", "total", "search", "cards"}
     timer: gr.Timer  # ticks only while a run on the page is in flight (e.g. being resumed)
     seen: gr.State  # the library's revision when a tick last listed the page
@@ -81,6 +81,7 @@ def build_history_view(*, can_import: bool) -> HistoryView:
         previous = gr.Button("← Newer", size="sm", elem_id="history-prev", min_width=100)
         summary = gr.HTML("", elem_id="history-summary")
         next_ = gr.Button("Older →", size="sm", elem_id="history-next", min_width=100)
+    cards = gr.HTML(EMPTY_HISTORY, elem_id="history-box", js_on_load=CARD_ACTIONS_JS)
     return HistoryView(
         search=search,
         favourites_only=favourites_only,
@@ -91,6 +92,7 @@ def build_history_view(*, can_import: bool) -> HistoryView:
         previous=previous,
         next=next_,
         export_file=export_file,
+        cards=cards,
         state=gr.State(None),
         timer=gr.Timer(IN_FLIGHT_REFRESH_S, active=False),
         seen=gr.State(None),
@@ -133,11 +135,14 @@ class HistoryHandlers:
         view: HistoryView,
         reuse: Reuse,
         hidden: Callable[[], frozenset[str]] = frozenset,
+        *,
+        tracks: bool = True,
     ):
         self.studio = studio
         self.view = view
         self.reuse = reuse
         self.hidden = hidden  # entries deleted a moment ago (their Undo still possible)
+        self.tracks = tracks  # the cards offer "Stems & MIDI…"
 
     # -- listing -----------------------------------------------------------------------------
 
@@ -174,7 +179,7 @@ class HistoryHandlers:
 
     def listing_outputs(self) -> list[gr.components.Component]:
         v = self.view
-        return [v.state, v.summary, v.previous, v.next, v.timer]
+        return [v.state, v.cards, v.summary, v.previous, v.next, v.timer]
 
     def show(
         self, owner_value: Any, search: str | None, favourites_only: bool, page: int = 1
@@ -182,6 +187,7 @@ class HistoryHandlers:
         state = self.page(owner_value, search, favourites_only, page)
         return (
             state,
+            cards_html(state["cards"], self.studio.files.servable, tracks=self.tracks),
             history_summary_html(state["total"], state["page"], state["pages"], state["search"]),
             gr.update(interactive=state["page"] > 1),
             gr.update(interactive=state["page"] < state["pages"]),
@@ -243,8 +249,12 @@ class HistoryHandlers:
         """The card's result becomes the selected one (the track shows it)."""
         return self._snap(run_id, owner_value)
 
-    def set_favourite(self, run_id: str, value: bool, owner_value: Any) -> None:
-        self.studio.library.set_favourite(run_id, self.studio.owner(owner_value), value)
+    def toggle_favourite(self, run_id: str, owner_value: Any) -> None:
+        """A finished result becomes a favourite, or stops being one."""
+        owner = self.studio.owner(owner_value)
+        record = self.studio.library.get(run_id, owner)
+        if record is not None and record.status == "succeeded":
+            self.studio.library.set_favourite(run_id, owner, not record.favourite)
 
     def export(self, run_id: str, owner_value: Any) -> tuple[Any, str]:
         owner = self.studio.owner(owner_value)
@@ -268,110 +278,3 @@ class HistoryHandlers:
         except StudioError as err:
             return message_html(str(err))
         return message_html(report.message, kind="info")
-
-
-def render_cards(
-    handlers: HistoryHandlers,
-    state: dict[str, Any] | None,
-    *,
-    owner: gr.components.Component,
-    search: gr.components.Component,
-    favourites_only: gr.components.Component,
-    selected: gr.State,
-    delete: Callable[[gr.Button, gr.components.Component], Any],
-    track_tools: gr.Accordion | None = None,
-) -> None:
-    """The cards of one page (called inside @gr.render): each with its kind's badge, its
-    player, and at most three actions (Open, Favourite, More); the rest sit in More.
-
-    Open makes the card's result the selected one: the track shows it with all its actions.
-    `delete(button, run)` wires a Delete button (with its Undo) for the run `run` holds.
-    `track_tools` is the stems and MIDI panel: a card's "Stems & MIDI…" selects its result and
-    opens the panel.
-    """
-    view = handlers.view
-    cards = (state or {}).get("cards") or []
-    if not cards:
-        gr.HTML(
-            '<div class="ms-empty">No runs here yet. Your results will appear here, newest '
-            "first, and stay after a reload or a restart.</div>",
-            elem_id="history-empty",
-        )
-        return
-    refresh = handlers.same
-    listing_inputs = [owner, search, favourites_only, view.state]
-    with gr.Row(elem_classes=["ms-grid"], elem_id="history-cards"):
-        for item in cards:
-            run_id = item["id"]
-            with gr.Column(
-                elem_classes=["ms-card", f"ms-card-{item.get('kind') or 'take'}"],
-                elem_id=f"card-{run_id}",
-                min_width=260,
-                scale=1,
-            ):
-                gr.HTML(card_html(item), elem_classes=["ms-card-head"])
-                audio = handlers.studio.files.servable(item.get("audio_file"))
-                if audio and not item.get("takes"):
-                    gr.HTML(
-                        native_player_html(
-                            audio, loop=item.get("kind") == "loop", css="ms-card-audio"
-                        )
-                    )
-                elif item.get("takes"):
-                    gr.HTML(item["takes"], elem_classes=["ms-card-takes"])
-                run = gr.State(run_id)
-                with gr.Row(elem_classes=["ms-card-actions"]):
-                    open_btn = gr.Button("Open", size="sm", elem_classes=["card-open"])
-                    open_btn.click(
-                        partial(handlers.open, run_id), [owner], [selected], **PRIVATE
-                    ).then(None, js=SCROLL_TO_TRACK_JS)
-                    if item["status"] == "succeeded":
-                        fav = bool(item["favourite"])
-                        fav_btn = gr.Button(
-                            "★ Favourite" if fav else "☆ Favourite",
-                            size="sm",
-                            elem_classes=["card-favourite"],
-                        )
-                        fav_btn.click(
-                            partial(handlers.set_favourite, run_id, not fav),
-                            [owner],
-                            None,
-                            **PRIVATE,
-                        ).then(refresh, listing_inputs, handlers.listing_outputs(), **PRIVATE)
-                with (
-                    gr.Accordion("More", open=False, elem_classes=["ms-card-more"]),
-                    gr.Row(elem_classes=["ms-card-actions"]),
-                ):
-                    reuse_btn = gr.Button("Reuse settings", size="sm", elem_classes=["card-reuse"])
-                    reuse_btn.click(
-                        partial(handlers.reuse_settings, run_id),
-                        [owner],
-                        handlers.reuse.outputs(),
-                        **PRIVATE,
-                    )
-                    if track_tools is not None and item["status"] == "succeeded":
-                        tracks_btn = gr.Button(
-                            "Stems & MIDI…", size="sm", elem_classes=["card-tracks"]
-                        )
-                        tracks_btn.click(
-                            partial(handlers.open, run_id), [owner], [selected], **PRIVATE
-                        ).then(lambda: gr.update(open=True), None, [track_tools], **PRIVATE).then(
-                            None, js=scroll_to_js("track-tools")
-                        )
-                    export_btn = gr.Button("Export", size="sm", elem_classes=["card-export"])
-                    export_btn.click(
-                        partial(handlers.export, run_id),
-                        [owner],
-                        [view.export_file, view.notice],
-                        **PRIVATE,
-                    )
-                    # A run still in flight can't be deleted: its audio is about to be filed.
-                    delete_btn = gr.Button(
-                        "Delete",
-                        size="sm",
-                        elem_classes=["card-delete"],
-                        interactive=item["status"] not in IN_FLIGHT,
-                    )
-                    delete(delete_btn, run).then(
-                        refresh, listing_inputs, handlers.listing_outputs(), **PRIVATE
-                    )

@@ -31,14 +31,16 @@ from ui.files import serve_library
 from ui.form_events import wire_form
 from ui.form_rules import FormValues
 from ui.formatting import message_html, token_banner_html
-from ui.history import HistoryHandlers, build_history_view, import_allowed, render_cards
+from ui.history import HistoryHandlers, build_history_view, import_allowed
+from ui.history_cards import CardActions, CardTargets, wire_cards
 from ui.identity import ensure_identity
 from ui.inputs import build_form, build_prompt
 from ui.reuse import Reuse
 from ui.run_panel import build_controls, build_run_view
 from ui.run_slots import queue_workers, run_slots
-from ui.run_stream import wire_stream
+from ui.run_stream import Afterwards, wire_stream
 from ui.runs import RunHandlers
+from ui.selection import Selection
 from ui.stem_mixer import MIXER_CSS, MIXER_HEAD
 from ui.track import (
     EXTRA_PANELS,
@@ -47,7 +49,6 @@ from ui.track import (
     TrackSeam,
     build_extras,
     build_undo_bar,
-    wire_delete,
     wire_track,
 )
 from ui.track_tools import (
@@ -179,9 +180,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             for event in events:
                 event.then(history.same, current, listing_outputs, **PRIVATE)
 
-        _, keeps = build_compare(
-            studio, owner=owner, history_state=history_view.state, hidden=deletes.hidden
-        )
+        _, keeps = build_compare(studio, owner=owner, hidden=deletes.hidden)
         extender = Extender(service, library, settings.data_dir)
         variations = Variations(service, library)
         arranger = Arranger(service, library, settings.data_dir)
@@ -190,12 +189,14 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
 
         # -- the selected result: shown in the track; its extra panels plug in there
         tools: list[TrackToolsView] = []
+        selection = Selection(view.last_run)
 
         def stems_and_midi(seam: TrackSeam) -> list[Any]:
             """From take to track: stems, MIDI and a DAW bundle of the selected result."""
             tools.append(build_track_tools())
             wire_track_tools(
                 TrackToolsHandlers(seam.studio, tracks, tools[0]),
+                selection=selection,
                 run=seam.selected,
                 owner=seam.owner,
                 reuse=reuse,
@@ -206,21 +207,10 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
         with extras_at:
             seam = TrackSeam(studio, view.last_run, owner, token)
             refresh_after(build_extras(seam, (*EXTRA_PANELS, stems_and_midi)))
-        refresh_after(wire_track(track, owner))
+        refresh_after(wire_track(track, owner, selection))
 
-        def _cards(state: dict[str, Any] | None) -> None:
-            render_cards(
-                history,
-                state,
-                owner=owner,
-                search=history_view.search,
-                favourites_only=history_view.favourites_only,
-                selected=view.last_run,
-                delete=lambda button, run: wire_delete(track, button, run, owner),
-                track_tools=tools[0].panel,
-            )
-
-        gr.render(inputs=[history_view.state], triggers=[history_view.state.change])(_cards)
+        targets = CardTargets(selected=view.last_run, track_tools=tools[0].panel)
+        wire_cards(CardActions(history, track, targets), history_view.cards, owner, current[1:])
 
         # -- page load: the visitor's identity (shared mode), their history, their latest result
         async def on_load(owner_value: Any, search: str, fav: bool, fmt: str) -> Updates:
@@ -272,7 +262,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
 
         # -- generate and cancel
         run_inputs = [picker.engine, picker.local_model, *form.components()]
-        generation, _ = wire_stream(
+        _, stopped = wire_stream(
             runs.buttons,
             runs.generate,
             [owner, token, parent_run, *run_inputs],
@@ -282,14 +272,15 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             # instant; waiting for the run to settle comes after.
             stop=(runs.cancel_pressed, [view.current_run, owner]),
             after_stop=(runs.after_cancel, [view.current_run, owner]),
+            afterwards=Afterwards(history.same, current, listing_outputs),
         )
-        refresh_after([generation])
-        # (the cancel's own .then refreshes too: wire_stream returns it second)
+        refresh_after([stopped])  # a canceled run's stream ends before its entry is filed
 
         # -- composing: a longer piece from the result, variations and loops of the form
         refresh_after(
             wire_extend(
                 ExtendHandlers(studio, extend_view, extender, view.last_run),
+                selection=selection,
                 owner=owner,
                 token=token,
             )
@@ -297,6 +288,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
         refresh_after(
             wire_arrange(
                 ArrangeHandlers(studio, arrange_view, arranger, view.last_run),
+                selection=selection,
                 owner=owner,
                 token=token,
                 run_inputs=run_inputs,
@@ -326,6 +318,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             )
         )
         refresh_after(keeps)
+        selection.wire()  # every panel that shows the selected result is wired by now
 
         # -- the selected result's actions (all in the track)
         a = view.actions

@@ -140,6 +140,33 @@ async def stream(how: Stream[P, U]) -> AsyncIterator[Updates]:
     yield {**await how.finish(last, time.monotonic() - clock), **idle}
 
 
+@dataclass(frozen=True)
+class Afterwards:
+    """What a stream shows once its run ended: `fn(*inputs)` gives a value per output."""
+
+    fn: Callable[..., Sequence[Any]]
+    inputs: Sequence[Block]
+    outputs: Sequence[Block]
+
+
+def then_show(
+    handler: Callable[..., AsyncIterator[Updates]], taken: int, afterwards: Afterwards
+) -> Callable[..., AsyncIterator[Updates]]:
+    """`handler` (its `taken` first inputs), then one more update from `afterwards` (the rest).
+
+    The same stream carries it: a `.then` event instead would cost the server a queue round
+    of its own after every run.
+    """
+
+    async def run(*values: Any) -> AsyncIterator[Updates]:
+        async for changes in handler(*values[:taken]):
+            yield changes
+        shown = await asyncio.to_thread(afterwards.fn, *values[taken:])
+        yield dict(zip(afterwards.outputs, shown, strict=True))
+
+    return run
+
+
 def wire_stream(
     buttons: RunButtons,
     handler: Callable[..., AsyncIterator[Updates]],
@@ -151,13 +178,19 @@ def wire_stream(
     stop: tuple[Callable[..., Any], Sequence[Block]] | None = None,
     after_stop: tuple[Callable[..., Any], Sequence[Block]] | None = None,
     also_cancels: Sequence[Any] = (),
+    afterwards: Afterwards | None = None,
 ) -> tuple[Any, Any]:
     """Start on the start button, stop on the cancel button; returns (start, stop) events.
 
     `stop` is an instant handler (no queue) that tells the service at once; Gradio then
     cancels the start event (a click still waiting in the queue never runs); `after_stop` waits
-    for the run to be filed and says how it ended. Both write into `outputs`.
+    for the run to be filed and says how it ended. Both write into `outputs`. `afterwards`
+    (e.g. the history listed again) follows a run that ended by itself, in the same stream.
     """
+    if afterwards is not None:
+        handler = then_show(handler, len(inputs), afterwards)
+        inputs = [*inputs, *afterwards.inputs]
+        outputs = [*outputs, *afterwards.outputs]
     started = buttons.start.click(
         handler,
         list(inputs),

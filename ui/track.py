@@ -36,6 +36,7 @@ from ui.context import Studio
 from ui.events import PRIVATE, Updates
 from ui.formatting import date_text, esc, message_html, model_text, replicate_url
 from ui.kinds import badge_text, tempo_key
+from ui.selection import Selection
 
 UNDO_SECONDS = 10.0
 EMPTY_FACTS = '<div class="ms-muted" id="track-empty">Your take will play here.</div>'
@@ -534,21 +535,15 @@ class TrackHandlers:
         return None
 
 
-def wire_track(handlers: TrackHandlers, owner: gr.components.Component) -> list[Any]:
+def wire_track(
+    handlers: TrackHandlers, owner: gr.components.Component, selection: Selection
+) -> list[Any]:
     """Show the selection whenever it changes; favourite, delete, undo and the format.
 
     Returns the events after which the history should be listed again.
     """
     a, bar, selected = handlers.actions, handlers.undo_bar, handlers.selected
-    # One at a time per page, the newest last: an earlier selection (a slow conversion) can
-    # never land after a later one.
-    selected.change(
-        handlers.show,
-        [selected, owner, a.fmt],
-        handlers.outputs(),
-        trigger_mode="always_last",
-        **PRIVATE,
-    )
+    selection.watch(handlers.show, [selected, owner, a.fmt], handlers.outputs())
     a.fmt.input(
         handlers.reformat,
         [selected, owner, a.fmt],

@@ -27,6 +27,7 @@ from services.library import RunRecord
 from ui.context import Studio
 from ui.formatting import message_html
 from ui.reuse import Reuse
+from ui.selection import Selection
 from ui.stem_mixer import mixer_html
 
 PRIVATE: Mapping[str, Any] = MappingProxyType(
@@ -272,6 +273,7 @@ class TrackToolsHandlers:
 def wire_track_tools(
     handlers: TrackToolsHandlers,
     *,
+    selection: Selection,
     run: gr.State,
     owner: gr.components.Component,
     reuse: Reuse,
@@ -280,7 +282,7 @@ def wire_track_tools(
     """Wire the panel to `run` (the selected result); returns the events that change a run."""
     v = handlers.view
     shown = handlers.show_outputs()
-    run.change(handlers.show, [run, owner], shown, **PRIVATE)
+    selection.watch(handlers.show, [run, owner], shown)
     splitting = v.split.click(
         handlers.split, [run, owner], [v.status, *shown], concurrency_id="track-tools",
         concurrency_limit=2, **PRIVATE,
