@@ -43,8 +43,14 @@ async def test_a_local_take_on_the_page_shows_cancel_previews_and_then_frees_gen
 ):
     from services.engines.local import LocalConfig, LocalEngine
 
+    # Every preview is written (lead 0): a tiny take is done too soon for one to be heard.
     local = LocalEngine(
-        LocalConfig(default_model=str(tiny_musicgen.text), device="cpu", preview_seconds=0.25)
+        LocalConfig(
+            default_model=str(tiny_musicgen.text),
+            device="cpu",
+            preview_seconds=0.25,
+            preview_lead_seconds=0,
+        )
     )
     settings = Settings.from_env({"MUSICGEN_DATA_DIR": str(tmp_path), "MUSICGEN_ENGINE": "local"})
     library = Library(tmp_path)

@@ -31,7 +31,10 @@ class LocalConfig:
 
     `default_model` and `melody_model` are Hugging Face ids or local folders; `device` None means
     the best available (CUDA, then Apple's MPS, then the CPU). `preview_seconds` is how much new
-    audio each streamed preview holds (0 turns previews off). `precision` is
+    audio each streamed preview holds (0 turns previews off); `preview_lead_seconds` how long
+    before the take is done a preview must be ready to be worth writing (one that the final take
+    would replace before it is heard costs the page CPU for nothing; estimated from the measured
+    seconds per decoding step, 0: every preview is written). `precision` is
     `MUSICGEN_LOCAL_PRECISION` (auto, fp32, fp16, bf16, int8); `max_models` how many checkpoints
     stay loaded (None: `MAX_MODELS` of the device). `max_batch` caps the takes made in
     one pass (None: the device's default, `batch.default_max_batch`); `max_queued_per_visitor`
@@ -42,6 +45,7 @@ class LocalConfig:
     melody_model: str = DEFAULT_MELODY_MODEL
     device: str | None = None
     preview_seconds: float = 1.0
+    preview_lead_seconds: float = 1.0
     precision: str = "auto"
     max_models: int | None = None
     zero_gpu: bool = False  # on a ZeroGPU Space: generation runs inside spaces.GPU

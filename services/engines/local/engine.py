@@ -420,6 +420,7 @@ class LocalEngine:
                     loaded,
                     [Row(job.request, job.seed, job.workdir, hooks[job.run.id]) for job in rows],
                     preview_seconds=self.config.preview_seconds,
+                    preview_lead_seconds=self.config.preview_lead_seconds,
                 )
         except StudioError as why:
             for job in jobs:

@@ -14,10 +14,16 @@ samples still depend on frames not generated yet (`HOLD_FRAMES`), so nothing wri
 changes; the take's final audio is the pieces joined, plus the rest decoded at the end. The
 decoding work is the take's own decoding, split (a few frames of overlap per piece), not a
 second decode beside it. Pieces come in fixed sizes, so the codec's kernels see few shapes.
+
+A preview is only worth its cost (the decode here, the page's audio stream and updates) if it
+can be heard before the final take replaces it. When a piece is due, the time left is estimated
+from the seconds per decoding step measured so far; a take that will be done within
+`preview_lead_seconds` writes no more pieces, and `finish` decodes the rest in one go.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,8 @@ FIRST_PREVIEW_SECONDS = 0.25
 # stage's reach (its transposed convolutions reach into the next frame, less than a whole one;
 # measured on the 32 kHz EnCodec's shape: 0 differs from a one-piece decode, 1 matches it).
 POST_FRAMES = 1
+# Decoding steps timed before their pace is trusted to estimate the time left.
+TIMED_STEPS = 2
 # The join between a continued clip and the new audio is crossfaded over this.
 JOIN_SECONDS = 0.02
 
@@ -117,7 +125,11 @@ class StreamDecoder:
     """One take's audio, decoded as its tokens grow; previews written on the way.
 
     `head` is the continued clip, which replaces the start of the audio. `preview_seconds` 0
-    writes no previews (the audio is then decoded in one piece at the end).
+    writes no previews (the audio is then decoded in one piece at the end). A piece is written
+    only while the take's end is at least `preview_lead_seconds` away (0: always): the steps
+    still to run, up to the sequence length `end_length` at which the take is done (a batch runs
+    to its longest row; default `max_length`), at the seconds per step `clock` has measured
+    since the first `step`.
     """
 
     def __init__(
@@ -128,9 +140,12 @@ class StreamDecoder:
         max_length: int,
         total_frames: int,
         preview_seconds: float,
+        preview_lead_seconds: float,
         workdir: Path,
         emit: Callable[[Path], None],
         head: np.ndarray | None = None,
+        end_length: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.loaded = loaded
         self.pad = int(loaded.model.generation_config.decoder_start_token_id)
@@ -143,6 +158,10 @@ class StreamDecoder:
         self.previews = preview_seconds > 0
         self.first = max(1, round(min(FIRST_PREVIEW_SECONDS, preview_seconds) * loaded.frame_rate))
         self.every = max(1, round(preview_seconds * loaded.frame_rate))
+        self.lead = preview_lead_seconds
+        self.end_length = max_length if end_length is None else end_length
+        self.clock = clock
+        self.timed_from: tuple[float, int] | None = None  # (clock, length) at the first step
         self.workdir = workdir
         self.emit = emit
         self.head = head
@@ -168,13 +187,39 @@ class StreamDecoder:
         """Called after every decoding step with this take's whole sequence so far."""
         if not self.previews:
             return
-        frames = self.complete_frames(sequence.shape[-1])
+        length = sequence.shape[-1]
+        if self.timed_from is None:
+            self.timed_from = (self.clock(), length)
+        frames = self.complete_frames(length)
         sent = self.channels[0].sent
         due = self.first if sent == 0 else self.every
         if frames - self.channels[0].hold - sent >= due and frames < self.total_frames:
+            if not self._heard_in_time(length):
+                return
             audio = self._advance(self.codes(sequence, frames), final=False)
             if audio is not None:
                 self._write(audio)
+
+    def _heard_in_time(self, length: int) -> bool:
+        """Whether a piece written now plays before the final take replaces it: the steps still
+        to run, at the seconds per step measured so far, take at least `lead` seconds.
+
+        Too few steps timed: not yet (the piece stays due and is judged at the next step). Too
+        late: the take writes no more previews (the time left shrinks with every step unless the
+        pace changes, and a piece written later would carry the skipped audio too, at once).
+        """
+        if self.lead <= 0:
+            return True
+        assert self.timed_from is not None
+        since, first_length = self.timed_from
+        timed = length - first_length
+        if timed < TIMED_STEPS:
+            return False
+        left = (self.end_length - length) * (self.clock() - since) / timed
+        if left < self.lead:
+            self.previews = False
+            return False
+        return True
 
     def finish(self, sequence: Any) -> np.ndarray:
         """The take's audio (channels, samples): the pieces so far and the rest, joined."""

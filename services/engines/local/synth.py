@@ -217,9 +217,17 @@ class _StepWatcher:
 
 
 def synthesize_batch(
-    loaded: LoadedModel, rows: list[Row], *, preview_seconds: float
+    loaded: LoadedModel,
+    rows: list[Row],
+    *,
+    preview_seconds: float,
+    preview_lead_seconds: float,
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[SynthResult | Exception]:
     """Make every row in one `generate` call; each row's result, or why it has none.
+
+    Previews (`preview_seconds` of audio each) are written while the pass's end is at least
+    `preview_lead_seconds` away by `clock` (`preview.StreamDecoder`).
 
     The rows must fit together (`batch.batch_key`): one checkpoint, one clip and its use. A
     row's own problem (a clip slice too short for its duration) or its cancel ends that row
@@ -248,24 +256,31 @@ def synthesize_batch(
     pad = int(model.generation_config.decoder_start_token_id)
     bos = torch.full((k, 1), pad, dtype=torch.long, device=device)
     initial = bos if first.prompt_codes is None else torch.cat([bos, first.prompt_codes], dim=-1)
+    frames = [round(rows[i].request.duration * loaded.frame_rate) for i in kept]
+    # generate yields (steps + 1 - delay depth) whole frames: ask for exactly total_frames.
+    row_steps = [n - prompt_frames + loaded.channel_codebooks - 1 for n in frames]
+    steps = max(row_steps)
     live: list[_Live] = []
-    for i, condition in zip(kept, conditions, strict=True):
+    for i, condition, total_frames, own_steps in zip(
+        kept, conditions, frames, row_steps, strict=True
+    ):
         row = rows[i]
-        total_frames = round(row.request.duration * loaded.frame_rate)
-        # generate yields (steps + 1 - delay depth) whole frames: ask for exactly total_frames.
-        steps = total_frames - prompt_frames + loaded.channel_codebooks - 1
         stream = StreamDecoder(
             loaded,
             initial_ids=initial,
-            max_length=initial.shape[-1] + steps,
+            max_length=initial.shape[-1] + own_steps,
             total_frames=total_frames,
             preview_seconds=preview_seconds,
+            preview_lead_seconds=preview_lead_seconds,
             workdir=row.workdir,
             emit=row.hooks.preview,
             head=condition.head,
+            # Every row's take is done when the pass is, at the longest row's length. Each
+            # row's decoder times the same steps of the pass, so the pace needs no sharing.
+            end_length=initial.shape[-1] + steps,
+            clock=clock,
         )
-        live.append(_Live(row, steps, total_frames, condition, stream))
-    steps = max(r.steps for r in live)
+        live.append(_Live(row, own_steps, total_frames, condition, stream))
     settings = [RowSettings.of(r.row.request, r.row.seed) for r in live]
     text = loaded.tokenizer(
         [r.row.request.prompt or "" for r in live], padding=True, return_tensors="pt"
@@ -319,10 +334,16 @@ def synthesize(
     workdir: Path,
     hooks: Hooks,
     preview_seconds: float,
+    preview_lead_seconds: float,
+    clock: Callable[[], float] = time.monotonic,
 ) -> SynthResult:
     """Generate `request` with `seed` alone (a batch of one); raises `Canceled` or `StudioError`."""
     (result,) = synthesize_batch(
-        loaded, [Row(request, seed, workdir, hooks)], preview_seconds=preview_seconds
+        loaded,
+        [Row(request, seed, workdir, hooks)],
+        preview_seconds=preview_seconds,
+        preview_lead_seconds=preview_lead_seconds,
+        clock=clock,
     )
     if isinstance(result, Exception):
         raise result

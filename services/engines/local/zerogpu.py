@@ -100,4 +100,5 @@ def synthesize_batch_on_gpu(
         Row(request, seed, workdir, Hooks(_silent, _silent, _silent, threading.Event()))
         for request, seed, workdir in takes
     ]
-    return synthesize_batch(loaded, rows, preview_seconds=preview_seconds)
+    # Nobody hears a preview from inside the worker (the engine passes 0 seconds): no lead.
+    return synthesize_batch(loaded, rows, preview_seconds=preview_seconds, preview_lead_seconds=0)
