@@ -14,11 +14,13 @@ webhooks and polls are the fallback.
 
 Visitors arrive evenly over `--arrival` seconds, each from an address of their own (a public
 IPv4 address in X-Forwarded-For on every request), through gradio_client, one thread per
-visitor. Every take has a gradio_client session of its own, as a new API caller has: its Client
-is copied from one Client that asked the app for its config and API once, so the app sees only
-the take's own requests and its session's heartbeat. (Clients sharing a session lose an event
-now and then: gradio_client ends it with CancelledError when the server closes the session's
-stream just as the next event joins it.) Half are page-like (they load the page and its config
+visitor. Every take has a gradio_client session of its own (`--sessions visitor`: every
+visitor, as one browser tab has): its Client is copied from one Client that asked the app for
+its config and API once, so the app sees only the take's own requests and its session's
+heartbeat. (Takes sharing a session are lost now and then: gradio_client ends one with
+CancelledError when the server closes the session's stream just as the next one joins it. A new
+session costs the app too: Gradio builds its copy of every block's config at its first event.)
+Half are page-like (they load the page and its config
 first, as a browser does), half plain API callers. Three in four are light (one 1 s take), one
 in four heavy (four 2 s takes at once); `--local-share` of the takes (default one in twenty)
 run on the local engine, the rest on Replicate. Everything on loopback. A take still waiting
@@ -272,12 +274,13 @@ def _session_class() -> type[Any]:
     from gradio_client import Client
 
     class OwnSession(Client):  # type: ignore[misc]
-        def __init__(self, loaded: Client, where: str) -> None:
+        def __init__(self, loaded: Client, where: str, events: int = 1) -> None:
             self._loaded = loaded
             super().__init__(
                 loaded.src,
                 verbose=False,
-                max_workers=1,  # one event: its thread, and the two helpers gradio_client gives it
+                # A thread per event at once, and the two helpers gradio_client gives each.
+                max_workers=events,
                 httpx_kwargs=dict(loaded.httpx_kwargs),  # Client pops from the dict it is given
                 headers={"X-Forwarded-For": where},  # the stream and heartbeat too, not only joins
                 download_files=loaded.download_files,
@@ -328,16 +331,24 @@ def _release(client: Any) -> None:
         pool.shutdown(wait=False)
 
 
+def _takes_in_a_session(
+    loaded: Any, takes: list[Take], duration: int, where: str, deadline: float | None = None
+) -> list[Take]:
+    """Takes at once in one session of their own (made before the clock starts: a page has its
+    session before the click)."""
+    client = _session_class()(loaded, where, len(takes))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(takes)) as pool:
+            return list(pool.map(lambda t: _timed_take(client, t, duration, deadline), takes))
+    finally:
+        _release(client)
+
+
 def _one_take(
     loaded: Any, take: Take, duration: int, where: str, deadline: float | None = None
 ) -> Take:
-    """One take in a session of its own (made before the clock starts: a page has its session
-    before the click)."""
-    client = _session_class()(loaded, where)
-    try:
-        return _timed_take(client, take, duration, deadline)
-    finally:
-        _release(client)
+    """One take in a session of its own."""
+    return _takes_in_a_session(loaded, [take], duration, where, deadline)[0]
 
 
 def _timed_take(client: Any, take: Take, duration: int, deadline: float | None) -> Take:
@@ -388,6 +399,7 @@ def _visitor(
     local_share: float,
     deadline: float,
     rng: random.Random,
+    sessions: str = "take",
 ) -> list[Take]:
     where = address(n)
     if page:  # a browser loads the page (and its config) before pressing Generate
@@ -398,6 +410,8 @@ def _visitor(
     engines = ["local" if rng.random() < local_share else "replicate" for _ in range(count)]
     takes = [Take(n, heavy, engine) for engine in engines]
     duration = 2 if heavy else 1
+    if sessions == "visitor":  # as one browser tab, or one gradio_client Client, has
+        return _takes_in_a_session(loaded, takes, duration, where, deadline)
     with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
         done = pool.map(lambda t: _one_take(loaded, t, duration, where, deadline), takes)
         return list(done)
@@ -434,6 +448,7 @@ def run(
     local_share: float = 0.05,
     seed: int = 20,
     nice: int = 10,
+    sessions: str = "take",
 ) -> Report:
     from services.library import Library
     from tests.support.tiny_musicgen import build_checkpoint
@@ -495,6 +510,7 @@ def run(
                             local_share,
                             deadline,
                             random.Random(n),
+                            sessions,
                         )
                     )
                 for future in futures:
@@ -542,6 +558,14 @@ def main() -> None:
     parser.add_argument(
         "--nice", type=int, default=10, help="the simulated visitors' niceness (0: the app's own)"
     )
+    parser.add_argument(
+        "--sessions",
+        choices=["take", "visitor"],
+        default="take",
+        help="a gradio_client session per take (default), or per visitor (a heavy visitor's "
+        "four takes share one, as in one browser tab; gradio_client may then end one of them "
+        "with CancelledError)",
+    )
     args = parser.parse_args()
     modes = [m for m in ("polling", "webhooks") if args.only in (None, m)]
     reports = []
@@ -569,6 +593,7 @@ def main() -> None:
                     args.patience,
                     args.local_share,
                     nice=args.nice,
+                    sessions=args.sessions,
                 )
             )
             print(table(reports[-1:]), flush=True)
