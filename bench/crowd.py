@@ -14,17 +14,17 @@ webhooks and polls are the fallback.
 
 Visitors arrive evenly over `--arrival` seconds, each from an address of their own (a public
 IPv4 address in X-Forwarded-For on every request), through gradio_client, one thread per
-visitor. Every take has a gradio_client session of its own (`--sessions visitor`: every
-visitor, as one browser tab has): its Client is copied from one Client that asked the app for
-its config and API once, so the app sees only the take's own requests and its session's
-heartbeat. (Takes sharing a session are lost now and then: gradio_client ends one with
-CancelledError when the server closes the session's stream just as the next one joins it. A new
-session costs the app too: Gradio builds its copy of every block's config at its first event.)
-Half are page-like (they load the page and its config
-first, as a browser does), half plain API callers. Three in four are light (one 1 s take), one
-in four heavy (four 2 s takes at once); `--local-share` of the takes (default one in twenty)
-run on the local engine, the rest on Replicate. Everything on loopback. A take still waiting
-`--patience` seconds after the last arrival is given up (and reported as such).
+visitor. Every take has a gradio_client session of its own (`--sessions visitor`: every visitor,
+as one browser tab has): its Client is copied from one Client that asked the app for its config
+and API once, so the app sees only the take's own requests and its session's heartbeat. (Takes
+sharing a session are lost now and then: gradio_client ends one with CancelledError when the
+server closes the session's stream just as the next one joins it. A new session costs the app
+too: Gradio builds its copy of every block's config at its first event.) Half are page-like
+(they load the page and its config first, as a browser does), half plain API callers. Three in
+four are light (one 1 s take), one in four heavy (four 2 s takes at once); `--local-share` of
+the takes (default one in twenty) run on the local engine, the rest on Replicate. Everything on
+loopback. A take still waiting `--patience` seconds after the last arrival is given up (and
+reported as such).
 
 Reported: errors (target 0: exceptions, or a take that did not succeed), the wait before a run
 starts (time to the result minus the model's own time, p50 and p95, light and heavy, next to one
