@@ -13,12 +13,18 @@ loopback address as its public URL (as SPACE_HOST does on a Space), so runs are 
 webhooks and polls are the fallback.
 
 Visitors arrive evenly over `--arrival` seconds, each from an address of their own (a public
-IPv4 address in X-Forwarded-For on every request), through gradio_client (a few shared Client
-objects, one thread per visitor): half are page-like (they load the page and its config first,
-as a browser does), half plain API callers. Three in four are light (one 1 s take), one in four
-heavy (four 2 s takes at once); `--local-share` of the takes (default one in twenty) run on the
-local engine, the rest on Replicate. Everything on loopback. A take still waiting `--patience`
-seconds after the last arrival is given up (and reported as such).
+IPv4 address in X-Forwarded-For on every request), through gradio_client, one thread per
+visitor. Every take has a gradio_client session of its own (`--sessions visitor`: every visitor,
+as one browser tab has): its Client is copied from one Client that asked the app for its config
+and API once, so the app sees only the take's own requests and its session's heartbeat. (Takes
+sharing a session are lost now and then: gradio_client ends one with CancelledError when the
+server closes the session's stream just as the next one joins it. A new session costs the app
+too: Gradio builds its copy of every block's config at its first event.) Half are page-like
+(they load the page and its config first, as a browser does), half plain API callers. Three in
+four are light (one 1 s take), one in four heavy (four 2 s takes at once); `--local-share` of
+the takes (default one in twenty) run on the local engine, the rest on Replicate. Everything on
+loopback. A take still waiting `--patience` seconds after the last arrival is given up (and
+reported as such).
 
 Reported: errors (target 0: exceptions, or a take that did not succeed), the wait before a run
 starts (time to the result minus the model's own time, p50 and p95, light and heavy, next to one
@@ -37,6 +43,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import copy
+import functools
 import math
 import os
 import random
@@ -57,7 +65,6 @@ from bench.stats import cpu_seconds, markdown_table, p50, p95, secs, verdict
 from services.engines.local.batch import DEFAULT_MAX_BATCH
 
 ROOT = Path(__file__).resolve().parent.parent
-CLIENTS = 8
 TAKE_TIMEOUT = 300.0
 UNFINISHED = "unfinished"  # still waiting when the crowd's time was up
 SETTLE_TIMEOUT = 120.0
@@ -259,9 +266,92 @@ def _start_app(env: dict[str, str], port: int, log: Path) -> tuple[subprocess.Po
     raise RuntimeError("app.py did not start in time")
 
 
+@functools.cache
+def _session_class() -> type[Any]:
+    """gradio_client's Client with a session of its own, taking the app's config, API description
+    and endpoints from a loaded Client instead of asking the app again or parsing its 170-odd
+    events (20 ms of CPU a take, against 2 ms). gradio_client is imported only when a crowd runs."""
+    from gradio_client import Client
+
+    class OwnSession(Client):  # type: ignore[misc]
+        def __init__(self, loaded: Client, where: str, events: int = 1) -> None:
+            self._loaded = loaded
+            super().__init__(
+                loaded.src,
+                verbose=False,
+                # A thread per event at once, and the two helpers gradio_client gives each.
+                max_workers=events,
+                httpx_kwargs=dict(loaded.httpx_kwargs),  # Client pops from the dict it is given
+                headers={"X-Forwarded-For": where},  # the stream and heartbeat too, not only joins
+                download_files=loaded.download_files,
+                ssl_verify=loaded.ssl_verify,
+                analytics_enabled=False,
+            )
+            self.config = loaded.config
+            self.endpoints = {}
+            for fn_index, endpoint in loaded.endpoints.items():
+                mine = copy.copy(endpoint)
+                mine.client = self
+                # An endpoint still bound to `loaded` would send this take on its session.
+                assert mine.client is self
+                self.endpoints[fn_index] = mine
+
+        def _get_config(self) -> dict[str, Any]:
+            self.cookies.update(
+                {k: v for k, v in self._loaded.cookies.items() if k not in self.cookies}
+            )
+            # No events: their endpoints are the loaded Client's, copied above.
+            return {**self._loaded.config, "dependencies": []}
+
+        def _get_api_info(self) -> dict[str, Any]:
+            return self._loaded._info  # type: ignore[no-any-return]
+
+    return OwnSession
+
+
+def _loaded_client(url: str, downloads: Path) -> Any:
+    """The one Client that asks the app for its config and API; every take's is copied from it."""
+    from gradio_client import Client
+
+    return Client(
+        url,
+        verbose=False,
+        # A crowd queues: a visitor waits for their turn, not for httpx's 5 s.
+        httpx_kwargs={"timeout": httpx.Timeout(TAKE_TIMEOUT)},
+        download_files=str(downloads),
+        analytics_enabled=False,
+    )
+
+
+def _release(client: Any) -> None:
+    """Lets a take's Client go without waiting: its heartbeat ends at the app's next beat, its
+    pools' threads as their work ends. (Client.close would wait up to 1 s for the beat.)"""
+    client._kill_heartbeat.set()
+    for pool in (client.executor, client.helper_executor, client.stream_executor):
+        pool.shutdown(wait=False)
+
+
+def _takes_in_a_session(
+    loaded: Any, takes: list[Take], duration: int, where: str, deadline: float | None = None
+) -> list[Take]:
+    """Takes at once in one session of their own (made before the clock starts: a page has its
+    session before the click)."""
+    client = _session_class()(loaded, where, len(takes))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(takes)) as pool:
+            return list(pool.map(lambda t: _timed_take(client, t, duration, deadline), takes))
+    finally:
+        _release(client)
+
+
 def _one_take(
-    client: Any, take: Take, duration: int, where: str, deadline: float | None = None
+    loaded: Any, take: Take, duration: int, where: str, deadline: float | None = None
 ) -> Take:
+    """One take in a session of its own."""
+    return _takes_in_a_session(loaded, [take], duration, where, deadline)[0]
+
+
+def _timed_take(client: Any, take: Take, duration: int, deadline: float | None) -> Take:
     started = time.monotonic()
     job = None
     try:
@@ -270,7 +360,6 @@ def _one_take(
             duration=duration,
             engine=take.engine,
             api_name="/generate",
-            headers={"X-Forwarded-For": where},  # as the Space's proxy says who connected
         )
         wait = TAKE_TIMEOUT if deadline is None else max(0.1, deadline - time.monotonic())
         try:
@@ -289,20 +378,20 @@ def _one_take(
     return take
 
 
-def _full_batch(client: Any) -> float:
+def _full_batch(loaded: Any) -> float:
     """Seconds until a full local batch of heavy takes (2 s each, from as many visitors)
     is done, with nothing else running: the longest pass a light visitor can arrive behind."""
     takes = [Take(-2 - i, True, "local") for i in range(DEFAULT_MAX_BATCH["cpu"])]
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(len(takes)) as pool:
-        done = list(pool.map(lambda t: _one_take(client, t, 2, f"81.1.1.{t.visitor + 10}"), takes))
+        done = list(pool.map(lambda t: _one_take(loaded, t, 2, f"81.1.1.{t.visitor + 10}"), takes))
     if any(t.status != "succeeded" for t in done):
         raise RuntimeError(f"the full batch alone failed: {[t.error for t in done]}")
     return time.monotonic() - started
 
 
 def _visitor(
-    clients: list[Any],
+    loaded: Any,
     url: str,
     n: int,
     heavy: bool,
@@ -310,8 +399,8 @@ def _visitor(
     local_share: float,
     deadline: float,
     rng: random.Random,
+    sessions: str = "take",
 ) -> list[Take]:
-    client = clients[n % len(clients)]
     where = address(n)
     if page:  # a browser loads the page (and its config) before pressing Generate
         with httpx.Client(timeout=60, headers={"X-Forwarded-For": where}) as http:
@@ -321,8 +410,10 @@ def _visitor(
     engines = ["local" if rng.random() < local_share else "replicate" for _ in range(count)]
     takes = [Take(n, heavy, engine) for engine in engines]
     duration = 2 if heavy else 1
+    if sessions == "visitor":  # as one browser tab, or one gradio_client Client, has
+        return _takes_in_a_session(loaded, takes, duration, where, deadline)
     with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
-        done = pool.map(lambda t: _one_take(client, t, duration, where, deadline), takes)
+        done = pool.map(lambda t: _one_take(loaded, t, duration, where, deadline), takes)
         return list(done)
 
 
@@ -357,12 +448,13 @@ def run(
     local_share: float = 0.05,
     seed: int = 20,
     nice: int = 10,
+    sessions: str = "take",
 ) -> Report:
-    from gradio_client import Client
-
     from services.library import Library
     from tests.support.tiny_musicgen import build_checkpoint
 
+    # Or gradio_client starts a telemetry thread per Client, whatever analytics_enabled says.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     report = Report(mode, visitors)
     rng = random.Random(seed)
     folder = scratch / "tiny"
@@ -387,26 +479,14 @@ def run(
     emulator.reset()
     proc, url = _start_app(env, port, scratch / f"app-{mode}.log")
     try:
-        clients: list[Any] = []
+        loaded = _loaded_client(url, scratch / "downloads")
 
         def crowd() -> tuple[set[str], int]:
             """Warm-up, one take alone, then the crowd; the emulator's marks before it."""
-            clients[:] = [
-                Client(
-                    url,
-                    verbose=False,
-                    max_workers=visitors,
-                    # A crowd queues: a visitor waits for their turn, not for httpx's 5 s.
-                    httpx_kwargs={"timeout": httpx.Timeout(TAKE_TIMEOUT)},
-                    download_files=str(scratch / "downloads"),
-                    analytics_enabled=False,
-                )
-                for _ in range(CLIENTS)
-            ]
             for engine in ("replicate", "local"):  # warm-up (loads the local model), then alone
-                _one_take(clients[0], Take(-1, False, engine), 1, WARM_UP_ADDRESS)
-                report.alone[engine] = _one_take(clients[0], Take(-1, False, engine), 1, "81.1.0.2")
-            report.batch_alone = _full_batch(clients[0])
+                _one_take(loaded, Take(-1, False, engine), 1, WARM_UP_ADDRESS)
+                report.alone[engine] = _one_take(loaded, Take(-1, False, engine), 1, "81.1.0.2")
+            report.batch_alone = _full_batch(loaded)
             report.rss_before_mb = _rss_mb(proc.pid)
             warm_ids = {p["id"] for p in emulator.predictions()}
             requests_before = len(emulator.requests())
@@ -422,7 +502,7 @@ def run(
                     futures.append(
                         pool.submit(
                             _visitor,
-                            clients,
+                            loaded,
                             url,
                             n,
                             heavy,
@@ -430,6 +510,7 @@ def run(
                             local_share,
                             deadline,
                             random.Random(n),
+                            sessions,
                         )
                     )
                 for future in futures:
@@ -455,8 +536,7 @@ def run(
         report.predictions = len(predictions)
         report.lost = _lost(predictions, library, report.takes)
         library.close()
-        for client in clients:
-            client.close()
+        loaded.close()
     finally:
         proc.terminate()
         try:
@@ -477,6 +557,14 @@ def main() -> None:
     parser.add_argument("--only", choices=["polling", "webhooks"], default=None)
     parser.add_argument(
         "--nice", type=int, default=10, help="the simulated visitors' niceness (0: the app's own)"
+    )
+    parser.add_argument(
+        "--sessions",
+        choices=["take", "visitor"],
+        default="take",
+        help="a gradio_client session per take (default), or per visitor (a heavy visitor's "
+        "four takes share one, as in one browser tab; gradio_client may then end one of them "
+        "with CancelledError)",
     )
     args = parser.parse_args()
     modes = [m for m in ("polling", "webhooks") if args.only in (None, m)]
@@ -505,6 +593,7 @@ def main() -> None:
                     args.patience,
                     args.local_share,
                     nice=args.nice,
+                    sessions=args.sessions,
                 )
             )
             print(table(reports[-1:]), flush=True)
