@@ -99,6 +99,12 @@ def build_history_view(*, can_import: bool) -> HistoryView:
     )
 
 
+def _controls(state: dict[str, Any]) -> tuple[bool, bool, bool]:
+    """Newer usable, Older usable, the timer ticking (a run on the page is in flight)."""
+    in_flight = any(c["status"] in IN_FLIGHT for c in state["cards"])
+    return state["page"] > 1, state["page"] < state["pages"], in_flight
+
+
 def card(record: RunRecord, audio_file: Path | None, takes: str = "") -> dict[str, Any]:
     """What a history card shows (kept in the page's gr.State, server side)."""
     return {
@@ -182,16 +188,32 @@ class HistoryHandlers:
         return [v.state, v.cards, v.summary, v.previous, v.next, v.timer]
 
     def show(
-        self, owner_value: Any, search: str | None, favourites_only: bool, page: int = 1
+        self,
+        owner_value: Any,
+        search: str | None,
+        favourites_only: bool,
+        page: int = 1,
+        before: dict[str, Any] | None = None,
     ) -> tuple[Any, ...]:
+        """The listing's outputs for `page`; `before` is the page's listing until now, whose
+        pager and timer states are not sent again (each is a component rebuilt)."""
         state = self.page(owner_value, search, favourites_only, page)
+        now, then = _controls(state), _controls(before) if before else None
+        sent = [
+            gr.update(interactive=now[0]),
+            gr.update(interactive=now[1]),
+            gr.update(active=now[2]),
+        ]
+        newer, older, ticking = (
+            gr.skip() if then is not None and then[i] == now[i] else sent[i] for i in range(3)
+        )
         return (
             state,
             cards_html(state["cards"], self.studio.files.servable, tracks=self.tracks),
             history_summary_html(state["total"], state["page"], state["pages"], state["search"]),
-            gr.update(interactive=state["page"] > 1),
-            gr.update(interactive=state["page"] < state["pages"]),
-            gr.update(active=any(c["status"] in IN_FLIGHT for c in state["cards"])),
+            newer,
+            older,
+            ticking,
         )
 
     def first(self, owner_value: Any, search: str | None, fav: bool) -> tuple[Any, ...]:
@@ -200,7 +222,7 @@ class HistoryHandlers:
     def same(
         self, owner_value: Any, search: str | None, fav: bool, state: dict[str, Any] | None
     ) -> tuple[Any, ...]:
-        return self.show(owner_value, search, fav, (state or {}).get("page", 1))
+        return self.show(owner_value, search, fav, (state or {}).get("page", 1), state)
 
     def tick(
         self,
@@ -224,12 +246,12 @@ class HistoryHandlers:
     def newer(
         self, owner_value: Any, search: str | None, fav: bool, state: dict[str, Any] | None
     ) -> tuple[Any, ...]:
-        return self.show(owner_value, search, fav, (state or {}).get("page", 1) - 1)
+        return self.show(owner_value, search, fav, (state or {}).get("page", 1) - 1, state)
 
     def older(
         self, owner_value: Any, search: str | None, fav: bool, state: dict[str, Any] | None
     ) -> tuple[Any, ...]:
-        return self.show(owner_value, search, fav, (state or {}).get("page", 1) + 1)
+        return self.show(owner_value, search, fav, (state or {}).get("page", 1) + 1, state)
 
     # -- card actions --------------------------------------------------------------------------
 

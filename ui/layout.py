@@ -42,6 +42,7 @@ from ui.run_stream import Afterwards, wire_stream
 from ui.runs import RunHandlers
 from ui.selection import Selection
 from ui.stem_mixer import MIXER_CSS, MIXER_HEAD
+from ui.studio_blocks import StudioBlocks
 from ui.track import (
     EXTRA_PANELS,
     PendingDeletes,
@@ -91,7 +92,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
     local = engines.local is not None
     banner_html = token_banner_html(True, local=local)
     deletes = PendingDeletes(studio)
-    demo = gr.Blocks(title="MusicGen Studio")
+    demo = StudioBlocks(title="MusicGen Studio")
     with demo:
         owner = gr.BrowserState("", storage_key=OWNER_KEY, secret=OWNER_SECRET)
         clip_seconds = gr.State(None)

@@ -98,6 +98,10 @@ class Stream(Generic[P, U]):
     failed: Callable[[StudioError, U | None], Updates]
 
 
+class LastUpdates(dict[Block, Any]):
+    """A stream's last changes: nothing of this run follows them (see `then_show`)."""
+
+
 async def stream(how: Stream[P, U]) -> AsyncIterator[Updates]:
     """Run `how` end to end, yielding the page's changes (a Gradio generator handler)."""
     clock = buttons_sent = time.monotonic()
@@ -105,39 +109,41 @@ async def stream(how: Stream[P, U]) -> AsyncIterator[Updates]:
     try:
         prepared = await how.prepare()
     except RequestInvalid as err:
-        yield {**how.refused(err), **idle}
+        yield LastUpdates({**how.refused(err), **idle})
         return
     yield {**how.begin(prepared), **how.buttons.state(running=True)}
     updates = how.start(prepared)
     last: U | None = None
+    ending: Updates = {}  # what the run's last update shows, sent with the end
     try:
         async for update in updates:
             last = update
             changes = how.show(update, time.monotonic() - clock)
+            if update.finished:
+                ending = changes or {}
+                break
             if changes is None:
                 continue
-            # The buttons' state goes again every BUTTONS_REFRESH_S (a page that merged or
-            # missed the first one still lets the musician cancel) and with the last update,
-            # which frees the start button.
+            # The buttons' state goes again every BUTTONS_REFRESH_S: a page that merged or
+            # missed the first one still lets the musician cancel.
             now = time.monotonic()
-            if update.finished or now - buttons_sent >= BUTTONS_REFRESH_S:
-                changes = {**changes, **how.buttons.state(running=not update.finished)}
+            if now - buttons_sent >= BUTTONS_REFRESH_S:
+                changes = {**changes, **how.buttons.state(running=True)}
                 buttons_sent = now
             yield changes
-            if update.finished:
-                break
     except GeneratorExit:
         await cancel_inner(updates)
         raise
     except RequestInvalid as err:
-        yield {**how.refused(err), **idle}
+        yield LastUpdates({**how.refused(err), **idle})
         return
     except StudioError as err:
-        yield {**how.failed(err, last), **idle}
+        yield LastUpdates({**how.failed(err, last), **idle})
         return
     finally:
         await aclose(updates)
-    yield {**await how.finish(last, time.monotonic() - clock), **idle}
+    # One round for the end: each update the page gets costs the server a Gradio round.
+    yield LastUpdates({**ending, **await how.finish(last, time.monotonic() - clock), **idle})
 
 
 @dataclass(frozen=True)
@@ -152,17 +158,20 @@ class Afterwards:
 def then_show(
     handler: Callable[..., AsyncIterator[Updates]], taken: int, afterwards: Afterwards
 ) -> Callable[..., AsyncIterator[Updates]]:
-    """`handler` (its `taken` first inputs), then one more update from `afterwards` (the rest).
+    """`handler` (its `taken` first inputs), its last update (a `LastUpdates`) carrying what
+    `afterwards` shows (from the rest of the inputs).
 
-    The same stream carries it: a `.then` event instead would cost the server a queue round
-    of its own after every run.
+    The same round carries it: a `.then` event instead would cost the server a queue round of
+    its own after every run.
     """
 
     async def run(*values: Any) -> AsyncIterator[Updates]:
         async for changes in handler(*values[:taken]):
+            if isinstance(changes, LastUpdates):  # the end: `afterwards` rides along
+                shown = await asyncio.to_thread(afterwards.fn, *values[taken:])
+                listed = dict(zip(afterwards.outputs, shown, strict=True))
+                changes = LastUpdates({**changes, **listed})
             yield changes
-        shown = await asyncio.to_thread(afterwards.fn, *values[taken:])
-        yield dict(zip(afterwards.outputs, shown, strict=True))
 
     return run
 

@@ -60,6 +60,7 @@ class RunSeen:
         self._shown_logs = 0
         self._sent_at = 0.0
         self.previewing = False  # the preview player is shown, in the result's place
+        self.run_id: str | None = None  # the run's id as the page has it (for Cancel)
 
     def show(self, view: Any, update: RunUpdate, elapsed: float, *, link: bool) -> Updates | None:
         """The status, progress and logs of `view` (any panel with those three) for `update`;
@@ -210,7 +211,9 @@ class RunHandlers:
             lines = seen.show(v, update, elapsed, link=link)
             if lines is None:
                 return None
-            changes = {**lines, v.current_run: update.run_id}
+            changes = dict(lines)
+            if update.run_id != seen.run_id:  # once: Cancel reads it; a State costs a round
+                seen.run_id = changes[v.current_run] = update.run_id
             if update.preview_path:
                 # The start of the take plays in the track's place while the rest is made.
                 # Its bytes, not its path: gr.Audio runs ffprobe on every file path it is given,
