@@ -214,21 +214,16 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
         wire_cards(CardActions(history, track, targets), history_view.cards, owner, current[1:])
 
         # -- page load: the visitor's identity (shared mode), their history, their latest result
-        async def on_load(owner_value: Any, search: str, fav: bool, fmt: str) -> Updates:
+        def on_load(owner_value: Any, search: str, fav: bool) -> Updates:
             identity = ensure_identity(owner_value) if settings.shared else ""
-            latest = track.latest(identity)
-            # The track is filled by this same event: the page is whole once it has loaded.
-            shown = await track.show(latest, identity, fmt)
             listing: Updates = dict(
                 zip(listing_outputs, history.first(identity, search, fav), strict=True)
             )
-            return {owner: identity, view.last_run: latest, **listing, **shown}
+            # The latest result becomes the selection: the track and its panels show it.
+            return {owner: identity, view.last_run: track.latest(identity), **listing}
 
         loaded = demo.load(
-            on_load,
-            [*listing_inputs, view.actions.fmt],
-            [owner, view.last_run, *listing_outputs, *track.outputs()],
-            **PRIVATE,
+            on_load, listing_inputs, [owner, view.last_run, *listing_outputs], **PRIVATE
         )
         if needs_token:
             demo.load(None, None, [token, banner], js=assets.token_load_js(banner_html))
@@ -319,7 +314,7 @@ def build(settings: Settings, service: GenerationService, library: Library) -> g
             )
         )
         refresh_after(keeps)
-        selection.wire()  # every panel that shows the selected result is wired by now
+        selection.wire(demo)  # every panel that shows the selected result is wired by now
 
         # -- the selected result's actions (all in the track)
         a = view.actions

@@ -67,7 +67,7 @@ def build_run_view() -> RunView:
     status = gr.HTML(status_html("idle"), elem_id="run-status")
     progress = gr.HTML(idle_progress_html(), elem_id="run-progress")
     marks = gr.HTML("", elem_id="track-marks")
-    preview = gr.Audio(
+    preview = TakeAudio(
         label="Your take (playing while it is made)",
         streaming=True,
         autoplay=False,

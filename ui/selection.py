@@ -2,7 +2,9 @@
 
 The track, its stems and MIDI panel, Extend and Arrange each show something of the selected
 result. A listener each would make every new take, every Open, cost the server four events
-(a queue round each); `Selection` gathers what each panel asks for and answers in one.
+(a queue round each); `Selection` gathers what each panel asks for and answers in one. A
+property update costs the server a component rebuilt, so what only this event ever sets (most
+of the track's buttons) is not sent again while the page already shows it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,11 @@ class Selection:
     """The watchers of `selected` (a gr.State): call `watch` for each, then `wire` once."""
 
     selected: gr.State
+    # What this event last sent each block that no other event sets (block id -> update).
+    sent: gr.State = field(default_factory=lambda: gr.State(None))
     _watchers: list[_Watcher] = field(default_factory=list)
+    _only_here: frozenset[int] | None = None  # those blocks, known once the page is built
+    _blocks: gr.Blocks | None = None
 
     def watch(self, fn: Callable[..., Any], inputs: Sequence[Any], outputs: Sequence[Any]) -> None:
         """`fn(*inputs)` runs whenever the selection changes; it returns a dict of updates or a
@@ -45,8 +51,10 @@ class Selection:
         return list(dict.fromkeys(b for w in self._watchers for b in w.outputs))
 
     async def show(self, *values: Any) -> Updates:
-        """Every watcher's updates, in the order they were added (a later one wins a clash)."""
-        given = dict(zip(self.inputs(), values, strict=True))
+        """Every watcher's updates, in the order they were added (a later one wins a clash),
+        less those the page already shows (the last value is `sent`)."""
+        *watched, before = values
+        given = dict(zip(self.inputs(), watched, strict=True))
         shown: Updates = {}
         for w in self._watchers:
             args = [given[b] for b in w.inputs]
@@ -55,13 +63,44 @@ class Selection:
             else:  # a library read: off the event loop, as Gradio runs a plain handler
                 result = await asyncio.to_thread(w.fn, *args)
             shown.update(_as_updates(result, w.outputs))
-        return shown
+        return self._news(shown, before or {})
 
-    def wire(self) -> None:
+    def _news(self, shown: Updates, before: dict[int, Any]) -> Updates:
+        only_here = self._sole_outputs()
+        sent = {key: value for key, value in before.items() if key in only_here}
+        news: Updates = {}
+        for block, value in shown.items():
+            if block._id in only_here:
+                if sent.get(block._id) == value:
+                    continue
+                sent[block._id] = value
+            news[block] = value
+        return {**news, self.sent: sent}
+
+    def _sole_outputs(self) -> frozenset[int]:
+        """The ids of the blocks only this event sets (found once the page is whole)."""
+        if self._only_here is None:
+            assert self._blocks is not None, "wire() first"
+            others = {
+                block._id
+                for fn in self._blocks.fns.values()
+                if fn.fn != self.show
+                for block in fn.outputs
+            }
+            self._only_here = frozenset(b._id for b in self.outputs() if b._id not in others)
+        return self._only_here
+
+    def wire(self, blocks: gr.Blocks) -> None:
+        """One listener for every watcher; `blocks` is the page (call once it is whole)."""
+        self._blocks = blocks
         # One at a time per page, the newest last: an earlier selection (a slow conversion)
         # can never land after a later one.
         self.selected.change(
-            self.show, self.inputs(), self.outputs(), trigger_mode="always_last", **PRIVATE
+            self.show,
+            [*self.inputs(), self.sent],
+            [*self.outputs(), self.sent],
+            trigger_mode="always_last",
+            **PRIVATE,
         )
 
 

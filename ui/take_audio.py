@@ -15,12 +15,16 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from services.audio import plays_as_is
+from ui.schema_once import class_api_info
 
 
 class TakeAudio(gr.Audio):
     """gr.Audio, drawn by Gradio's own audio player (a template of it)."""
 
     is_template = True
+
+    def api_info(self) -> dict[str, Any]:
+        return class_api_info(self, super().api_info)
 
     def postprocess(self, value: Any) -> FileData | bytes | None:
         if (

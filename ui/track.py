@@ -36,6 +36,7 @@ from ui.context import Studio
 from ui.events import PRIVATE, Updates
 from ui.formatting import date_text, esc, message_html, model_text, replicate_url
 from ui.kinds import badge_text, tempo_key
+from ui.schema_once import TakeDownload
 from ui.selection import Selection
 
 UNDO_SECONDS = 10.0
@@ -54,7 +55,7 @@ class TrackActions:
     reuse_settings: gr.Button
     reuse_seed: gr.Button
     fmt: gr.Radio
-    download: gr.DownloadButton
+    download: TakeDownload
     favourite: gr.Button
     delete: gr.Button
 
@@ -315,7 +316,7 @@ def build_actions() -> TrackActions:
             elem_id="track-format",
             min_width=180,
         )
-        download = gr.DownloadButton(
+        download = TakeDownload(
             "Download", size="sm", interactive=False, elem_id="result-download", min_width=140
         )
     with gr.Row(elem_classes=["ms-track-actions"], elem_id="track-keep"):

@@ -27,6 +27,7 @@ from services.library import RunRecord
 from ui.context import Studio
 from ui.formatting import message_html
 from ui.reuse import Reuse
+from ui.schema_once import PictureImage
 from ui.selection import Selection
 from ui.stem_mixer import mixer_html
 
@@ -119,7 +120,7 @@ def build_track_tools() -> TrackToolsView:
             all_stems = gr.Button("All stems (zip)", size="sm", elem_id="stems-zip")
             stem_melody = gr.Button("Use stem as melody", size="sm", elem_id="stem-melody")
             stem_continue = gr.Button("Continue stem", size="sm", elem_id="stem-continue")
-        roll = gr.Image(
+        roll = PictureImage(
             label="Piano roll", type="filepath", interactive=False, visible=False, elem_id="roll"
         )
         file = gr.File(label="Download", visible=False, elem_id="track-file")
