@@ -96,6 +96,9 @@ class Stream(Generic[P, U]):
     refused: Callable[[RequestInvalid], Updates]
     # A failure; the last update before it (None: nothing was sent).
     failed: Callable[[StudioError, U | None], Updates]
+    # The start's changes go with the run's first update, in one round: for a run whose first
+    # update comes at once (the local engine files it before any work).
+    begin_with_first: bool = False
 
 
 class LastUpdates(dict[Block, Any]):
@@ -111,19 +114,23 @@ async def stream(how: Stream[P, U]) -> AsyncIterator[Updates]:
     except RequestInvalid as err:
         yield LastUpdates({**how.refused(err), **idle})
         return
-    yield {**how.begin(prepared), **how.buttons.state(running=True)}
+    started: Updates = {**how.begin(prepared), **how.buttons.state(running=True)}
+    if not how.begin_with_first:
+        yield started
+        started = {}
     updates = how.start(prepared)
     last: U | None = None
-    ending: Updates = {}  # what the run's last update shows, sent with the end
+    ending: Updates = started  # what the run's last update shows, sent with the end
     try:
         async for update in updates:
             last = update
             changes = how.show(update, time.monotonic() - clock)
             if update.finished:
-                ending = changes or {}
+                ending = {**started, **(changes or {})}
                 break
-            if changes is None:
+            if changes is None and not started:
                 continue
+            changes, started = {**started, **(changes or {})}, {}
             # The buttons' state goes again every BUTTONS_REFRESH_S: a page that merged or
             # missed the first one still lets the musician cancel.
             now = time.monotonic()
@@ -135,10 +142,10 @@ async def stream(how: Stream[P, U]) -> AsyncIterator[Updates]:
         await cancel_inner(updates)
         raise
     except RequestInvalid as err:
-        yield LastUpdates({**how.refused(err), **idle})
+        yield LastUpdates({**started, **how.refused(err), **idle})
         return
     except StudioError as err:
-        yield LastUpdates({**how.failed(err, last), **idle})
+        yield LastUpdates({**started, **how.failed(err, last), **idle})
         return
     finally:
         await aclose(updates)

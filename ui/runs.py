@@ -242,7 +242,10 @@ class RunHandlers:
         def refused(err: RequestInvalid) -> Updates:
             return {c.errors: errors_html(err.errors), v.status: status_html("idle")}
 
-        how = Stream(self.buttons, prepare, start, begin, show, finish, refused, failed)
+        how = Stream(
+            self.buttons, prepare, start, begin, show, finish, refused, failed,
+            begin_with_first=engine == LOCAL,
+        )  # fmt: skip
         async for changes in stream(how):
             yield changes
 
