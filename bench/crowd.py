@@ -13,14 +13,16 @@ loopback address as its public URL (as SPACE_HOST does on a Space), so runs are 
 webhooks and polls are the fallback.
 
 Visitors arrive evenly over `--arrival` seconds, each from an address of their own (a public
-IPv4 address in X-Forwarded-For on every request), through gradio_client, one thread per
-visitor. Every take has a gradio_client session of its own (`--sessions visitor`: every visitor,
-as one browser tab has): its Client is copied from one Client that asked the app for its config
-and API once, so the app sees only the take's own requests and its session's heartbeat. (Takes
-sharing a session are lost now and then: gradio_client ends one with CancelledError when the
-server closes the session's stream just as the next one joins it. A new session costs the app
-too: Gradio builds its copy of every block's config at its first event.) Half are page-like
-(they load the page and its config first, as a browser does), half plain API callers. Three in
+IPv4 address in X-Forwarded-For on every join), through gradio_client, one thread per
+visitor. Eight gradio_client sessions carry every visitor's takes, each join saying its
+visitor's address (`--sessions take`: a session per take; `--sessions visitor`: per visitor, as
+one browser tab has); each session's Client is copied from one Client that asked the app for its
+config and API once, so the app sees only the takes' own requests and the sessions' heartbeats.
+Their reader reads on when the server closes a session's stream while events of it still wait
+(gradio_client 2.7.2 would end such an event with CancelledError, though the app runs it). A new
+session costs the app too: Gradio builds its copy of every block's config at its first event.
+Half are page-like (they load the page and its config first, as a browser does), half plain API
+callers. Three in
 four are light (one 1 s take), one in four heavy (four 2 s takes at once); `--local-share` of
 the takes (default one in twenty) run on the local engine, the rest on Replicate. Everything on
 loopback. A take still waiting `--patience` seconds after the last arrival is given up (and
