@@ -22,11 +22,10 @@ Their reader reads on when the server closes a session's stream while events of 
 (gradio_client 2.7.2 would end such an event with CancelledError, though the app runs it). A new
 session costs the app too: Gradio builds its copy of every block's config at its first event.
 Half are page-like (they load the page and its config first, as a browser does), half plain API
-callers. Three in
-four are light (one 1 s take), one in four heavy (four 2 s takes at once); `--local-share` of
-the takes (default one in twenty) run on the local engine, the rest on Replicate. Everything on
-loopback. A take still waiting `--patience` seconds after the last arrival is given up (and
-reported as such).
+callers. Three in four are light (one 1 s take), one in four heavy (four 2 s takes at once);
+`--local-share` of the takes (default one in twenty) run on the local engine, the rest on
+Replicate. Everything on loopback. A take still waiting `--patience` seconds after the last
+arrival is given up (and reported as such).
 
 Reported: errors (target 0: exceptions, or a take that did not succeed), the wait before a run
 starts (time to the result minus the model's own time, p50 and p95, light and heavy, next to one
