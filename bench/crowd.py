@@ -365,10 +365,18 @@ def _takes_in_a_session(
     session before the click)."""
     client = _session_class()(loaded, where, len(takes))
     try:
-        with concurrent.futures.ThreadPoolExecutor(len(takes)) as pool:
-            return list(pool.map(lambda t: _timed_take(client, t, duration, deadline), takes))
+        return _takes_on(client, takes, duration, deadline)
     finally:
         _release(client)
+
+
+def _takes_on(
+    client: Any, takes: list[Take], duration: int, deadline: float | None, where: str | None = None
+) -> list[Take]:
+    """Takes at once on `client`'s session (`where`: the address each join says, when the
+    session is shared)."""
+    with concurrent.futures.ThreadPoolExecutor(len(takes)) as pool:
+        return list(pool.map(lambda t: _timed_take(client, t, duration, deadline, where), takes))
 
 
 def _one_take(
@@ -446,11 +454,7 @@ def _visitor(
     takes = [Take(n, heavy, engine) for engine in engines]
     duration = 2 if heavy else 1
     if isinstance(sessions, list):  # shared: each join says who connected, as the proxy does
-        client = sessions[n % len(sessions)]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
-            return list(
-                pool.map(lambda t: _timed_take(client, t, duration, deadline, where), takes)
-            )
+        return _takes_on(sessions[n % len(sessions)], takes, duration, deadline, where)
     if sessions == "visitor":  # as one browser tab, or one gradio_client Client, has
         return _takes_in_a_session(loaded, takes, duration, where, deadline)
     with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
@@ -557,6 +561,8 @@ def run(
                     )
                 for future in futures:
                     report.takes += future.result()
+            for client in shared or []:
+                _release(client)
             report.wall = time.monotonic() - started
             cpu_after = _cpu_now(proc.pid, emulator.pid)
             report.cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}

@@ -104,7 +104,7 @@ def test_each_card_offers_what_its_run_allows(studio, tmp_path):
     done = take(studio, ALICE, "Done <b>take</b>", tmp_path)
     running = studio.library.add_run(ALICE, {"prompt": "Still making"}, status="processing").id
     cards = HistoryHandlers(studio, None, None).page(ALICE, "", False)["cards"]  # type: ignore[arg-type]
-    html = cards_html(cards, studio.files.servable, tracks=True)
+    html = cards_html(cards, studio.files.servable)
 
     def card_part(run_id: str) -> str:
         start = html.index(f'id="card-{run_id}"')
@@ -118,4 +118,4 @@ def test_each_card_offers_what_its_run_allows(studio, tmp_path):
     # A run in flight can be opened, not kept, split or deleted: its audio is on its way.
     assert 'data-action="favourite"' not in in_flight and 'data-action="tracks"' not in in_flight
     assert 'data-action="delete" data-run="' + running + '" disabled' in in_flight
-    assert "No runs here yet" in cards_html([], studio.files.servable, tracks=True)
+    assert "No runs here yet" in cards_html([], studio.files.servable)

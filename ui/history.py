@@ -141,14 +141,11 @@ class HistoryHandlers:
         view: HistoryView,
         reuse: Reuse,
         hidden: Callable[[], frozenset[str]] = frozenset,
-        *,
-        tracks: bool = True,
     ):
         self.studio = studio
         self.view = view
         self.reuse = reuse
         self.hidden = hidden  # entries deleted a moment ago (their Undo still possible)
-        self.tracks = tracks  # the cards offer "Stems & MIDI…"
 
     # -- listing -----------------------------------------------------------------------------
 
@@ -199,17 +196,17 @@ class HistoryHandlers:
         pager and timer states are not sent again (each is a component rebuilt)."""
         state = self.page(owner_value, search, favourites_only, page)
         now, then = _controls(state), _controls(before) if before else None
-        sent = [
+        updates = (
             gr.update(interactive=now[0]),
             gr.update(interactive=now[1]),
             gr.update(active=now[2]),
-        ]
+        )
         newer, older, ticking = (
-            gr.skip() if then is not None and then[i] == now[i] else sent[i] for i in range(3)
+            gr.skip() if then and then[i] == now[i] else update for i, update in enumerate(updates)
         )
         return (
             state,
-            cards_html(state["cards"], self.studio.files.servable, tracks=self.tracks),
+            cards_html(state["cards"], self.studio.files.servable),
             history_summary_html(state["total"], state["page"], state["pages"], state["search"]),
             newer,
             older,

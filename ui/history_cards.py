@@ -53,7 +53,7 @@ def _button(label: str, action: str, run_id: str, *, enabled: bool = True) -> st
     )
 
 
-def card_block(item: Mapping[str, Any], player: str, *, tracks: bool) -> str:
+def card_block(item: Mapping[str, Any], player: str) -> str:
     """One card: its text, its player (or a group's takes), at most three actions in view
     (Open, Favourite, More) and the rest under More."""
     run_id = str(item["id"])
@@ -65,7 +65,7 @@ def card_block(item: Mapping[str, Any], player: str, *, tracks: bool) -> str:
             _button("★ Favourite" if item.get("favourite") else "☆ Favourite", "favourite", run_id)
         )
     more = [_button("Reuse settings", "reuse", run_id)]
-    if tracks and done:
+    if done:
         more.append(_button("Stems & MIDI…", "tracks", run_id))
     more.append(_button("Export", "export", run_id))
     # A run still in flight can't be deleted: its audio is about to be filed.
@@ -79,9 +79,7 @@ def card_block(item: Mapping[str, Any], player: str, *, tracks: bool) -> str:
     )
 
 
-def cards_html(
-    cards: Iterable[Mapping[str, Any]], servable: Callable[[Any], str | None], *, tracks: bool
-) -> str:
+def cards_html(cards: Iterable[Mapping[str, Any]], servable: Callable[[Any], str | None]) -> str:
     """A page of cards; `servable` gives a card's audio file as the page may fetch it."""
     blocks = []
     for item in cards:
@@ -92,7 +90,7 @@ def cards_html(
             player = native_player_html(audio, loop=item.get("kind") == "loop", css="ms-card-audio")
         else:
             player = ""
-        blocks.append(card_block(item, player, tracks=tracks))
+        blocks.append(card_block(item, player))
     if not blocks:
         return EMPTY_HISTORY
     return f'<div class="ms-grid" id="history-cards">{"".join(blocks)}</div>'
@@ -134,7 +132,8 @@ class CardActions:
         event: gr.EventData,
     ) -> Updates:
         """The card button's action (`event` carries the action and the run's id)."""
-        data = getattr(event, "_data", None) or {}
+        # The browser's payload; Gradio's attribute access fails on a click that sent none.
+        data = event._data if isinstance(event._data, dict) else {}
         action, run_id = str(data.get("action") or ""), str(data.get("run") or "")
         if action not in ACTIONS or not run_id:
             return {}
